@@ -1,0 +1,842 @@
+//! Configuration: the LiteLLM-compatible `config.yaml` ([`raw`]) validated into a [`Config`].
+//!
+//! Validation reports every problem at once, each naming the file, the key and what is
+//! wrong. Keys that LiteLLM knows but llmgate does not act on produce warnings, so a
+//! LiteLLM user's config starts unchanged.
+
+pub mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use raw::{RawConfig, RawDeployment};
+
+/// Default request timeout, seconds (LiteLLM's `request_timeout`).
+pub const DEFAULT_TIMEOUT_SECS: f64 = 600.0;
+
+/// A secret (API key). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that applies it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One deployment (`model_list` entry), validated.
+#[derive(Debug)]
+pub struct Deployment {
+    /// `model_info.id`, or `<model_name>-<index>`.
+    pub id: String,
+    /// The group (`model_name`) it serves.
+    pub model_name: String,
+    /// Provider prefix (`openai`, `anthropic`, ...).
+    pub provider: String,
+    /// Upstream model without the prefix; may contain `*` for wildcard groups.
+    pub model: String,
+    /// `api_base`.
+    pub api_base: Option<String>,
+    /// `api_version`.
+    pub api_version: Option<String>,
+    /// `api_key` from the config (literal or `os.environ/VAR`).
+    pub api_key: Option<Secret>,
+    /// Non-secret `litellm_params`, JSON object text, handed to the provider plugin.
+    pub params_json: String,
+    /// Per-attempt timeout (`timeout`).
+    pub timeout: Duration,
+    /// Time allowed to the first streamed byte (`stream_timeout`, else `timeout`).
+    pub stream_timeout: Duration,
+    /// `weight` (default 1).
+    pub weight: u32,
+    /// `rpm`, 0 when unset.
+    pub rpm: u32,
+    /// `tpm`, 0 when unset.
+    pub tpm: u32,
+    /// `order`, 0 when unset.
+    pub order: u32,
+    /// `model_info` as JSON.
+    pub model_info: serde_json::Value,
+}
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct PluginLimits {
+    /// Linear memory cap per instance, bytes.
+    pub memory_bytes: usize,
+    /// CPU deadline per call.
+    pub call_timeout: Duration,
+    /// Plugin instances alive at once.
+    pub max_instances: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_millis(500),
+            max_instances: 1000,
+        }
+    }
+}
+
+/// Which policy routes a group, with its config.
+#[derive(Debug, Clone)]
+pub struct PolicyChoice {
+    /// Policy plugin name.
+    pub policy: String,
+    /// Config JSON passed on every call.
+    pub config_json: Arc<str>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it came from (a file path, or `command line`).
+    pub source: String,
+    /// Deployments in config order.
+    pub deployments: Vec<Arc<Deployment>>,
+    /// Exact model groups: name to deployment indices, in config order.
+    pub groups: BTreeMap<String, Vec<usize>>,
+    /// Wildcard groups (`openai/*`): pattern to deployment indices, most specific first.
+    pub wildcards: Vec<(String, Vec<usize>)>,
+    /// Group that serves any model name no other group matches (`--model`).
+    pub catch_all: Option<String>,
+    /// Plugins folder.
+    pub plugins_dir: PathBuf,
+    /// Compiled-plugin cache folder (`None`: no disk cache).
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// Sandbox limits.
+    pub plugin_limits: PluginLimits,
+    /// Routing policy for groups without their own.
+    pub default_policy: PolicyChoice,
+    /// Per-group routing policy.
+    pub group_policies: HashMap<String, PolicyChoice>,
+    /// Largest request body, bytes.
+    pub max_request_body_bytes: usize,
+    /// Largest non-streamed upstream body, bytes.
+    pub max_response_body_bytes: usize,
+    /// `general_settings.master_key`.
+    pub master_key: Option<Secret>,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_grace: Duration,
+    /// Things that were ignored or look wrong but do not stop the start.
+    pub warnings: Vec<String>,
+}
+
+/// The command-line overrides and quick-start models (`--model`, `--alias`, ...).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--model`: quick-start deployments, like `litellm --model`.
+    pub models: Vec<String>,
+    /// `--alias`: the name clients use for the first `--model`.
+    pub alias: Option<String>,
+    /// `--api_base` for the `--model` deployments.
+    pub api_base: Option<String>,
+    /// `--plugins-dir`.
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// Every problem found while validating, one per line.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `litellm_params` that are secrets: applied by the host, never handed to plugins.
+const SECRET_PARAMS: &[&str] = &[
+    "api_key",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "azure_ad_token",
+    "client_secret",
+    "vertex_credentials",
+];
+
+/// `litellm_params` the host itself consumes.
+const HOST_PARAMS: &[&str] = &[
+    "model",
+    "api_base",
+    "base_url",
+    "api_version",
+    "custom_llm_provider",
+    "timeout",
+    "stream_timeout",
+    "weight",
+    "rpm",
+    "tpm",
+    "order",
+];
+
+/// Load and validate `path`, then apply `overrides`.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let (raw, source) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", p.display())]))?;
+            let raw: RawConfig = if text.trim().is_empty() {
+                RawConfig::default()
+            } else {
+                serde_yaml::from_str(&text)
+                    .map_err(|e| ConfigError(vec![format!("{}: {e}", p.display())]))?
+            };
+            (raw, p.display().to_string())
+        }
+        None => (RawConfig::default(), "command line".to_string()),
+    };
+    validate(raw, source, overrides, &|k| std::env::var(k).ok())
+}
+
+/// Validate a parsed config. `env` looks environment variables up (tests pass their own).
+pub fn validate(
+    raw: RawConfig,
+    source: String,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        source: source.clone(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let config_env: BTreeMap<String, String> = raw
+        .environment_variables
+        .iter()
+        .filter_map(|(k, val)| scalar_string(val).map(|s| (k.clone(), s)))
+        .collect();
+    let lookup = |k: &str| config_env.get(k).cloned().or_else(|| env(k));
+
+    for key in raw.other.keys() {
+        v.warn(key, "unknown top-level key, ignored");
+    }
+    for key in raw.router_settings.keys() {
+        v.warn(
+            &format!("router_settings.{key}"),
+            "not supported yet, ignored",
+        );
+    }
+    for key in raw.litellm_settings.keys() {
+        if !matches!(
+            key.as_str(),
+            "request_timeout" | "drop_params" | "set_verbose" | "json_logs"
+        ) {
+            v.warn(
+                &format!("litellm_settings.{key}"),
+                "not supported yet, ignored",
+            );
+        }
+    }
+    let default_timeout = raw
+        .litellm_settings
+        .get("request_timeout")
+        .and_then(|t| v.seconds("litellm_settings.request_timeout", t))
+        .unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
+
+    let mut entries: Vec<(String, RawDeployment)> = raw
+        .model_list
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (format!("model_list[{i}]"), d))
+        .collect();
+    let mut catch_all = None;
+    for (i, m) in overrides.models.iter().enumerate() {
+        let name = match (&overrides.alias, i) {
+            (Some(alias), 0) => alias.clone(),
+            _ => m.clone(),
+        };
+        if i == 0 {
+            catch_all = Some(name.clone());
+        }
+        let mut params = BTreeMap::new();
+        params.insert("model".to_string(), Value::String(m.clone()));
+        if let Some(base) = &overrides.api_base {
+            params.insert("api_base".to_string(), Value::String(base.clone()));
+        }
+        entries.push((
+            format!("--model {m}"),
+            RawDeployment {
+                model_name: Some(Value::String(name)),
+                litellm_params: Some(params),
+                model_info: None,
+                other: BTreeMap::new(),
+            },
+        ));
+    }
+
+    let mut deployments = Vec::new();
+    for (at, d) in entries {
+        if let Some(dep) = v.deployment(&at, d, deployments.len(), default_timeout, &lookup) {
+            deployments.push(Arc::new(dep));
+        }
+    }
+    let mut seen = HashMap::new();
+    for d in &deployments {
+        if let Some(prev) = seen.insert(d.id.clone(), d.model_name.clone()) {
+            v.problem(
+                "model_list",
+                &format!(
+                    "deployment id `{}` is used twice (groups {prev} and {})",
+                    d.id, d.model_name
+                ),
+            );
+        }
+    }
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut wildcards: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, d) in deployments.iter().enumerate() {
+        if d.model_name.contains('*') {
+            wildcards.entry(d.model_name.clone()).or_default().push(i);
+        } else {
+            groups.entry(d.model_name.clone()).or_default().push(i);
+        }
+    }
+    let mut wildcards: Vec<(String, Vec<usize>)> = wildcards.into_iter().collect();
+    // Most specific (longest literal part) first.
+    wildcards.sort_by_key(|(p, _)| std::cmp::Reverse(p.replace('*', "").len()));
+
+    let ll = raw.llmgate;
+    let plugins_dir = overrides
+        .plugins_dir
+        .clone()
+        .or_else(|| ll.plugins_dir.map(PathBuf::from))
+        .or_else(|| env("LLMGATE_PLUGINS_DIR").map(PathBuf::from))
+        .unwrap_or_else(default_plugins_dir);
+    let plugin_cache_dir = ll
+        .plugin_cache_dir
+        .map(PathBuf::from)
+        .or_else(|| env("LLMGATE_PLUGIN_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| {
+            env("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("llmgate").join("wasmtime"))
+        });
+    let mut plugin_limits = PluginLimits::default();
+    if let Some(m) = ll.plugin_limits.memory_mib {
+        if (1..=4096).contains(&m) {
+            plugin_limits.memory_bytes = (m as usize) << 20;
+        } else {
+            v.problem(
+                "llmgate.plugin_limits.memory_mib",
+                "must be between 1 and 4096",
+            );
+        }
+    }
+    if let Some(ms) = ll.plugin_limits.call_timeout_ms {
+        if (1..=60_000).contains(&ms) {
+            plugin_limits.call_timeout = Duration::from_millis(ms);
+        } else {
+            v.problem(
+                "llmgate.plugin_limits.call_timeout_ms",
+                "must be between 1 and 60000",
+            );
+        }
+    }
+    if let Some(n) = ll.plugin_limits.max_instances {
+        if (1..=100_000).contains(&n) {
+            plugin_limits.max_instances = n;
+        } else {
+            v.problem(
+                "llmgate.plugin_limits.max_instances",
+                "must be between 1 and 100000",
+            );
+        }
+    }
+    let default_policy = PolicyChoice {
+        policy: ll
+            .routing
+            .default_policy
+            .unwrap_or_else(|| "ordered".into()),
+        config_json: v.policy_config(
+            "llmgate.routing.default_policy_config",
+            ll.routing.default_policy_config,
+        ),
+    };
+    let mut group_policies = HashMap::new();
+    for (group, g) in ll.routing.groups {
+        let at = format!("llmgate.routing.groups.{group}");
+        if !groups.contains_key(&group) && !wildcards.iter().any(|(p, _)| *p == group) {
+            v.problem(&at, "names a model group that model_list does not define");
+        }
+        let choice = PolicyChoice {
+            policy: g.policy.unwrap_or_else(|| default_policy.policy.clone()),
+            config_json: v.policy_config(&format!("{at}.config"), g.config),
+        };
+        group_policies.insert(group, choice);
+    }
+    let master_key = raw
+        .general_settings
+        .get("master_key")
+        .and_then(|k| v.secret("general_settings.master_key", k, &lookup))
+        .or_else(|| lookup("LLMGATE_MASTER_KEY").map(Secret))
+        .or_else(|| lookup("LITELLM_MASTER_KEY").map(Secret));
+
+    let Validator {
+        problems, warnings, ..
+    } = v;
+    if !problems.is_empty() {
+        return Err(ConfigError(problems));
+    }
+    Ok(Config {
+        source,
+        deployments,
+        groups,
+        wildcards,
+        catch_all,
+        plugins_dir,
+        plugin_cache_dir,
+        plugin_limits,
+        default_policy,
+        group_policies,
+        max_request_body_bytes: ll.max_request_body_bytes.unwrap_or(32 << 20),
+        max_response_body_bytes: ll.max_response_body_bytes.unwrap_or(64 << 20),
+        master_key,
+        shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),
+        warnings,
+    })
+}
+
+/// `plugins/dist` next to the executable's workspace when run from a checkout, else `./plugins`.
+fn default_plugins_dir() -> PathBuf {
+    let dist = PathBuf::from("plugins/dist");
+    if dist.is_dir() {
+        dist
+    } else {
+        PathBuf::from("plugins")
+    }
+}
+
+/// A matched model group and, for wildcards, the part `*` stood for.
+#[derive(Debug, Clone)]
+pub struct Resolved<'a> {
+    /// The group's name (the pattern for wildcards).
+    pub group: &'a str,
+    /// Deployment indices.
+    pub deployments: &'a [usize],
+    /// What `*` matched, for wildcard groups.
+    pub capture: Option<String>,
+}
+
+impl Config {
+    /// Find the group serving `model`: an exact group, then wildcards, then the catch-all.
+    pub fn resolve(&self, model: &str) -> Option<Resolved<'_>> {
+        if let Some((name, idx)) = self.groups.get_key_value(model) {
+            return Some(Resolved {
+                group: name,
+                deployments: idx,
+                capture: None,
+            });
+        }
+        for (pattern, idx) in &self.wildcards {
+            if let Some(capture) = wildcard_match(pattern, model) {
+                return Some(Resolved {
+                    group: pattern,
+                    deployments: idx,
+                    capture: Some(capture),
+                });
+            }
+        }
+        let name = self.catch_all.as_deref()?;
+        let (name, idx) = self.groups.get_key_value(name)?;
+        Some(Resolved {
+            group: name,
+            deployments: idx,
+            capture: None,
+        })
+    }
+
+    /// The routing policy for a group.
+    pub fn policy_for(&self, group: &str) -> &PolicyChoice {
+        self.group_policies
+            .get(group)
+            .unwrap_or(&self.default_policy)
+    }
+}
+
+/// Match `model` against a pattern with one `*`; returns what `*` stood for.
+fn wildcard_match(pattern: &str, model: &str) -> Option<String> {
+    let (pre, post) = pattern.split_once('*')?;
+    if model.len() >= pre.len() + post.len() && model.starts_with(pre) && model.ends_with(post) {
+        Some(model[pre.len()..model.len() - post.len()].to_string())
+    } else {
+        None
+    }
+}
+
+/// The provider prefix LiteLLM infers for a bare model name.
+fn infer_provider(model: &str) -> Option<&'static str> {
+    let m = model.to_ascii_lowercase();
+    if m.starts_with("claude") {
+        Some("anthropic")
+    } else if m.starts_with("gemini") {
+        Some("gemini")
+    } else if m.starts_with("gpt-")
+        || m.starts_with("chatgpt")
+        || m.starts_with("o1")
+        || m.starts_with("o3")
+        || m.starts_with("o4")
+        || m.starts_with("text-embedding")
+        || m.starts_with("dall-e")
+        || m.starts_with("gpt-image")
+    {
+        Some("openai")
+    } else {
+        None
+    }
+}
+
+fn scalar_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn yaml_to_json(v: &Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+struct Validator {
+    source: String,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Validator {
+    fn problem(&mut self, at: &str, what: &str) {
+        self.problems.push(format!("{}: {at}: {what}", self.source));
+    }
+
+    fn warn(&mut self, at: &str, what: &str) {
+        self.warnings.push(format!("{}: {at}: {what}", self.source));
+    }
+
+    /// A string value, resolving `os.environ/VAR`. Missing variables give `None` and a warning.
+    fn string(
+        &mut self,
+        at: &str,
+        v: &Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let Some(s) = scalar_string(v) else {
+            self.problem(at, "must be a string");
+            return None;
+        };
+        match s.strip_prefix("os.environ/") {
+            Some(var) => {
+                let val = env(var);
+                if val.is_none() {
+                    self.warn(at, &format!("environment variable {var} is not set"));
+                }
+                val
+            }
+            None => Some(s),
+        }
+    }
+
+    fn secret(
+        &mut self,
+        at: &str,
+        v: &Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Secret> {
+        self.string(at, v, env)
+            .filter(|s| !s.is_empty())
+            .map(Secret)
+    }
+
+    fn seconds(&mut self, at: &str, v: &Value) -> Option<Duration> {
+        let secs = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match secs {
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            _ => {
+                self.problem(at, "must be a positive number of seconds");
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, at: &str, v: Option<&Value>) -> Option<u32> {
+        let v = v?;
+        match v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        {
+            Some(n) if n <= u64::from(u32::MAX) => Some(n as u32),
+            _ => {
+                self.problem(at, "must be a non-negative integer");
+                None
+            }
+        }
+    }
+
+    fn policy_config(&mut self, at: &str, v: Option<serde_json::Value>) -> Arc<str> {
+        match v {
+            None | Some(serde_json::Value::Null) => Arc::from("{}"),
+            Some(obj @ serde_json::Value::Object(_)) => Arc::from(obj.to_string()),
+            Some(_) => {
+                self.problem(at, "must be a mapping");
+                Arc::from("{}")
+            }
+        }
+    }
+
+    fn deployment(
+        &mut self,
+        at: &str,
+        d: RawDeployment,
+        index: usize,
+        default_timeout: Duration,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Deployment> {
+        for key in d.other.keys() {
+            self.warn(&format!("{at}.{key}"), "unknown key, ignored");
+        }
+        let model_name = match d.model_name.as_ref().and_then(scalar_string) {
+            Some(n) if !n.trim().is_empty() => n,
+            _ => {
+                self.problem(
+                    &format!("{at}.model_name"),
+                    "missing (the name clients ask for)",
+                );
+                return None;
+            }
+        };
+        let Some(params) = d.litellm_params else {
+            self.problem(
+                &format!("{at}.litellm_params"),
+                "missing (needs at least `model`)",
+            );
+            return None;
+        };
+        let p = |k: &str| params.get(k);
+        let Some(full_model) = p("model").and_then(scalar_string).filter(|m| !m.is_empty()) else {
+            self.problem(
+                &format!("{at}.litellm_params.model"),
+                "missing (write it as provider/model, e.g. openai/gpt-4o)",
+            );
+            return None;
+        };
+        let explicit = match p("custom_llm_provider") {
+            Some(v) => self.string(&format!("{at}.litellm_params.custom_llm_provider"), v, env),
+            None => None,
+        };
+        let (provider, model) = match (explicit, full_model.split_once('/')) {
+            (Some(prov), _) => {
+                let m = full_model
+                    .strip_prefix(&format!("{prov}/"))
+                    .unwrap_or(&full_model)
+                    .to_string();
+                (prov, m)
+            }
+            (None, Some((prov, m))) if !prov.is_empty() && !m.is_empty() => {
+                (prov.to_string(), m.to_string())
+            }
+            (None, _) => match infer_provider(&full_model) {
+                Some(prov) => (prov.to_string(), full_model.clone()),
+                None => {
+                    self.problem(
+                        &format!("{at}.litellm_params.model"),
+                        &format!(
+                            "cannot tell the provider of `{full_model}`; write it as provider/model (e.g. openai/{full_model})"
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
+        if model.contains('*') && !model_name.contains('*') {
+            self.problem(
+                &format!("{at}.litellm_params.model"),
+                "a wildcard model needs a wildcard model_name (e.g. `openai/*`)",
+            );
+        }
+        let api_base = match p("api_base").or_else(|| p("base_url")) {
+            Some(v) => self.string(&format!("{at}.litellm_params.api_base"), v, env),
+            None => None,
+        };
+        if let Some(base) = &api_base
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            self.problem(
+                &format!("{at}.litellm_params.api_base"),
+                "must start with http:// or https://",
+            );
+        }
+        let api_version = match p("api_version") {
+            Some(v) => self.string(&format!("{at}.litellm_params.api_version"), v, env),
+            None => None,
+        };
+        let api_key = match p("api_key") {
+            Some(v) => self.secret(&format!("{at}.litellm_params.api_key"), v, env),
+            None => None,
+        };
+        let timeout = match p("timeout") {
+            Some(t) => self.seconds(&format!("{at}.litellm_params.timeout"), t),
+            None => None,
+        }
+        .unwrap_or(default_timeout);
+        let stream_timeout = match p("stream_timeout") {
+            Some(t) => self.seconds(&format!("{at}.litellm_params.stream_timeout"), t),
+            None => None,
+        }
+        .unwrap_or(timeout);
+        let weight = self
+            .uint(&format!("{at}.litellm_params.weight"), p("weight"))
+            .unwrap_or(1);
+        let rpm = self
+            .uint(&format!("{at}.litellm_params.rpm"), p("rpm"))
+            .unwrap_or(0);
+        let tpm = self
+            .uint(&format!("{at}.litellm_params.tpm"), p("tpm"))
+            .unwrap_or(0);
+        let order = self
+            .uint(&format!("{at}.litellm_params.order"), p("order"))
+            .unwrap_or(0);
+
+        let mut extra = serde_json::Map::new();
+        for (k, val) in &params {
+            if SECRET_PARAMS.contains(&k.as_str()) || HOST_PARAMS.contains(&k.as_str()) {
+                continue;
+            }
+            let json = match val {
+                Value::String(s) if s.starts_with("os.environ/") => {
+                    match self.string(&format!("{at}.litellm_params.{k}"), val, env) {
+                        Some(s) => serde_json::Value::String(s),
+                        None => continue,
+                    }
+                }
+                other => yaml_to_json(other),
+            };
+            extra.insert(k.clone(), json);
+        }
+        let model_info = d
+            .model_info
+            .as_ref()
+            .map(|m| {
+                serde_json::Value::Object(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), yaml_to_json(v)))
+                        .collect(),
+                )
+            })
+            .unwrap_or_else(|| serde_json::json!({}));
+        let id = model_info
+            .get("id")
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
+            .unwrap_or_else(|| format!("{model_name}-{index}"));
+        Some(Deployment {
+            id,
+            model_name,
+            provider,
+            model,
+            api_base,
+            api_version,
+            api_key,
+            params_json: serde_json::Value::Object(extra).to_string(),
+            timeout,
+            stream_timeout,
+            weight,
+            rpm,
+            tpm,
+            order,
+            model_info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        validate(
+            raw,
+            "config.yaml".into(),
+            &Overrides::default(),
+            &move |k| env.get(k).cloned(),
+        )
+    }
+
+    #[test]
+    fn reads_litellm_seed_config() {
+        let c = parse(
+            "model_list:\n  - model_name: claude-opus-4-6\n    litellm_params:\n      model: claude-opus-4-6\n      api_key: os.environ/ANTHROPIC_API_KEY\n  - model_name: gpt-4o\n    litellm_params:\n      model: gpt-4o\n      api_key: os.environ/OPENAI_API_KEY\n",
+            &[("OPENAI_API_KEY", "sk-x")],
+        )
+        .unwrap();
+        assert_eq!(c.deployments[0].provider, "anthropic");
+        assert_eq!(c.deployments[1].provider, "openai");
+        assert_eq!(c.deployments[1].api_key.as_ref().unwrap().expose(), "sk-x");
+        assert!(c.deployments[0].api_key.is_none());
+        assert!(c.warnings.iter().any(|w| w.contains("ANTHROPIC_API_KEY")));
+    }
+
+    #[test]
+    fn reports_every_problem_with_file_and_key() {
+        let err = parse(
+            "model_list:\n  - litellm_params: {model: openai/x}\n  - model_name: a\n    litellm_params: {model: mystery-model}\n  - model_name: b\n    litellm_params: {model: openai/b, api_base: ftp://x, timeout: -1}\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 4, "{text}");
+        assert!(text.contains("config.yaml: model_list[0].model_name: missing"));
+        assert!(text.contains("model_list[1].litellm_params.model: cannot tell the provider"));
+        assert!(text.contains("model_list[2].litellm_params.api_base"));
+        assert!(text.contains("model_list[2].litellm_params.timeout"));
+    }
+
+    #[test]
+    fn resolves_groups_wildcards_and_secrets_stay_out_of_params() {
+        let c = parse(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o, api_key: sk-secret, temperature: 0.2}\n  - model_name: openai/*\n    litellm_params: {model: openai/*}\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!c.deployments[0].params_json.contains("sk-secret"));
+        assert!(c.deployments[0].params_json.contains("temperature"));
+        assert_eq!(c.resolve("gpt-4o").unwrap().group, "gpt-4o");
+        let r = c.resolve("openai/gpt-4.1-mini").unwrap();
+        assert_eq!(r.capture.as_deref(), Some("gpt-4.1-mini"));
+        assert!(c.resolve("claude").is_none());
+    }
+}

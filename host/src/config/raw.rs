@@ -1,0 +1,109 @@
+//! The LiteLLM-compatible `config.yaml` as it is written: serde types only, no validation.
+//!
+//! Sections LiteLLM knows are accepted with their LiteLLM names; keys llmgate does not act on
+//! are kept (as `serde_yaml::Value`) so validation can warn about them instead of refusing a
+//! LiteLLM user's config. The `llmgate:` section is ours and strict.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    /// Deployments.
+    #[serde(default)]
+    pub model_list: Vec<RawDeployment>,
+    /// LiteLLM router settings (`fallbacks`, `num_retries`, `routing_strategy`, ...).
+    #[serde(default)]
+    pub router_settings: BTreeMap<String, Value>,
+    /// LiteLLM library settings (`drop_params`, `num_retries`, `request_timeout`, ...).
+    #[serde(default)]
+    pub litellm_settings: BTreeMap<String, Value>,
+    /// Proxy settings (`master_key`, `database_url`, ...).
+    #[serde(default)]
+    pub general_settings: BTreeMap<String, Value>,
+    /// Environment variables to set before the rest is read (LiteLLM feature).
+    #[serde(default)]
+    pub environment_variables: BTreeMap<String, Value>,
+    /// llmgate's own settings.
+    #[serde(default)]
+    pub llmgate: RawLlmgate,
+    /// Anything else at the top level (warned about).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// One `model_list` entry.
+#[derive(Debug, Deserialize)]
+pub struct RawDeployment {
+    /// The name clients ask for (a model group; several entries may share it).
+    pub model_name: Option<Value>,
+    /// Where and how to call it.
+    #[serde(default)]
+    pub litellm_params: Option<BTreeMap<String, Value>>,
+    /// Metadata: `id`, context window, prices, capabilities.
+    #[serde(default)]
+    pub model_info: Option<BTreeMap<String, Value>>,
+    /// Anything else (warned about).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// The `llmgate:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlmgate {
+    /// Folder the plugins are loaded from.
+    pub plugins_dir: Option<String>,
+    /// Where compiled plugins are cached.
+    pub plugin_cache_dir: Option<String>,
+    /// Sandbox limits for every plugin call.
+    #[serde(default)]
+    pub plugin_limits: RawPluginLimits,
+    /// Routing: the default policy and per-group policies.
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body_bytes: Option<usize>,
+    /// Largest upstream response body read (non-streamed), in bytes.
+    pub max_response_body_bytes: Option<usize>,
+    /// Seconds to wait for requests in flight on shutdown.
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+/// `llmgate.plugin_limits`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginLimits {
+    /// Linear memory cap per plugin instance, MiB.
+    pub memory_mib: Option<u64>,
+    /// CPU deadline per plugin call, ms.
+    pub call_timeout_ms: Option<u64>,
+    /// Most plugin instances alive at once (concurrent attempts).
+    pub max_instances: Option<u32>,
+}
+
+/// `llmgate.routing`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Policy used when a group names none (default `ordered`).
+    pub default_policy: Option<String>,
+    /// Config passed to the default policy.
+    pub default_policy_config: Option<serde_json::Value>,
+    /// Per model group: `{policy, config}`.
+    #[serde(default)]
+    pub groups: BTreeMap<String, RawGroupRouting>,
+}
+
+/// `llmgate.routing.groups.<name>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupRouting {
+    /// Policy plugin name.
+    pub policy: Option<String>,
+    /// Its config.
+    pub config: Option<serde_json::Value>,
+}

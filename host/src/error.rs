@@ -1,0 +1,228 @@
+//! The gateway's one error type: every failure a client can see, its HTTP status, and how
+//! it is rendered in each API dialect. Errors become HTTP in exactly one place
+//! ([`Error::render`]), at the edge.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::plugins::ErrorClass;
+
+/// Which API's error shape to answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error":{"message","type","param","code"}}`
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`
+    Anthropic,
+}
+
+/// Everything that can go wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or missing something.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is larger than `max_request_body_bytes`.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// No model group, alias or wildcard matches the requested model.
+    #[error("model `{0}` is not served by this gateway; GET /v1/models lists the models")]
+    ModelNotFound(String),
+    /// No route for this path.
+    #[error("no route for {method} {path}")]
+    RouteNotFound {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// No provider plugin is loaded for a deployment's provider prefix.
+    #[error(
+        "no provider plugin serves `{provider}/` (deployment {deployment}); loaded providers: {loaded}"
+    )]
+    NoProvider {
+        /// The missing prefix.
+        provider: String,
+        /// The deployment that needs it.
+        deployment: String,
+        /// The prefixes that are loaded.
+        loaded: String,
+    },
+    /// The upstream (or the plugin on its behalf) reported an error.
+    #[error("{message}")]
+    Upstream {
+        /// Error class.
+        class: ErrorClass,
+        /// HTTP status to answer with.
+        status: u16,
+        /// Message for the client.
+        message: String,
+        /// Provider error code, if any.
+        code: Option<String>,
+        /// Upstream's Retry-After in ms.
+        retry_after_ms: Option<u32>,
+    },
+    /// A plugin trapped, ran out of time or memory, or returned something invalid.
+    #[error("plugin {plugin} failed: {message}")]
+    Plugin {
+        /// `name@version`.
+        plugin: String,
+        /// What happened.
+        message: String,
+    },
+    /// The gateway is out of capacity (plugin instance pool exhausted, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected condition.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        let code = match self {
+            Self::BadRequest(_) => 400,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::ModelNotFound(_) | Self::RouteNotFound { .. } => 404,
+            Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => 500,
+            Self::Upstream { status, .. } => *status,
+            Self::Unavailable(_) => 503,
+        };
+        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    /// The error's class, for retry and fallback decisions.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => ErrorClass::BadRequest,
+            Self::ModelNotFound(_) | Self::RouteNotFound { .. } => ErrorClass::NotFound,
+            Self::Upstream { class, .. } => *class,
+            Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => {
+                ErrorClass::Upstream
+            }
+            Self::Unavailable(_) => ErrorClass::Overloaded,
+        }
+    }
+
+    /// A short, low-cardinality name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::RouteNotFound { .. } => "route_not_found",
+            Self::NoProvider { .. } => "no_provider",
+            Self::Upstream { .. } => "upstream",
+            Self::Plugin { .. } => "plugin_fault",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// OpenAI's `error.type` for this error.
+    fn openai_type(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::ModelNotFound(_)
+            | Self::RouteNotFound { .. } => "invalid_request_error",
+            Self::Upstream { class, .. } => match class {
+                ErrorClass::BadRequest
+                | ErrorClass::ContextLength
+                | ErrorClass::ContentFilter
+                | ErrorClass::NotFound => "invalid_request_error",
+                ErrorClass::Auth => "authentication_error",
+                ErrorClass::Permission => "permission_error",
+                ErrorClass::RateLimited => "rate_limit_error",
+                ErrorClass::Overloaded | ErrorClass::Upstream => "api_error",
+                ErrorClass::Timeout => "timeout_error",
+            },
+            Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => "server_error",
+            Self::Unavailable(_) => "service_unavailable",
+        }
+    }
+
+    /// Anthropic's `error.type` for this error.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            400 | 413 | 422 => {
+                if matches!(self, Self::PayloadTooLarge { .. }) {
+                    "request_too_large"
+                } else {
+                    "invalid_request_error"
+                }
+            }
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            529 | 503 => "overloaded_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        }
+    }
+
+    fn code(&self) -> Option<String> {
+        match self {
+            Self::Upstream { code, .. } => code.clone(),
+            Self::ModelNotFound(_) => Some("model_not_found".into()),
+            Self::Plugin { .. } => Some("plugin_fault".into()),
+            _ => None,
+        }
+    }
+
+    /// The JSON body in `dialect`'s error shape.
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        let message = self.to_string();
+        match dialect {
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": message,
+                    "type": self.openai_type(),
+                    "param": serde_json::Value::Null,
+                    "code": self.code(),
+                }
+            }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": self.anthropic_type(), "message": message }
+            }),
+        }
+    }
+
+    /// The whole HTTP response in `dialect`'s error shape.
+    pub fn render(&self, dialect: Dialect) -> Response {
+        let mut resp = (self.status(), axum::Json(self.body(dialect))).into_response();
+        if let Self::Upstream {
+            retry_after_ms: Some(ms),
+            ..
+        } = self
+        {
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        resp.extensions_mut().insert(ErrorKind(self.kind()));
+        resp
+    }
+}
+
+/// Put on error responses so the logging layer can name the error kind once.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+/// An error paired with the dialect to render it in; what handlers return.
+#[derive(Debug)]
+pub struct ApiError(pub Error, pub Dialect);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.render(self.1)
+    }
+}

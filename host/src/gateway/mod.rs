@@ -1,0 +1,326 @@
+//! The request pipeline: read the few fields needed, resolve the model group, ask the
+//! routing policy for a plan, and run attempts through provider plugins until one answers.
+//!
+//! Fallback happens only before the first byte reaches the client: an attempt fails over
+//! when sending fails, times out, or the upstream answers with an error; once a 2xx stream
+//! has started, a break is reported to the client in-stream.
+
+pub mod sse;
+mod stats;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use llmgate_sdk::json::TopLevel;
+use tracing::Instrument as _;
+
+use crate::config::{Config, Deployment};
+use crate::error::{Dialect, Error};
+use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
+use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
+use crate::plugins::bindings::types::Api;
+use crate::plugins::{GatewayError, Registry, Runtime};
+pub use stats::Stats;
+pub use upstream::origin_of;
+
+/// Client headers never handed to plugins.
+const PRIVATE_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "accept-encoding",
+];
+
+/// The live gateway: configuration, plugins, upstream client and statistics.
+pub struct Gateway {
+    config: ArcSwap<Config>,
+    registry: ArcSwap<Registry>,
+    runtime: Arc<Runtime>,
+    http: reqwest::Client,
+    stats: Stats,
+    started_at: u64,
+}
+
+/// One client request, as the API layer hands it over.
+pub struct Request {
+    /// Which API it arrived on.
+    pub api: Api,
+    /// Which error and stream shape to answer in.
+    pub dialect: Dialect,
+    /// Client headers.
+    pub headers: HeaderMap,
+    /// The body, untouched.
+    pub body: Bytes,
+}
+
+impl Gateway {
+    /// Assemble a gateway from loaded parts.
+    pub fn new(config: Config, registry: Registry, runtime: Arc<Runtime>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()?;
+        let stats = Stats::new(&config.deployments);
+        Ok(Self {
+            config: ArcSwap::from_pointee(config),
+            registry: ArcSwap::from_pointee(registry),
+            runtime,
+            http,
+            stats,
+            started_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The current plugins.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Swap in a new set of plugins; requests in flight keep the old one.
+    pub fn set_registry(&self, registry: Registry) {
+        self.registry.store(Arc::new(registry));
+    }
+
+    /// The plugin runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Unix time the gateway started.
+    pub fn started_at(&self) -> u64 {
+        self.started_at
+    }
+
+    /// Serve one model request (chat completions, messages, ...), with fallback.
+    pub async fn handle(&self, req: Request) -> Result<Response, Error> {
+        let started = Instant::now();
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let top = TopLevel::parse(&req.body)
+            .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        let model = match top.get("model") {
+            None => return Err(Error::BadRequest("missing required field `model`".into())),
+            Some(raw) if raw.first() == Some(&b'"') => top
+                .get_str("model")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| Error::BadRequest("`model` must be a non-empty string".into()))?,
+            Some(_) => return Err(Error::BadRequest("`model` must be a string".into())),
+        };
+        let stream = match top.get("stream") {
+            None | Some(b"null") | Some(b"false") => false,
+            Some(b"true") => true,
+            Some(_) => return Err(Error::BadRequest("`stream` must be true or false".into())),
+        };
+        if matches!(req.api, Api::ChatCompletions | Api::Messages) {
+            match top.get("messages") {
+                None => {
+                    return Err(Error::BadRequest(
+                        "missing required field `messages`".into(),
+                    ));
+                }
+                Some(raw) if raw.first() != Some(&b'[') => {
+                    return Err(Error::BadRequest("`messages` must be an array".into()));
+                }
+                Some(raw)
+                    if raw.len() <= 2
+                        || raw[1..raw.len() - 1].iter().all(u8::is_ascii_whitespace) =>
+                {
+                    return Err(Error::BadRequest("`messages` must not be empty".into()));
+                }
+                Some(_) => {}
+            }
+        }
+        let max_output = top
+            .get_u64("max_completion_tokens")
+            .or_else(|| top.get_u64("max_tokens"))
+            .unwrap_or(0);
+
+        let config = self.config.load_full();
+        let registry = self.registry.load_full();
+        let resolved = config
+            .resolve(&model)
+            .ok_or_else(|| Error::ModelNotFound(model.clone()))?;
+        let group = resolved.group.to_string();
+        let span = tracing::info_span!("request", call_id = %call_id, model = %model, group = %group, stream);
+
+        async {
+            let candidates: Vec<Candidate> = resolved
+                .deployments
+                .iter()
+                .map(|&i| self.stats.candidate(&config.deployments[i]))
+                .collect();
+            let choice = config.policy_for(resolved.group);
+            let policy = registry.policy(&choice.policy).ok_or_else(|| {
+                Error::Internal(format!(
+                    "routing policy `{}` is not loaded (loaded: {})",
+                    choice.policy,
+                    registry.policy_names().join(", ")
+                ))
+            })?;
+            let route_req = RouteRequest {
+                api: req.api,
+                model: model.clone(),
+                model_group: group.clone(),
+                stream,
+                est_input_tokens: u32::try_from(req.body.len() / 4).unwrap_or(u32::MAX),
+                max_output_tokens: u32::try_from(max_output).unwrap_or(u32::MAX),
+                headers: routing_headers(&req.headers),
+                last_user_text: None,
+            };
+            let plan = policy
+                .route(&choice.config_json, &route_req, &candidates)?
+                .map_err(|e| plugin_error(e, None))?;
+            if plan.is_empty() {
+                return Err(Error::Unavailable(format!("no deployment of `{group}` is available")));
+            }
+            let content_type = req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let forwarded = forwardable_headers(&req.headers);
+            let mut last: Option<Error> = None;
+            let mut tried: Vec<&Arc<Deployment>> = Vec::new();
+            for attempt in &plan {
+                if let Some(err) = &last
+                    && !attempt.when.contains(&err.class())
+                {
+                    continue;
+                }
+                let Some(dep) = config.deployments.iter().find(|d| d.id == attempt.candidate_id) else {
+                    continue;
+                };
+                let inbound = Inbound {
+                    api: req.api,
+                    model: model.clone(),
+                    stream,
+                    body: req.body.to_vec(),
+                    content_type: content_type.clone(),
+                    headers: forwarded.clone(),
+                    deployment: plugin_deployment(dep, resolved.capture.as_deref()),
+                };
+                let ctx = upstream::AttemptCtx {
+                    gateway: self,
+                    registry: &registry,
+                    config: &config,
+                    dep,
+                    dialect: req.dialect,
+                    call_id: &call_id,
+                    started,
+                    retries: tried.iter().filter(|d| d.model_name == dep.model_name).count(),
+                    fallbacks: tried.iter().filter(|d| d.model_name != dep.model_name).count(),
+                };
+                tried.push(dep);
+                let attempt_span = tracing::info_span!("attempt", deployment = %dep.id, provider = %dep.provider);
+                match upstream::run(ctx, inbound).instrument(attempt_span).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) => {
+                        tracing::warn!(deployment = %dep.id, kind = e.kind(), status = e.status().as_u16(), "attempt failed: {e}");
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| Error::Unavailable(format!("no deployment of `{group}` could take the request"))))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A plugin-reported error as a client-facing one.
+fn plugin_error(e: GatewayError, deployment: Option<&str>) -> Error {
+    let message = match deployment {
+        Some(d) => format!("{} (deployment {d})", e.message),
+        None => e.message,
+    };
+    Error::Upstream {
+        class: e.class,
+        status: if (400..=599).contains(&e.status) {
+            e.status
+        } else {
+            502
+        },
+        message,
+        code: e.code,
+        retry_after_ms: e.retry_after_ms,
+    }
+}
+
+fn plugin_deployment(dep: &Deployment, capture: Option<&str>) -> PluginDeployment {
+    let model = match capture {
+        Some(c) if dep.model.contains('*') => dep.model.replacen('*', c, 1),
+        _ => dep.model.clone(),
+    };
+    PluginDeployment {
+        id: dep.id.clone(),
+        provider: dep.provider.clone(),
+        model,
+        api_base: dep.api_base.clone(),
+        api_version: dep.api_version.clone(),
+        params_json: dep.params_json.clone(),
+    }
+}
+
+fn forwardable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| !PRIVATE_HEADERS.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+fn routing_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str().starts_with("x-kilocode") || k.as_str().starts_with("x-llmgate")
+        })
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Set a response header from a string, skipping values that are not valid header text.
+pub(crate) fn set_header(resp: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// A response with `status`, the plugin's headers and `body`.
+pub(crate) fn response(status: u16, headers: &[(String, String)], body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}

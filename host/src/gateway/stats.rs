@@ -1,0 +1,124 @@
+//! Live per-deployment statistics the host keeps and hands to routing policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::config::Deployment;
+use crate::plugins::bindings::policy_api::Candidate;
+
+/// Counters of one deployment.
+#[derive(Default)]
+pub struct DeploymentStats {
+    in_flight: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// Exponentially weighted latency, microseconds.
+    latency_us: AtomicU64,
+    /// Exponentially weighted time to first event of streams, microseconds.
+    ttft_us: AtomicU64,
+}
+
+/// Statistics of every deployment, by id.
+pub struct Stats {
+    by_id: HashMap<String, Arc<DeploymentStats>>,
+}
+
+/// Decrements the in-flight count when the attempt ends, however it ends.
+pub struct InFlight(Arc<DeploymentStats>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    /// Record the attempt's outcome.
+    pub fn done(&self, ok: bool, latency_us: u64) {
+        let s = &self.0;
+        if ok {
+            s.successes.fetch_add(1, Ordering::Relaxed);
+            ewma(&s.latency_us, latency_us);
+        } else {
+            s.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Record a stream's time to first event.
+    pub fn first_event(&self, ttft_us: u64) {
+        ewma(&self.0.ttft_us, ttft_us);
+    }
+}
+
+fn ewma(slot: &AtomicU64, sample: u64) {
+    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        })
+    });
+}
+
+impl Stats {
+    /// Counters for every deployment in the config.
+    pub fn new(deployments: &[Arc<Deployment>]) -> Self {
+        Self {
+            by_id: deployments
+                .iter()
+                .map(|d| (d.id.clone(), Arc::new(DeploymentStats::default())))
+                .collect(),
+        }
+    }
+
+    fn get(&self, id: &str) -> Arc<DeploymentStats> {
+        self.by_id.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Count an attempt as in flight until the guard drops.
+    pub fn start(&self, id: &str) -> InFlight {
+        let s = self.get(id);
+        s.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(s)
+    }
+
+    /// The policy's view of a deployment.
+    pub fn candidate(&self, d: &Deployment) -> Candidate {
+        let s = self.get(&d.id);
+        let ok = s.successes.load(Ordering::Relaxed);
+        let bad = s.failures.load(Ordering::Relaxed);
+        let price = |k: &str| {
+            d.model_info
+                .get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        Candidate {
+            id: d.id.clone(),
+            model_group: d.model_name.clone(),
+            provider: d.provider.clone(),
+            model: d.model.clone(),
+            healthy: true,
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            error_rate: if ok + bad == 0 {
+                0.0
+            } else {
+                bad as f32 / (ok + bad) as f32
+            },
+            latency_ms_p50: (s.latency_us.load(Ordering::Relaxed) / 1000) as u32,
+            ttft_ms_p50: (s.ttft_us.load(Ordering::Relaxed) / 1000) as u32,
+            price_in: price("input_cost_per_token"),
+            price_out: price("output_cost_per_token"),
+            weight: d.weight,
+            rpm: d.rpm,
+            tpm: d.tpm,
+            order: d.order,
+            max_input_tokens: d
+                .model_info
+                .get("max_input_tokens")
+                .and_then(serde_json::Value::as_u64)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! One attempt: the provider plugin plans the request, the host checks where it goes,
+//! applies the secret, sends it, and hands the answer (whole or event by event) back to the
+//! plugin for translation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+
+use super::sse::{self, Parser};
+use super::{Gateway, plugin_error, response, set_header};
+use crate::config::{Config, Deployment};
+use crate::error::{Dialect, Error};
+use crate::plugins::bindings::provider_api::Inbound;
+use crate::plugins::bindings::types::{Auth, ErrorClass, Framing};
+use crate::plugins::provider::Exchange;
+use crate::plugins::{Fault, Registry, SseEvent};
+
+/// Everything an attempt needs from the request.
+pub(super) struct AttemptCtx<'a> {
+    pub gateway: &'a Gateway,
+    pub registry: &'a Registry,
+    pub config: &'a Config,
+    pub dep: &'a Arc<Deployment>,
+    pub dialect: Dialect,
+    pub call_id: &'a str,
+    pub started: Instant,
+    pub retries: usize,
+    pub fallbacks: usize,
+}
+
+/// `scheme://host[:port]` of a URL, lower-cased; `None` if it is not an http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return None;
+    }
+    Some(u.origin().ascii_serialization())
+}
+
+/// Run one attempt to completion (non-streamed) or to the start of the stream.
+pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Error> {
+    let dep = ctx.dep;
+    let plugin = ctx
+        .registry
+        .provider(&dep.provider)
+        .ok_or_else(|| Error::NoProvider {
+            provider: dep.provider.clone(),
+            deployment: dep.id.clone(),
+            loaded: ctx.registry.prefixes().join(", "),
+        })?;
+    let prefix = plugin.prefix(&dep.provider);
+    let stream = inbound.stream;
+    let mut ex = plugin.exchange(&inbound)?;
+    drop(inbound);
+    let plan = ex
+        .build_request()?
+        .map_err(|e| plugin_error(e, Some(&dep.id)))?;
+
+    // Where may this go? The deployment's api_base origin, else the prefix's default.
+    let allowed = dep
+        .api_base
+        .as_deref()
+        .or_else(|| prefix.and_then(|p| p.default_api_base.as_deref()))
+        .and_then(origin_of);
+    let target = origin_of(&plan.url);
+    if target.is_none() || target != allowed {
+        return Err(Fault {
+            plugin: plugin.id().clone(),
+            message: format!(
+                "planned a request to `{}`, but deployment {} may only reach {}",
+                plan.url,
+                dep.id,
+                allowed.as_deref().unwrap_or("(no api_base configured)")
+            ),
+        }
+        .into());
+    }
+    let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| Fault {
+        plugin: plugin.id().clone(),
+        message: format!("planned an invalid HTTP method `{}`", plan.method),
+    })?;
+    let mut url = reqwest::Url::parse(&plan.url).map_err(|e| Error::Internal(e.to_string()))?;
+
+    // The secret: from the deployment, else the prefix's environment variables.
+    let key = dep
+        .api_key
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| {
+            prefix.and_then(|p| {
+                p.api_key_env
+                    .iter()
+                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+            })
+        });
+    let mut headers = reqwest::header::HeaderMap::with_capacity(plan.headers.len() + 1);
+    for (k, v) in &plan.headers {
+        let lk = k.to_ascii_lowercase();
+        if matches!(
+            lk.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(lk.as_bytes()),
+            reqwest::header::HeaderValue::from_str(v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    if let Some(key) = &key {
+        match &plan.auth {
+            Auth::None => {}
+            Auth::Bearer => insert_secret(&mut headers, "authorization", &format!("Bearer {key}"))?,
+            Auth::Header(name) => insert_secret(&mut headers, &name.to_ascii_lowercase(), key)?,
+            Auth::Query(name) => {
+                url.query_pairs_mut().append_pair(name, key);
+            }
+            Auth::AwsSigv4(_) => {
+                return Err(Error::Internal(
+                    "AWS SigV4 signing is not available yet".into(),
+                ));
+            }
+        }
+    }
+
+    let timeout = if stream {
+        dep.stream_timeout
+    } else {
+        dep.timeout
+    };
+    let in_flight = ctx.gateway.stats.start(&dep.id);
+    let sent_at = Instant::now();
+    let request = ctx
+        .gateway
+        .http
+        .request(method, url)
+        .headers(headers)
+        .body(plan.body);
+    let resp = match tokio::time::timeout(timeout, request.send()).await {
+        Err(_) => {
+            in_flight.done(false, 0);
+            return Err(timeout_error(dep, timeout));
+        }
+        Ok(Err(e)) => {
+            in_flight.done(false, 0);
+            return Err(send_error(dep, &e));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    let up_headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+
+    if !(200..300).contains(&status) || plan.framing == Framing::None {
+        let remaining = timeout.saturating_sub(sent_at.elapsed());
+        let body = match tokio::time::timeout(
+            remaining,
+            read_limited(resp, ctx.config.max_response_body_bytes),
+        )
+        .await
+        {
+            Err(_) => {
+                in_flight.done(false, 0);
+                return Err(timeout_error(dep, timeout));
+            }
+            Ok(Err(e)) => {
+                in_flight.done(false, 0);
+                return Err(e);
+            }
+            Ok(Ok(b)) => b,
+        };
+        let answer = ex.on_body(status, &up_headers, &body)?;
+        let latency = sent_at.elapsed().as_micros() as u64;
+        let cr = match answer {
+            Ok(cr) => cr,
+            Err(e) => {
+                in_flight.done(false, latency);
+                return Err(plugin_error(e, Some(&dep.id)));
+            }
+        };
+        in_flight.done(true, latency);
+        if let Some(u) = &cr.usage {
+            tracing::info!(
+                input = u.input,
+                output = u.output,
+                cache_read = u.cache_read,
+                cache_write = u.cache_write,
+                reasoning = u.reasoning,
+                "usage"
+            );
+        }
+        let mut out = response(cr.status, &cr.headers, Body::from(cr.body));
+        decorate(&mut out, &ctx, plugin.id());
+        return Ok(out);
+    }
+
+    // A 2xx stream: commit to it.
+    let framing = plan.framing;
+    let extra = ex
+        .on_stream_start(status, &up_headers)?
+        .map_err(|e| plugin_error(e, Some(&dep.id)))?;
+    let idle = dep.timeout;
+    let body = stream_body(
+        ex,
+        resp,
+        framing,
+        ctx.dialect,
+        idle,
+        in_flight,
+        sent_at,
+        dep.id.clone(),
+    );
+    let mut out = response(200, &extra, body);
+    out.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    out.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    decorate(&mut out, &ctx, plugin.id());
+    Ok(out)
+}
+
+fn insert_secret(
+    headers: &mut reqwest::header::HeaderMap,
+    name: &str,
+    value: &str,
+) -> Result<(), Error> {
+    let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Error::Internal(format!("invalid auth header name `{name}`")))?;
+    let mut value = reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| Error::Internal("the deployment's api_key is not valid header text".into()))?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Ok(())
+}
+
+fn timeout_error(dep: &Deployment, timeout: Duration) -> Error {
+    Error::Upstream {
+        class: ErrorClass::Timeout,
+        status: 504,
+        message: format!(
+            "upstream did not answer within {:.1}s (deployment {})",
+            timeout.as_secs_f64(),
+            dep.id
+        ),
+        code: Some("timeout".into()),
+        retry_after_ms: None,
+    }
+}
+
+fn send_error(dep: &Deployment, e: &reqwest::Error) -> Error {
+    let what = if e.is_connect() {
+        "could not connect to the upstream"
+    } else {
+        "the upstream request failed"
+    };
+    let mut source = String::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        source = s.to_string();
+        cur = s.source();
+    }
+    Error::Upstream {
+        class: ErrorClass::Upstream,
+        status: 502,
+        message: format!(
+            "{what} at {} ({}) (deployment {})",
+            dep.api_base.as_deref().unwrap_or("its default api_base"),
+            if source.is_empty() {
+                e.to_string()
+            } else {
+                source
+            },
+            dep.id
+        ),
+        code: Some("upstream_unreachable".into()),
+        retry_after_ms: None,
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, Error> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Upstream {
+            class: ErrorClass::Upstream,
+            status: 502,
+            message: format!("the upstream response broke off: {e}"),
+            code: None,
+            retry_after_ms: None,
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn too_large(limit: usize) -> Error {
+    Error::Upstream {
+        class: ErrorClass::Upstream,
+        status: 502,
+        message: format!("the upstream response is larger than {limit} bytes"),
+        code: None,
+        retry_after_ms: None,
+    }
+}
+
+fn decorate(resp: &mut Response, ctx: &AttemptCtx<'_>, plugin: &str) {
+    let dep = ctx.dep;
+    set_header(resp, "x-litellm-call-id", ctx.call_id);
+    set_header(resp, "x-litellm-model-id", &dep.id);
+    set_header(resp, "x-litellm-model-group", &dep.model_name);
+    if let Some(base) = &dep.api_base {
+        set_header(resp, "x-litellm-model-api-base", base);
+    }
+    set_header(
+        resp,
+        "x-litellm-attempted-retries",
+        &ctx.retries.to_string(),
+    );
+    set_header(
+        resp,
+        "x-litellm-attempted-fallbacks",
+        &ctx.fallbacks.to_string(),
+    );
+    set_header(
+        resp,
+        "x-litellm-response-duration-ms",
+        &ctx.started.elapsed().as_millis().to_string(),
+    );
+    set_header(resp, "x-llmgate-plugin", plugin);
+}
+
+/// The client's view of an error inside an already-started stream.
+fn error_event(dialect: Dialect, err: &Error) -> SseEvent {
+    let body = err.body(dialect);
+    SseEvent {
+        event: matches!(dialect, Dialect::Anthropic).then(|| "error".to_string()),
+        data: body.to_string(),
+    }
+}
+
+fn stream_error(message: String) -> Error {
+    Error::Upstream {
+        class: ErrorClass::Upstream,
+        status: 502,
+        message,
+        code: Some("stream_error".into()),
+        retry_after_ms: None,
+    }
+}
+
+/// The client body of a streamed attempt: upstream bytes are framed into events, translated
+/// by the plugin, and written out; any break ends the stream with an error event.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of a started stream"
+)]
+fn stream_body(
+    mut ex: Exchange,
+    resp: reqwest::Response,
+    framing: Framing,
+    dialect: Dialect,
+    idle: Duration,
+    in_flight: super::stats::InFlight,
+    sent_at: Instant,
+    deployment: String,
+) -> Body {
+    let stream = async_stream::stream! {
+        let mut parser = match framing {
+            Framing::Ndjson => Parser::ndjson(),
+            _ => Parser::sse(),
+        };
+        let mut upstream = resp.bytes_stream();
+        let mut first = true;
+        let mut failed: Option<Error> = None;
+        let mut out = BytesMut::new();
+        'read: loop {
+            let next = tokio::time::timeout(idle, upstream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    failed = Some(stream_error(format!("the upstream stream stalled for {:.0}s (deployment {deployment})", idle.as_secs_f64())));
+                    break;
+                }
+                Ok(None) => {
+                    if let Some(ev) = parser.finish() {
+                        match ex.on_event(&ev) {
+                            Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
+                            Ok(Err(e)) => failed = Some(plugin_error(e, Some(&deployment))),
+                            Err(f) => failed = Some(f.into()),
+                        }
+                    }
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    failed = Some(stream_error(format!("the upstream stream broke off: {e} (deployment {deployment})")));
+                    break;
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            if first {
+                first = false;
+                in_flight.first_event(sent_at.elapsed().as_micros() as u64);
+            }
+            parser.push(&chunk);
+            loop {
+                match parser.next_event() {
+                    Ok(Some(ev)) => match ex.on_event(&ev) {
+                        Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
+                        Ok(Err(e)) => {
+                            failed = Some(plugin_error(e, Some(&deployment)));
+                            break 'read;
+                        }
+                        Err(f) => {
+                            failed = Some(f.into());
+                            break 'read;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        failed = Some(stream_error(format!("{} (deployment {deployment})", e.0)));
+                        break 'read;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                yield Ok::<Bytes, Infallible>(out.split().freeze());
+            }
+        }
+        // The upstream is done (or broke): the plugin's closing events and usage.
+        match ex.finish() {
+            Ok(Ok((events, usage))) => {
+                events.iter().for_each(|e| sse::encode(&mut out, e));
+                if let Some(u) = usage {
+                    tracing::info!(input = u.input, output = u.output, cache_read = u.cache_read, cache_write = u.cache_write, reasoning = u.reasoning, "usage");
+                }
+            }
+            Ok(Err(e)) => {
+                if failed.is_none() {
+                    failed = Some(plugin_error(e, Some(&deployment)));
+                }
+            }
+            Err(f) => {
+                if failed.is_none() {
+                    failed = Some(f.into());
+                }
+            }
+        }
+        let latency = sent_at.elapsed().as_micros() as u64;
+        in_flight.done(failed.is_none(), latency);
+        if let Some(err) = &failed {
+            tracing::warn!(deployment = %deployment, kind = err.kind(), "stream ended with an error: {err}");
+            sse::encode(&mut out, &error_event(dialect, err));
+        }
+        if !out.is_empty() {
+            yield Ok(out.split().freeze());
+        }
+    };
+    Body::from_stream(stream)
+}

@@ -1,0 +1,144 @@
+//! # llmgate
+//!
+//! An LLM gateway: one OpenAI-compatible (and Anthropic-compatible) HTTP API over many
+//! model providers. Provider adapters and routing policies are sandboxed WASM components
+//! (the `llmgate:plugin` WIT package in `wit/`); the host owns HTTP, authentication,
+//! secrets, limits and the outbound connections.
+//!
+//! A request's path:
+//! 1. [`server`]: axum routes; the handler reads the body (bounded) and calls the gateway.
+//! 2. [`gateway`]: scans the JSON body for the few fields it needs (`model`, `stream`,
+//!    `max_tokens`) without parsing it, resolves the model group (exact, wildcard,
+//!    catch-all), and asks the group's routing policy plugin for a plan of attempts.
+//! 3. Per attempt, the provider plugin ([`plugins::provider`]) plans the upstream request;
+//!    the host checks its origin, applies the secret, sends it on a pooled client, and hands
+//!    the answer (whole, or event by event for streams) back to the plugin to translate.
+//! 4. A failed attempt falls over to the next one the plan allows, until a byte has been
+//!    sent to the client. Errors are rendered once, in the client API's shape ([`error`]).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod plugins;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+/// What `llmgate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--model`, `--alias`, `--api_base`, `--plugins-dir`.
+    pub overrides: config::Overrides,
+    /// `--host`.
+    pub host: String,
+    /// `--port` (0 picks a free port).
+    pub port: u16,
+}
+
+/// Load everything and build the gateway (no listening yet).
+pub fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
+    let config = config::load(opts.config.as_deref(), &opts.overrides)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = Arc::new(plugins::Runtime::new(
+        &config.plugin_limits,
+        config.plugin_cache_dir.as_deref(),
+    )?);
+    let registry = runtime.load_dir(&config.plugins_dir).with_context(|| {
+        format!(
+            "loading plugins from {} (build them with scripts/build-plugins.sh, or set --plugins-dir)",
+            config.plugins_dir.display()
+        )
+    })?;
+    for d in &config.deployments {
+        if registry.provider(&d.provider).is_none() {
+            tracing::warn!(
+                deployment = %d.id,
+                "no provider plugin serves `{}/`; requests to it will fail (loaded: {})",
+                d.provider,
+                registry.prefixes().join(", ")
+            );
+        }
+    }
+    if config.deployments.is_empty() {
+        tracing::warn!("no models configured: pass --model provider/model or --config config.yaml");
+    }
+    Ok(Arc::new(gateway::Gateway::new(config, registry, runtime)?))
+}
+
+/// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let gw = build(&opts)?;
+    let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
+        .await
+        .with_context(|| format!("resolving --host {}", opts.host))?
+        .next()
+        .with_context(|| format!("--host {} resolves to no address", opts.host))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let grace = gw.config().shutdown_grace;
+    tracing::info!(%local, "llmgate listening");
+    // The one line on stdout: tests and scripts read the address from it.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "llmgate listening on http://{local}")?;
+        out.flush()?;
+    }
+    let app = server::app(gw.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = std::pin::pin!(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let mut rx = stop_rx;
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .into_future()
+    );
+    tokio::select! {
+        r = &mut server => return r.context("serving"),
+        () = shutdown_signal() => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining requests in flight"
+    );
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(r) => r.context("serving")?,
+        Err(_) => tracing::warn!("requests still in flight after the grace period; closing"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,99 @@
+//! The `llmgate` binary: parse the command line, set up logging, run the gateway.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use llmgate::config::Overrides;
+use llmgate::{RunOptions, run};
+
+/// An LLM gateway: OpenAI/Anthropic-compatible API, WASM provider and routing plugins.
+#[derive(Debug, Parser)]
+#[command(name = "llmgate", version, about)]
+struct Cli {
+    /// LiteLLM-compatible config.yaml.
+    #[arg(short, long, env = "LLMGATE_CONFIG", alias = "config_file_path")]
+    config: Option<PathBuf>,
+    /// Serve this model (provider/model, e.g. openai/gpt-4o), like `litellm --model`.
+    /// Repeatable; the first one also answers for any model name.
+    #[arg(short, long)]
+    model: Vec<String>,
+    /// Name clients use for the first --model.
+    #[arg(long)]
+    alias: Option<String>,
+    /// api_base for the --model deployments.
+    #[arg(long = "api_base", alias = "api-base")]
+    api_base: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "LLMGATE_HOST", default_value = "0.0.0.0")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(short, long, env = "LLMGATE_PORT", default_value_t = 4000)]
+    port: u16,
+    /// Folder with the plugin .wasm files (default: plugins/dist, else plugins).
+    #[arg(
+        long = "plugins-dir",
+        alias = "plugins_dir",
+        env = "LLMGATE_PLUGINS_DIR"
+    )]
+    plugins_dir: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long = "num_workers", alias = "num-workers")]
+    num_workers: Option<usize>,
+    /// Debug logging.
+    #[arg(long, alias = "detailed_debug")]
+    debug: bool,
+    /// Logs as JSON lines.
+    #[arg(long = "json-logs", alias = "json_logs")]
+    json_logs: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default = if cli.debug {
+        "llmgate=debug,info"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.json_logs {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.num_workers.filter(|n| *n > 0) {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmgate: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let opts = RunOptions {
+        config: cli.config,
+        overrides: Overrides {
+            models: cli.model,
+            alias: cli.alias,
+            api_base: cli.api_base,
+            plugins_dir: cli.plugins_dir,
+        },
+        host: cli.host,
+        port: cli.port,
+    };
+    match rt.block_on(run(opts)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

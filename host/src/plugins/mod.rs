@@ -1,0 +1,464 @@
+//! The WASM plugin runtime: one wasmtime [`Engine`] with the pooling allocator and epoch
+//! interruption, plugins compiled once (and cached on disk by content hash), linked into an
+//! `InstancePre`, and a fresh, limited [`Store`] per use.
+//!
+//! Sandbox: guests get WASI with nothing behind it (no preopened dirs, no environment, no
+//! sockets; stderr goes to a small in-memory buffer that is logged on a fault), a linear
+//! memory cap per store, a CPU deadline per call (epoch ticks), and caps on what crosses the
+//! boundary. A trap fails that use only and is reported as a plugin fault naming the plugin.
+
+pub mod bindings;
+pub mod policy;
+pub mod provider;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::PluginLimits;
+pub use bindings::types::{ErrorClass, GatewayError, LogLevel, SseEvent, Usage};
+pub use policy::PolicyPlugin;
+pub use provider::ProviderPlugin;
+
+/// Epoch tick length: the granularity of plugin call deadlines.
+const TICK: Duration = Duration::from_millis(5);
+/// Bytes of guest stderr kept per store (shown with faults).
+const STDERR_CAP: usize = 4096;
+/// Log lines a single store may write through `host.log`.
+const LOG_LINES_PER_STORE: u32 = 32;
+/// Longest log line accepted from a plugin.
+const LOG_LINE_CAP: usize = 2048;
+
+/// Per-store state: WASI plumbing and limits.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    plugin: Arc<str>,
+    log_budget: u32,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::types::Host for State {}
+
+impl bindings::provider_world::llmgate::plugin::host::Host for State {
+    fn log(&mut self, level: LogLevel, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        let mut message = message;
+        if message.len() > LOG_LINE_CAP {
+            let mut cut = LOG_LINE_CAP;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// A plugin misbehaved: trapped, timed out, exhausted memory, or returned invalid data.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// `name@version`.
+    pub plugin: Arc<str>,
+    /// What happened, with the guest's stderr when it wrote any.
+    pub message: String,
+}
+
+impl From<Fault> for crate::error::Error {
+    fn from(f: Fault) -> Self {
+        Self::Plugin {
+            plugin: f.plugin.to_string(),
+            message: f.message,
+        }
+    }
+}
+
+/// The engine, linker and limits shared by every plugin.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    limits: PluginLimits,
+    deadline_ticks: u64,
+    stop_ticker: Arc<AtomicBool>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Build the engine (pooling allocator sized from `limits`) and start the epoch ticker.
+    pub fn new(limits: &PluginLimits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true);
+        cfg.epoch_interruption(true);
+        cfg.max_wasm_stack(1 << 20);
+        let n = limits.max_instances;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .max_memory_size(limits.memory_bytes)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(16 << 10);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            let mut cc = wasmtime::CacheConfig::new();
+            cc.with_directory(dir);
+            match wasmtime::Cache::new(cc) {
+                Ok(cache) => {
+                    cfg.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e:#}"),
+            }
+        }
+        let engine = Engine::new(&cfg)
+            .map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::provider_world::llmgate::plugin::host::add_to_linker::<
+            State,
+            wasmtime::component::HasSelf<State>,
+        >(&mut linker, |s| s)?;
+        bindings::types::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("llmgate-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch ticker")?
+        };
+        let deadline_ticks = (limits.call_timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1;
+        Ok(Self {
+            engine,
+            linker,
+            limits: limits.clone(),
+            deadline_ticks,
+            stop_ticker,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// A fresh store for one use of `plugin`, with the memory cap and an armed deadline.
+    fn store(&self, plugin: &Arc<str>) -> Store<State> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .table_elements(1 << 16)
+            .instances(64)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                stderr,
+                plugin: plugin.clone(),
+                log_budget: LOG_LINES_PER_STORE,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+
+    /// Re-arm the CPU deadline before a call.
+    fn arm(&self, store: &mut Store<State>) {
+        store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    /// Turn a wasmtime error from a call into a fault naming the plugin.
+    fn fault(&self, store: &Store<State>, err: &wasmtime::Error) -> Fault {
+        let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                format!(
+                    "exceeded its CPU deadline of {:?}",
+                    self.limits.call_timeout
+                )
+            }
+            Some(wasmtime::Trap::MemoryOutOfBounds) => "memory access out of bounds".to_string(),
+            Some(trap)
+                if format!("{err:#}").contains("memory")
+                    && *trap == wasmtime::Trap::UnreachableCodeReached =>
+            {
+                format!(
+                    "ran out of memory (cap {} MiB)",
+                    self.limits.memory_bytes >> 20
+                )
+            }
+            Some(trap) => format!("trapped: {trap}"),
+            None => {
+                let text = format!("{err:#}");
+                if text.contains("memory") && text.contains("limit") {
+                    format!(
+                        "ran out of memory (cap {} MiB)",
+                        self.limits.memory_bytes >> 20
+                    )
+                } else {
+                    text
+                }
+            }
+        };
+        let stderr = store.data().stderr.contents();
+        if !stderr.is_empty() {
+            let text = String::from_utf8_lossy(&stderr);
+            if text.contains("memory allocation") {
+                message = format!(
+                    "ran out of memory (cap {} MiB)",
+                    self.limits.memory_bytes >> 20
+                );
+            }
+            message.push_str("; plugin stderr: ");
+            message.push_str(text.trim());
+        }
+        Fault {
+            plugin: store.data().plugin.clone(),
+            message,
+        }
+    }
+
+    /// Compile a component from bytes (uses the disk cache when configured).
+    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        Ok(Component::new(&self.engine, bytes)?)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Origin {
+    /// The `.wasm` file.
+    pub file: PathBuf,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// When it was loaded (unix seconds).
+    pub loaded_at: u64,
+}
+
+/// What `GET /plugins` shows for one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    /// Plugin name (file stem when it failed to load).
+    pub name: String,
+    /// Plugin version.
+    pub version: Option<String>,
+    /// `provider` or `policy`.
+    pub kind: Option<&'static str>,
+    /// Provider prefixes served.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    /// Source file, hash, load time.
+    #[serde(flatten)]
+    pub origin: Origin,
+    /// The last load error for this file, if any.
+    pub last_error: Option<String>,
+}
+
+/// Every loaded plugin, looked up per request. Immutable: a reload builds a new one.
+#[derive(Default)]
+pub struct Registry {
+    providers: HashMap<String, Arc<ProviderPlugin>>,
+    policies: HashMap<String, Arc<PolicyPlugin>>,
+    /// Status rows for `GET /plugins`.
+    pub status: Vec<PluginStatus>,
+}
+
+impl Registry {
+    /// The provider plugin serving `prefix`.
+    pub fn provider(&self, prefix: &str) -> Option<&Arc<ProviderPlugin>> {
+        self.providers.get(prefix)
+    }
+
+    /// The policy plugin named `name`.
+    pub fn policy(&self, name: &str) -> Option<&Arc<PolicyPlugin>> {
+        self.policies.get(name)
+    }
+
+    /// Served provider prefixes, sorted.
+    pub fn prefixes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.providers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Loaded policy names, sorted.
+    pub fn policy_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.policies.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// A plugin file, loaded and checked.
+pub enum Loaded {
+    /// A provider adapter.
+    Provider(Arc<ProviderPlugin>),
+    /// A routing policy.
+    Policy(Arc<PolicyPlugin>),
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Runtime {
+    /// Load one `.wasm` file: hash, compile, link, instantiate once and self-check.
+    pub fn load_file(self: &Arc<Self>, path: &Path) -> anyhow::Result<Loaded> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let origin = Origin {
+            file: path.to_path_buf(),
+            sha256,
+            loaded_at: unix_now(),
+        };
+        let component = self
+            .compile(&bytes)
+            .with_context(|| format!("{} is not a valid WASM component", path.display()))?;
+        let ty = component.component_type();
+        let mut exports = ty.exports(&self.engine).map(|(name, _)| name.to_string());
+        let kind = exports.find_map(|name| {
+            if name.starts_with("llmgate:plugin/provider@") {
+                Some(true)
+            } else if name.starts_with("llmgate:plugin/policy@") {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match kind {
+            Some(true) => Ok(Loaded::Provider(Arc::new(ProviderPlugin::load(
+                self.clone(),
+                &component,
+                origin,
+            )?))),
+            Some(false) => Ok(Loaded::Policy(Arc::new(PolicyPlugin::load(
+                self.clone(),
+                &component,
+                origin,
+            )?))),
+            None => anyhow::bail!(
+                "{} exports neither llmgate:plugin/provider nor llmgate:plugin/policy (version 0.1.0)",
+                path.display()
+            ),
+        }
+    }
+
+    /// Load every `*.wasm` in `dir` into a registry. Files that fail are listed with their
+    /// error; with `previous`, a failed file keeps the previous registry's plugin from it.
+    pub fn load_dir(self: &Arc<Self>, dir: &Path) -> anyhow::Result<Registry> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading plugins folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        let mut reg = Registry::default();
+        for path in files {
+            let started = std::time::Instant::now();
+            match self.load_file(&path) {
+                Ok(Loaded::Provider(p)) => {
+                    tracing::info!(plugin = %p.id(), file = %path.display(), ms = started.elapsed().as_millis() as u64, "loaded provider plugin");
+                    reg.status.push(p.status());
+                    for prefix in &p.prefixes {
+                        if let Some(prev) = reg.providers.insert(prefix.name.clone(), p.clone()) {
+                            tracing::warn!(prefix = %prefix.name, replaced = %prev.id(), by = %p.id(), "two provider plugins serve one prefix; the later file wins");
+                        }
+                    }
+                }
+                Ok(Loaded::Policy(p)) => {
+                    tracing::info!(plugin = %p.id(), file = %path.display(), ms = started.elapsed().as_millis() as u64, "loaded routing policy");
+                    reg.status.push(p.status());
+                    reg.policies.insert(p.name.clone(), p);
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "plugin failed to load: {e:#}");
+                    let name = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    reg.status.push(PluginStatus {
+                        name,
+                        version: None,
+                        kind: None,
+                        prefixes: Vec::new(),
+                        origin: Origin {
+                            file: path.clone(),
+                            sha256: String::new(),
+                            loaded_at: unix_now(),
+                        },
+                        last_error: Some(format!("{e:#}")),
+                    });
+                }
+            }
+        }
+        Ok(reg)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

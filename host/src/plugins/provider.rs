@@ -1,0 +1,289 @@
+//! Provider plugins: load and self-check, and [`Exchange`], one attempt's live instance.
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, ResourceAny};
+
+use super::bindings::provider_api::{ClientResponse, Inbound, Prefix, UpstreamRequest};
+use super::bindings::provider_world::{ProviderPlugin as World, ProviderPluginPre};
+use super::bindings::types::{Api, GatewayError, SseEvent, Usage};
+use super::{Fault, Origin, PluginStatus, Runtime, State};
+
+/// Most bytes a plugin may hand back in one body or event batch.
+const MAX_OUTPUT_BYTES: usize = 64 << 20;
+/// Most headers a plugin may set.
+const MAX_HEADERS: usize = 128;
+
+/// A loaded provider plugin.
+pub struct ProviderPlugin {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Prefixes it serves, with their defaults.
+    pub prefixes: Vec<Prefix>,
+    /// Inbound APIs it serves.
+    pub apis: Vec<Api>,
+    /// Inbound APIs it passes through natively.
+    pub native_apis: Vec<Api>,
+    /// Where it came from.
+    pub origin: Origin,
+    id: Arc<str>,
+    pre: ProviderPluginPre<State>,
+    runtime: Arc<Runtime>,
+}
+
+impl ProviderPlugin {
+    /// Link `component`, instantiate it once and ask it to describe itself.
+    pub(super) fn load(
+        runtime: Arc<Runtime>,
+        component: &Component,
+        origin: Origin,
+    ) -> anyhow::Result<Self> {
+        let pre = ProviderPluginPre::new(runtime.linker.instantiate_pre(component)?)?;
+        let file_id: Arc<str> = Arc::from(origin.file.display().to_string());
+        let mut store = runtime.store(&file_id);
+        let world = pre.instantiate(&mut store)?;
+        let info = world
+            .llmgate_plugin_provider()
+            .call_describe(&mut store)
+            .map_err(|e| anyhow::anyhow!(runtime.fault(&store, &e).message))?;
+        anyhow::ensure!(!info.name.is_empty(), "describe() returned an empty name");
+        anyhow::ensure!(
+            !info.prefixes.is_empty(),
+            "describe() lists no provider prefixes"
+        );
+        for p in &info.prefixes {
+            anyhow::ensure!(
+                !p.name.is_empty() && !p.name.contains('/'),
+                "describe() lists an invalid prefix `{}`",
+                p.name
+            );
+            if let Some(base) = &p.default_api_base {
+                anyhow::ensure!(
+                    super::super::gateway::origin_of(base).is_some(),
+                    "prefix {} has an invalid default-api-base `{base}`",
+                    p.name
+                );
+            }
+        }
+        Ok(Self {
+            id: Arc::from(format!("{}@{}", info.name, info.version)),
+            name: info.name,
+            version: info.version,
+            prefixes: info.prefixes,
+            apis: info.apis,
+            native_apis: info.native_apis,
+            origin,
+            pre,
+            runtime,
+        })
+    }
+
+    /// `name@version`.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The prefix entry for `name`.
+    pub fn prefix(&self, name: &str) -> Option<&Prefix> {
+        self.prefixes.iter().find(|p| p.name == name)
+    }
+
+    /// Its row in `GET /plugins`.
+    pub fn status(&self) -> PluginStatus {
+        PluginStatus {
+            name: self.name.clone(),
+            version: Some(self.version.clone()),
+            kind: Some("provider"),
+            prefixes: self.prefixes.iter().map(|p| p.name.clone()).collect(),
+            origin: self.origin.clone(),
+            last_error: None,
+        }
+    }
+
+    /// Start one attempt: a fresh store and instance, and the plugin's `exchange` resource.
+    pub fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
+        let rt = &self.runtime;
+        let mut store = rt.store(&self.id);
+        let world = match self.pre.instantiate(&mut store) {
+            Ok(w) => w,
+            Err(e) => return Err(rt.fault(&store, &e)),
+        };
+        let res = match world
+            .llmgate_plugin_provider()
+            .exchange()
+            .call_constructor(&mut store, req)
+        {
+            Ok(r) => r,
+            Err(e) => return Err(rt.fault(&store, &e)),
+        };
+        Ok(Exchange {
+            store,
+            world,
+            res,
+            plugin: self.clone(),
+        })
+    }
+}
+
+/// One attempt's plugin instance. Holds stream state between calls; dropped with its store.
+pub struct Exchange {
+    store: Store<State>,
+    world: World,
+    res: ResourceAny,
+    plugin: Arc<ProviderPlugin>,
+}
+
+impl Exchange {
+    /// The plugin serving this attempt.
+    pub fn plugin(&self) -> &Arc<ProviderPlugin> {
+        &self.plugin
+    }
+
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&World, &mut Store<State>, ResourceAny) -> wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
+        self.plugin.runtime.arm(&mut self.store);
+        match f(&self.world, &mut self.store, self.res) {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.plugin.runtime.fault(&self.store, &e)),
+        }
+    }
+
+    fn invalid(&self, what: String) -> Fault {
+        Fault {
+            plugin: self.plugin.id.clone(),
+            message: what,
+        }
+    }
+
+    /// `build-request`.
+    pub fn build_request(&mut self) -> Result<Result<UpstreamRequest, GatewayError>, Fault> {
+        let r = self.call(|w, s, res| {
+            w.llmgate_plugin_provider()
+                .exchange()
+                .call_build_request(s, res)
+        })?;
+        if let Ok(req) = &r {
+            self.check_headers(&req.headers)?;
+            if req.body.len() > MAX_OUTPUT_BYTES {
+                return Err(self.invalid(format!(
+                    "request body of {} bytes is over the cap",
+                    req.body.len()
+                )));
+            }
+        }
+        Ok(r)
+    }
+
+    /// `on-body`.
+    pub fn on_body(
+        &mut self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Result<ClientResponse, GatewayError>, Fault> {
+        let headers = headers.to_vec();
+        let r = self.call(|w, s, res| {
+            w.llmgate_plugin_provider()
+                .exchange()
+                .call_on_body(s, res, status, &headers, body)
+        })?;
+        if let Ok(resp) = &r {
+            self.check_headers(&resp.headers)?;
+            if !(100..=599).contains(&resp.status) {
+                return Err(self.invalid(format!("returned invalid HTTP status {}", resp.status)));
+            }
+            if resp.body.len() > MAX_OUTPUT_BYTES {
+                return Err(self.invalid(format!(
+                    "response body of {} bytes is over the cap",
+                    resp.body.len()
+                )));
+            }
+        }
+        Ok(r)
+    }
+
+    /// `on-stream-start`.
+    pub fn on_stream_start(
+        &mut self,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Result<Result<Vec<(String, String)>, GatewayError>, Fault> {
+        let headers = headers.to_vec();
+        let r = self.call(|w, s, res| {
+            w.llmgate_plugin_provider()
+                .exchange()
+                .call_on_stream_start(s, res, status, &headers)
+        })?;
+        if let Ok(h) = &r {
+            self.check_headers(h)?;
+        }
+        Ok(r)
+    }
+
+    /// `on-event`.
+    pub fn on_event(
+        &mut self,
+        event: &SseEvent,
+    ) -> Result<Result<Vec<SseEvent>, GatewayError>, Fault> {
+        let r = self.call(|w, s, res| {
+            w.llmgate_plugin_provider()
+                .exchange()
+                .call_on_event(s, res, event)
+        })?;
+        if let Ok(events) = &r {
+            self.check_events(events)?;
+        }
+        Ok(r)
+    }
+
+    /// `finish`.
+    #[expect(clippy::type_complexity, reason = "mirrors the WIT signature")]
+    pub fn finish(
+        &mut self,
+    ) -> Result<Result<(Vec<SseEvent>, Option<Usage>), GatewayError>, Fault> {
+        let r =
+            self.call(|w, s, res| w.llmgate_plugin_provider().exchange().call_finish(s, res))?;
+        if let Ok((events, _)) = &r {
+            self.check_events(events)?;
+        }
+        Ok(r)
+    }
+
+    fn check_headers(&self, headers: &[(String, String)]) -> Result<(), Fault> {
+        if headers.len() > MAX_HEADERS {
+            return Err(self.invalid(format!(
+                "returned {} headers (cap {MAX_HEADERS})",
+                headers.len()
+            )));
+        }
+        for (k, v) in headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                return Err(self.invalid(format!("returned an invalid header `{k}`")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_events(&self, events: &[SseEvent]) -> Result<(), Fault> {
+        let total: usize = events.iter().map(|e| e.data.len()).sum();
+        if total > MAX_OUTPUT_BYTES {
+            return Err(self.invalid(format!(
+                "returned {total} bytes of events (cap {MAX_OUTPUT_BYTES})"
+            )));
+        }
+        if events
+            .iter()
+            .any(|e| e.event.as_deref().is_some_and(|n| n.contains(['\n', '\r'])))
+        {
+            return Err(self.invalid("returned an event name with a line break".into()));
+        }
+        Ok(())
+    }
+}

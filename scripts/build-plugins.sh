@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Build the plugins we ship (Rust guests, wasm32-wasip2 components) into plugins/dist/.
+#
+# Toolchain: the rustup target wasm32-wasip2 when rustup can install it; otherwise Debian's
+# offline toolchain (rustc-web, cargo-web, rust-web-src, lld, wasi-libc) with build-std.
+# Usage: scripts/build-plugins.sh [OUT_DIR]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-$root/plugins/dist}"
+cd "$root"
+
+# Every Rust plugin crate: plugins/<name>/Cargo.toml whose package name starts with llmgate-.
+rust_plugins=()
+for manifest in plugins/*/Cargo.toml; do
+  name=$(sed -n 's/^name = "\(llmgate-[a-z0-9-]*\)"/\1/p' "$manifest" | head -n1)
+  [ -n "$name" ] && rust_plugins+=("$name")
+done
+
+pkg_args=()
+for p in "${rust_plugins[@]}"; do pkg_args+=(-p "$p"); done
+
+use_rustup=0
+if command -v rustup >/dev/null 2>&1; then
+  if rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 \
+     || rustup target add wasm32-wasip2 >/dev/null 2>&1; then
+    use_rustup=1
+  fi
+fi
+
+if [ "$use_rustup" = 1 ]; then
+  echo "build-plugins: rustup target wasm32-wasip2" >&2
+  cargo build --profile plugin --target wasm32-wasip2 "${pkg_args[@]}"
+else
+  echo "build-plugins: rustup target unavailable, using Debian's offline wasm toolchain" >&2
+  if ! [ -x /usr/bin/cargo ] || ! [ -d /usr/lib/wasm32-wasi ] || ! ls /usr/lib/llvm-*/bin/wasm-ld >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    lld_pkg=$(apt-cache search --names-only '^lld-[0-9]+$' | sort -V | tail -n1 | cut -d' ' -f1)
+    apt-get install -y -qq rustc-web cargo-web rust-web-src "${lld_pkg:-lld}" wasi-libc >/dev/null
+  fi
+  llvm_bin=$(ls -d /usr/lib/llvm-*/bin | sort -V | tail -n1)
+  PATH="$llvm_bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
+    /usr/bin/cargo build --profile plugin -Zbuild-std=std,panic_abort --target wasm32-wasip2 "${pkg_args[@]}"
+fi
+
+mkdir -p "$out"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+for p in "${rust_plugins[@]}"; do
+  file="${p#llmgate-}"; file="${file#plugin-}"
+  src="$target_dir/wasm32-wasip2/plugin/${p//-/_}.wasm"
+  cp "$src" "$out/$file.wasm.tmp" && mv "$out/$file.wasm.tmp" "$out/$file.wasm"
+  echo "build-plugins: $out/$file.wasm ($(wc -c <"$out/$file.wasm") bytes)" >&2
+done

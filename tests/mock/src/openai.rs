@@ -1,0 +1,551 @@
+//! OpenAI chat-completions wire format: request parsing, responses, SSE streams and errors.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::MockState;
+use crate::behaviour::{Behaviour, MockError};
+use crate::record::RecordedRequest;
+
+/// The id of the only model the mock lists.
+pub const MODEL_ID: &str = "mock-gpt";
+/// Suffix appended to the requested model in responses, like a dated snapshot name.
+pub const MODEL_SUFFIX: &str = "-2024-08-06";
+/// The `system_fingerprint` of every response.
+pub const FINGERPRINT: &str = "fp_mock";
+/// The id of the mock's tool call.
+pub const TOOL_CALL_ID: &str = "call_mock_1";
+/// The arguments of the mock's tool call.
+pub const TOOL_ARGUMENTS: &str = r#"{"q":"mock"}"#;
+/// How long a `hang` request waits.
+const HANG: Duration = Duration::from_secs(3600);
+
+/// An OpenAI-shaped error response.
+pub fn error_response(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response {
+    let body = json!({
+        "error": { "message": message, "type": kind, "param": param, "code": code }
+    });
+    (status, Json(body)).into_response()
+}
+
+fn invalid_request(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        param,
+        code,
+    )
+}
+
+/// The error a `mock-error-*` model asks for.
+fn mock_error_response(err: MockError) -> Response {
+    match err {
+        MockError::ContextLength => invalid_request(
+            "This model's maximum context length is 128000 tokens. However, your messages \
+             resulted in more tokens. Please reduce the length of the messages.",
+            Some("messages"),
+            Some("context_length_exceeded"),
+        ),
+        MockError::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (kind, err_code) = match code {
+                429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+                500.. => ("server_error", None),
+                _ => ("invalid_request_error", None),
+            };
+            let message = format!(
+                "Mock upstream error: status {code} ({})",
+                status.canonical_reason().unwrap_or("unknown")
+            );
+            let mut resp = error_response(status, &message, kind, None, err_code);
+            if code == 429 || code == 503 {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            resp
+        }
+    }
+}
+
+/// OpenAI's 401 for a wrong or missing key.
+fn unauthorized(given: Option<&str>) -> Response {
+    let given = given.unwrap_or("");
+    let masked = if given.len() > 8 && given.is_ascii() {
+        format!("{}{}", &given[..3], "*".repeat(given.len() - 7)) + &given[given.len() - 4..]
+    } else {
+        "*".repeat(given.chars().count())
+    };
+    let message = format!(
+        "Incorrect API key provided: {masked}. You can find your API key at \
+         https://platform.openai.com/account/api-keys."
+    );
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        &message,
+        "invalid_request_error",
+        None,
+        Some("invalid_api_key"),
+    )
+}
+
+/// `None` if the request is authorised, else the 401 response.
+fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
+    let key = state.opts.require_key.as_deref()?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if auth.and_then(|a| a.strip_prefix("Bearer ")) == Some(key) {
+        None
+    } else {
+        Some(unauthorized(
+            auth.map(|a| a.strip_prefix("Bearer ").unwrap_or(a)),
+        ))
+    }
+}
+
+async fn global_latency(state: &MockState) {
+    if state.opts.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.opts.latency_ms)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The text of the last user message: string content, or the `text` parts joined, plus
+/// `[image]` if any `image_url` part is present.
+pub fn last_user_text(messages: &[Value]) -> String {
+    let Some(msg) = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+    else {
+        return String::new();
+    };
+    match msg.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            let mut image = false;
+            for part in parts {
+                if part.get("type").and_then(Value::as_str) == Some("image_url") {
+                    image = true;
+                } else if let Some(t) = part.get("text").and_then(Value::as_str) {
+                    text.push_str(t);
+                }
+            }
+            if image {
+                text.push_str("[image]");
+            }
+            text
+        }
+        _ => String::new(),
+    }
+}
+
+/// Split `content` into one piece per word, each piece carrying the whitespace before it
+/// (and the last one any trailing whitespace), so the pieces concatenate to `content`.
+pub fn word_pieces(content: &str) -> Vec<&str> {
+    let mut starts = Vec::new();
+    let mut start = 0;
+    let mut has_word = false;
+    let mut prev_ws = false;
+    for (i, c) in content.char_indices() {
+        let ws = c.is_whitespace();
+        if ws && !prev_ws && has_word {
+            // Whitespace after a word starts the next piece.
+            starts.push(start);
+            start = i;
+            has_word = false;
+        }
+        has_word |= !ws;
+        prev_ws = ws;
+    }
+    if (has_word || starts.is_empty()) && start < content.len() {
+        starts.push(start);
+    }
+    // Each piece runs to the next piece's start; the last one to the end (trailing whitespace).
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &s)| &content[s..starts.get(n + 1).copied().unwrap_or(content.len())])
+        .collect()
+}
+
+/// What the assistant answers.
+enum Answer {
+    Text(String),
+    ToolCall { name: String },
+}
+
+/// Token counts reported in `usage`.
+struct Usage {
+    prompt: u64,
+    completion: u64,
+    cached: u64,
+}
+
+impl Usage {
+    fn to_json(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": { "cached_tokens": self.cached },
+            "completion_tokens_details": { "reasoning_tokens": 0 },
+        })
+    }
+}
+
+fn word_count(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+/// The tool to call, if this request should be answered with a tool call.
+fn tool_to_call(req: &Value, user_text: &str) -> Option<String> {
+    let tools = req.get("tools")?.as_array()?;
+    let first = tools.first()?;
+    let choice = req.get("tool_choice");
+    if choice.and_then(Value::as_str) == Some("none") || !user_text.contains("use tool") {
+        return None;
+    }
+    let forced = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let name = forced
+        .or_else(|| first.pointer("/function/name").and_then(Value::as_str))
+        .unwrap_or("tool");
+    Some(name.to_owned())
+}
+
+/// Identity fields shared by a response and all its chunks.
+struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<MockState>>, headers: HeaderMap) -> Response {
+    global_latency(&state).await;
+    if let Some(resp) = check_auth(&state, &headers) {
+        return resp;
+    }
+    Json(json!({
+        "object": "list",
+        "data": [{ "id": MODEL_ID, "object": "model", "created": 1_700_000_000, "owned_by": "mock" }]
+    }))
+    .into_response()
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state
+        .recorder
+        .push(RecordedRequest::new(&method, &uri, &headers, &body));
+    global_latency(&state).await;
+    if let Some(resp) = check_auth(&state, &headers) {
+        return resp;
+    }
+
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return invalid_request(
+                "We could not parse the JSON body of your request. (HINT: This likely means \
+                 you aren't using your HTTP library correctly. The OpenAI API expects a JSON \
+                 payload, but what was sent was not valid JSON.)",
+                None,
+                None,
+            );
+        }
+    };
+    let Some(model) = req.get("model").and_then(Value::as_str) else {
+        return invalid_request("you must provide a model parameter", None, None);
+    };
+    let Some(messages) = req.get("messages").and_then(Value::as_array) else {
+        return invalid_request(
+            "Missing required parameter: 'messages'.",
+            Some("messages"),
+            Some("missing_required_parameter"),
+        );
+    };
+
+    let behaviour = Behaviour::from_model(model);
+    let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
+
+    if behaviour.hang {
+        tokio::time::sleep(HANG).await;
+    }
+    // Non-streamed answers (and errors) wait before the headers; streams before the first chunk.
+    let error_or_plain = behaviour.error.is_some() || !stream;
+    if error_or_plain && behaviour.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(behaviour.slow_ms)).await;
+    }
+    if let Some(err) = behaviour.error {
+        return mock_error_response(err);
+    }
+    if behaviour.malformed && !stream {
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"id": "broken"#,
+        )
+            .into_response();
+    }
+
+    let user_text = last_user_text(messages);
+    let answer = match tool_to_call(&req, &user_text) {
+        Some(name) => Answer::ToolCall { name },
+        None => Answer::Text(format!("echo: {user_text}")),
+    };
+    let prompt = (body.len() as u64).div_ceil(4).max(1);
+    let usage = Usage {
+        prompt,
+        completion: match &answer {
+            Answer::Text(t) => word_count(t),
+            Answer::ToolCall { .. } => word_count(TOOL_ARGUMENTS),
+        },
+        cached: if behaviour.cached { prompt / 2 } else { 0 },
+    };
+    let env = Envelope {
+        id: format!("chatcmpl-{}", state.next_id()),
+        created: unix_now(),
+        model: format!("{model}{MODEL_SUFFIX}"),
+    };
+
+    if stream {
+        let include_usage = req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        stream_response(&env, &answer, &usage, include_usage, behaviour)
+    } else {
+        Json(completion_json(&env, &answer, &usage)).into_response()
+    }
+}
+
+fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage) -> Value {
+    let (message, finish) = match answer {
+        Answer::Text(text) => (
+            json!({ "role": "assistant", "content": text, "refusal": null }),
+            "stop",
+        ),
+        Answer::ToolCall { name } => (
+            json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{
+                    "id": TOOL_CALL_ID,
+                    "type": "function",
+                    "function": { "name": name, "arguments": TOOL_ARGUMENTS },
+                }],
+                "refusal": null,
+            }),
+            "tool_calls",
+        ),
+    };
+    json!({
+        "id": env.id,
+        "object": "chat.completion",
+        "created": env.created,
+        "model": env.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish }],
+        "usage": usage.to_json(),
+    })
+}
+
+fn sse(data: &str) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// Build the chunk events and stream them as SSE.
+fn stream_response(
+    env: &Envelope,
+    answer: &Answer,
+    usage: &Usage,
+    include_usage: bool,
+    behaviour: Behaviour,
+) -> Response {
+    let chunk = |choices: Value| {
+        let mut v = json!({
+            "id": env.id,
+            "object": "chat.completion.chunk",
+            "created": env.created,
+            "model": env.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        });
+        if include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    };
+    let delta = |delta: Value, finish: Option<&str>| {
+        chunk(json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]))
+    };
+
+    let mut deltas = Vec::new();
+    let finish = match answer {
+        Answer::Text(text) => {
+            deltas.push(delta(json!({ "role": "assistant", "content": "" }), None));
+            let mut pieces = word_pieces(text);
+            if behaviour.disconnect {
+                pieces.resize(2, "");
+            }
+            for piece in pieces {
+                deltas.push(delta(json!({ "content": piece }), None));
+            }
+            "stop"
+        }
+        Answer::ToolCall { name } => {
+            deltas.push(delta(
+                json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "index": 0,
+                        "id": TOOL_CALL_ID,
+                        "type": "function",
+                        "function": { "name": name, "arguments": "" },
+                    }],
+                }),
+                None,
+            ));
+            let args: Vec<char> = TOOL_ARGUMENTS.chars().collect();
+            let size = args.len().div_ceil(3).max(1);
+            let mut pieces: Vec<String> = args.chunks(size).map(|c| c.iter().collect()).collect();
+            if behaviour.disconnect {
+                pieces.truncate(2);
+            }
+            for piece in pieces {
+                deltas.push(delta(
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+                    None,
+                ));
+            }
+            "tool_calls"
+        }
+    };
+
+    let mut events: Vec<Bytes> = Vec::new();
+    if behaviour.malformed {
+        // One valid chunk, then garbage, then a normal end.
+        if let Some(first) = deltas.first() {
+            events.push(sse(&first.to_string()));
+        }
+        events.push(sse("{not json}"));
+        events.push(sse("[DONE]"));
+    } else {
+        events.extend(deltas.iter().map(|d| sse(&d.to_string())));
+        if !behaviour.disconnect {
+            events.push(sse(&delta(json!({}), Some(finish)).to_string()));
+            if include_usage {
+                let mut last = chunk(json!([]));
+                last["usage"] = usage.to_json();
+                events.push(sse(&last.to_string()));
+            }
+            events.push(sse("[DONE]"));
+        }
+    }
+
+    let slow = Duration::from_millis(behaviour.slow_ms);
+    let disconnect = behaviour.disconnect && !behaviour.malformed;
+    let body = async_stream::stream! {
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
+        for event in events {
+            yield Ok::<Bytes, std::io::Error>(event);
+        }
+        if disconnect {
+            // Give the server a moment to flush what was sent before aborting the body.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            yield Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "mock upstream disconnected",
+            ));
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Fallback for unknown paths: OpenAI's 404 shape.
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("Invalid URL ({method} {})", uri.path()),
+        "invalid_request_error",
+        None,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_concatenate() {
+        for s in [
+            "echo: hello world",
+            "echo: ",
+            "  a  b\tc \n",
+            "echo:",
+            "",
+            "x",
+        ] {
+            let pieces = word_pieces(s);
+            assert_eq!(pieces.concat(), s, "{s:?}");
+            assert_eq!(
+                pieces.len(),
+                s.split_whitespace().count().max(usize::from(!s.is_empty()))
+            );
+        }
+        assert_eq!(word_pieces("echo: a b"), vec!["echo:", " a", " b"]);
+    }
+
+    #[test]
+    fn user_text_parts() {
+        let msgs = vec![
+            json!({"role": "user", "content": "first"}),
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "text", "text": " here"},
+            ]}),
+            json!({"role": "assistant", "content": "ignored"}),
+        ];
+        assert_eq!(last_user_text(&msgs), "look here[image]");
+    }
+}
