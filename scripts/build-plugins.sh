@@ -3,15 +3,23 @@
 #
 # Toolchain: the rustup target wasm32-wasip2 when rustup can install it; otherwise Debian's
 # offline toolchain (rustc-web, cargo-web, rust-web-src, lld, wasi-libc) with build-std.
-# Usage: scripts/build-plugins.sh [OUT_DIR]
+# Usage: scripts/build-plugins.sh [--tests] [OUT_DIR]
+#   --tests  build the test plugins (tests/plugins/*) instead, into target/test-plugins/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$root/plugins/dist}"
 cd "$root"
+src_glob="plugins/*/Cargo.toml"
+default_out="$root/plugins/dist"
+if [ "${1:-}" = "--tests" ]; then
+  shift
+  src_glob="tests/plugins/*/Cargo.toml"
+  default_out="${CARGO_TARGET_DIR:-$root/target}/test-plugins"
+fi
+out="${1:-$default_out}"
 
-# Every Rust plugin crate: plugins/<name>/Cargo.toml whose package name starts with llmgate-.
+# Every Rust plugin crate whose package name starts with llmgate-.
 rust_plugins=()
-for manifest in plugins/*/Cargo.toml; do
+for manifest in $src_glob; do
   name=$(sed -n 's/^name = "\(llmgate-[a-z0-9-]*\)"/\1/p' "$manifest" | head -n1)
   [ -n "$name" ] && rust_plugins+=("$name")
 done
@@ -46,7 +54,7 @@ fi
 mkdir -p "$out"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 for p in "${rust_plugins[@]}"; do
-  file="${p#llmgate-}"; file="${file#plugin-}"
+  file="${p#llmgate-}"; file="${file#plugin-}"; file="${file#test-}"
   src="$target_dir/wasm32-wasip2/plugin/${p//-/_}.wasm"
   cp "$src" "$out/$file.wasm.tmp" && mv "$out/$file.wasm.tmp" "$out/$file.wasm"
   echo "build-plugins: $out/$file.wasm ($(wc -c <"$out/$file.wasm") bytes)" >&2

@@ -208,6 +208,11 @@ impl Error {
                 resp.headers_mut().insert("retry-after", v);
             }
         }
+        if matches!(self, Self::PayloadTooLarge { .. }) {
+            // The rest of the body is not read: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp.extensions_mut().insert(ErrorKind(self.kind()));
         resp
     }

@@ -43,7 +43,7 @@ pub struct RunOptions {
 }
 
 /// Load everything and build the gateway (no listening yet).
-pub fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
+pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     let config = config::load(opts.config.as_deref(), &opts.overrides)?;
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -52,7 +52,7 @@ pub fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         &config.plugin_limits,
         config.plugin_cache_dir.as_deref(),
     )?);
-    let registry = runtime.load_dir(&config.plugins_dir).with_context(|| {
+    let registry = runtime.load_dir(&config.plugins_dir).await.with_context(|| {
         format!(
             "loading plugins from {} (build them with scripts/build-plugins.sh, or set --plugins-dir)",
             config.plugins_dir.display()
@@ -76,7 +76,7 @@ pub fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let gw = build(&opts)?;
+    let gw = build(&opts).await?;
     let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
         .await
         .with_context(|| format!("resolving --host {}", opts.host))?

@@ -1,1 +1,11 @@
-//! e2e
+//! End-to-end tests: the real `llmgate` binary, started with a config, driven over HTTP
+//! against in-process mock upstreams that speak each provider's wire format.
+//!
+//! Needs the plugins built first: `scripts/build-plugins.sh && scripts/build-plugins.sh --tests`.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod harness;
+mod openai;
+mod sandbox;
+mod startup;

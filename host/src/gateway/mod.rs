@@ -191,7 +191,8 @@ impl Gateway {
                 last_user_text: None,
             };
             let plan = policy
-                .route(&choice.config_json, &route_req, &candidates)?
+                .route(&choice.config_json, &route_req, &candidates)
+                .await?
                 .map_err(|e| plugin_error(e, None))?;
             if plan.is_empty() {
                 return Err(Error::Unavailable(format!("no deployment of `{group}` is available")));

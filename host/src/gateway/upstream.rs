@@ -55,10 +55,11 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         })?;
     let prefix = plugin.prefix(&dep.provider);
     let stream = inbound.stream;
-    let mut ex = plugin.exchange(&inbound)?;
+    let mut ex = plugin.exchange(&inbound).await?;
     drop(inbound);
     let plan = ex
-        .build_request()?
+        .build_request()
+        .await?
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
 
     // Where may this go? The deployment's api_base origin, else the prefix's default.
@@ -120,7 +121,8 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
             Auth::Bearer => insert_secret(&mut headers, "authorization", &format!("Bearer {key}"))?,
             Auth::Header(name) => insert_secret(&mut headers, &name.to_ascii_lowercase(), key)?,
             Auth::Query(name) => {
-                url.query_pairs_mut().append_pair(name, key);
+                url.query_pairs_mut()
+                    .append_pair(name.as_str(), key.as_str());
             }
             Auth::AwsSigv4(_) => {
                 return Err(Error::Internal(
@@ -179,7 +181,7 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
             }
             Ok(Ok(b)) => b,
         };
-        let answer = ex.on_body(status, &up_headers, &body)?;
+        let answer = ex.on_body(status, &up_headers, &body).await?;
         let latency = sent_at.elapsed().as_micros() as u64;
         let cr = match answer {
             Ok(cr) => cr,
@@ -207,7 +209,8 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
     // A 2xx stream: commit to it.
     let framing = plan.framing;
     let extra = ex
-        .on_stream_start(status, &up_headers)?
+        .on_stream_start(status, &up_headers)
+        .await?
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
     let idle = dep.timeout;
     let body = stream_body(
@@ -402,7 +405,7 @@ fn stream_body(
                 }
                 Ok(None) => {
                     if let Some(ev) = parser.finish() {
-                        match ex.on_event(&ev) {
+                        match ex.on_event(&ev).await {
                             Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
                             Ok(Err(e)) => failed = Some(plugin_error(e, Some(&deployment))),
                             Err(f) => failed = Some(f.into()),
@@ -423,7 +426,7 @@ fn stream_body(
             parser.push(&chunk);
             loop {
                 match parser.next_event() {
-                    Ok(Some(ev)) => match ex.on_event(&ev) {
+                    Ok(Some(ev)) => match ex.on_event(&ev).await {
                         Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
                         Ok(Err(e)) => {
                             failed = Some(plugin_error(e, Some(&deployment)));
@@ -446,7 +449,7 @@ fn stream_body(
             }
         }
         // The upstream is done (or broke): the plugin's closing events and usage.
-        match ex.finish() {
+        match ex.finish().await {
             Ok(Ok((events, usage))) => {
                 events.iter().for_each(|e| sse::encode(&mut out, e));
                 if let Some(u) = usage {

@@ -6,6 +6,8 @@ pub mod provider_world {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "provider-plugin",
+        imports: { default: async },
+        exports: { default: async },
     });
 }
 
@@ -15,6 +17,8 @@ pub mod policy_world {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "routing-policy",
+        imports: { default: async },
+        exports: { default: async },
         with: {
             "llmgate:plugin/types": super::provider_world::llmgate::plugin::types,
             "llmgate:plugin/host": super::provider_world::llmgate::plugin::host,

@@ -4,8 +4,12 @@
 //!
 //! Sandbox: guests get WASI with nothing behind it (no preopened dirs, no environment, no
 //! sockets; stderr goes to a small in-memory buffer that is logged on a fault), a linear
-//! memory cap per store, a CPU deadline per call (epoch ticks), and caps on what crosses the
-//! boundary. A trap fails that use only and is reported as a plugin fault naming the plugin.
+//! memory cap per store, a CPU deadline per call, and caps on what crosses the boundary. A
+//! trap fails that use only and is reported as a plugin fault naming the plugin.
+//!
+//! Calls are async (wasmtime fibers): at every epoch tick a running guest yields to the
+//! executor, so a plugin that spins never blocks a worker thread for more than one tick, and
+//! it is interrupted once its call has run longer than the deadline.
 
 pub mod bindings;
 pub mod policy;
@@ -49,6 +53,9 @@ pub struct State {
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
     log_budget: u32,
+    /// When the current call started, for the deadline.
+    call_started: std::time::Instant,
+    call_timeout: Duration,
 }
 
 impl WasiView for State {
@@ -63,7 +70,7 @@ impl WasiView for State {
 impl bindings::types::Host for State {}
 
 impl bindings::provider_world::llmgate::plugin::host::Host for State {
-    fn log(&mut self, level: LogLevel, message: String) {
+    async fn log(&mut self, level: LogLevel, message: String) {
         if self.log_budget == 0 {
             return;
         }
@@ -109,7 +116,6 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     limits: PluginLimits,
-    deadline_ticks: u64,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
@@ -131,6 +137,7 @@ impl Runtime {
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
+            .total_stacks(n)
             .linear_memory_keep_resident(256 << 10)
             .table_keep_resident(16 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -147,7 +154,7 @@ impl Runtime {
         let engine = Engine::new(&cfg)
             .map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
         let mut linker: Linker<State> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         bindings::provider_world::llmgate::plugin::host::add_to_linker::<
             State,
             wasmtime::component::HasSelf<State>,
@@ -171,12 +178,10 @@ impl Runtime {
                 })
                 .context("starting the epoch ticker")?
         };
-        let deadline_ticks = (limits.call_timeout.as_micros() / TICK.as_micros()).max(1) as u64 + 1;
         Ok(Self {
             engine,
             linker,
             limits: limits.clone(),
-            deadline_ticks,
             stop_ticker,
             ticker: Some(ticker),
         })
@@ -203,20 +208,39 @@ impl Runtime {
                 stderr,
                 plugin: plugin.clone(),
                 log_budget: LOG_LINES_PER_STORE,
+                call_started: std::time::Instant::now(),
+                call_timeout: self.limits.call_timeout,
             },
         );
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks);
+        // Every tick: yield to the executor, or interrupt a call that is over its deadline.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let s = ctx.data();
+            if s.call_started.elapsed() > s.call_timeout {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         store
     }
 
-    /// Re-arm the CPU deadline before a call.
+    /// Start the deadline clock for a call.
     fn arm(&self, store: &mut Store<State>) {
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.data_mut().call_started = std::time::Instant::now();
+        store.set_epoch_deadline(1);
     }
 
     /// Turn a wasmtime error from a call into a fault naming the plugin.
     fn fault(&self, store: &Store<State>, err: &wasmtime::Error) -> Fault {
+        let oom = || {
+            format!(
+                "ran out of memory (cap {} MiB)",
+                self.limits.memory_bytes >> 20
+            )
+        };
+        let root = err.root_cause().to_string();
         let mut message = match err.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
                 format!(
@@ -225,27 +249,10 @@ impl Runtime {
                 )
             }
             Some(wasmtime::Trap::MemoryOutOfBounds) => "memory access out of bounds".to_string(),
-            Some(trap)
-                if format!("{err:#}").contains("memory")
-                    && *trap == wasmtime::Trap::UnreachableCodeReached =>
-            {
-                format!(
-                    "ran out of memory (cap {} MiB)",
-                    self.limits.memory_bytes >> 20
-                )
-            }
             Some(trap) => format!("trapped: {trap}"),
-            None => {
-                let text = format!("{err:#}");
-                if text.contains("memory") && text.contains("limit") {
-                    format!(
-                        "ran out of memory (cap {} MiB)",
-                        self.limits.memory_bytes >> 20
-                    )
-                } else {
-                    text
-                }
-            }
+            None if root.contains("growing memory") || root.contains("memory limit") => oom(),
+            // Not a trap: wasmtime's own message, without the wasm backtrace frames.
+            None => root,
         };
         let stderr = store.data().stderr.contents();
         if !stderr.is_empty() {
@@ -361,7 +368,7 @@ fn unix_now() -> u64 {
 
 impl Runtime {
     /// Load one `.wasm` file: hash, compile, link, instantiate once and self-check.
-    pub fn load_file(self: &Arc<Self>, path: &Path) -> anyhow::Result<Loaded> {
+    pub async fn load_file(self: &Arc<Self>, path: &Path) -> anyhow::Result<Loaded> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let sha256 = hex(&Sha256::digest(&bytes));
         let origin = Origin {
@@ -384,16 +391,12 @@ impl Runtime {
             }
         });
         match kind {
-            Some(true) => Ok(Loaded::Provider(Arc::new(ProviderPlugin::load(
-                self.clone(),
-                &component,
-                origin,
-            )?))),
-            Some(false) => Ok(Loaded::Policy(Arc::new(PolicyPlugin::load(
-                self.clone(),
-                &component,
-                origin,
-            )?))),
+            Some(true) => Ok(Loaded::Provider(Arc::new(
+                ProviderPlugin::load(self.clone(), &component, origin).await?,
+            ))),
+            Some(false) => Ok(Loaded::Policy(Arc::new(
+                PolicyPlugin::load(self.clone(), &component, origin).await?,
+            ))),
             None => anyhow::bail!(
                 "{} exports neither llmgate:plugin/provider nor llmgate:plugin/policy (version 0.1.0)",
                 path.display()
@@ -403,7 +406,7 @@ impl Runtime {
 
     /// Load every `*.wasm` in `dir` into a registry. Files that fail are listed with their
     /// error; with `previous`, a failed file keeps the previous registry's plugin from it.
-    pub fn load_dir(self: &Arc<Self>, dir: &Path) -> anyhow::Result<Registry> {
+    pub async fn load_dir(self: &Arc<Self>, dir: &Path) -> anyhow::Result<Registry> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading plugins folder {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -413,7 +416,7 @@ impl Runtime {
         let mut reg = Registry::default();
         for path in files {
             let started = std::time::Instant::now();
-            match self.load_file(&path) {
+            match self.load_file(&path).await {
                 Ok(Loaded::Provider(p)) => {
                     tracing::info!(plugin = %p.id(), file = %path.display(), ms = started.elapsed().as_millis() as u64, "loaded provider plugin");
                     reg.status.push(p.status());

@@ -27,7 +27,7 @@ pub struct PolicyPlugin {
 
 impl PolicyPlugin {
     /// Link `component`, instantiate it once and ask it to describe itself.
-    pub(super) fn load(
+    pub(super) async fn load(
         runtime: Arc<Runtime>,
         component: &Component,
         origin: Origin,
@@ -35,10 +35,11 @@ impl PolicyPlugin {
         let pre = RoutingPolicyPre::new(runtime.linker.instantiate_pre(component)?)?;
         let file_id: Arc<str> = Arc::from(origin.file.display().to_string());
         let mut store = runtime.store(&file_id);
-        let world = pre.instantiate(&mut store)?;
+        let world = pre.instantiate_async(&mut store).await?;
         let (name, version) = world
             .llmgate_plugin_policy()
             .call_describe(&mut store)
+            .await
             .map_err(|e| anyhow::anyhow!(runtime.fault(&store, &e).message))?;
         anyhow::ensure!(!name.is_empty(), "describe() returned an empty name");
         Ok(Self {
@@ -69,7 +70,7 @@ impl PolicyPlugin {
     }
 
     /// Plan the attempts for one request. The plan is checked: every id must be a candidate.
-    pub fn route(
+    pub async fn route(
         &self,
         config_json: &str,
         req: &RouteRequest,
@@ -79,11 +80,13 @@ impl PolicyPlugin {
         let mut store = rt.store(&self.id);
         let world = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| rt.fault(&store, &e))?;
         let r = world
             .llmgate_plugin_policy()
             .call_route(&mut store, config_json, req, candidates)
+            .await
             .map_err(|e| rt.fault(&store, &e))?;
         if let Ok(plan) = &r {
             if plan.len() > MAX_ATTEMPTS {

@@ -36,7 +36,7 @@ pub struct ProviderPlugin {
 
 impl ProviderPlugin {
     /// Link `component`, instantiate it once and ask it to describe itself.
-    pub(super) fn load(
+    pub(super) async fn load(
         runtime: Arc<Runtime>,
         component: &Component,
         origin: Origin,
@@ -44,10 +44,11 @@ impl ProviderPlugin {
         let pre = ProviderPluginPre::new(runtime.linker.instantiate_pre(component)?)?;
         let file_id: Arc<str> = Arc::from(origin.file.display().to_string());
         let mut store = runtime.store(&file_id);
-        let world = pre.instantiate(&mut store)?;
+        let world = pre.instantiate_async(&mut store).await?;
         let info = world
             .llmgate_plugin_provider()
             .call_describe(&mut store)
+            .await
             .map_err(|e| anyhow::anyhow!(runtime.fault(&store, &e).message))?;
         anyhow::ensure!(!info.name.is_empty(), "describe() returned an empty name");
         anyhow::ensure!(
@@ -104,10 +105,10 @@ impl ProviderPlugin {
     }
 
     /// Start one attempt: a fresh store and instance, and the plugin's `exchange` resource.
-    pub fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
+    pub async fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
         let rt = &self.runtime;
         let mut store = rt.store(&self.id);
-        let world = match self.pre.instantiate(&mut store) {
+        let world = match self.pre.instantiate_async(&mut store).await {
             Ok(w) => w,
             Err(e) => return Err(rt.fault(&store, &e)),
         };
@@ -115,6 +116,7 @@ impl ProviderPlugin {
             .llmgate_plugin_provider()
             .exchange()
             .call_constructor(&mut store, req)
+            .await
         {
             Ok(r) => r,
             Err(e) => return Err(rt.fault(&store, &e)),
@@ -142,15 +144,9 @@ impl Exchange {
         &self.plugin
     }
 
-    fn call<R>(
-        &mut self,
-        f: impl FnOnce(&World, &mut Store<State>, ResourceAny) -> wasmtime::Result<R>,
-    ) -> Result<R, Fault> {
-        self.plugin.runtime.arm(&mut self.store);
-        match f(&self.world, &mut self.store, self.res) {
-            Ok(r) => Ok(r),
-            Err(e) => Err(self.plugin.runtime.fault(&self.store, &e)),
-        }
+    /// Arm the deadline, then map a call's trap to a fault.
+    fn after<R>(&self, r: wasmtime::Result<R>) -> Result<R, Fault> {
+        r.map_err(|e| self.plugin.runtime.fault(&self.store, &e))
     }
 
     fn invalid(&self, what: String) -> Fault {
@@ -161,12 +157,17 @@ impl Exchange {
     }
 
     /// `build-request`.
-    pub fn build_request(&mut self) -> Result<Result<UpstreamRequest, GatewayError>, Fault> {
-        let r = self.call(|w, s, res| {
-            w.llmgate_plugin_provider()
+    pub async fn build_request(&mut self) -> Result<Result<UpstreamRequest, GatewayError>, Fault> {
+        let r = {
+            self.plugin.runtime.arm(&mut self.store);
+            let r = self
+                .world
+                .llmgate_plugin_provider()
                 .exchange()
-                .call_build_request(s, res)
-        })?;
+                .call_build_request(&mut self.store, self.res)
+                .await;
+            self.after(r)?
+        };
         if let Ok(req) = &r {
             self.check_headers(&req.headers)?;
             if req.body.len() > MAX_OUTPUT_BYTES {
@@ -180,18 +181,23 @@ impl Exchange {
     }
 
     /// `on-body`.
-    pub fn on_body(
+    pub async fn on_body(
         &mut self,
         status: u16,
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<Result<ClientResponse, GatewayError>, Fault> {
         let headers = headers.to_vec();
-        let r = self.call(|w, s, res| {
-            w.llmgate_plugin_provider()
+        let r = {
+            self.plugin.runtime.arm(&mut self.store);
+            let r = self
+                .world
+                .llmgate_plugin_provider()
                 .exchange()
-                .call_on_body(s, res, status, &headers, body)
-        })?;
+                .call_on_body(&mut self.store, self.res, status, &headers, body)
+                .await;
+            self.after(r)?
+        };
         if let Ok(resp) = &r {
             self.check_headers(&resp.headers)?;
             if !(100..=599).contains(&resp.status) {
@@ -208,17 +214,22 @@ impl Exchange {
     }
 
     /// `on-stream-start`.
-    pub fn on_stream_start(
+    pub async fn on_stream_start(
         &mut self,
         status: u16,
         headers: &[(String, String)],
     ) -> Result<Result<Vec<(String, String)>, GatewayError>, Fault> {
         let headers = headers.to_vec();
-        let r = self.call(|w, s, res| {
-            w.llmgate_plugin_provider()
+        let r = {
+            self.plugin.runtime.arm(&mut self.store);
+            let r = self
+                .world
+                .llmgate_plugin_provider()
                 .exchange()
-                .call_on_stream_start(s, res, status, &headers)
-        })?;
+                .call_on_stream_start(&mut self.store, self.res, status, &headers)
+                .await;
+            self.after(r)?
+        };
         if let Ok(h) = &r {
             self.check_headers(h)?;
         }
@@ -226,15 +237,20 @@ impl Exchange {
     }
 
     /// `on-event`.
-    pub fn on_event(
+    pub async fn on_event(
         &mut self,
         event: &SseEvent,
     ) -> Result<Result<Vec<SseEvent>, GatewayError>, Fault> {
-        let r = self.call(|w, s, res| {
-            w.llmgate_plugin_provider()
+        let r = {
+            self.plugin.runtime.arm(&mut self.store);
+            let r = self
+                .world
+                .llmgate_plugin_provider()
                 .exchange()
-                .call_on_event(s, res, event)
-        })?;
+                .call_on_event(&mut self.store, self.res, event)
+                .await;
+            self.after(r)?
+        };
         if let Ok(events) = &r {
             self.check_events(events)?;
         }
@@ -243,11 +259,19 @@ impl Exchange {
 
     /// `finish`.
     #[expect(clippy::type_complexity, reason = "mirrors the WIT signature")]
-    pub fn finish(
+    pub async fn finish(
         &mut self,
     ) -> Result<Result<(Vec<SseEvent>, Option<Usage>), GatewayError>, Fault> {
-        let r =
-            self.call(|w, s, res| w.llmgate_plugin_provider().exchange().call_finish(s, res))?;
+        let r = {
+            self.plugin.runtime.arm(&mut self.store);
+            let r = self
+                .world
+                .llmgate_plugin_provider()
+                .exchange()
+                .call_finish(&mut self.store, self.res)
+                .await;
+            self.after(r)?
+        };
         if let Ok((events, _)) = &r {
             self.check_events(events)?;
         }

@@ -299,6 +299,12 @@ impl GuestExchange for Exchange {
             return Ok(Vec::new());
         }
         let bytes = data.as_bytes();
+        if json::validate(bytes).is_err() {
+            return Err(GatewayError::upstream(format!(
+                "upstream {} sent a stream chunk that is not JSON",
+                self.req.deployment.id
+            )));
+        }
         let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
         if has("\"error\"") {
             // An error mid-stream: the provider's own error event, passed to the client.

@@ -1,0 +1,205 @@
+//! Start the real binary and talk to it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A built plugin file, with a clear failure when it has not been built.
+pub fn plugin(name: &str) -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    for dir in [root().join("plugins/dist"), target.join("test-plugins")] {
+        let p = dir.join(format!("{name}.wasm"));
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!(
+        "plugin {name}.wasm is not built: run scripts/build-plugins.sh && scripts/build-plugins.sh --tests"
+    );
+}
+
+/// A running `llmgate`; killed on drop.
+pub struct Gateway {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stderr: Arc<Mutex<String>>,
+    /// Config and plugins folder live here (removed on drop).
+    _dir: tempfile::TempDir,
+}
+
+/// How to start a gateway.
+pub struct Spec<'a> {
+    pub config: &'a str,
+    pub plugins: &'a [&'a str],
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Do not pass `--plugins-dir` (the test sets it another way).
+    pub no_plugins_dir_arg: bool,
+}
+
+impl Default for Spec<'_> {
+    fn default() -> Self {
+        Self {
+            config: "",
+            plugins: &["openai", "policy-ordered"],
+            args: &[],
+            env: &[],
+            no_plugins_dir_arg: false,
+        }
+    }
+}
+
+impl Gateway {
+    /// Start with a config text and the standard plugins.
+    pub fn start(config: &str) -> Self {
+        Self::start_spec(Spec {
+            config,
+            ..Spec::default()
+        })
+    }
+
+    /// Start as specified; panics with the gateway's stderr if it does not come up.
+    pub fn start_spec(spec: Spec<'_>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).unwrap();
+        for p in spec.plugins {
+            std::fs::copy(plugin(p), plugins.join(format!("{p}.wasm"))).unwrap();
+        }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmgate"));
+        cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+        if !spec.no_plugins_dir_arg {
+            cmd.arg("--plugins-dir").arg(&plugins);
+        }
+        if !spec.config.is_empty() {
+            let cfg = dir.path().join("config.yaml");
+            std::fs::write(&cfg, spec.config).unwrap();
+            cmd.arg("--config").arg(cfg);
+        }
+        cmd.args(spec.args);
+        cmd.env("LLMGATE_LOG", "info,llmgate=debug");
+        cmd.env_remove("LLMGATE_CONFIG");
+        for (k, v) in spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let mut err = child.stderr.take().unwrap();
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("llmgate did not start; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let url = line
+            .strip_prefix("llmgate listening on ")
+            .expect("listening line")
+            .to_string();
+        Self {
+            child,
+            url,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// `POST {url}{path}` with a JSON body.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        client()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A shared HTTP client.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A config with one OpenAI-compatible deployment per `(model_name, upstream model)`.
+pub fn openai_config(mock_url: &str, groups: &[(&str, &str)]) -> String {
+    let mut s = String::from("model_list:\n");
+    for (name, model) in groups {
+        s.push_str(&format!(
+            "  - model_name: {name}\n    litellm_params:\n      model: openai/{model}\n      api_base: {mock_url}/v1\n      api_key: sk-upstream\n"
+        ));
+    }
+    s
+}
+
+/// Read an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}

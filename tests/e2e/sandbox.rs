@@ -1,0 +1,120 @@
+//! Hostile provider plugins are contained to their request, reported as plugin faults, and
+//! the gateway stays up and keeps serving.
+
+use std::time::{Duration, Instant};
+
+use llmgate_mock::{MockOptions, MockServer};
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Spec};
+
+#[tokio::test]
+async fn hostile_plugins_fail_only_their_request() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let u = m.url();
+    let mut cfg = String::from("model_list:\n");
+    for mode in [
+        "loop",
+        "oom",
+        "panic",
+        "exfil",
+        "bad-header",
+        "huge",
+        "loop-stream",
+        "fine",
+    ] {
+        cfg.push_str(&format!(
+            "  - model_name: {mode}\n    litellm_params: {{model: hostile/{mode}, api_base: '{u}/v1'}}\n"
+        ));
+    }
+    cfg.push_str(&format!(
+        "  - model_name: good\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1'}}\n"
+    ));
+    cfg.push_str("llmgate:\n  plugin_limits:\n    memory_mib: 32\n    call_timeout_ms: 200\n");
+    let mut gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        plugins: &["openai", "policy-ordered", "hostile"],
+        ..Spec::default()
+    });
+    let msg = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+
+    let cases = [
+        ("loop", "CPU deadline"),
+        ("oom", "ran out of memory (cap 32 MiB)"),
+        ("panic", "panicked on purpose"),
+        ("exfil", "may only reach"),
+        ("bad-header", "invalid header"),
+        ("huge", "ran out of memory (cap 32 MiB)"),
+    ];
+    for (model, needle) in cases {
+        let t = Instant::now();
+        let r = gw.post("/v1/chat/completions", &msg(model)).await;
+        assert_eq!(r.status(), 500, "{model}");
+        let v: Value = r.json().await.unwrap();
+        let text = v["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains("hostile@6.6.6"),
+            "{model}: fault not attributed: {text}"
+        );
+        assert!(text.contains(needle), "{model}: {text}");
+        assert_eq!(v["error"]["code"], "plugin_fault");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{model} took {:?}",
+            t.elapsed()
+        );
+        // The gateway is still up and serves the next request.
+        assert!(gw.alive());
+        let ok = gw.post("/v1/chat/completions", &msg("good")).await;
+        assert_eq!(ok.status(), 200, "after {model}");
+    }
+    // Nothing was sent by the exfiltration attempt or the broken plans.
+    assert!(m.requests().iter().all(|r| r.body["model"] != "exfil"));
+
+    // A plugin that hangs mid-stream: the client's stream ends with an error event.
+    let mut body = msg("loop-stream");
+    body["stream"] = json!(true);
+    let r = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let last = crate::harness::sse_data(&text).pop().unwrap();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CPU deadline"),
+        "{text}"
+    );
+
+    // A well-behaved request through the same hostile plugin works.
+    let r = gw.post("/v1/chat/completions", &msg("fine")).await;
+    assert_eq!(r.status(), 200);
+    assert!(gw.logs().contains("hostile@6.6.6"));
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_each_get_their_own_instance() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let gw = Gateway::start(&crate::harness::openai_config(
+        &m.url(),
+        &[("gpt-4o", "mock-gpt")],
+    ));
+    let c = crate::harness::client();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let c = c.clone();
+        let url = format!("{}/v1/chat/completions", gw.url);
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "gpt-4o", "stream": i % 2 == 0, "messages": [{"role": "user", "content": format!("n{i}")}]});
+            let r = c.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.unwrap();
+            assert!(text.contains(&format!("n{i}")), "{text}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(m.count(), 64);
+}

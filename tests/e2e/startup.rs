@@ -1,0 +1,141 @@
+//! Start-up: config validation names the file, key and problem; plugin load errors are
+//! visible; the binary exits non-zero on a bad config.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_llmgate"))
+        .args(args)
+        .env_remove("LLMGATE_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_config_reports_every_problem_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "model_list:\n  - model_name: a\n    litellm_params:\n      model: mystery\n  - model_name: b\n    litellm_params:\n      model: openai/x\n      api_base: localhost:1234\n  - litellm_params: {model: openai/y}\nllmgate:\n  plugin_limits:\n    memory_mib: 0\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--port", "0"]);
+    assert!(!ok);
+    assert!(err.contains("4 problem(s)"), "{err}");
+    assert!(
+        err.contains(
+            "bad.yaml: model_list[0].litellm_params.model: cannot tell the provider of `mystery`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml: model_list[1].litellm_params.api_base: must start with http"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml: model_list[2].model_name: missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml: llmgate.plugin_limits.memory_mib"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_llmgate_keys_and_yaml_errors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "llmgate:\n  plugin_dir: x\n").unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--port", "0"]);
+    assert!(!ok);
+    assert!(err.contains("unknown field `plugin_dir`"), "{err}");
+    std::fs::write(&cfg, "model_list: [\n").unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--port", "0"]);
+    assert!(!ok);
+    assert!(err.contains("c.yaml"), "{err}");
+}
+
+#[test]
+fn missing_plugins_folder_is_a_clear_error() {
+    let (ok, err) = run(&[
+        "--model",
+        "openai/gpt-4o",
+        "--plugins-dir",
+        "/nonexistent/plugins",
+        "--port",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/plugins"), "{err}");
+    assert!(err.contains("build-plugins.sh"), "{err}");
+}
+
+#[tokio::test]
+async fn a_broken_plugin_file_is_listed_with_its_error_and_others_still_serve() {
+    let m = llmgate_mock::MockServer::start(llmgate_mock::MockOptions::default())
+        .await
+        .unwrap();
+    let gw = crate::harness::Gateway::start(&crate::harness::openai_config(
+        &m.url(),
+        &[("g", "mock-gpt")],
+    ));
+    drop(gw);
+    // Same again, with a junk .wasm beside the good plugins.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for p in ["openai", "policy-ordered"] {
+        std::fs::copy(crate::harness::plugin(p), plugins.join(format!("{p}.wasm"))).unwrap();
+    }
+    std::fs::write(plugins.join("junk.wasm"), b"\0asm not really").unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        crate::harness::openai_config(&m.url(), &[("g", "mock-gpt")]),
+    )
+    .unwrap();
+    let gw = crate::harness::Gateway::start_spec(crate::harness::Spec {
+        plugins: &[],
+        args: &["--config", cfg.to_str().unwrap()],
+        env: &[("LLMGATE_PLUGINS_DIR", plugins.to_str().unwrap())],
+        no_plugins_dir_arg: true,
+        ..Default::default()
+    });
+    let c = crate::harness::client();
+    let v: serde_json::Value = c
+        .get(format!("{}/plugins", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let junk = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "junk")
+        .unwrap()
+        .clone();
+    assert!(
+        junk["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WASM component"),
+        "{junk}"
+    );
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": "g", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(gw.logs().contains("junk.wasm"));
+}

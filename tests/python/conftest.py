@@ -1,0 +1,381 @@
+"""Fixtures for the end-to-end tests: the real `llmgate` binary, driven through the official
+OpenAI Python SDK, in front of the real `llmgate-mock` binary as its upstream.
+
+Environment (paths relative to the repository root unless absolute):
+- LLMGATE_BIN          the gateway binary  (default: $CARGO_TARGET_DIR or target, /release/llmgate)
+- LLMGATE_MOCK_BIN     the mock upstream   (default: .../release/llmgate-mock)
+- LLMGATE_PLUGINS_DIR  the built plugins   (default: plugins/dist)
+
+Processes are started once per session where possible (one mock, one gateway whose config
+covers every model group the tests need); their stderr goes to a log file whose new part is
+attached to the report of any failing test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import openai
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: How long a process may take to print its "listening on" line.
+STARTUP_TIMEOUT_S = 60.0
+#: How long a process may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S = 15.0
+#: The key clients present to the gateway (the gateway does not check it; it must never
+#: reach the upstream).
+CLIENT_KEY = "sk-client-key-not-for-upstream"
+#: The upstream key of the main gateway's deployments.
+UPSTREAM_KEY = "sk-upstream-main"
+
+
+def _path_from_env(var: str, default: str) -> Path:
+    p = Path(os.environ.get(var) or default)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+_TARGET = os.environ.get("CARGO_TARGET_DIR") or "target"
+LLMGATE_BIN = _path_from_env("LLMGATE_BIN", f"{_TARGET}/release/llmgate")
+LLMGATE_MOCK_BIN = _path_from_env("LLMGATE_MOCK_BIN", f"{_TARGET}/release/llmgate-mock")
+LLMGATE_PLUGINS_DIR = _path_from_env("LLMGATE_PLUGINS_DIR", "plugins/dist")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = []
+    for what, path in [("LLMGATE_BIN", LLMGATE_BIN), ("LLMGATE_MOCK_BIN", LLMGATE_MOCK_BIN)]:
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            missing.append(f"{what}: no executable at {path}")
+    if not LLMGATE_PLUGINS_DIR.is_dir() or not any(LLMGATE_PLUGINS_DIR.glob("*.wasm")):
+        missing.append(f"LLMGATE_PLUGINS_DIR: no *.wasm plugins in {LLMGATE_PLUGINS_DIR}")
+    if missing:
+        pytest.exit(
+            "llmgate e2e tests need built binaries and plugins:\n  "
+            + "\n  ".join(missing)
+            + "\nBuild them with `cargo build --release -p llmgate -p llmgate-mock` and "
+            "`scripts/build-plugins.sh`, or point the variables above at them.",
+            returncode=4,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------
+
+_PROCS: list["Proc"] = []
+
+
+class Proc:
+    """A child process that prints `... listening on http://HOST:PORT` on stdout when ready."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.url = ""
+        self._stdout_lines: list[str] = []
+        self._ready: "queue.Queue[str]" = queue.Queue()
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        _PROCS.append(self)
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        self._wait_ready()
+
+    def _read_stdout(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._stdout_lines.append(line)
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self._ready.put(m.group(1))
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                self.url = self._ready.get(timeout=0.1).rstrip("/")
+                return
+            except queue.Empty:
+                pass
+            rc = self.popen.poll()
+            if rc is not None:
+                time.sleep(0.2)  # let the reader thread and the log catch up
+                raise RuntimeError(
+                    f"{self.name} exited with status {rc} before listening.\n"
+                    f"command: {' '.join(self.argv)}\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.name} did not print its listening line within {STARTUP_TIMEOUT_S:.0f}s.\n"
+                    f"command: {' '.join(self.argv)}\n{self.log_text()}"
+                )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_text(self, since: int = 0, limit: int = 20_000) -> str:
+        try:
+            data = self.log_path.read_bytes()[since:]
+        except OSError as e:
+            return f"(cannot read {self.log_path}: {e})"
+        text = data.decode("utf-8", "replace")
+        if len(text) > limit:
+            text = "...(cut)...\n" + text[-limit:]
+        out = f"--- {self.name} stderr ({self.log_path}) ---\n{text}"
+        if self._stdout_lines:
+            out += f"--- {self.name} stdout ---\n" + "\n".join(self._stdout_lines) + "\n"
+        return out
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, then SIGKILL. Returns the exit status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=STOP_TIMEOUT_S)
+        self._log.close()
+        return self.popen.returncode
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item._llmgate_log_offsets = {id(p): p.log_size() for p in _PROCS}  # type: ignore[attr-defined]
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and rep.when in ("setup", "call"):
+        offsets: dict[int, int] = getattr(item, "_llmgate_log_offsets", {})
+        for p in _PROCS:
+            started_during_test = id(p) not in offsets
+            logged_during_test = p.log_size() > offsets.get(id(p), 0)
+            if started_during_test or logged_during_test or p.popen.returncode not in (None, 0):
+                rep.sections.append((f"{p.name} log", p.log_text(since=offsets.get(id(p), 0))))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: ours without provider keys, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    # Debug logs of the gateway itself (one line per request), shown for failing tests.
+    env.setdefault("LLMGATE_LOG", "llmgate=debug,info")
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# The mock upstream
+# --------------------------------------------------------------------------------------
+
+
+class Mock:
+    """A running `llmgate-mock`, with access to the requests it recorded."""
+
+    def __init__(self, proc: Proc):
+        self.proc = proc
+        self.url = proc.url
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def requests(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"{self.url}/_mock/requests", timeout=10) as r:
+            return json.load(r)
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["path"].endswith("/chat/completions")]
+
+    def only_chat_request(self) -> dict[str, Any]:
+        reqs = self.chat_requests()
+        assert len(reqs) == 1, f"expected exactly one upstream request, got {len(reqs)}: {reqs}"
+        return reqs[0]
+
+    def clear(self) -> None:
+        req = urllib.request.Request(f"{self.url}/_mock/requests", method="DELETE")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+
+def header(recorded: dict[str, Any], name: str) -> str | None:
+    """The first value of header `name` in a recorded upstream request."""
+    for k, v in recorded["headers"]:
+        if k == name.lower():
+            return v
+    return None
+
+
+def start_mock(tmp: Path, name: str, *args: str) -> Mock:
+    argv = [str(LLMGATE_MOCK_BIN), "--host", "127.0.0.1", "--port", "0", *args]
+    return Mock(Proc(name, argv, tmp / f"{name}.log", env=base_env()))
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("llmgate-e2e")
+
+
+@pytest.fixture(scope="session")
+def mock_server(logs_dir: Path) -> Iterator[Mock]:
+    m = start_mock(logs_dir, "mock")
+    yield m
+    m.proc.stop()
+
+
+@pytest.fixture
+def upstream(mock_server: Mock) -> Mock:
+    """The session's mock upstream, with its request log cleared for this test."""
+    mock_server.clear()
+    return mock_server
+
+
+# --------------------------------------------------------------------------------------
+# Gateways
+# --------------------------------------------------------------------------------------
+
+
+class Gateway:
+    """A running `llmgate`."""
+
+    def __init__(self, proc: Proc, config: dict[str, Any] | None = None):
+        self.proc = proc
+        self.url = proc.url
+        self.config = config
+
+    def client(self, *, v1: bool = True, **kw: Any) -> openai.OpenAI:
+        kw.setdefault("api_key", CLIENT_KEY)
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        return openai.OpenAI(base_url=f"{self.url}/v1" if v1 else self.url, **kw)
+
+    def async_client(self, *, v1: bool = True, **kw: Any) -> openai.AsyncOpenAI:
+        kw.setdefault("api_key", CLIENT_KEY)
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1" if v1 else self.url, **kw)
+
+
+def start_gateway(
+    tmp: Path,
+    name: str,
+    config: dict[str, Any] | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Gateway:
+    argv = [
+        str(LLMGATE_BIN),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--plugins-dir",
+        str(LLMGATE_PLUGINS_DIR),
+    ]
+    if config is not None:
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        argv += ["--config", str(path)]
+    argv += args or []
+    return Gateway(Proc(name, argv, tmp / f"{name}.log", env=base_env(**(env or {}))), config)
+
+
+def deployment(
+    model_name: str, upstream_model: str, api_base: str, api_key: str | None = UPSTREAM_KEY, **params: Any
+) -> dict[str, Any]:
+    litellm_params: dict[str, Any] = {"model": f"openai/{upstream_model}", "api_base": api_base}
+    if api_key is not None:
+        litellm_params["api_key"] = api_key
+    litellm_params.update(params)
+    return {"model_name": model_name, "litellm_params": litellm_params}
+
+
+#: Model groups of the main gateway: client-facing name -> upstream (mock) model.
+MAIN_GROUPS = {
+    "gpt-4o": "mock-gpt",
+    "cached-model": "mock-cached",
+    "slow-model": "mock-slow-300",
+    "rate-limited": "mock-error-429",
+    "server-error": "mock-error-500",
+    "context-error": "mock-error-context",
+    "disconnecting": "mock-disconnect",
+    "malformed": "mock-malformed",
+}
+#: Deployment id of the `gpt-4o` group (`model_info.id`), expected in `x-litellm-model-id`.
+MAIN_DEPLOYMENT_ID = "mock-main"
+
+
+@pytest.fixture(scope="session")
+def main_config(mock_server: Mock) -> dict[str, Any]:
+    model_list = []
+    for name, up in MAIN_GROUPS.items():
+        d = deployment(name, up, mock_server.v1)
+        if name == "gpt-4o":
+            d["model_info"] = {"id": MAIN_DEPLOYMENT_ID}
+        model_list.append(d)
+    # Upstream that never answers, with a 1 s timeout.
+    model_list.append(deployment("hanging", "mock-hang", mock_server.v1, timeout=1))
+    # Nothing listens there.
+    model_list.append(deployment("unreachable", "mock-gpt", f"http://127.0.0.1:{free_port()}/v1"))
+    return {"model_list": model_list, "llmgate": {"shutdown_grace_seconds": 2}}
+
+
+@pytest.fixture(scope="session")
+def gateway(logs_dir: Path, main_config: dict[str, Any]) -> Iterator[Gateway]:
+    gw = start_gateway(logs_dir, "gateway", main_config)
+    yield gw
+    gw.proc.stop()
+
+
+@pytest.fixture(params=["v1", "root"])
+def client(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[openai.OpenAI]:
+    """An SDK client on the main gateway, once with `base_url=.../v1`, once without `/v1`."""
+    c = gateway.client(v1=request.param == "v1")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def client_v1(gateway: Gateway) -> Iterator[openai.OpenAI]:
+    c = gateway.client()
+    yield c
+    c.close()

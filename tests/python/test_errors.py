@@ -1,0 +1,149 @@
+"""Errors keep their meaning through the gateway and the SDK; broken upstreams do not hang it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+import pytest
+
+from conftest import Gateway, Mock
+from helpers import collect
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def assert_gateway_still_serves(c: openai.OpenAI) -> None:
+    resp = c.chat.completions.create(model="gpt-4o", messages=user("still alive?"))
+    assert resp.choices[0].message.content == "echo: still alive?"
+
+
+# --- upstream errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_rate_limit(client: openai.OpenAI, upstream: Mock, stream: bool) -> None:
+    with pytest.raises(openai.RateLimitError) as ei:
+        client.chat.completions.create(model="rate-limited", messages=user("hi"), stream=stream)
+    e = ei.value
+    assert e.status_code == 429
+    assert e.code == "rate_limit_exceeded"
+    assert "429" in e.message
+    assert e.response.headers.get("retry-after") == "1"
+    assert upstream.chat_requests(), "the upstream was not called"
+    assert all(r["body"]["model"] == "mock-error-429" for r in upstream.chat_requests())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_server_error(client: openai.OpenAI, stream: bool) -> None:
+    with pytest.raises(openai.InternalServerError) as ei:
+        client.chat.completions.create(model="server-error", messages=user("hi"), stream=stream)
+    assert ei.value.status_code == 500
+    assert "500" in ei.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_context_length(client: openai.OpenAI, stream: bool) -> None:
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="context-error", messages=user("hi"), stream=stream)
+    e = ei.value
+    assert e.status_code == 400
+    assert e.code == "context_length_exceeded"
+    assert "maximum context length" in e.message
+
+
+def test_unknown_model(client: openai.OpenAI, upstream: Mock) -> None:
+    with pytest.raises(openai.NotFoundError) as ei:
+        client.chat.completions.create(model="no-such-model", messages=user("hi"))
+    assert ei.value.status_code == 404
+    assert "no-such-model" in ei.value.message
+    assert upstream.chat_requests() == [], "an unknown model must not reach any upstream"
+
+
+def test_empty_messages_refused_by_gateway(client_v1: openai.OpenAI, upstream: Mock) -> None:
+    with pytest.raises(openai.BadRequestError) as ei:
+        client_v1.chat.completions.create(model="gpt-4o", messages=[])
+    assert ei.value.status_code == 400
+    assert upstream.chat_requests() == []
+
+
+def test_upstream_unreachable(client: openai.OpenAI) -> None:
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as ei:
+        client.chat.completions.create(model="unreachable", messages=user("hi"))
+    assert ei.value.status_code == 502
+    assert time.monotonic() - started < 10
+    assert_gateway_still_serves(client)
+
+
+def test_upstream_unreachable_stream(client_v1: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as ei:
+        client_v1.chat.completions.create(model="unreachable", messages=user("hi"), stream=True)
+    assert ei.value.status_code == 502
+    assert_gateway_still_serves(client_v1)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_upstream_timeout(client_v1: openai.OpenAI, stream: bool) -> None:
+    # The `hanging` deployment has `timeout: 1`; its upstream never answers.
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as ei:
+        client_v1.chat.completions.create(model="hanging", messages=user("hi"), stream=stream, timeout=15)
+    elapsed = time.monotonic() - started
+    assert ei.value.status_code == 504
+    assert 0.9 <= elapsed < 8, f"answered after {elapsed:.1f}s; the deployment timeout is 1s"
+    assert_gateway_still_serves(client_v1)
+
+
+def test_malformed_upstream_body(client_v1: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as ei:
+        client_v1.chat.completions.create(model="malformed", messages=user("hi"))
+    assert ei.value.status_code == 502
+    assert_gateway_still_serves(client_v1)
+
+
+# --- breaks inside a stream ---------------------------------------------------------------
+
+
+def test_midstream_disconnect_raises(client: openai.OpenAI) -> None:
+    started = time.monotonic()
+    stream = client.chat.completions.create(
+        model="disconnecting", messages=user("one two three four five"), stream=True, timeout=15
+    )
+    seen: list[Any] = []
+    with pytest.raises(openai.APIError) as ei:
+        for chunk in stream:
+            seen.append(chunk)
+    e = ei.value
+    assert not isinstance(e, openai.APIConnectionError), f"the stream timed out or broke instead: {e!r}"
+    assert time.monotonic() - started < 10
+    assert e.message, "the error event should say what happened"
+    content = collect(seen).content
+    assert content and "echo: one two three four five".startswith(content), content
+    assert content != "echo: one two three four five"
+    assert_gateway_still_serves(client)
+
+
+def test_malformed_stream_event_raises(client_v1: openai.OpenAI) -> None:
+    """The upstream sends one good chunk, then `data: {not json}`, then `[DONE]`. The client
+    should see an API error (like any other break of an upstream stream), not a raw
+    JSON-decoding failure."""
+    stream = client_v1.chat.completions.create(model="malformed", messages=user("hi"), stream=True, timeout=15)
+    with pytest.raises(openai.APIError) as ei:
+        for _ in stream:
+            pass
+    assert not isinstance(ei.value, openai.APIConnectionError)
+    assert_gateway_still_serves(client_v1)
+
+
+def test_gateway_survives_client_abort(gateway: Gateway) -> None:
+    """A client that goes away mid-stream does not disturb the next requests."""
+    with gateway.client() as c:
+        for _ in range(3):
+            stream = c.chat.completions.create(model="slow-model", messages=user("a b c d e f"), stream=True)
+            next(iter(stream))
+            stream.close()
+        assert_gateway_still_serves(c)
