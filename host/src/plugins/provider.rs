@@ -258,7 +258,6 @@ impl Exchange {
     }
 
     /// `finish`.
-    #[expect(clippy::type_complexity, reason = "mirrors the WIT signature")]
     pub async fn finish(
         &mut self,
     ) -> Result<Result<(Vec<SseEvent>, Option<Usage>), GatewayError>, Fault> {

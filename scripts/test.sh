@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what it needs (the wasm32-wasip2 target
+# or Debian's offline fallback, a Python venv with the openai SDK), builds the plugins and
+# test plugins, then runs formatting and lint checks, the Rust unit and end-to-end tests,
+# and the Python SDK tests against the real binaries.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "plugins (wasm32-wasip2 components)"
+scripts/build-plugins.sh
+scripts/build-plugins.sh --tests
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+cargo clippy -p llmgate-plugin-openai -p llmgate-policy-ordered -p llmgate-test-hostile --all-targets -- -D warnings
+
+step "cargo test (unit + end-to-end through the real binary)"
+cargo test -p llmgate -p llmgate-sdk -p llmgate-mock -p llmgate-plugin-openai -p llmgate-policy-ordered
+
+step "python SDK tests"
+cargo build -p llmgate -p llmgate-mock
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+LLMGATE_BIN="$target_dir/debug/llmgate" LLMGATE_MOCK_BIN="$target_dir/debug/llmgate-mock" \
+  LLMGATE_PLUGINS_DIR="$root/plugins/dist" scripts/python-tests.sh
