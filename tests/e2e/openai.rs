@@ -390,3 +390,25 @@ async fn quick_start_model_answers_any_name_and_lists_models() {
     );
     assert_eq!(v["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
+
+#[tokio::test]
+async fn embeddings_are_proxied() {
+    let m = mock().await;
+    let gw = Gateway::start(&openai_config(
+        &m.url(),
+        &[("embed", "text-embedding-3-small")],
+    ));
+    for path in ["/v1/embeddings", "/embeddings"] {
+        let r = gw
+            .post(path, &json!({"model": "embed", "input": ["a b", "c"]}))
+            .await;
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    }
+    assert_eq!(m.requests()[0].path, "/v1/embeddings");
+    assert_eq!(m.requests()[0].body["model"], "text-embedding-3-small");
+    let r = gw.post("/v1/embeddings", &json!({"model": "embed"})).await;
+    assert_eq!(r.status(), 400);
+}

@@ -19,20 +19,31 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    serve(&gw, Api::ChatCompletions, headers, body).await
+}
+
+/// `POST /v1/embeddings` (and `/embeddings`).
+pub async fn embeddings(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&gw, Api::Embeddings, headers, body).await
+}
+
+async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
     let limit = gw.config().max_request_body_bytes;
     let body = match super::read_body(&headers, body, limit).await {
         Ok(b) => b,
         Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
     };
-    match gw
-        .handle(Request {
-            api: Api::ChatCompletions,
-            dialect: Dialect::OpenAi,
-            headers,
-            body,
-        })
-        .await
-    {
+    let req = Request {
+        api,
+        dialect: Dialect::OpenAi,
+        headers,
+        body,
+    };
+    match gw.handle(req).await {
         Ok(resp) => resp,
         Err(e) => ApiError(e, Dialect::OpenAi).into_response(),
     }

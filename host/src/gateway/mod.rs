@@ -153,6 +153,9 @@ impl Gateway {
                 Some(_) => {}
             }
         }
+        if req.api == Api::Embeddings && !top.has("input") {
+            return Err(Error::BadRequest("missing required field `input`".into()));
+        }
         let max_output = top
             .get_u64("max_completion_tokens")
             .or_else(|| top.get_u64("max_tokens"))

@@ -28,6 +28,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
             "/openai/v1/chat/completions",
             post(api::openai::chat_completions),
         )
+        .route("/v1/embeddings", post(api::openai::embeddings))
+        .route("/embeddings", post(api::openai::embeddings))
         .route("/v1/models", get(api::openai::models))
         .route("/models", get(api::openai::models))
         .route("/health/liveliness", get(api::health::liveliness))

@@ -128,8 +128,8 @@ impl Guest for OpenAi {
                     api_key_env: env.iter().map(|e| (*e).into()).collect(),
                 })
                 .collect(),
-            apis: vec![Api::ChatCompletions],
-            native_apis: vec![Api::ChatCompletions],
+            apis: vec![Api::ChatCompletions, Api::Embeddings],
+            native_apis: vec![Api::ChatCompletions, Api::Embeddings],
         }
     }
 }
@@ -159,11 +159,15 @@ impl GuestExchange for Exchange {
 
     fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
-        if req.api != Api::ChatCompletions {
-            return Err(GatewayError::bad_request(
-                "the openai plugin serves /v1/chat/completions only",
-            ));
-        }
+        let endpoint = match req.api {
+            Api::ChatCompletions => "/chat/completions",
+            Api::Embeddings => "/embeddings",
+            _ => {
+                return Err(GatewayError::bad_request(
+                    "the openai plugin serves /v1/chat/completions and /v1/embeddings",
+                ));
+            }
+        };
         let top = TopLevel::parse(&req.body).map_err(|e| {
             GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
         })?;
@@ -183,7 +187,7 @@ impl GuestExchange for Exchange {
             }
         }
         let mut hide_usage_chunk = false;
-        if req.stream {
+        if req.stream && req.api == Api::ChatCompletions {
             let wants_usage = top
                 .get("stream_options")
                 .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok())
@@ -227,7 +231,7 @@ impl GuestExchange for Exchange {
                     req.deployment.id, req.deployment.provider
                 ))
             })?;
-        let url = chat_url(&base);
+        let url = endpoint_url(&base, endpoint);
 
         let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
         if let Some(org) = params.get("organization").and_then(|v| v.as_str()) {
@@ -351,13 +355,13 @@ impl GuestExchange for Exchange {
     }
 }
 
-/// `{api_base}/chat/completions`, tolerating a base that already names the endpoint.
-fn chat_url(base: &str) -> String {
+/// `{api_base}{endpoint}`, tolerating a base that already names the endpoint.
+fn endpoint_url(base: &str, endpoint: &str) -> String {
     let base = base.trim_end_matches('/');
-    if base.ends_with("/chat/completions") {
+    if base.ends_with(endpoint) {
         base.to_string()
     } else {
-        format!("{base}/chat/completions")
+        format!("{base}{endpoint}")
     }
 }
 
@@ -376,17 +380,21 @@ llmgate_sdk::export_provider!(OpenAi);
 
 #[cfg(test)]
 mod tests {
-    use super::chat_url;
+    use super::endpoint_url;
 
     #[test]
     fn urls() {
         assert_eq!(
-            chat_url("https://api.openai.com/v1/"),
+            endpoint_url("https://api.openai.com/v1/", "/chat/completions"),
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(
-            chat_url("http://x/v1/chat/completions"),
+            endpoint_url("http://x/v1/chat/completions", "/chat/completions"),
             "http://x/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint_url("http://x/v1", "/embeddings"),
+            "http://x/v1/embeddings"
         );
     }
 }

@@ -290,7 +290,7 @@ fn memory_notes(min_bytes: usize) -> String {
             out.push_str(&format!(
                 "- {hour:02}:{minute:02} {subject} {action} {when}. {detail}"
             ));
-            if n == 0 && rng.next() % 3 == 0 {
+            if n == 0 && rng.next().is_multiple_of(3) {
                 out.push_str(" Tagged #followup in the daily file.");
             }
             out.push('\n');

@@ -66,6 +66,8 @@ pub fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/models", get(openai::models))
         .route("/_mock/requests", get(list_requests).delete(clear_requests))

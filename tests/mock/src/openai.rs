@@ -549,3 +549,59 @@ mod tests {
         assert_eq!(last_user_text(&msgs), "look here[image]");
     }
 }
+
+/// `POST /v1/embeddings`: one deterministic 8-dimensional vector per input string.
+pub async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state
+        .recorder
+        .push(RecordedRequest::new(&method, &uri, &headers, &body));
+    global_latency(&state).await;
+    if let Some(resp) = check_auth(&state, &headers) {
+        return resp;
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return invalid_request(
+            "We could not parse the JSON body of your request.",
+            None,
+            None,
+        );
+    };
+    let Some(model) = req.get("model").and_then(Value::as_str) else {
+        return invalid_request("you must provide a model parameter", None, None);
+    };
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        _ => return invalid_request("'input' is a required property", Some("input"), None),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let v: Vec<f64> = (0..8u32)
+                .map(|d| f64::from((s.len() as u32 + d) % 7) / 7.0)
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    let tokens: usize = inputs
+        .iter()
+        .map(|s| s.split_whitespace().count().max(1))
+        .sum();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
+}
