@@ -511,45 +511,6 @@ pub async fn not_found(method: Method, uri: Uri) -> Response {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces_concatenate() {
-        for s in [
-            "echo: hello world",
-            "echo: ",
-            "  a  b\tc \n",
-            "echo:",
-            "",
-            "x",
-        ] {
-            let pieces = word_pieces(s);
-            assert_eq!(pieces.concat(), s, "{s:?}");
-            assert_eq!(
-                pieces.len(),
-                s.split_whitespace().count().max(usize::from(!s.is_empty()))
-            );
-        }
-        assert_eq!(word_pieces("echo: a b"), vec!["echo:", " a", " b"]);
-    }
-
-    #[test]
-    fn user_text_parts() {
-        let msgs = vec![
-            json!({"role": "user", "content": "first"}),
-            json!({"role": "user", "content": [
-                {"type": "text", "text": "look"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                {"type": "text", "text": " here"},
-            ]}),
-            json!({"role": "assistant", "content": "ignored"}),
-        ];
-        assert_eq!(last_user_text(&msgs), "look here[image]");
-    }
-}
-
 /// `POST /v1/embeddings`: one deterministic 8-dimensional vector per input string.
 pub async fn embeddings(
     State(state): State<Arc<MockState>>,
@@ -604,4 +565,43 @@ pub async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_concatenate() {
+        for s in [
+            "echo: hello world",
+            "echo: ",
+            "  a  b\tc \n",
+            "echo:",
+            "",
+            "x",
+        ] {
+            let pieces = word_pieces(s);
+            assert_eq!(pieces.concat(), s, "{s:?}");
+            assert_eq!(
+                pieces.len(),
+                s.split_whitespace().count().max(usize::from(!s.is_empty()))
+            );
+        }
+        assert_eq!(word_pieces("echo: a b"), vec!["echo:", " a", " b"]);
+    }
+
+    #[test]
+    fn user_text_parts() {
+        let msgs = vec![
+            json!({"role": "user", "content": "first"}),
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "text", "text": " here"},
+            ]}),
+            json!({"role": "assistant", "content": "ignored"}),
+        ];
+        assert_eq!(last_user_text(&msgs), "look here[image]");
+    }
 }
