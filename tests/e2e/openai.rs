@@ -348,6 +348,15 @@ async fn quick_start_model_answers_any_name_and_lists_models() {
         .unwrap();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["id"], "openai/mock-gpt");
+    let v: Value = c
+        .get(format!("{}/v1/models/openai/mock-gpt", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "openai/mock-gpt");
     let r = c
         .get(format!("{}/health/liveliness", gw.url))
         .send()

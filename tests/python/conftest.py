@@ -199,6 +199,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env.setdefault("RUST_BACKTRACE", "1")
     # Debug logs of the gateway itself (one line per request), shown for failing tests.
     env.setdefault("LLMGATE_LOG", "llmgate=debug,info")
+    env.setdefault("NO_COLOR", "1")
     env.update(extra)
     return env
 
@@ -340,6 +341,8 @@ MAIN_GROUPS = {
     "disconnecting": "mock-disconnect",
     "malformed": "mock-malformed",
 }
+#: The main gateway's request body limit.
+MAX_REQUEST_BODY_BYTES = 8 << 20
 #: Deployment id of the `gpt-4o` group (`model_info.id`), expected in `x-litellm-model-id`.
 MAIN_DEPLOYMENT_ID = "mock-main"
 
@@ -354,9 +357,21 @@ def main_config(mock_server: Mock) -> dict[str, Any]:
         model_list.append(d)
     # Upstream that never answers, with a 1 s timeout.
     model_list.append(deployment("hanging", "mock-hang", mock_server.v1, timeout=1))
+    # `litellm_params` that become request defaults, and extra upstream headers.
+    model_list.append(
+        deployment(
+            "with-defaults",
+            "mock-gpt",
+            mock_server.v1,
+            temperature=0.1,
+            max_tokens=100,
+            extra_headers={"X-Team": "e2e-team"},
+        )
+    )
     # Nothing listens there.
     model_list.append(deployment("unreachable", "mock-gpt", f"http://127.0.0.1:{free_port()}/v1"))
-    return {"model_list": model_list, "llmgate": {"shutdown_grace_seconds": 2}}
+    llmgate = {"shutdown_grace_seconds": 2, "max_request_body_bytes": MAX_REQUEST_BODY_BYTES}
+    return {"model_list": model_list, "llmgate": llmgate}
 
 
 @pytest.fixture(scope="session")

@@ -99,6 +99,48 @@ def test_request_body_passes_through(client: openai.OpenAI, upstream: Mock) -> N
     assert canonical(without(body, "model")) == canonical(expected)
 
 
+def test_litellm_params_defaults_and_extra_headers(client_v1: openai.OpenAI, upstream: Mock) -> None:
+    # The deployment sets temperature 0.1, max_tokens 100 and an X-Team header.
+    client_v1.chat.completions.create(model="with-defaults", messages=user("defaults"))
+    client_v1.chat.completions.create(model="with-defaults", messages=user("mine"), temperature=0.9, max_tokens=5)
+    first, second = upstream.chat_requests()
+    assert first["body"]["temperature"] == 0.1
+    assert first["body"]["max_tokens"] == 100
+    assert second["body"]["temperature"] == 0.9, "the client's value wins over the config default"
+    assert second["body"]["max_tokens"] == 5
+    for r in (first, second):
+        assert header(r, "x-team") == "e2e-team"
+        assert r["body"]["messages"][0]["role"] == "user"
+
+
+def test_nested_model_and_stream_keys_untouched(client: openai.OpenAI, upstream: Mock) -> None:
+    """Only the top-level `model` is rewritten, and only the top-level `stream` counts, even
+    when nested objects (which the SDK serialises before `model`) carry the same keys."""
+    tricky = '{"model": "evil", "stream": true, "stream_options": {"include_usage": true}}'
+    messages = [{"role": "user", "content": [{"type": "text", "text": tricky, "model": "part-level"}]}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "configure",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"model": {"type": "string", "default": "gpt-4o"}, "stream": {"type": "boolean"}},
+                },
+            },
+        }
+    ]
+    metadata = {"model": "nested", "stream": "true"}
+    resp = client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools, metadata=metadata)
+    assert resp.choices[0].message.content == f"echo: {tricky}"
+    body = upstream.only_chat_request()["body"]
+    assert body["model"] == "mock-gpt"
+    assert body["messages"] == messages
+    assert body["tools"] == tools
+    assert body["metadata"] == metadata
+    assert "stream" not in body and "stream_options" not in body
+
+
 def test_tool_result_turn(client: openai.OpenAI, upstream: Mock) -> None:
     tools = agent_tools()
     messages: list[dict[str, Any]] = [
@@ -310,3 +352,55 @@ def test_models_list(client: openai.OpenAI, gateway: Gateway) -> None:
     assert set(ids) == expected
     assert len(ids) == len(expected)
     assert set(MAIN_GROUPS) <= set(ids)
+
+
+# --- SDK conveniences and odd text ----------------------------------------------------------
+
+
+def test_sdk_stream_helper(client: openai.OpenAI) -> None:
+    """`client.chat.completions.stream()` accumulates chunks itself and checks their shape."""
+    with client.chat.completions.stream(
+        model="gpt-4o", messages=user("helper text"), stream_options={"include_usage": True}
+    ) as s:
+        kinds = {e.type for e in s}
+        final = s.get_final_completion()
+    assert {"chunk", "content.delta", "content.done"} <= kinds
+    assert final.choices[0].message.content == "echo: helper text"
+    assert final.choices[0].finish_reason == "stop"
+    assert final.usage is not None and final.usage.completion_tokens == 3
+
+    strict_tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}},
+                "required": ["q"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    with client.chat.completions.stream(model="gpt-4o", messages=user("use tool"), tools=[strict_tool]) as s:
+        final = s.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup"
+    assert call.function.parsed_arguments == {"q": "mock"}
+
+
+def test_unicode_round_trip(client: openai.OpenAI, upstream: Mock) -> None:
+    text = "naïve café — 東京 🚀 \"quoted\" back\\slash\n\ttabbed \u2028 end"
+    plain = client.chat.completions.create(model="gpt-4o", messages=user(text))
+    assert plain.choices[0].message.content == f"echo: {text}"
+    got = collect(client.chat.completions.create(model="gpt-4o", messages=user(text), stream=True))
+    assert got.content == f"echo: {text}"
+    for r in upstream.chat_requests():
+        assert r["body"]["messages"] == user(text)
+
+
+def test_openai_prefixed_path(gateway: Gateway) -> None:
+    """`/openai/v1/chat/completions` is served too (LiteLLM's OpenAI passthrough path)."""
+    with openai.OpenAI(base_url=f"{gateway.url}/openai/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30) as c:
+        resp = c.chat.completions.create(model="gpt-4o", messages=user("prefixed"))
+    assert resp.choices[0].message.content == "echo: prefixed"

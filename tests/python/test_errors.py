@@ -8,8 +8,8 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import Gateway, Mock
-from helpers import collect
+from conftest import MAX_REQUEST_BODY_BYTES, Gateway, Mock
+from helpers import agent_tools, collect
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -70,6 +70,15 @@ def test_empty_messages_refused_by_gateway(client_v1: openai.OpenAI, upstream: M
     assert upstream.chat_requests() == []
 
 
+def test_body_over_limit(client_v1: openai.OpenAI, upstream: Mock) -> None:
+    big = "x" * (MAX_REQUEST_BODY_BYTES + 1024)
+    with pytest.raises(openai.APIStatusError) as ei:
+        client_v1.chat.completions.create(model="gpt-4o", messages=user(big))
+    assert ei.value.status_code == 413
+    assert upstream.chat_requests() == []
+    assert_gateway_still_serves(client_v1)
+
+
 def test_upstream_unreachable(client: openai.OpenAI) -> None:
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as ei:
@@ -106,6 +115,24 @@ def test_malformed_upstream_body(client_v1: openai.OpenAI) -> None:
 
 
 # --- breaks inside a stream ---------------------------------------------------------------
+
+
+def test_midstream_disconnect_in_tool_call(client_v1: openai.OpenAI) -> None:
+    stream = client_v1.chat.completions.create(
+        model="disconnecting",
+        messages=user("please use tool"),
+        tools=agent_tools()[:2],
+        stream=True,
+        timeout=15,
+    )
+    seen: list[Any] = []
+    with pytest.raises(openai.APIError) as ei:
+        for chunk in stream:
+            seen.append(chunk)
+    assert not isinstance(ei.value, openai.APIConnectionError)
+    partial = collect(seen).tool_calls[0]["arguments"]
+    assert partial and partial != '{"q":"mock"}'
+    assert_gateway_still_serves(client_v1)
 
 
 def test_midstream_disconnect_raises(client: openai.OpenAI) -> None:

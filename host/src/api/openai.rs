@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -47,6 +47,20 @@ async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Respon
         Ok(resp) => resp,
         Err(e) => ApiError(e, Dialect::OpenAi).into_response(),
     }
+}
+
+/// `GET /v1/models/{model}`: one model group, or 404.
+pub async fn model(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    let config = gw.config();
+    let Some(resolved) = config.resolve(&id) else {
+        return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
+    };
+    let owned_by = resolved
+        .deployments
+        .first()
+        .map_or("llmgate", |&i| config.deployments[i].provider.as_str());
+    Json(json!({ "id": id, "object": "model", "created": gw.started_at(), "owned_by": owned_by }))
+        .into_response()
 }
 
 /// `GET /v1/models`: every model group (wildcards included, as LiteLLM lists them).

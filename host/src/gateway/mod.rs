@@ -5,6 +5,7 @@
 //! when sending fails, times out, or the upstream answers with an error; once a 2xx stream
 //! has started, a break is reported to the client in-stream.
 
+pub mod aws;
 pub mod sse;
 mod stats;
 mod upstream;

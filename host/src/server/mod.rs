@@ -32,6 +32,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/embeddings", post(api::openai::embeddings))
         .route("/v1/models", get(api::openai::models))
         .route("/models", get(api::openai::models))
+        .route("/v1/models/{*model}", get(api::openai::model))
+        .route("/models/{*model}", get(api::openai::model))
         .route("/health/liveliness", get(api::health::liveliness))
         .route("/health/liveness", get(api::health::liveliness))
         .route("/health/readiness", get(api::health::readiness))
