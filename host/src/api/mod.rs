@@ -1,6 +1,7 @@
 //! HTTP handlers, thin: extract, call the gateway, render. One module per dialect.
 
 pub mod admin;
+pub mod anthropic;
 pub mod health;
 pub mod openai;
 

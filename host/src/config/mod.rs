@@ -53,6 +53,12 @@ pub struct Deployment {
     pub api_version: Option<String>,
     /// `api_key` from the config (literal or `os.environ/VAR`).
     pub api_key: Option<Secret>,
+    /// `aws_access_key_id`.
+    pub aws_access_key_id: Option<Secret>,
+    /// `aws_secret_access_key`.
+    pub aws_secret_access_key: Option<Secret>,
+    /// `aws_session_token`.
+    pub aws_session_token: Option<Secret>,
     /// Non-secret `litellm_params`, JSON object text, handed to the provider plugin.
     pub params_json: String,
     /// Per-attempt timeout (`timeout`).
@@ -700,6 +706,13 @@ impl Validator {
             Some(v) => self.secret(&format!("{at}.litellm_params.api_key"), v, env),
             None => None,
         };
+        let mut aws = |k: &str| match p(k) {
+            Some(v) => self.secret(&format!("{at}.litellm_params.{k}"), v, env),
+            None => None,
+        };
+        let aws_access_key_id = aws("aws_access_key_id");
+        let aws_secret_access_key = aws("aws_secret_access_key");
+        let aws_session_token = aws("aws_session_token");
         let timeout = match p("timeout") {
             Some(t) => self.seconds(&format!("{at}.litellm_params.timeout"), t),
             None => None,
@@ -766,6 +779,9 @@ impl Validator {
             api_base,
             api_version,
             api_key,
+            aws_access_key_id,
+            aws_secret_access_key,
+            aws_session_token,
             params_json: serde_json::Value::Object(extra).to_string(),
             timeout,
             stream_timeout,

@@ -5,7 +5,9 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::aws::EventStreamParser;
 use crate::plugins::SseEvent;
+use crate::plugins::bindings::types::Framing;
 
 /// Largest single event accepted from an upstream.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
@@ -156,6 +158,74 @@ impl Parser {
                 data: std::mem::take(&mut self.data),
             }
         })
+    }
+}
+
+/// Frames any streamed upstream body into events, whatever its framing.
+pub enum Framer {
+    /// SSE or NDJSON text.
+    Text(Parser),
+    /// AWS event-stream binary frames: `event` is the frame's `:event-type`, or
+    /// `exception:<type>` for exception and error frames; `data` is the payload.
+    Aws(EventStreamParser),
+}
+
+impl Framer {
+    /// The framer for a planned framing (`none` frames as SSE; it is never streamed).
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Ndjson => Self::Text(Parser::ndjson()),
+            Framing::AwsEventstream => Self::Aws(EventStreamParser::default()),
+            Framing::Sse | Framing::None => Self::Text(Parser::sse()),
+        }
+    }
+
+    /// Add bytes from the upstream.
+    pub fn push(&mut self, chunk: &[u8]) {
+        match self {
+            Self::Text(p) => p.push(chunk),
+            Self::Aws(p) => p.push(chunk),
+        }
+    }
+
+    /// The next complete event.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, FrameError> {
+        match self {
+            Self::Text(p) => p.next_event(),
+            Self::Aws(p) => {
+                let Some(frame) = p.next_frame().map_err(FrameError)? else {
+                    return Ok(None);
+                };
+                let event = match frame.header(":message-type") {
+                    Some("exception") | Some("error") => format!(
+                        "exception:{}",
+                        frame
+                            .header(":exception-type")
+                            .or_else(|| frame.header(":error-code"))
+                            .unwrap_or("unknown")
+                    ),
+                    _ => frame.header(":event-type").unwrap_or("").to_string(),
+                };
+                let data = String::from_utf8(frame.payload).map_err(|_| {
+                    FrameError("upstream sent an event-stream payload that is not UTF-8".into())
+                })?;
+                Ok(Some(SseEvent {
+                    event: Some(event),
+                    data,
+                }))
+            }
+        }
+    }
+
+    /// At the end of the body: a last event, or an error if a frame was cut off.
+    pub fn finish(&mut self) -> Result<Option<SseEvent>, FrameError> {
+        match self {
+            Self::Text(p) => Ok(p.finish()),
+            Self::Aws(p) if p.pending() > 0 => Err(FrameError(
+                "upstream stream ended in the middle of an event-stream frame".into(),
+            )),
+            Self::Aws(_) => Ok(None),
+        }
     }
 }
 

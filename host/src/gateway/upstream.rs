@@ -11,7 +11,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 
-use super::sse::{self, Parser};
+use super::sse::{self, Framer};
 use super::{Gateway, plugin_error, response, set_header};
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
@@ -53,6 +53,15 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
             deployment: dep.id.clone(),
             loaded: ctx.registry.prefixes().join(", "),
         })?;
+    if !plugin.apis.contains(&inbound.api) {
+        return Err(Error::BadRequest(format!(
+            "provider `{}` (plugin {}) does not serve the {} API (deployment {})",
+            dep.provider,
+            plugin.id(),
+            api_name(inbound.api),
+            dep.id
+        )));
+    }
     let prefix = plugin.prefix(&dep.provider);
     let stream = inbound.stream;
     let mut ex = plugin.exchange(&inbound).await?;
@@ -124,11 +133,43 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
                 url.query_pairs_mut()
                     .append_pair(name.as_str(), key.as_str());
             }
-            Auth::AwsSigv4(_) => {
-                return Err(Error::Internal(
-                    "AWS SigV4 signing is not available yet".into(),
-                ));
-            }
+            // Signed below, over the final URL, headers and body.
+            Auth::AwsSigv4(_) => {}
+        }
+    }
+    if let Auth::AwsSigv4(service) = &plan.auth {
+        let creds = aws_credentials(dep).ok_or_else(|| Error::Upstream {
+            class: ErrorClass::Auth,
+            status: 401,
+            message: format!(
+                "deployment {} has no AWS credentials: set aws_access_key_id and aws_secret_access_key in litellm_params, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                dep.id
+            ),
+            code: None,
+            retry_after_ms: None,
+        })?;
+        let region = aws_region(dep, &url);
+        let signed: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let added = super::aws::sign(
+            &super::aws::SignRequest {
+                method: plan.method.as_str(),
+                url: &url,
+                headers: &signed,
+                body: &plan.body,
+                region: &region,
+                service,
+                amz_date: &super::aws::amz_date(now),
+            },
+            &creds,
+        );
+        for (k, v) in added {
+            insert_secret(&mut headers, &k, &v)?;
         }
     }
 
@@ -234,6 +275,65 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
     );
     decorate(&mut out, &ctx, plugin.id());
     Ok(out)
+}
+
+/// The route an API is served on, for messages.
+pub(crate) fn api_name(api: crate::plugins::bindings::types::Api) -> &'static str {
+    use crate::plugins::bindings::types::Api;
+    match api {
+        Api::ChatCompletions => "/v1/chat/completions",
+        Api::Messages => "/v1/messages",
+        Api::CountTokens => "/v1/messages/count_tokens",
+        Api::ImagesGenerations => "/v1/images/generations",
+        Api::ImagesEdits => "/v1/images/edits",
+        Api::Embeddings => "/v1/embeddings",
+    }
+}
+
+/// AWS credentials: the deployment's `aws_*` params, else the standard AWS environment.
+fn aws_credentials(dep: &Deployment) -> Option<super::aws::Credentials> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let id = dep
+        .aws_access_key_id
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| env("AWS_ACCESS_KEY_ID"))?;
+    let secret = dep
+        .aws_secret_access_key
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| env("AWS_SECRET_ACCESS_KEY"))?;
+    let token = dep
+        .aws_session_token
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| env("AWS_SESSION_TOKEN"));
+    Some(super::aws::Credentials {
+        access_key_id: id,
+        secret_access_key: secret,
+        session_token: token,
+    })
+}
+
+/// The signing region: `aws_region_name`, else `AWS_REGION`/`AWS_DEFAULT_REGION`, else the
+/// region in the endpoint's host name (`bedrock-runtime.<region>.amazonaws.com`).
+fn aws_region(dep: &Deployment, url: &reqwest::Url) -> String {
+    let param = serde_json::from_str::<serde_json::Value>(&dep.params_json)
+        .ok()
+        .and_then(|v| {
+            v.get("aws_region_name")
+                .and_then(|r| r.as_str().map(str::to_string))
+        });
+    param
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .or_else(|| {
+            let host = url.host_str()?;
+            let mut parts = host.split('.');
+            let _service = parts.next()?;
+            parts.next().map(str::to_string)
+        })
+        .unwrap_or_else(|| "us-east-1".to_string())
 }
 
 fn insert_secret(
@@ -388,10 +488,7 @@ fn stream_body(
     deployment: String,
 ) -> Body {
     let stream = async_stream::stream! {
-        let mut parser = match framing {
-            Framing::Ndjson => Parser::ndjson(),
-            _ => Parser::sse(),
-        };
+        let mut parser = Framer::new(framing);
         let mut upstream = resp.bytes_stream();
         let mut first = true;
         let mut failed: Option<Error> = None;
@@ -404,12 +501,14 @@ fn stream_body(
                     break;
                 }
                 Ok(None) => {
-                    if let Some(ev) = parser.finish() {
-                        match ex.on_event(&ev).await {
+                    match parser.finish() {
+                        Ok(Some(ev)) => match ex.on_event(&ev).await {
                             Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
                             Ok(Err(e)) => failed = Some(plugin_error(e, Some(&deployment))),
                             Err(f) => failed = Some(f.into()),
-                        }
+                        },
+                        Ok(None) => {}
+                        Err(e) => failed = Some(stream_error(format!("{} (deployment {deployment})", e.0))),
                     }
                     break;
                 }

@@ -28,6 +28,13 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
             "/openai/v1/chat/completions",
             post(api::openai::chat_completions),
         )
+        .route("/v1/messages", post(api::anthropic::messages))
+        .route("/messages", post(api::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(api::anthropic::count_tokens),
+        )
+        .route("/messages/count_tokens", post(api::anthropic::count_tokens))
         .route("/v1/embeddings", post(api::openai::embeddings))
         .route("/embeddings", post(api::openai::embeddings))
         .route("/v1/models", get(api::openai::models))
@@ -44,13 +51,22 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+fn dialect_for(path: &str) -> Dialect {
+    if path.contains("/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
 async fn not_found(req: Request) -> Response {
+    let dialect = dialect_for(req.uri().path());
     ApiError(
         Error::RouteNotFound {
             method: req.method().to_string(),
             path: req.uri().path().to_string(),
         },
-        Dialect::OpenAi,
+        dialect,
     )
     .into_response()
 }

@@ -1,0 +1,45 @@
+//! Anthropic-compatible routes: `POST /v1/messages` and `/v1/messages/count_tokens`.
+//! Errors answer in Anthropic's shape (`{"type":"error","error":{...}}`).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, Dialect};
+use crate::gateway::{Gateway, Request};
+use crate::plugins::bindings::types::Api;
+
+/// `POST /v1/messages` (and `/messages`).
+pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    serve(&gw, Api::Messages, headers, body).await
+}
+
+/// `POST /v1/messages/count_tokens`.
+pub async fn count_tokens(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&gw, Api::CountTokens, headers, body).await
+}
+
+async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
+    let limit = gw.config().max_request_body_bytes;
+    let body = match super::read_body(&headers, body, limit).await {
+        Ok(b) => b,
+        Err(e) => return ApiError(e, Dialect::Anthropic).into_response(),
+    };
+    let req = Request {
+        api,
+        dialect: Dialect::Anthropic,
+        headers,
+        body,
+    };
+    match gw.handle(req).await {
+        Ok(resp) => resp,
+        Err(e) => ApiError(e, Dialect::Anthropic).into_response(),
+    }
+}
