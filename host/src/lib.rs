@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod models;
 pub mod plugins;
 pub mod server;
 

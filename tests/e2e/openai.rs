@@ -421,3 +421,54 @@ async fn embeddings_are_proxied() {
     let r = gw.post("/v1/embeddings", &json!({"model": "embed"})).await;
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn model_discovery_carries_context_prices_and_modalities() {
+    let m = mock().await;
+    let cfg = format!(
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{u}/v1', api_key: sk-secret-xyz}}\n  - model_name: cheap\n    litellm_params: {{model: openai/my-finetune, api_base: '{u}/v1', input_cost_per_token: 0.000001}}\n    model_info: {{max_input_tokens: 32000, supports_vision: true}}\n",
+        u = m.url()
+    );
+    let gw = Gateway::start(&cfg);
+    let c = crate::harness::client();
+    let v: Value = c
+        .get(format!("{}/v1/models", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_id = |id: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let g = by_id("gpt-4o");
+    assert_eq!(g["context_length"], 128_000);
+    assert_eq!(g["max_output_tokens"], 16_384);
+    assert_eq!(g["input_modalities"], json!(["text", "image"]));
+    assert_eq!(g["pricing"]["prompt"], "0.0000025");
+    let cheap = by_id("cheap");
+    assert_eq!(cheap["context_length"], 32_000);
+    assert_eq!(cheap["pricing"]["prompt"], "0.000001");
+    assert_eq!(cheap["input_modalities"], json!(["text", "image"]));
+    let text = c
+        .get(format!("{}/model/info", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("sk-secret-xyz"), "secret leaked: {text}");
+    let info: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["data"][0]["model_name"], "gpt-4o");
+    assert_eq!(info["data"][0]["litellm_params"]["model"], "openai/gpt-4o");
+    assert_eq!(info["data"][0]["model_info"]["id"], "gpt-4o-0");
+    assert_eq!(info["data"][0]["model_info"]["max_input_tokens"], 128_000);
+}

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::config::Config;
 use crate::error::{ApiError, Dialect};
 use crate::gateway::{Gateway, Request};
 use crate::plugins::bindings::types::Api;
@@ -49,36 +50,97 @@ async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Respon
     }
 }
 
+/// The `/v1/models` entry of a group: OpenAI's fields, plus what agents configure
+/// themselves from (context window, output cap, modalities, reasoning, prices) taken from the
+/// group's first deployment.
+fn model_entry(config: &Config, name: &str, idx: &[usize], created: u64) -> serde_json::Value {
+    let Some(d) = idx.first().map(|&i| &config.deployments[i]) else {
+        return json!({ "id": name, "object": "model", "created": created, "owned_by": "llmgate" });
+    };
+    let info = &d.info;
+    let num = |k: &str| info.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let flag = |k: &str| {
+        info.get(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut modalities = vec!["text"];
+    if flag("supports_vision") {
+        modalities.push("image");
+    }
+    let per_token = |k: &str| {
+        info.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .map(|p| format!("{p}"))
+    };
+    json!({
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": d.provider,
+        "context_length": num("max_input_tokens"),
+        "max_input_tokens": num("max_input_tokens"),
+        "max_output_tokens": num("max_output_tokens"),
+        "input_modalities": modalities,
+        "supports_reasoning": flag("supports_reasoning"),
+        "supports_function_calling": flag("supports_function_calling"),
+        "supports_vision": flag("supports_vision"),
+        "pricing": {
+            "prompt": per_token("input_cost_per_token"),
+            "completion": per_token("output_cost_per_token"),
+            "input_cache_read": per_token("cache_read_input_token_cost"),
+            "input_cache_write": per_token("cache_creation_input_token_cost"),
+        },
+    })
+}
+
 /// `GET /v1/models/{model}`: one model group, or 404.
 pub async fn model(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     let config = gw.config();
     let Some(resolved) = config.resolve(&id) else {
         return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
     };
-    let owned_by = resolved
-        .deployments
-        .first()
-        .map_or("llmgate", |&i| config.deployments[i].provider.as_str());
-    Json(json!({ "id": id, "object": "model", "created": gw.started_at(), "owned_by": owned_by }))
-        .into_response()
+    let mut entry = model_entry(
+        &config,
+        resolved.group,
+        resolved.deployments,
+        gw.started_at(),
+    );
+    entry["id"] = json!(id);
+    Json(entry).into_response()
 }
 
 /// `GET /v1/models`: every model group (wildcards included, as LiteLLM lists them).
 pub async fn models(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
     let config = gw.config();
     let created = gw.started_at();
-    let mut data: Vec<serde_json::Value> = Vec::new();
     let groups = config
         .groups
         .iter()
         .chain(config.wildcards.iter().map(|(k, v)| (k, v)));
-    for (name, idx) in groups {
-        let owned_by = idx
-            .first()
-            .map_or("llmgate", |&i| config.deployments[i].provider.as_str());
-        data.push(
-            json!({ "id": name, "object": "model", "created": created, "owned_by": owned_by }),
-        );
-    }
+    let data: Vec<serde_json::Value> = groups
+        .map(|(name, idx)| model_entry(&config, name, idx, created))
+        .collect();
     Json(json!({ "object": "list", "data": data }))
+}
+
+/// `GET /model/info` (and `/v1/model/info`): every deployment, LiteLLM's shape, no secrets.
+pub async fn model_info(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let config = gw.config();
+    let data: Vec<serde_json::Value> = config
+        .deployments
+        .iter()
+        .map(|d| {
+            let mut params: serde_json::Value =
+                serde_json::from_str(&d.params_json).unwrap_or_else(|_| json!({}));
+            params["model"] = json!(format!("{}/{}", d.provider, d.model));
+            if let Some(b) = &d.api_base {
+                params["api_base"] = json!(b);
+            }
+            let mut info = d.info.clone();
+            info["id"] = json!(d.id);
+            json!({ "model_name": d.model_name, "litellm_params": params, "model_info": info })
+        })
+        .collect();
+    Json(json!({ "data": data }))
 }

@@ -75,6 +75,9 @@ pub struct Deployment {
     pub order: u32,
     /// `model_info` as JSON.
     pub model_info: serde_json::Value,
+    /// Everything known about the model: the built-in table, overridden by price params
+    /// and `model_info` (LiteLLM field names).
+    pub info: serde_json::Value,
 }
 
 /// Limits applied to every plugin call.
@@ -771,6 +774,7 @@ impl Validator {
                     .or_else(|| v.as_u64().map(|n| n.to_string()))
             })
             .unwrap_or_else(|| format!("{model_name}-{index}"));
+        let info = crate::models::info_for(&model, &extra, &model_info);
         Some(Deployment {
             id,
             model_name,
@@ -790,6 +794,7 @@ impl Validator {
             tpm,
             order,
             model_info,
+            info,
         })
     }
 }

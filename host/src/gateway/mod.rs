@@ -135,7 +135,10 @@ impl Gateway {
             Some(b"true") => true,
             Some(_) => return Err(Error::BadRequest("`stream` must be true or false".into())),
         };
-        if matches!(req.api, Api::ChatCompletions | Api::Messages | Api::CountTokens) {
+        if matches!(
+            req.api,
+            Api::ChatCompletions | Api::Messages | Api::CountTokens
+        ) {
             match top.get("messages") {
                 None => {
                     return Err(Error::BadRequest(

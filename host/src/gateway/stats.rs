@@ -89,7 +89,7 @@ impl Stats {
         let ok = s.successes.load(Ordering::Relaxed);
         let bad = s.failures.load(Ordering::Relaxed);
         let price = |k: &str| {
-            d.model_info
+            d.info
                 .get(k)
                 .and_then(serde_json::Value::as_f64)
                 .unwrap_or(0.0)
@@ -115,7 +115,7 @@ impl Stats {
             tpm: d.tpm,
             order: d.order,
             max_input_tokens: d
-                .model_info
+                .info
                 .get("max_input_tokens")
                 .and_then(serde_json::Value::as_u64)
                 .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),

@@ -40,6 +40,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/v1/models", get(api::openai::models))
         .route("/models", get(api::openai::models))
         .route("/v1/models/{*model}", get(api::openai::model))
+        .route("/model/info", get(api::openai::model_info))
+        .route("/v1/model/info", get(api::openai::model_info))
         .route("/models/{*model}", get(api::openai::model))
         .route("/health/liveliness", get(api::health::liveliness))
         .route("/health/liveness", get(api::health::liveliness))
