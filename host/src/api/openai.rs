@@ -32,6 +32,24 @@ pub async fn embeddings(
     serve(&gw, Api::Embeddings, headers, body).await
 }
 
+/// `POST /v1/images/generations` (and `/images/generations`): JSON.
+pub async fn images_generations(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&gw, Api::ImagesGenerations, headers, body).await
+}
+
+/// `POST /v1/images/edits` (and `/images/edits`): multipart, one or more `image[]` parts.
+pub async fn images_edits(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    serve(&gw, Api::ImagesEdits, headers, body).await
+}
+
 async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
     let limit = gw.config().max_request_body_bytes;
     let body = match super::read_body(&headers, body, limit).await {

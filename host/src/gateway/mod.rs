@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod sse;
 mod stats;
+mod summary;
 mod upstream;
 
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use llmgate_sdk::json::TopLevel;
 use tracing::Instrument as _;
 
 use crate::config::{Config, Deployment};
@@ -120,50 +120,17 @@ impl Gateway {
     pub async fn handle(&self, req: Request) -> Result<Response, Error> {
         let started = Instant::now();
         let call_id = uuid::Uuid::new_v4().to_string();
-        let top = TopLevel::parse(&req.body)
-            .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        let model = match top.get("model") {
-            None => return Err(Error::BadRequest("missing required field `model`".into())),
-            Some(raw) if raw.first() == Some(&b'"') => top
-                .get_str("model")
-                .filter(|m| !m.is_empty())
-                .ok_or_else(|| Error::BadRequest("`model` must be a non-empty string".into()))?,
-            Some(_) => return Err(Error::BadRequest("`model` must be a string".into())),
-        };
-        let stream = match top.get("stream") {
-            None | Some(b"null") | Some(b"false") => false,
-            Some(b"true") => true,
-            Some(_) => return Err(Error::BadRequest("`stream` must be true or false".into())),
-        };
-        if matches!(
-            req.api,
-            Api::ChatCompletions | Api::Messages | Api::CountTokens
-        ) {
-            match top.get("messages") {
-                None => {
-                    return Err(Error::BadRequest(
-                        "missing required field `messages`".into(),
-                    ));
-                }
-                Some(raw) if raw.first() != Some(&b'[') => {
-                    return Err(Error::BadRequest("`messages` must be an array".into()));
-                }
-                Some(raw)
-                    if raw.len() <= 2
-                        || raw[1..raw.len() - 1].iter().all(u8::is_ascii_whitespace) =>
-                {
-                    return Err(Error::BadRequest("`messages` must not be empty".into()));
-                }
-                Some(_) => {}
-            }
-        }
-        if req.api == Api::Embeddings && !top.has("input") {
-            return Err(Error::BadRequest("missing required field `input`".into()));
-        }
-        let max_output = top
-            .get_u64("max_completion_tokens")
-            .or_else(|| top.get_u64("max_tokens"))
-            .unwrap_or(0);
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let summary::Summary {
+            model,
+            stream,
+            max_output,
+        } = summary::summarize(req.api, &content_type, &req.body)?;
 
         let config = self.config.load_full();
         let registry = self.registry.load_full();
@@ -204,12 +171,6 @@ impl Gateway {
             if plan.is_empty() {
                 return Err(Error::Unavailable(format!("no deployment of `{group}` is available")));
             }
-            let content_type = req
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_string();
             let forwarded = forwardable_headers(&req.headers);
             let mut last: Option<Error> = None;
             let mut tried: Vec<&Arc<Deployment>> = Vec::new();

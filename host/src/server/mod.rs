@@ -35,6 +35,13 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
             post(api::anthropic::count_tokens),
         )
         .route("/messages/count_tokens", post(api::anthropic::count_tokens))
+        .route(
+            "/v1/images/generations",
+            post(api::openai::images_generations),
+        )
+        .route("/images/generations", post(api::openai::images_generations))
+        .route("/v1/images/edits", post(api::openai::images_edits))
+        .route("/images/edits", post(api::openai::images_edits))
         .route("/v1/embeddings", post(api::openai::embeddings))
         .route("/embeddings", post(api::openai::embeddings))
         .route("/v1/models", get(api::openai::models))

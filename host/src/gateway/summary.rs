@@ -1,0 +1,210 @@
+//! What the gateway reads from a request body: the few fields it routes and limits on.
+//! JSON bodies are scanned, not parsed; multipart bodies (image edits) are split just enough
+//! to read the `model` form field and count the image parts.
+
+use llmgate_sdk::json::TopLevel;
+
+use crate::error::Error;
+use crate::plugins::bindings::types::Api;
+
+/// The routing-relevant fields of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// `model`.
+    pub model: String,
+    /// `stream`.
+    pub stream: bool,
+    /// `max_completion_tokens` or `max_tokens`, 0 if absent.
+    pub max_output: u64,
+}
+
+/// Read and check the fields `api` needs from `body`.
+pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, Error> {
+    if api == Api::ImagesEdits {
+        return multipart_summary(content_type, body);
+    }
+    let top = TopLevel::parse(body)
+        .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    let model = match top.get("model") {
+        None => return Err(Error::BadRequest("missing required field `model`".into())),
+        Some(raw) if raw.first() == Some(&b'"') => {
+            top.get_str("model")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| Error::BadRequest("`model` must be a non-empty string".into()))?
+        }
+        Some(_) => return Err(Error::BadRequest("`model` must be a string".into())),
+    };
+    let stream = match top.get("stream") {
+        None | Some(b"null") | Some(b"false") => false,
+        Some(b"true") => true,
+        Some(_) => return Err(Error::BadRequest("`stream` must be true or false".into())),
+    };
+    match api {
+        Api::ChatCompletions | Api::Messages | Api::CountTokens => match top.get("messages") {
+            None => {
+                return Err(Error::BadRequest(
+                    "missing required field `messages`".into(),
+                ));
+            }
+            Some(raw) if raw.first() != Some(&b'[') => {
+                return Err(Error::BadRequest("`messages` must be an array".into()));
+            }
+            Some(raw) if raw[1..raw.len() - 1].iter().all(u8::is_ascii_whitespace) => {
+                return Err(Error::BadRequest("`messages` must not be empty".into()));
+            }
+            Some(_) => {}
+        },
+        Api::Embeddings if !top.has("input") => {
+            return Err(Error::BadRequest("missing required field `input`".into()));
+        }
+        Api::ImagesGenerations if top.get_str("prompt").is_none_or(|p| p.is_empty()) => {
+            return Err(Error::BadRequest("missing required field `prompt`".into()));
+        }
+        _ => {}
+    }
+    let max_output = top
+        .get_u64("max_completion_tokens")
+        .or_else(|| top.get_u64("max_tokens"))
+        .unwrap_or(0);
+    Ok(Summary {
+        model,
+        stream,
+        max_output,
+    })
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn boundary(content_type: &str) -> Option<&str> {
+    let (mime, params) = content_type.split_once(';')?;
+    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// One part of a multipart body: its form name, whether it is a file, and its content.
+struct Part<'a> {
+    name: String,
+    file: bool,
+    body: &'a [u8],
+}
+
+fn parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Error> {
+    let bad = |m: &str| Error::BadRequest(format!("malformed multipart body: {m}"));
+    let delim = format!("--{boundary}");
+    let finder = memchr::memmem::Finder::new(delim.as_bytes());
+    let starts: Vec<usize> = finder.find_iter(body).collect();
+    if starts.is_empty() {
+        return Err(bad("no boundary found"));
+    }
+    let mut out = Vec::new();
+    for w in starts.windows(2) {
+        let mut seg = &body[w[0] + delim.len()..w[1]];
+        seg = seg.strip_prefix(b"\r\n").unwrap_or(seg);
+        seg = seg.strip_suffix(b"\r\n").unwrap_or(seg);
+        let Some(split) = memchr::memmem::find(seg, b"\r\n\r\n") else {
+            return Err(bad("a part has no header end"));
+        };
+        let head = String::from_utf8_lossy(&seg[..split]);
+        let content = &seg[split + 4..];
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .ok_or_else(|| bad("a part has no Content-Disposition"))?;
+        let param = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        out.push(Part {
+            name: param("name").unwrap_or_default(),
+            file: param("filename").is_some(),
+            body: content,
+        });
+    }
+    if !body[starts[starts.len() - 1] + delim.len()..].starts_with(b"--") {
+        return Err(bad("the closing boundary is missing"));
+    }
+    Ok(out)
+}
+
+fn multipart_summary(content_type: &str, body: &[u8]) -> Result<Summary, Error> {
+    let Some(boundary) = boundary(content_type) else {
+        return Err(Error::BadRequest(
+            "image edits take multipart/form-data with a boundary".into(),
+        ));
+    };
+    let parts = parts(body, boundary)?;
+    let model = parts
+        .iter()
+        .find(|p| p.name == "model" && !p.file)
+        .map(|p| String::from_utf8_lossy(p.body).trim().to_string())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::BadRequest("missing required form field `model`".into()))?;
+    if !parts
+        .iter()
+        .any(|p| p.file && (p.name == "image" || p.name == "image[]"))
+    {
+        return Err(Error::BadRequest(
+            "missing required file part `image` (or `image[]`)".into(),
+        ));
+    }
+    if !parts.iter().any(|p| p.name == "prompt" && !p.file) {
+        return Err(Error::BadRequest(
+            "missing required form field `prompt`".into(),
+        ));
+    }
+    Ok(Summary {
+        model,
+        stream: false,
+        max_output: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fields() {
+        let s = summarize(
+            Api::ChatCompletions,
+            "application/json",
+            br#"{"messages":[{"role":"user","content":"x"}],"model":"m","stream":true,"max_tokens":9}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                model: "m".into(),
+                stream: true,
+                max_output: 9
+            }
+        );
+        assert!(summarize(Api::ImagesGenerations, "", br#"{"model":"m"}"#).is_err());
+    }
+
+    #[test]
+    fn multipart_edits() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-image-1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nmake it blue\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG--XyZ-ish\r\n--XyZ--\r\n";
+        let s = summarize(Api::ImagesEdits, "multipart/form-data; boundary=XyZ", body).unwrap();
+        assert_eq!(s.model, "gpt-image-1");
+        let no_image =
+            b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--b--\r\n";
+        assert!(
+            summarize(
+                Api::ImagesEdits,
+                "multipart/form-data; boundary=b",
+                no_image
+            )
+            .is_err()
+        );
+        assert!(summarize(Api::ImagesEdits, "application/json", b"{}").is_err());
+    }
+}
