@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 
 /// What `llmgate` was asked to do.
 #[derive(Debug, Clone)]
@@ -97,6 +98,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         out.flush()?;
     }
     let app = server::app(gw.clone());
+    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the
+    // client's delayed ACK hold tokens back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = std::pin::pin!(
         axum::serve(listener, app)

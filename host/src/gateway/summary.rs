@@ -96,17 +96,25 @@ struct Part<'a> {
 
 fn parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Error> {
     let bad = |m: &str| Error::BadRequest(format!("malformed multipart body: {m}"));
-    let delim = format!("--{boundary}");
-    let finder = memchr::memmem::Finder::new(delim.as_bytes());
-    let starts: Vec<usize> = finder.find_iter(body).collect();
-    if starts.is_empty() {
+    let first = format!("--{boundary}");
+    // After the first, every delimiter starts on its own line.
+    let delim = format!("\r\n--{boundary}");
+    let Some(start) = memchr::memmem::find(body, first.as_bytes()) else {
         return Err(bad("no boundary found"));
-    }
+    };
+    let finder = memchr::memmem::Finder::new(delim.as_bytes());
     let mut out = Vec::new();
-    for w in starts.windows(2) {
-        let mut seg = &body[w[0] + delim.len()..w[1]];
-        seg = seg.strip_prefix(b"\r\n").unwrap_or(seg);
-        seg = seg.strip_suffix(b"\r\n").unwrap_or(seg);
+    let mut pos = start + first.len();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            return Ok(out);
+        }
+        let Some(next) = finder.find(&body[pos..]) else {
+            return Err(bad("the closing boundary is missing"));
+        };
+        let seg = &body[pos..pos + next];
+        pos += next + delim.len();
+        let seg = seg.strip_prefix(b"\r\n").unwrap_or(seg);
         let Some(split) = memchr::memmem::find(seg, b"\r\n\r\n") else {
             return Err(bad("a part has no header end"));
         };
@@ -128,10 +136,6 @@ fn parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Error> {
             body: content,
         });
     }
-    if !body[starts[starts.len() - 1] + delim.len()..].starts_with(b"--") {
-        return Err(bad("the closing boundary is missing"));
-    }
-    Ok(out)
 }
 
 fn multipart_summary(content_type: &str, body: &[u8]) -> Result<Summary, Error> {

@@ -138,7 +138,10 @@ impl Runtime {
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .total_stacks(n)
-            .linear_memory_keep_resident(256 << 10)
+            // Reuse a slot's touched pages instead of returning them to the kernel: with
+            // PAGEMAP_SCAN (Linux 6.7+) only dirty pages are reset.
+            .linear_memory_keep_resident(2 << 20)
+            .async_stack_keep_resident(256 << 10)
             .table_keep_resident(16 << 10);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
