@@ -81,6 +81,17 @@ impl Tail {
     }
 }
 
+/// The POST of `target`'s body (shares the body's bytes, copies nothing).
+pub fn request(target: &Target) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(target.body.clone()));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = target.uri.clone();
+    let headers = req.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-bench"));
+    req
+}
+
 /// Send one request and read the whole response body.
 pub async fn send(client: &HttpClient, target: &Target) -> Outcome {
     let started = Instant::now();
@@ -92,13 +103,7 @@ pub async fn send(client: &HttpClient, target: &Target) -> Outcome {
         bytes: 0,
         ok: false,
     };
-    let mut req = Request::new(Full::new(target.body.clone()));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = target.uri.clone();
-    let headers = req.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-bench"));
-
+    let req = request(target);
     let exchange = async {
         let resp = client.request(req).await.ok()?;
         out.status = resp.status().as_u16();

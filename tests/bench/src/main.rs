@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::Uri;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 use load::{HttpClient, Target};
 use procs::ChildGuard;
@@ -321,13 +320,8 @@ fn check_alive(mock: &mut ChildGuard, gateway: &mut ChildGuard) -> anyhow::Resul
 
 /// Send one request, check the answer is a proper completion (or stream), return its size.
 async fn preflight(client: &HttpClient, target: &Target, label: &str) -> anyhow::Result<usize> {
-    let mut req = hyper::Request::new(Full::new(target.body.clone()));
-    *req.method_mut() = hyper::Method::POST;
-    *req.uri_mut() = target.uri.clone();
-    req.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let resp = client
-        .request(req)
+        .request(load::request(target))
         .await
         .with_context(|| format!("{label}: sending to {}", target.uri))?;
     let status = resp.status();

@@ -347,6 +347,19 @@ pub fn table(r: &Report) -> String {
         );
     }
 
+    let worst_lag = r
+        .workloads
+        .iter()
+        .flat_map(|w| [&w.fixed_rate.direct, &w.fixed_rate.via])
+        .map(|f| f.scheduler_lag)
+        .max_by_key(|l| l.p99_us)
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "load-generator lag (scheduled send -> request task running), worst phase: p50 {} µs, p99 {} µs",
+        worst_lag.p50_us, worst_lag.p99_us
+    );
+
     if r.workloads.iter().any(|w| w.saturation.is_some()) {
         let _ = writeln!(
             s,
