@@ -9,6 +9,7 @@
 //!   plugin can rewrite `model` in a 70 KB agent request without parsing it.
 //! - [`openai`]: OpenAI wire helpers: usage and error bodies, status classification.
 //! - [`errors`]: mapping HTTP statuses and provider error codes to error classes.
+//! - [`anthropic`]: conversion between Anthropic Messages and OpenAI Chat Completions.
 //!
 //! A provider plugin in full:
 //!
@@ -22,6 +23,7 @@
 //!
 //! The pure modules compile on any target and are shared with the host.
 
+pub mod anthropic;
 pub mod errors;
 pub mod json;
 pub mod openai;

@@ -88,4 +88,5 @@ impl Guest for Ordered {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 llmgate_sdk::export_policy!(Ordered);
