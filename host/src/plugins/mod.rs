@@ -140,6 +140,7 @@ impl Runtime {
             .total_stacks(n)
             // Reuse a slot's touched pages instead of returning them to the kernel: with
             // PAGEMAP_SCAN (Linux 6.7+) only dirty pages are reset.
+            .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(2 << 20)
             .async_stack_keep_resident(256 << 10)
             .table_keep_resident(16 << 10);

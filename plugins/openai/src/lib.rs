@@ -5,14 +5,18 @@
 //! fills `litellm_params` defaults the client did not set, asks for streamed usage so the
 //! gateway can cost streams (and hides that usage chunk from clients that did not ask for
 //! it), and reads usage and errors back. It never parses the whole request body.
+//! Anthropic `/v1/messages` clients are translated to chat completions and back; image
+//! generations and edits pass through. The logic lives in [`exchange`], which the `azure`
+//! plugin shares.
 
-use std::cell::RefCell;
+pub mod exchange;
 
-use llmgate_sdk::json::{self, TopLevel};
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
-use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
+
+use crate::exchange::{Endpoint, Operation, endpoint_url};
 
 /// The plugin.
 pub struct OpenAi;
@@ -97,22 +101,6 @@ const PREFIXES: &[(&str, Option<&str>, &[&str])] = &[
     ),
 ];
 
-/// `litellm_params` that become request defaults when the client did not set them.
-const DEFAULT_PARAMS: &[&str] = &[
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "reasoning_effort",
-    "response_format",
-    "user",
-    "n",
-];
-
 impl Guest for OpenAi {
     type Exchange = Exchange;
 
@@ -128,139 +116,61 @@ impl Guest for OpenAi {
                     api_key_env: env.iter().map(|e| (*e).into()).collect(),
                 })
                 .collect(),
-            apis: vec![Api::ChatCompletions, Api::Embeddings],
-            native_apis: vec![Api::ChatCompletions, Api::Embeddings],
+            apis: vec![
+                Api::ChatCompletions,
+                Api::Messages,
+                Api::Embeddings,
+                Api::ImagesGenerations,
+                Api::ImagesEdits,
+            ],
+            native_apis: vec![
+                Api::ChatCompletions,
+                Api::Embeddings,
+                Api::ImagesGenerations,
+                Api::ImagesEdits,
+            ],
         }
     }
 }
 
-/// One attempt.
-pub struct Exchange {
-    req: Inbound,
-    state: RefCell<StreamState>,
+/// `{api_base}{path}`, the base defaulting to the prefix's.
+fn openai_url(req: &Inbound, op: Operation) -> Result<String, GatewayError> {
+    let base = req
+        .deployment
+        .api_base
+        .clone()
+        .or_else(|| {
+            PREFIXES
+                .iter()
+                .find(|(p, _, _)| *p == req.deployment.provider)
+                .and_then(|(_, b, _)| b.map(str::to_string))
+        })
+        .ok_or_else(|| {
+            GatewayError::bad_request(format!(
+                "deployment {} needs api_base for provider {}",
+                req.deployment.id, req.deployment.provider
+            ))
+        })?;
+    Ok(endpoint_url(&base, op.path()))
 }
 
-#[derive(Default)]
-struct StreamState {
-    /// We added `stream_options.include_usage`: hide the usage-only chunk from the client.
-    hide_usage_chunk: bool,
-    usage: Option<Usage>,
-    saw_done: bool,
-    saw_finish: bool,
-}
+/// OpenAI and the OpenAI-compatible upstreams: bearer key, URLs under `api_base`.
+pub static OPENAI: Endpoint = Endpoint {
+    plugin: "openai",
+    url: openai_url,
+    auth: || Auth::Bearer,
+};
+
+/// One attempt.
+pub struct Exchange(exchange::Exchange);
 
 impl GuestExchange for Exchange {
     fn new(req: Inbound) -> Self {
-        Self {
-            req,
-            state: RefCell::new(StreamState::default()),
-        }
+        Self(exchange::Exchange::with_endpoint(req, &OPENAI))
     }
 
     fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
-        let req = &self.req;
-        let endpoint = match req.api {
-            Api::ChatCompletions => "/chat/completions",
-            Api::Embeddings => "/embeddings",
-            _ => {
-                return Err(GatewayError::bad_request(
-                    "the openai plugin serves /v1/chat/completions and /v1/embeddings",
-                ));
-            }
-        };
-        let top = TopLevel::parse(&req.body).map_err(|e| {
-            GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
-        })?;
-        let params: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&req.deployment.params_json).unwrap_or_default();
-
-        let model = json::quote(&req.deployment.model);
-        let mut owned: Vec<(String, Vec<u8>)> = Vec::new();
-        for key in DEFAULT_PARAMS {
-            if let Some(v) = params.get(*key)
-                && !top.has(key)
-            {
-                owned.push((
-                    (*key).to_string(),
-                    serde_json::to_vec(v).unwrap_or_default(),
-                ));
-            }
-        }
-        let mut hide_usage_chunk = false;
-        if req.stream && req.api == Api::ChatCompletions {
-            let wants_usage = top
-                .get("stream_options")
-                .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok())
-                .map(|v| v.get("include_usage").and_then(serde_json::Value::as_bool));
-            match wants_usage {
-                Some(Some(true)) => {}
-                Some(_) | None => {
-                    hide_usage_chunk = true;
-                    let mut opts = top
-                        .get("stream_options")
-                        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok())
-                        .filter(serde_json::Value::is_object)
-                        .unwrap_or_else(|| serde_json::json!({}));
-                    opts["include_usage"] = serde_json::Value::Bool(true);
-                    owned.push((
-                        "stream_options".into(),
-                        serde_json::to_vec(&opts).unwrap_or_default(),
-                    ));
-                }
-            }
-        }
-        self.state.borrow_mut().hide_usage_chunk = hide_usage_chunk;
-
-        let mut edits: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
-        edits.extend(owned.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
-        let body = top.patch(&edits);
-
-        let base = req
-            .deployment
-            .api_base
-            .clone()
-            .or_else(|| {
-                PREFIXES
-                    .iter()
-                    .find(|(p, _, _)| *p == req.deployment.provider)
-                    .and_then(|(_, b, _)| b.map(str::to_string))
-            })
-            .ok_or_else(|| {
-                GatewayError::bad_request(format!(
-                    "deployment {} needs api_base for provider {}",
-                    req.deployment.id, req.deployment.provider
-                ))
-            })?;
-        let url = endpoint_url(&base, endpoint);
-
-        let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
-        if let Some(org) = params.get("organization").and_then(|v| v.as_str()) {
-            headers.push(("openai-organization".into(), org.into()));
-        }
-        if let Some(extra) = params.get("extra_headers").and_then(|v| v.as_object()) {
-            for (k, v) in extra {
-                if let Some(v) = v.as_str() {
-                    headers.push((k.to_ascii_lowercase(), v.into()));
-                }
-            }
-        }
-        for (k, v) in &req.headers {
-            if k.starts_with("openai-") || k == "x-stainless-retry-count" {
-                headers.push((k.clone(), v.clone()));
-            }
-        }
-        Ok(UpstreamRequest {
-            method: "POST".into(),
-            url,
-            headers,
-            body,
-            auth: Auth::Bearer,
-            framing: if req.stream {
-                Framing::Sse
-            } else {
-                Framing::None
-            },
-        })
+        self.0.plan()
     }
 
     fn on_body(
@@ -269,23 +179,7 @@ impl GuestExchange for Exchange {
         headers: Headers,
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
-        if !(200..300).contains(&status) {
-            return Err(upstream_error(status, &headers, &body));
-        }
-        let (usage, model) = llmgate_sdk::openai::usage_and_model(&body);
-        if json::validate(&body).is_err() {
-            return Err(GatewayError::upstream(format!(
-                "upstream {} answered {status} with a body that is not JSON",
-                self.req.deployment.id
-            )));
-        }
-        Ok(ClientResponse {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body,
-            usage: usage.map(Into::into),
-            model,
-        })
+        self.0.answer(status, &headers, body)
     }
 
     fn on_stream_start(&self, _status: u16, _headers: Headers) -> Result<Headers, GatewayError> {
@@ -293,108 +187,122 @@ impl GuestExchange for Exchange {
     }
 
     fn on_event(&self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
-        let mut st = self.state.borrow_mut();
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            st.saw_done = true;
-            return Ok(vec![event]);
-        }
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
-        let bytes = data.as_bytes();
-        if json::validate(bytes).is_err() {
-            return Err(GatewayError::upstream(format!(
-                "upstream {} sent a stream chunk that is not JSON",
-                self.req.deployment.id
-            )));
-        }
-        let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-        if has("\"error\"") {
-            // An error mid-stream: the provider's own error event, passed to the client.
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data)
-                && v.get("error").is_some_and(|e| !e.is_null())
-            {
-                return Ok(vec![event]);
-            }
-        }
-        if has("\"finish_reason\":\"") || has("\"finish_reason\": \"") {
-            st.saw_finish = true;
-        }
-        if has("\"usage\"") {
-            let v: serde_json::Value = serde_json::from_str(data).map_err(|e| {
-                GatewayError::upstream(format!(
-                    "upstream sent a stream chunk that is not JSON: {e}"
-                ))
-            })?;
-            if v.get("usage").is_some_and(|u| !u.is_null()) {
-                let (usage, _) = llmgate_sdk::openai::usage_and_model(bytes);
-                if let Some(u) = usage {
-                    st.usage = Some(u.into());
-                }
-                let no_choices = v
-                    .get("choices")
-                    .and_then(|c| c.as_array())
-                    .is_none_or(Vec::is_empty);
-                if st.hide_usage_chunk && no_choices {
-                    return Ok(Vec::new());
-                }
-            }
-        }
-        Ok(vec![event])
+        self.0.event(event)
     }
 
     fn finish(&self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
-        let st = self.state.borrow();
-        if !st.saw_done && !st.saw_finish {
-            return Err(GatewayError::upstream(
-                "upstream stream ended before the response was complete",
-            ));
-        }
-        Ok((Vec::new(), st.usage))
+        self.0.end()
     }
 }
 
-/// `{api_base}{endpoint}`, tolerating a base that already names the endpoint.
-fn endpoint_url(base: &str, endpoint: &str) -> String {
-    let base = base.trim_end_matches('/');
-    if base.ends_with(endpoint) {
-        base.to_string()
-    } else {
-        format!("{base}{endpoint}")
-    }
-}
-
-fn upstream_error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
-    let e = llmgate_sdk::openai::parse_error(status, body);
-    GatewayError {
-        class: ErrorClass::from(e.class),
-        status,
-        message: e.message,
-        code: e.code,
-        retry_after_ms: llmgate_sdk::retry_after_ms(headers),
-    }
-}
-
+// Exported only in the wasm component: natively (unit tests, clippy) the cdylib's WIT
+// export names do not link.
+#[cfg(target_arch = "wasm32")]
 llmgate_sdk::export_provider!(OpenAi);
 
 #[cfg(test)]
 mod tests {
-    use super::endpoint_url;
+    use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
+        Inbound {
+            api,
+            model: "alias".into(),
+            stream,
+            body: body.to_vec(),
+            content_type: content_type.into(),
+            headers: Vec::new(),
+            deployment: Deployment {
+                id: "d1".into(),
+                provider: "openai".into(),
+                model: "gpt-image-1".into(),
+                api_base: None,
+                api_version: None,
+                params_json: r#"{"temperature":0.1}"#.into(),
+            },
+        }
+    }
 
     #[test]
-    fn urls() {
+    fn chat_streams_ask_for_usage_and_hide_it() {
+        let body = br#"{"model":"alias","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        let ex = Exchange::new(inbound(
+            Api::ChatCompletions,
+            true,
+            body,
+            "application/json",
+        ));
+        let plan = ex.build_request().unwrap();
+        assert_eq!(plan.url, "https://api.openai.com/v1/chat/completions");
+        assert!(matches!(plan.auth, Auth::Bearer));
+        let v: Value = serde_json::from_slice(&plan.body).unwrap();
+        assert_eq!(v["model"], "gpt-image-1");
+        assert_eq!(v["temperature"], 0.1);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        let ev = |d: &str| SseEvent {
+            event: None,
+            data: d.into(),
+        };
+        let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        assert!(ex.on_event(ev(usage)).unwrap().is_empty());
+        assert_eq!(ex.on_event(ev("[DONE]")).unwrap().len(), 1);
         assert_eq!(
-            endpoint_url("https://api.openai.com/v1/", "/chat/completions"),
-            "https://api.openai.com/v1/chat/completions"
+            ex.finish().unwrap().1.map(|u| (u.input, u.output)),
+            Some((3, 2))
         );
-        assert_eq!(
-            endpoint_url("http://x/v1/chat/completions", "/chat/completions"),
-            "http://x/v1/chat/completions"
+    }
+
+    #[test]
+    fn images() {
+        let body = br#"{"model":"alias","prompt":"a cat","n":1}"#;
+        let plan = Exchange::new(inbound(
+            Api::ImagesGenerations,
+            false,
+            body,
+            "application/json",
+        ))
+        .build_request()
+        .unwrap();
+        assert_eq!(plan.url, "https://api.openai.com/v1/images/generations");
+        let v: Value = serde_json::from_slice(&plan.body).unwrap();
+        assert_eq!(v, json!({"model":"gpt-image-1","prompt":"a cat","n":1}));
+
+        let ct = "multipart/form-data; boundary=X";
+        let body = b"--X\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nalias\r\n--X\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n--X--\r\n";
+        let ex = Exchange::new(inbound(Api::ImagesEdits, false, body, ct));
+        let plan = ex.build_request().unwrap();
+        assert_eq!(plan.url, "https://api.openai.com/v1/images/edits");
+        assert_eq!(plan.headers[0], ("content-type".into(), ct.into()));
+        assert!(
+            plan.body
+                .windows(b"\r\n\r\ngpt-image-1\r\n".len())
+                .any(|w| w == b"\r\n\r\ngpt-image-1\r\n")
         );
+        let answer = br#"{"created":1,"data":[{"b64_json":"iVBORw0KGgo="}]}"#;
+        let resp = ex.on_body(200, Vec::new(), answer.to_vec()).unwrap();
+        assert_eq!(resp.body, answer.to_vec());
+        assert!(resp.usage.is_none());
+
+        // A streamed image generation ends with its `completed` event.
+        let ex = Exchange::new(inbound(
+            Api::ImagesGenerations,
+            true,
+            br#"{"model":"alias","prompt":"x","stream":true}"#,
+            "application/json",
+        ));
+        let plan = ex.build_request().unwrap();
+        assert!(!String::from_utf8_lossy(&plan.body).contains("stream_options"));
+        ex.on_event(SseEvent {
+            event: Some("image_generation.completed".into()),
+            data: r#"{"type":"image_generation.completed","b64_json":"x","usage":{"input_tokens":5,"output_tokens":100}}"#.into(),
+        })
+        .unwrap();
         assert_eq!(
-            endpoint_url("http://x/v1", "/embeddings"),
-            "http://x/v1/embeddings"
+            ex.finish().unwrap().1.map(|u| (u.input, u.output)),
+            Some((5, 100))
         );
     }
 }

@@ -8,6 +8,9 @@
 //! - `disconnect`: streams only; drop the connection after a few chunks.
 //! - `hang`: never answer.
 //! - `cached`: report half of the prompt tokens as cached.
+//! - `stream-error`: streams only; send a few chunks, then the provider's in-stream error event.
+//!
+//! Every provider module applies them, each with its own error body shapes and statuses.
 
 /// An error the mock has been asked to produce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub struct Behaviour {
     pub disconnect: bool,
     /// Report half of the prompt tokens as cached.
     pub cached: bool,
+    /// Streams only: end with the provider's in-stream error event after a few chunks.
+    pub stream_error: bool,
 }
 
 /// The leading decimal digits of `s`, parsed, if there are any.
@@ -66,6 +71,7 @@ impl Behaviour {
             malformed: model.contains("malformed"),
             disconnect: model.contains("disconnect"),
             cached: model.contains("cached"),
+            stream_error: model.contains("stream-error"),
         }
     }
 }
@@ -92,5 +98,8 @@ mod tests {
         assert!(Behaviour::from_model("mock-disconnect").disconnect);
         assert!(Behaviour::from_model("mock-malformed").malformed);
         assert_eq!(Behaviour::from_model("mock-error-x").error, None);
+        let b = Behaviour::from_model("mock-stream-error");
+        assert!(b.stream_error);
+        assert_eq!(b.error, None);
     }
 }

@@ -1,4 +1,5 @@
-//! `llmgate-mock`: run the mock OpenAI upstream as a standalone server.
+//! `llmgate-mock`: run the mock provider upstreams (OpenAI, Anthropic, Gemini, Bedrock, Azure
+//! OpenAI, images) as a standalone server.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::sync::Arc;
 use clap::Parser;
 use llmgate_mock::{MockOptions, MockState, router};
 
-/// Mock LLM provider upstream speaking OpenAI's chat-completions wire format.
+/// Mock LLM provider upstreams (OpenAI, Anthropic, Gemini, Bedrock, Azure OpenAI, images),
+/// each speaking its provider's wire format.
 #[derive(Debug, Parser)]
 #[command(name = "llmgate-mock", version, about)]
 struct Args {
@@ -16,7 +18,8 @@ struct Args {
     /// Port to bind (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every request.
+    /// Require KEY on every request, in each provider's way (`Authorization: Bearer KEY`,
+    /// `x-api-key`, `x-goog-api-key`, `api-key`, SigV4 `Credential=KEY/...`).
     #[arg(long, value_name = "KEY")]
     require_key: Option<String>,
     /// Fixed delay in milliseconds added to every answer.
@@ -39,7 +42,9 @@ async fn main() -> std::io::Result<()> {
         out.flush()?;
     }
     tokio::select! {
-        res = axum::serve(listener, router(state)) => res,
+        res = axum::serve(axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        }), router(state)) => res,
         () = shutdown_signal() => Ok(()),
     }
 }

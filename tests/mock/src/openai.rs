@@ -1,10 +1,9 @@
 //! OpenAI chat-completions wire format: request parsing, responses, SSE streams and errors.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +11,10 @@ use serde_json::{Value, json};
 
 use crate::MockState;
 use crate::behaviour::{Behaviour, MockError};
+use crate::common::{
+    StreamEnd, before_answer, global_latency, pick_tool, prompt_tokens, stream_body, unix_now,
+    word_count,
+};
 use crate::record::RecordedRequest;
 
 /// The id of the only model the mock lists.
@@ -24,8 +27,16 @@ pub const FINGERPRINT: &str = "fp_mock";
 pub const TOOL_CALL_ID: &str = "call_mock_1";
 /// The arguments of the mock's tool call.
 pub const TOOL_ARGUMENTS: &str = r#"{"q":"mock"}"#;
-/// How long a `hang` request waits.
-const HANG: Duration = Duration::from_secs(3600);
+
+/// Which service speaks the OpenAI wire format: OpenAI itself, or Azure OpenAI (its own error
+/// bodies and content-filter annotations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `api.openai.com`.
+    OpenAi,
+    /// Azure OpenAI.
+    Azure,
+}
 
 /// An OpenAI-shaped error response.
 pub fn error_response(
@@ -41,7 +52,7 @@ pub fn error_response(
     (status, Json(body)).into_response()
 }
 
-fn invalid_request(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+pub(crate) fn invalid_request(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
     error_response(
         StatusCode::BAD_REQUEST,
         message,
@@ -52,7 +63,10 @@ fn invalid_request(message: &str, param: Option<&str>, code: Option<&str>) -> Re
 }
 
 /// The error a `mock-error-*` model asks for.
-fn mock_error_response(err: MockError) -> Response {
+pub(crate) fn mock_error_response(err: MockError, flavor: Flavor) -> Response {
+    if let (Flavor::Azure, MockError::Status(code)) = (flavor, err) {
+        return crate::azure::status_error(code);
+    }
     match err {
         MockError::ContextLength => invalid_request(
             "This model's maximum context length is 128000 tokens. However, your messages \
@@ -103,7 +117,7 @@ fn unauthorized(given: Option<&str>) -> Response {
 }
 
 /// `None` if the request is authorised, else the 401 response.
-fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
     let key = state.opts.require_key.as_deref()?;
     let auth = headers
         .get(header::AUTHORIZATION)
@@ -115,18 +129,6 @@ fn check_auth(state: &MockState, headers: &HeaderMap) -> Option<Response> {
             auth.map(|a| a.strip_prefix("Bearer ").unwrap_or(a)),
         ))
     }
-}
-
-async fn global_latency(state: &MockState) {
-    if state.opts.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(state.opts.latency_ms)).await;
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The text of the last user message: string content, or the `text` parts joined, plus
@@ -214,25 +216,19 @@ impl Usage {
     }
 }
 
-fn word_count(s: &str) -> u64 {
-    s.split_whitespace().count() as u64
-}
-
 /// The tool to call, if this request should be answered with a tool call.
 fn tool_to_call(req: &Value, user_text: &str) -> Option<String> {
-    let tools = req.get("tools")?.as_array()?;
-    let first = tools.first()?;
+    let first = req.get("tools")?.as_array()?.first()?;
     let choice = req.get("tool_choice");
-    if choice.and_then(Value::as_str) == Some("none") || !user_text.contains("use tool") {
-        return None;
-    }
     let forced = choice
         .and_then(|c| c.pointer("/function/name"))
         .and_then(Value::as_str);
-    let name = forced
-        .or_else(|| first.pointer("/function/name").and_then(Value::as_str))
+    let first_name = first
+        .pointer("/function/name")
+        .and_then(Value::as_str)
         .unwrap_or("tool");
-    Some(name.to_owned())
+    let disabled = choice.and_then(Value::as_str) == Some("none");
+    pick_tool(Some(first_name), forced, disabled, user_text)
 }
 
 /// Identity fields shared by a response and all its chunks.
@@ -270,8 +266,18 @@ pub async fn chat_completions(
     if let Some(resp) = check_auth(&state, &headers) {
         return resp;
     }
+    chat_answer(&state, &body, None, Flavor::OpenAi).await
+}
 
-    let req: Value = match serde_json::from_slice(&body) {
+/// Answer an (authorised, recorded) chat-completions request. `deployment`, if given, is the
+/// model (Azure deployments), else the body's `model` is.
+pub(crate) async fn chat_answer(
+    state: &MockState,
+    body: &Bytes,
+    deployment: Option<&str>,
+    flavor: Flavor,
+) -> Response {
+    let req: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             return invalid_request(
@@ -283,7 +289,7 @@ pub async fn chat_completions(
             );
         }
     };
-    let Some(model) = req.get("model").and_then(Value::as_str) else {
+    let Some(model) = deployment.or_else(|| req.get("model").and_then(Value::as_str)) else {
         return invalid_request("you must provide a model parameter", None, None);
     };
     let Some(messages) = req.get("messages").and_then(Value::as_array) else {
@@ -297,16 +303,10 @@ pub async fn chat_completions(
     let behaviour = Behaviour::from_model(model);
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
 
-    if behaviour.hang {
-        tokio::time::sleep(HANG).await;
-    }
     // Non-streamed answers (and errors) wait before the headers; streams before the first chunk.
-    let error_or_plain = behaviour.error.is_some() || !stream;
-    if error_or_plain && behaviour.slow_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(behaviour.slow_ms)).await;
-    }
+    before_answer(&behaviour, stream).await;
     if let Some(err) = behaviour.error {
-        return mock_error_response(err);
+        return mock_error_response(err, flavor);
     }
     if behaviour.malformed && !stream {
         return (
@@ -321,7 +321,7 @@ pub async fn chat_completions(
         Some(name) => Answer::ToolCall { name },
         None => Answer::Text(format!("echo: {user_text}")),
     };
-    let prompt = (body.len() as u64).div_ceil(4).max(1);
+    let prompt = prompt_tokens(body);
     let usage = Usage {
         prompt,
         completion: match &answer {
@@ -341,13 +341,13 @@ pub async fn chat_completions(
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        stream_response(&env, &answer, &usage, include_usage, behaviour)
+        stream_response(&env, &answer, &usage, include_usage, behaviour, flavor)
     } else {
-        Json(completion_json(&env, &answer, &usage)).into_response()
+        Json(completion_json(&env, &answer, &usage, flavor)).into_response()
     }
 }
 
-fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage) -> Value {
+fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage, flavor: Flavor) -> Value {
     let (message, finish) = match answer {
         Answer::Text(text) => (
             json!({ "role": "assistant", "content": text, "refusal": null }),
@@ -367,7 +367,7 @@ fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage) -> Value {
             "tool_calls",
         ),
     };
-    json!({
+    let mut v = json!({
         "id": env.id,
         "object": "chat.completion",
         "created": env.created,
@@ -375,7 +375,12 @@ fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage) -> Value {
         "system_fingerprint": FINGERPRINT,
         "choices": [{ "index": 0, "message": message, "logprobs": null, "finish_reason": finish }],
         "usage": usage.to_json(),
-    })
+    });
+    if flavor == Flavor::Azure {
+        v["prompt_filter_results"] = crate::azure::prompt_filter_results();
+        v["choices"][0]["content_filter_results"] = crate::azure::content_filter_results();
+    }
+    v
 }
 
 fn sse(data: &str) -> Bytes {
@@ -389,6 +394,7 @@ fn stream_response(
     usage: &Usage,
     include_usage: bool,
     behaviour: Behaviour,
+    flavor: Flavor,
 ) -> Response {
     let chunk = |choices: Value| {
         let mut v = json!({
@@ -413,7 +419,7 @@ fn stream_response(
         Answer::Text(text) => {
             deltas.push(delta(json!({ "role": "assistant", "content": "" }), None));
             let mut pieces = word_pieces(text);
-            if behaviour.disconnect {
+            if behaviour.disconnect || behaviour.stream_error {
                 pieces.resize(2, "");
             }
             for piece in pieces {
@@ -435,10 +441,8 @@ fn stream_response(
                 }),
                 None,
             ));
-            let args: Vec<char> = TOOL_ARGUMENTS.chars().collect();
-            let size = args.len().div_ceil(3).max(1);
-            let mut pieces: Vec<String> = args.chunks(size).map(|c| c.iter().collect()).collect();
-            if behaviour.disconnect {
+            let mut pieces = crate::common::split_in(TOOL_ARGUMENTS, 3);
+            if behaviour.disconnect || behaviour.stream_error {
                 pieces.truncate(2);
             }
             for piece in pieces {
@@ -452,6 +456,10 @@ fn stream_response(
     };
 
     let mut events: Vec<Bytes> = Vec::new();
+    if flavor == Flavor::Azure {
+        // Azure first sends a chunk without choices carrying the prompt's content-filter results.
+        events.push(sse(&crate::azure::prompt_filter_chunk().to_string()));
+    }
     if behaviour.malformed {
         // One valid chunk, then garbage, then a normal end.
         if let Some(first) = deltas.first() {
@@ -461,7 +469,14 @@ fn stream_response(
         events.push(sse("[DONE]"));
     } else {
         events.extend(deltas.iter().map(|d| sse(&d.to_string())));
-        if !behaviour.disconnect {
+        if behaviour.stream_error {
+            // OpenAI reports mid-stream failures as an `error` object in a data event.
+            let err = json!({ "error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error", "param": null, "code": null,
+            }});
+            events.push(sse(&err.to_string()));
+        } else if !behaviour.disconnect {
             events.push(sse(&delta(json!({}), Some(finish)).to_string()));
             if include_usage {
                 let mut last = chunk(json!([]));
@@ -472,30 +487,18 @@ fn stream_response(
         }
     }
 
-    let slow = Duration::from_millis(behaviour.slow_ms);
-    let disconnect = behaviour.disconnect && !behaviour.malformed;
-    let body = async_stream::stream! {
-        if !slow.is_zero() {
-            tokio::time::sleep(slow).await;
-        }
-        for event in events {
-            yield Ok::<Bytes, std::io::Error>(event);
-        }
-        if disconnect {
-            // Give the server a moment to flush what was sent before aborting the body.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            yield Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "mock upstream disconnected",
-            ));
-        }
+    let disconnect = behaviour.disconnect && !behaviour.malformed && !behaviour.stream_error;
+    let end = if disconnect {
+        StreamEnd::Abort
+    } else {
+        StreamEnd::Clean
     };
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(body),
+        stream_body(events, behaviour.slow_ms, end),
     )
         .into_response()
 }
@@ -526,16 +529,30 @@ pub async fn embeddings(
     if let Some(resp) = check_auth(&state, &headers) {
         return resp;
     }
-    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+    embeddings_answer(&body, None, Flavor::OpenAi).await
+}
+
+/// Answer an (authorised, recorded) embeddings request; `deployment` overrides the body's model.
+pub(crate) async fn embeddings_answer(
+    body: &Bytes,
+    deployment: Option<&str>,
+    flavor: Flavor,
+) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return invalid_request(
             "We could not parse the JSON body of your request.",
             None,
             None,
         );
     };
-    let Some(model) = req.get("model").and_then(Value::as_str) else {
+    let Some(model) = deployment.or_else(|| req.get("model").and_then(Value::as_str)) else {
         return invalid_request("you must provide a model parameter", None, None);
     };
+    let behaviour = Behaviour::from_model(model);
+    before_answer(&behaviour, false).await;
+    if let Some(err) = behaviour.error {
+        return mock_error_response(err, flavor);
+    }
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a

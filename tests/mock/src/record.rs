@@ -20,13 +20,30 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     /// Headers in arrival order, names lower-case.
     pub headers: Vec<(String, String)>,
-    /// Parsed JSON body, or `Null` if the body was not valid JSON.
+    /// Parsed JSON body, or `Null` if the body was not valid JSON. Multipart bodies are
+    /// summarised as `{"multipart": [{"name", "filename", "content_type", "len"}...],
+    /// "fields": {name: text}}` (`fields` holds the parts without a file name).
     pub body: serde_json::Value,
 }
 
 impl RecordedRequest {
     /// Build a record from the parts of an incoming request.
     pub fn new(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Self {
+        Self::with_body(
+            method,
+            uri,
+            headers,
+            serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Build a record whose body is already summarised as JSON (e.g. a multipart summary).
+    pub fn with_body(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: serde_json::Value,
+    ) -> Self {
         Self {
             method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
@@ -40,7 +57,15 @@ impl RecordedRequest {
                     )
                 })
                 .collect(),
-            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+            body,
+        }
+    }
+
+    /// The path followed by `?query` if there is a query, e.g. `/x:streamGenerateContent?alt=sse`.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
         }
     }
 

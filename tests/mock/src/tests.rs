@@ -407,3 +407,46 @@ async fn slow_and_hang() {
         .expect_err("hang must time out");
     assert!(err.is_timeout());
 }
+
+mod anthropic;
+mod azure;
+mod bedrock;
+mod gemini;
+mod images;
+
+/// POST `body` (raw) to `path` with these extra headers.
+async fn post_raw(
+    server: &MockServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", server.url()))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(body).send().await.expect("send")
+}
+
+/// Read a body until the server aborts it; returns what arrived. Panics on a clean end.
+async fn read_until_abort(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut received = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(b)) => received.extend_from_slice(&b),
+            Ok(None) => panic!("stream ended cleanly"),
+            Err(_) => return received,
+        }
+    }
+}
+
+async fn start_with_key(key: &str) -> MockServer {
+    MockServer::start(MockOptions {
+        require_key: Some(key.into()),
+        latency_ms: 0,
+    })
+    .await
+    .expect("start")
+}

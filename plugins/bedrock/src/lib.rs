@@ -1,0 +1,424 @@
+//! llmgate provider plugin for AWS Bedrock, through the Bedrock Runtime Converse API.
+//!
+//! - `/v1/chat/completions` is translated to `POST /model/{modelId}/converse` (or
+//!   `/converse-stream`) and the answer back ([`request`], [`response`], [`stream`]).
+//! - `/v1/messages` (Anthropic clients) is chained through the SDK's Anthropic <-> chat
+//!   conversion: Messages -> chat -> Converse, and Converse -> chat -> Messages, keeping
+//!   thinking settings and signatures ([`messages`]).
+//!
+//! The host signs every request with SigV4 for the `bedrock` service (credentials from
+//! `aws_access_key_id`/`aws_secret_access_key`/`aws_session_token` or the AWS environment)
+//! and decodes the binary event-stream framing of streamed answers into one event per
+//! frame. The endpoint is the deployment's `api_base`, else the regional endpoint of
+//! `aws_region_name` (see [`endpoint::base_url`] for why other regions need `api_base`).
+
+pub mod endpoint;
+pub mod errors;
+pub mod messages;
+pub mod request;
+pub mod response;
+pub mod stream;
+
+use std::cell::RefCell;
+
+use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
+    ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
+};
+use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+
+use crate::errors::BedrockError;
+use crate::stream::ConverseStreamToChat;
+
+/// The plugin.
+pub struct Bedrock;
+
+impl Guest for Bedrock {
+    type Exchange = Exchange;
+
+    fn describe() -> Info {
+        Info {
+            name: "bedrock".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            prefixes: vec![Prefix {
+                name: "bedrock".into(),
+                default_api_base: Some(endpoint::DEFAULT_API_BASE.into()),
+                // The host reads AWS credentials itself (params or AWS_* variables).
+                api_key_env: Vec::new(),
+            }],
+            apis: vec![Api::ChatCompletions, Api::Messages],
+            native_apis: Vec::new(),
+        }
+    }
+}
+
+/// One attempt.
+pub struct Exchange {
+    req: Inbound,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Converse stream -> chat chunks (every streamed attempt).
+    to_chat: Option<ConverseStreamToChat>,
+    /// Chat chunks -> Anthropic events (streamed `/v1/messages`).
+    to_messages: Option<messages::StreamToMessages>,
+}
+
+fn gateway_error(e: BedrockError) -> GatewayError {
+    GatewayError {
+        class: ErrorClass::from(e.class),
+        status: e.status,
+        message: e.message,
+        code: e.code,
+        retry_after_ms: None,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `chatcmpl-<AWS request id>`, or a time-based id when the header is missing.
+fn completion_id(headers: &[(String, String)]) -> String {
+    match llmgate_sdk::header(headers, "x-amzn-requestid") {
+        Some(id) if !id.is_empty() => format!("chatcmpl-{id}"),
+        _ => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("chatcmpl-bedrock-{nanos:x}")
+        }
+    }
+}
+
+impl GuestExchange for Exchange {
+    fn new(req: Inbound) -> Self {
+        Self {
+            req,
+            state: RefCell::new(State::default()),
+        }
+    }
+
+    fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
+        let req = &self.req;
+        let dep = &req.deployment;
+        let model_id = endpoint::model_id(&dep.model);
+        let params: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&dep.params_json).unwrap_or_default();
+
+        let converted = match req.api {
+            Api::ChatCompletions => request::chat_to_converse(&req.body, model_id, &params),
+            Api::Messages => {
+                let chat = messages::messages_to_chat(&req.body, model_id)
+                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                request::chat_to_converse(&chat, model_id, &params)
+            }
+            _ => {
+                return Err(GatewayError::bad_request(
+                    "the bedrock plugin serves /v1/chat/completions and /v1/messages",
+                ));
+            }
+        }
+        .map_err(gateway_error)?;
+
+        let region = params.get("aws_region_name").and_then(|v| v.as_str());
+        let base = endpoint::base_url(dep.api_base.as_deref(), region)
+            .map_err(GatewayError::bad_request)?;
+        let url = endpoint::converse_url(&base, model_id, req.stream);
+
+        if req.stream {
+            let mut st = self.state.borrow_mut();
+            // A Messages client's usage comes from the usage chunk: always produce it.
+            let include_usage = converted.include_usage || req.api == Api::Messages;
+            st.to_chat = Some(ConverseStreamToChat::new(
+                &req.model,
+                &completion_id(&[]),
+                now(),
+                include_usage,
+            ));
+            if req.api == Api::Messages {
+                st.to_messages = Some(messages::StreamToMessages::new(&req.model));
+            }
+        }
+
+        let mut headers: Headers = vec![
+            ("content-type".into(), "application/json".into()),
+            (
+                "accept".into(),
+                if req.stream {
+                    "application/vnd.amazon.eventstream".into()
+                } else {
+                    "application/json".into()
+                },
+            ),
+        ];
+        if let Some(extra) = params.get("extra_headers").and_then(|v| v.as_object()) {
+            for (k, v) in extra {
+                if let Some(v) = v.as_str() {
+                    headers.push((k.to_ascii_lowercase(), v.into()));
+                }
+            }
+        }
+        Ok(UpstreamRequest {
+            method: "POST".into(),
+            url,
+            headers,
+            body: converted.body,
+            auth: Auth::AwsSigv4("bedrock".into()),
+            framing: if req.stream {
+                Framing::AwsEventstream
+            } else {
+                Framing::None
+            },
+        })
+    }
+
+    fn on_body(
+        &self,
+        status: u16,
+        headers: Headers,
+        body: Vec<u8>,
+    ) -> Result<ClientResponse, GatewayError> {
+        if !(200..300).contains(&status) {
+            let mut e = gateway_error(errors::parse_error(status, &headers, &body));
+            e.retry_after_ms = llmgate_sdk::retry_after_ms(&headers);
+            return Err(e);
+        }
+        let (chat, usage) =
+            response::converse_to_chat(&body, &self.req.model, &completion_id(&headers), now())
+                .map_err(gateway_error)?;
+        let json = vec![("content-type".to_string(), "application/json".to_string())];
+        if self.req.api == Api::Messages {
+            let (body, _) = messages::chat_to_messages_response(&chat, &self.req.model)
+                .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock response: {e}")))?;
+            return Ok(ClientResponse {
+                status,
+                headers: json,
+                body,
+                usage: Some(usage.into()),
+                model: None,
+            });
+        }
+        Ok(ClientResponse {
+            status,
+            headers: json,
+            body: chat,
+            usage: Some(usage.into()),
+            model: None,
+        })
+    }
+
+    fn on_stream_start(&self, _status: u16, headers: Headers) -> Result<Headers, GatewayError> {
+        if let Some(conv) = self.state.borrow_mut().to_chat.as_mut() {
+            conv.set_id(&completion_id(&headers));
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_event(&self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(conv) = st.to_chat.as_mut() else {
+            return Err(GatewayError::upstream(
+                "Bedrock streamed an answer to a request that was not streamed",
+            ));
+        };
+        let chunks = conv
+            .on_event(event.event.as_deref(), &event.data)
+            .map_err(gateway_error)?;
+        let Some(to_messages) = st.to_messages.as_mut() else {
+            return Ok(chunks
+                .into_iter()
+                .map(|data| SseEvent { event: None, data })
+                .collect());
+        };
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let events = to_messages
+                .on_chunk(&chunk)
+                .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock stream: {e}")))?;
+            out.extend(events.into_iter().map(|e| SseEvent {
+                event: e.event,
+                data: e.data,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn finish(&self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let Some(conv) = st.to_chat.as_mut() else {
+            return Ok((Vec::new(), None));
+        };
+        let usage = conv.finish().map_err(gateway_error)?;
+        let mut events = Vec::new();
+        let mut usage: Option<Usage> = usage.map(Into::into);
+        if let Some(to_messages) = st.to_messages.as_mut() {
+            let (evs, u) = to_messages
+                .finish()
+                .map_err(|e| GatewayError::upstream(format!("Bedrock stream ended early: {e}")))?;
+            events.extend(evs.into_iter().map(|e| SseEvent {
+                event: e.event,
+                data: e.data,
+            }));
+            if usage.is_none() {
+                usage = u.map(Into::into);
+            }
+        }
+        Ok((events, usage))
+    }
+}
+
+// Exported only in the wasm component: natively (unit tests, clippy) the cdylib's
+// export names would not link.
+#[cfg(target_arch = "wasm32")]
+llmgate_sdk::export_provider!(Bedrock);
+
+#[cfg(test)]
+mod tests {
+    use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
+
+    use super::*;
+
+    fn inbound(api: Api, stream: bool, body: &[u8], api_base: Option<&str>) -> Inbound {
+        Inbound {
+            api,
+            model: "claude".into(),
+            stream,
+            body: body.to_vec(),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            deployment: Deployment {
+                id: "br-1".into(),
+                provider: "bedrock".into(),
+                model: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
+                api_base: api_base.map(Into::into),
+                api_version: None,
+                params_json: r#"{"aws_region_name":"eu-west-1","max_tokens":256}"#.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn plans_signed_converse_requests() {
+        let body =
+            br#"{"model":"claude","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let ex = Exchange::new(inbound(
+            Api::ChatCompletions,
+            true,
+            body,
+            Some("https://bedrock-runtime.eu-west-1.amazonaws.com/"),
+        ));
+        let plan = ex.build_request().unwrap();
+        assert_eq!(
+            plan.url,
+            "https://bedrock-runtime.eu-west-1.amazonaws.com/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+        );
+        assert!(matches!(&plan.auth, Auth::AwsSigv4(s) if s == "bedrock"));
+        assert!(matches!(plan.framing, Framing::AwsEventstream));
+        let v: serde_json::Value = serde_json::from_slice(&plan.body).unwrap();
+        assert_eq!(v["inferenceConfig"]["maxTokens"], 256);
+
+        // Without api_base the regional URL is still built (the host refuses it unless
+        // api_base allows that origin).
+        let ex = Exchange::new(inbound(Api::ChatCompletions, false, body, None));
+        let plan = ex.build_request().unwrap();
+        assert!(
+            plan.url
+                .starts_with("https://bedrock-runtime.eu-west-1.amazonaws.com/model/")
+        );
+        assert!(plan.url.ends_with("/converse"));
+        assert!(matches!(plan.framing, Framing::None));
+
+        // Errors keep their status and get Retry-After.
+        let e = ex
+            .on_body(
+                429,
+                vec![
+                    (
+                        "x-amzn-errortype".into(),
+                        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+                            .into(),
+                    ),
+                    ("retry-after".into(), "2".into()),
+                ],
+                br#"{"message":"Too many requests, please wait before trying again."}"#.to_vec(),
+            )
+            .unwrap_err();
+        assert_eq!((e.class, e.status), (ErrorClass::RateLimited, 429));
+        assert_eq!(e.retry_after_ms, Some(2000));
+        assert_eq!(e.code.as_deref(), Some("ThrottlingException"));
+    }
+
+    #[test]
+    fn streams_end_with_usage_or_fail() {
+        let body = br#"{"model":"claude","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let ex = Exchange::new(inbound(Api::Messages, true, body, Some("http://mock")));
+        ex.build_request().unwrap();
+        ex.on_stream_start(200, vec![("x-amzn-requestid".into(), "r1".into())])
+            .unwrap();
+        let ev = |e: &str, d: &str| SseEvent {
+            event: Some(e.into()),
+            data: d.into(),
+        };
+        let mut out = Vec::new();
+        out.extend(
+            ex.on_event(ev("messageStart", r#"{"role":"assistant"}"#))
+                .unwrap(),
+        );
+        out.extend(
+            ex.on_event(ev(
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+            ))
+            .unwrap(),
+        );
+        out.extend(
+            ex.on_event(ev("messageStop", r#"{"stopReason":"end_turn"}"#))
+                .unwrap(),
+        );
+        out.extend(
+            ex.on_event(ev(
+                "metadata",
+                r#"{"usage":{"inputTokens":4,"outputTokens":1,"totalTokens":5}}"#,
+            ))
+            .unwrap(),
+        );
+        let names: Vec<&str> = out.iter().filter_map(|e| e.event.as_deref()).collect();
+        assert_eq!(names.first(), Some(&"message_start"));
+        assert_eq!(names.last(), Some(&"message_stop"));
+        let (_, usage) = ex.finish().unwrap();
+        assert_eq!(usage.map(|u| (u.input, u.output)), Some((4, 1)));
+
+        let ex = Exchange::new(inbound(
+            Api::ChatCompletions,
+            true,
+            body,
+            Some("http://mock"),
+        ));
+        ex.build_request().unwrap();
+        ex.on_event(ev("messageStart", r#"{"role":"assistant"}"#))
+            .unwrap();
+        let e = ex
+            .on_event(ev(
+                "exception:serviceUnavailableException",
+                r#"{"message":"Bedrock is unable to process your request."}"#,
+            ))
+            .unwrap_err();
+        assert_eq!((e.class, e.status), (ErrorClass::Overloaded, 503));
+        assert!(ex.finish().is_err());
+    }
+
+    #[test]
+    fn completion_ids() {
+        assert_eq!(
+            completion_id(&[("x-amzn-requestid".into(), "abc-123".into())]),
+            "chatcmpl-abc-123"
+        );
+        assert!(completion_id(&[]).starts_with("chatcmpl-bedrock-"));
+    }
+}

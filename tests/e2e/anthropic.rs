@@ -1,0 +1,238 @@
+//! Anthropic `/v1/messages` through the real binary: native pass-through to Anthropic, and
+//! translation both ways between Anthropic and OpenAI-shaped upstreams.
+
+use llmgate_mock::{MockOptions, MockServer};
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Spec, sse_data};
+
+const PLUGINS: &[&str] = &["openai", "anthropic", "policy-ordered"];
+
+async fn setup() -> (MockServer, Gateway) {
+    let m = MockServer::start(MockOptions {
+        require_key: Some("sk-upstream".into()),
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let u = m.url();
+    let cfg = format!(
+        "model_list:
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: '{u}', api_key: sk-upstream}}
+  - model_name: claude-busy
+    litellm_params: {{model: anthropic/claude-error-429, api_base: '{u}', api_key: sk-upstream}}
+  - model_name: gpt
+    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream}}
+"
+    );
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        plugins: PLUGINS,
+        ..Spec::default()
+    });
+    (m, gw)
+}
+
+fn anthropic_body(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 64000,
+        "stream": stream,
+        "system": [{"type": "text", "text": "You are a careful agent.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": [{"name": "read_file", "description": "Read a file", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello claude", "cache_control": {"type": "ephemeral"}}]}],
+    })
+}
+
+async fn post_messages(gw: &Gateway, body: &Value) -> reqwest::Response {
+    crate::harness::client()
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", "client-key-ignored")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_pass_through_to_anthropic_untouched() {
+    let (m, gw) = setup().await;
+    let body = anthropic_body("claude", false);
+    let r = post_messages(&gw, &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "message");
+    let text = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "text")
+        .unwrap();
+    assert_eq!(text["text"], "echo: hello claude");
+    assert!(
+        v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "thinking")
+    );
+    assert!(v["usage"]["input_tokens"].as_u64().is_some());
+
+    let up = &m.requests()[0];
+    assert_eq!(up.path, "/v1/messages");
+    assert_eq!(up.header("x-api-key"), Some("sk-upstream"));
+    assert_eq!(up.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        up.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31")
+    );
+    assert_eq!(up.body["model"], "claude-sonnet-4-20250514");
+    for key in ["system", "thinking", "tools", "messages", "max_tokens"] {
+        assert_eq!(up.body[key], body[key], "{key} changed on the way");
+    }
+}
+
+#[tokio::test]
+async fn messages_stream_passes_the_exact_event_sequence() {
+    let (_m, gw) = setup().await;
+    let r = post_messages(&gw, &anthropic_body("claude", true)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let names: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("event: ")))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(
+        names.contains(&"content_block_delta") && names.contains(&"message_delta"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn chat_completions_to_anthropic_are_translated_both_ways() {
+    let (m, gw) = setup().await;
+    let body = json!({"model": "claude", "max_completion_tokens": 1000,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]});
+    let r = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], "echo: hi there");
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let up = &m.requests()[0];
+    assert_eq!(up.path, "/v1/messages");
+    assert_eq!(up.body["max_tokens"], 1000);
+    assert_eq!(up.body["messages"][0]["role"], "user");
+    assert!(up.body["system"].to_string().contains("be brief"));
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(
+        &gw.post("/v1/chat/completions", &body)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "echo: hi there");
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["usage"]["completion_tokens"].as_u64().is_some())
+    );
+}
+
+#[tokio::test]
+async fn messages_to_an_openai_upstream_are_translated_both_ways() {
+    let (m, gw) = setup().await;
+    let mut body = anthropic_body("gpt", false);
+    body.as_object_mut().unwrap().remove("thinking");
+    let r = post_messages(&gw, &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "echo: hello claude");
+    let up = &m.requests()[0];
+    assert_eq!(up.path, "/v1/chat/completions");
+    assert_eq!(up.body["messages"][0]["role"], "system");
+    assert_eq!(up.body["tools"][0]["function"]["name"], "read_file");
+
+    body["stream"] = json!(true);
+    let text = post_messages(&gw, &body).await.text().await.unwrap();
+    let names: Vec<&str> = text
+        .split("\n\n")
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("event: ")))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let deltas: String = sse_data(&text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(deltas, "echo: hello claude");
+}
+
+#[tokio::test]
+async fn errors_answer_in_anthropic_shape() {
+    let (_m, gw) = setup().await;
+    let r = post_messages(&gw, &anthropic_body("nope", false)).await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "not_found_error");
+    let r = post_messages(&gw, &anthropic_body("claude-busy", false)).await;
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    let r = crate::harness::client()
+        .post(format!("{}/v1/messages", gw.url))
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    // count_tokens: Anthropic answers it; an OpenAI upstream cannot.
+    let ct = json!({"model": "claude", "messages": [{"role": "user", "content": "count me"}]});
+    let r = crate::harness::client()
+        .post(format!("{}/v1/messages/count_tokens", gw.url))
+        .json(&ct)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.json::<Value>().await.unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let mut ct = ct;
+    ct["model"] = json!("gpt");
+    let r = crate::harness::client()
+        .post(format!("{}/v1/messages/count_tokens", gw.url))
+        .json(&ct)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["type"], "error");
+}
