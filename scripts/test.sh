@@ -17,12 +17,11 @@ scripts/build-plugins.sh --tests
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy"
-cargo clippy --all-targets -- -D warnings
-cargo clippy -p llmgate-plugin-openai -p llmgate-policy-ordered -p llmgate-test-hostile --all-targets -- -D warnings
+step "cargo clippy (every crate, plugins natively)"
+cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo test (unit + end-to-end through the real binary)"
-cargo test -p llmgate -p llmgate-sdk -p llmgate-mock -p llmgate-plugin-openai -p llmgate-policy-ordered
+step "cargo test (unit tests of every crate + end-to-end through the real binary)"
+cargo test --workspace
 
 step "python SDK tests"
 cargo build -p llmgate -p llmgate-mock

@@ -3,6 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+
+/// mimalloc: the request path allocates many small, short-lived buffers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use llmgate::config::Overrides;
 use llmgate::{RunOptions, run};
 

@@ -8,5 +8,6 @@
 mod anthropic;
 mod harness;
 mod openai;
+mod providers;
 mod sandbox;
 mod startup;

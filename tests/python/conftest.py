@@ -1,5 +1,5 @@
 """Fixtures for the end-to-end tests: the real `llmgate` binary, driven through the official
-OpenAI Python SDK, in front of the real `llmgate-mock` binary as its upstream.
+OpenAI and Anthropic Python SDKs, in front of the real `llmgate-mock` binary as its upstream.
 
 Environment (paths relative to the repository root unless absolute):
 - LLMGATE_BIN          the gateway binary  (default: $CARGO_TARGET_DIR or target, /release/llmgate)
@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -270,6 +271,22 @@ def upstream(mock_server: Mock) -> Mock:
     return mock_server
 
 
+@pytest.fixture(scope="session")
+def provider_mock(logs_dir: Path) -> Iterator[Mock]:
+    """A second mock for the Anthropic, OpenAI and Gemini upstreams of `ANTHROPIC_GROUPS`; it
+    answers only requests carrying `PROVIDER_UPSTREAM_KEY` in each provider's auth header."""
+    m = start_mock(logs_dir, "mock-providers", "--require-key", PROVIDER_UPSTREAM_KEY)
+    yield m
+    m.proc.stop()
+
+
+@pytest.fixture
+def provider_upstream(provider_mock: Mock) -> Mock:
+    """`provider_mock`, with its request log cleared for this test."""
+    provider_mock.clear()
+    return provider_mock
+
+
 # --------------------------------------------------------------------------------------
 # Gateways
 # --------------------------------------------------------------------------------------
@@ -294,6 +311,14 @@ class Gateway:
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1" if v1 else self.url, **kw)
+
+    def anthropic_client(self, **kw: Any) -> anthropic.Anthropic:
+        """The official Anthropic SDK on the gateway, as `ANTHROPIC_API_BASE=<gateway>` sets it
+        up: the SDK posts to `{base_url}/v1/messages`."""
+        kw.setdefault("api_key", CLIENT_KEY)
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        return anthropic.Anthropic(base_url=self.url, **kw)
 
 
 def start_gateway(
@@ -341,14 +366,38 @@ MAIN_GROUPS = {
     "disconnecting": "mock-disconnect",
     "malformed": "mock-malformed",
 }
+#: Model groups of the main gateway for Anthropic clients (`POST /v1/messages`), all on the
+#: keyed mock (`provider_mock`): client-facing name -> `litellm_params` without `api_base` and
+#: `api_key` (`main_config` adds them). `anthropic/` groups pass Messages through natively;
+#: `openai/` and `gemini/` ones are translated.
+ANTHROPIC_GROUPS: dict[str, dict[str, Any]] = {
+    "claude-sonnet-4-20250514": {"model": "anthropic/claude-sonnet-4-20250514"},
+    "claude-via-openai": {"model": "openai/mock-gpt"},
+    "claude-via-gemini": {"model": "gemini/gemini-2.5-flash"},
+    "claude-error-429": {"model": "anthropic/claude-error-429"},
+    "claude-malformed": {"model": "anthropic/claude-malformed"},
+    "claude-disconnect": {"model": "anthropic/claude-disconnect"},
+    "claude-via-openai-error-429": {"model": "openai/mock-error-429"},
+    "claude-via-gemini-error-429": {"model": "gemini/gemini-error-429"},
+    "claude-via-openai-malformed": {"model": "openai/mock-malformed"},
+    "claude-via-gemini-malformed": {"model": "gemini/gemini-malformed"},
+}
+#: The upstream key of the Anthropic-client groups; `provider_mock` refuses any other.
+PROVIDER_UPSTREAM_KEY = "sk-upstream-providers"
 #: The main gateway's request body limit.
 MAX_REQUEST_BODY_BYTES = 8 << 20
 #: Deployment id of the `gpt-4o` group (`model_info.id`), expected in `x-litellm-model-id`.
 MAIN_DEPLOYMENT_ID = "mock-main"
 
 
+def _provider_api_base(provider_mock: Mock, model: str) -> str:
+    """`api_base` as LiteLLM configs spell it per provider: OpenAI-compatible bases end in
+    `/v1`, Anthropic and Gemini ones are the bare origin."""
+    return provider_mock.v1 if model.startswith("openai/") else provider_mock.url
+
+
 @pytest.fixture(scope="session")
-def main_config(mock_server: Mock) -> dict[str, Any]:
+def main_config(mock_server: Mock, provider_mock: Mock) -> dict[str, Any]:
     model_list = []
     for name, up in MAIN_GROUPS.items():
         d = deployment(name, up, mock_server.v1)
@@ -370,6 +419,14 @@ def main_config(mock_server: Mock) -> dict[str, Any]:
     )
     # Nothing listens there.
     model_list.append(deployment("unreachable", "mock-gpt", f"http://127.0.0.1:{free_port()}/v1"))
+    # Groups for Anthropic clients, on the keyed mock.
+    for name, params in ANTHROPIC_GROUPS.items():
+        litellm_params = {
+            **params,
+            "api_base": _provider_api_base(provider_mock, params["model"]),
+            "api_key": PROVIDER_UPSTREAM_KEY,
+        }
+        model_list.append({"model_name": name, "litellm_params": litellm_params})
     llmgate = {"shutdown_grace_seconds": 2, "max_request_body_bytes": MAX_REQUEST_BODY_BYTES}
     return {"model_list": model_list, "llmgate": llmgate}
 

@@ -80,6 +80,14 @@ def agent_tools() -> list[dict[str, Any]]:
     ]
 
 
+def anthropic_tools() -> list[dict[str, Any]]:
+    """The same 14 tools in Anthropic's shape (`name`, `description`, `input_schema`)."""
+    return [
+        {"name": f["name"], "description": f["description"], "input_schema": f["parameters"]}
+        for f in (t["function"] for t in agent_tools())
+    ]
+
+
 def big_system_prompt(target_bytes: int = 50_000) -> str:
     """A deterministic system prompt of about `target_bytes` UTF-8 bytes, with markdown,
     code, quotes, backslashes and non-ASCII text (what real agent prompts contain)."""

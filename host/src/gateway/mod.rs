@@ -223,7 +223,10 @@ impl Gateway {
 /// A plugin-reported error as a client-facing one.
 fn plugin_error(e: GatewayError, deployment: Option<&str>) -> Error {
     let message = match deployment {
-        Some(d) => format!("{} (deployment {d})", e.message),
+        Some(d) if !e.message.contains(&format!("(deployment {d})")) => {
+            format!("{} (deployment {d})", e.message)
+        }
+        Some(_) => e.message,
         None => e.message,
     };
     Error::Upstream {

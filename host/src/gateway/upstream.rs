@@ -550,7 +550,11 @@ fn stream_body(
         // The upstream is done (or broke): the plugin's closing events and usage.
         match ex.finish().await {
             Ok(Ok((events, usage))) => {
-                events.iter().for_each(|e| sse::encode(&mut out, e));
+                // After a break, closing events would dress a cut-off answer up as a
+                // complete one: keep only the usage, and report the break below.
+                if failed.is_none() {
+                    events.iter().for_each(|e| sse::encode(&mut out, e));
+                }
                 if let Some(u) = usage {
                     tracing::info!(input = u.input, output = u.output, cache_read = u.cache_read, cache_write = u.cache_write, reasoning = u.reasoning, "usage");
                 }

@@ -2,7 +2,8 @@
 //!
 //! Layers, outermost first:
 //! 1. `log_requests`: one log line per request (method, path, status, duration, error kind).
-//! 2. The routes below; unknown paths and methods answer in OpenAI's error shape.
+//! 2. The routes below; unknown paths and methods answer in the error shape of the API
+//!    the path belongs to (Anthropic's under `/messages`, else OpenAI's).
 //!
 //! Handlers stay thin: they read the body (bounded), call [`Gateway`], and render.
 
@@ -81,13 +82,14 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
+    let dialect = dialect_for(req.uri().path());
     let mut resp = ApiError(
         Error::BadRequest(format!(
             "method {} is not allowed on {}",
             req.method(),
             req.uri().path()
         )),
-        Dialect::OpenAi,
+        dialect,
     )
     .into_response();
     *resp.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;

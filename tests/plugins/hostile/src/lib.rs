@@ -136,4 +136,5 @@ impl GuestExchange for Exchange {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 llmgate_sdk::export_provider!(Hostile);
