@@ -234,8 +234,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             streamed: w.streamed(),
         };
         let via = Target {
-            uri: endpoint(&gateway_url)?,
-            body: w.body("bench")?,
+            uri: format!("{gateway_url}{}", w.via_path())
+                .parse()
+                .with_context(|| format!("bad URL {gateway_url}"))?,
+            body: w.via_body("bench")?,
             streamed: w.streamed(),
         };
         let result = measure_workload(&ctx, &args, w, &direct, &via, &mut errors).await;
@@ -341,7 +343,8 @@ async fn preflight(client: &HttpClient, target: &Target, label: &str) -> anyhow:
         serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
-                v.pointer("/choices/0/message/content")?
+                v.pointer("/choices/0/message/content")
+                    .or_else(|| v.pointer("/content/0/text"))?
                     .as_str()
                     .map(|c| c.starts_with("echo:"))
             })

@@ -24,14 +24,18 @@ pub enum Workload {
     Openclaw,
     /// The same OpenClaw-like request, streamed with usage.
     OpenclawStream,
+    /// The same conversation in Anthropic's shape, sent to the gateway's `/v1/messages` and
+    /// translated to the OpenAI-shaped upstream and back (direct: the OpenAI request).
+    OpenclawMessages,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 3] = [
+    pub const ALL: [Workload; 4] = [
         Workload::Small,
         Workload::Openclaw,
         Workload::OpenclawStream,
+        Workload::OpenclawMessages,
     ];
 
     /// The name used on the command line and in reports.
@@ -40,6 +44,7 @@ impl Workload {
             Workload::Small => "small",
             Workload::Openclaw => "openclaw",
             Workload::OpenclawStream => "openclaw-stream",
+            Workload::OpenclawMessages => "openclaw-messages",
         }
     }
 
@@ -57,8 +62,66 @@ impl Workload {
             }),
             Workload::Openclaw => openclaw_body(model, false)?,
             Workload::OpenclawStream => openclaw_body(model, true)?,
+            Workload::OpenclawMessages => openclaw_body(model, false)?,
         };
         Ok(Bytes::from(serde_json::to_vec(&value)?))
+    }
+
+    /// The body sent through the gateway: Anthropic's shape for `OpenclawMessages`.
+    pub fn via_body(self, model: &str) -> anyhow::Result<Bytes> {
+        if self != Workload::OpenclawMessages {
+            return self.body(model);
+        }
+        let chat = openclaw_body(model, false)?;
+        let mut system = String::new();
+        let mut messages = Vec::new();
+        for m in chat["messages"].as_array().into_iter().flatten() {
+            match m["role"].as_str() {
+                Some("system") => system = m["content"].as_str().unwrap_or_default().to_string(),
+                Some("tool") => messages.push(json!({"role": "user", "content": [{
+                    "type": "tool_result", "tool_use_id": m["tool_call_id"], "content": m["content"],
+                }]})),
+                Some("assistant") if m["tool_calls"].is_array() => {
+                    let calls: Vec<Value> = m["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| {
+                            let input: Value = serde_json::from_str(
+                                c["function"]["arguments"].as_str().unwrap_or("{}"),
+                            )
+                            .unwrap_or_else(|_| json!({}));
+                            json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": input})
+                        })
+                        .collect();
+                    messages.push(json!({"role": "assistant", "content": calls}));
+                }
+                _ => messages.push(json!({"role": m["role"], "content": m["content"]})),
+            }
+        }
+        let tools: Vec<Value> = chat["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| json!({"name": t["function"]["name"], "description": t["function"]["description"], "input_schema": t["function"]["parameters"]}))
+            .collect();
+        let value = json!({
+            "model": model,
+            "max_tokens": 64000,
+            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            "messages": messages,
+            "tools": tools,
+        });
+        Ok(Bytes::from(serde_json::to_vec(&value)?))
+    }
+
+    /// The gateway path for this workload.
+    pub fn via_path(self) -> &'static str {
+        if self == Workload::OpenclawMessages {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        }
     }
 }
 
