@@ -62,6 +62,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             missing.append(f"{what}: no executable at {path}")
     if not LLMGATE_PLUGINS_DIR.is_dir() or not any(LLMGATE_PLUGINS_DIR.glob("*.wasm")):
         missing.append(f"LLMGATE_PLUGINS_DIR: no *.wasm plugins in {LLMGATE_PLUGINS_DIR}")
+    else:
+        for plugin in REQUIRED_PLUGINS:
+            if not (LLMGATE_PLUGINS_DIR / f"{plugin}.wasm").is_file():
+                missing.append(f"LLMGATE_PLUGINS_DIR: no {plugin}.wasm in {LLMGATE_PLUGINS_DIR}")
     if missing:
         pytest.exit(
             "llmgate e2e tests need built binaries and plugins:\n  "
@@ -273,8 +277,9 @@ def upstream(mock_server: Mock) -> Mock:
 
 @pytest.fixture(scope="session")
 def provider_mock(logs_dir: Path) -> Iterator[Mock]:
-    """A second mock for the Anthropic, OpenAI and Gemini upstreams of `ANTHROPIC_GROUPS`; it
-    answers only requests carrying `PROVIDER_UPSTREAM_KEY` in each provider's auth header."""
+    """A second mock for the upstreams of `ANTHROPIC_GROUPS` and `PROVIDER_GROUPS` (Anthropic,
+    OpenAI, Gemini, Bedrock, Azure); it answers only requests carrying `PROVIDER_UPSTREAM_KEY`
+    in each provider's auth header (for Bedrock: as the SigV4 access key id)."""
     m = start_mock(logs_dir, "mock-providers", "--require-key", PROVIDER_UPSTREAM_KEY)
     yield m
     m.proc.stop()
@@ -384,6 +389,44 @@ ANTHROPIC_GROUPS: dict[str, dict[str, Any]] = {
 }
 #: The upstream key of the Anthropic-client groups; `provider_mock` refuses any other.
 PROVIDER_UPSTREAM_KEY = "sk-upstream-providers"
+#: Model groups of the main gateway for `test_providers.py`, one normal and one answering 429
+#: per non-OpenAI provider, all on the keyed mock (`provider_mock`): client-facing name ->
+#: `litellm_params` without `api_base` and credentials (`provider_params` adds them).
+PROVIDER_GROUPS: dict[str, dict[str, Any]] = {
+    "prov-anthropic": {"model": "anthropic/claude-sonnet-4-20250514"},
+    "prov-gemini": {"model": "gemini/gemini-2.5-flash"},
+    "prov-bedrock": {"model": "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"},
+    "prov-azure": {"model": "azure/my-gpt4o-deployment"},
+    "prov-anthropic-429": {"model": "anthropic/claude-error-429"},
+    "prov-gemini-429": {"model": "gemini/gemini-error-429"},
+    "prov-bedrock-429": {"model": "bedrock/anthropic.claude-error-429-v1:0"},
+    "prov-azure-429": {"model": "azure/mock-error-429"},
+}
+#: `api_version` of the Azure deployments.
+AZURE_API_VERSION = "2024-10-21"
+#: AWS region of the Bedrock deployments.
+AWS_REGION = "us-east-1"
+#: Plugins the session's gateways need in `LLMGATE_PLUGINS_DIR`.
+REQUIRED_PLUGINS = ["openai", "anthropic", "gemini", "bedrock", "azure"]
+
+
+def provider_params(provider_mock: "Mock", params: dict[str, Any]) -> dict[str, Any]:
+    """Complete `litellm_params` of a group on `provider_mock`, with each provider's credentials:
+    Bedrock signs with SigV4 (the mock checks that the access key id is its key), Azure needs an
+    `api_version`, the others take `api_key`."""
+    model = params["model"]
+    out = {**params, "api_base": _provider_api_base(provider_mock, model)}
+    if model.startswith("bedrock/"):
+        out.update(
+            aws_access_key_id=PROVIDER_UPSTREAM_KEY,
+            aws_secret_access_key="mock-secret-access-key",
+            aws_region_name=AWS_REGION,
+        )
+    else:
+        out["api_key"] = PROVIDER_UPSTREAM_KEY
+        if model.startswith("azure/"):
+            out.setdefault("api_version", AZURE_API_VERSION)
+    return out
 #: The main gateway's request body limit.
 MAX_REQUEST_BODY_BYTES = 8 << 20
 #: Deployment id of the `gpt-4o` group (`model_info.id`), expected in `x-litellm-model-id`.
@@ -427,6 +470,9 @@ def main_config(mock_server: Mock, provider_mock: Mock) -> dict[str, Any]:
             "api_key": PROVIDER_UPSTREAM_KEY,
         }
         model_list.append({"model_name": name, "litellm_params": litellm_params})
+    # Groups of every provider plugin (Anthropic, Gemini, Bedrock, Azure), on the keyed mock.
+    for name, params in PROVIDER_GROUPS.items():
+        model_list.append({"model_name": name, "litellm_params": provider_params(provider_mock, params)})
     llmgate = {"shutdown_grace_seconds": 2, "max_request_body_bytes": MAX_REQUEST_BODY_BYTES}
     return {"model_list": model_list, "llmgate": llmgate}
 
