@@ -134,6 +134,16 @@ impl From<errors::Class> for ErrorClass {
 }
 
 #[cfg(feature = "guest")]
+impl From<anthropic::Event> for SseEvent {
+    fn from(e: anthropic::Event) -> Self {
+        Self {
+            event: e.event,
+            data: e.data,
+        }
+    }
+}
+
+#[cfg(feature = "guest")]
 impl From<openai::Usage> for Usage {
     fn from(u: openai::Usage) -> Self {
         Self {

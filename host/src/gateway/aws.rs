@@ -5,6 +5,8 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::hex;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// AWS credentials for signing.
@@ -24,16 +26,6 @@ impl std::fmt::Debug for Credentials {
             .field("access_key_id", &self.access_key_id)
             .finish_non_exhaustive()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -226,13 +226,7 @@ impl GuestExchange for Exchange {
             let out = conv
                 .on_event(event.event.as_deref(), &event.data)
                 .map_err(|e| GatewayError::upstream(format!("unreadable Anthropic stream: {e}")))?;
-            return Ok(out
-                .into_iter()
-                .map(|e| SseEvent {
-                    event: e.event,
-                    data: e.data,
-                })
-                .collect());
+            return Ok(out.into_iter().map(SseEvent::from).collect());
         }
         // Native: pass through, reading usage as it goes.
         let v: serde_json::Value = serde_json::from_str(&event.data).map_err(|_| {
@@ -280,13 +274,7 @@ impl GuestExchange for Exchange {
                 GatewayError::upstream(format!("Anthropic stream ended early: {e}"))
             })?;
             return Ok((
-                events
-                    .into_iter()
-                    .map(|e| SseEvent {
-                        event: e.event,
-                        data: e.data,
-                    })
-                    .collect(),
+                events.into_iter().map(SseEvent::from).collect(),
                 usage.map(Into::into),
             ));
         }

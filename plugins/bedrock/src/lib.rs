@@ -240,10 +240,7 @@ impl GuestExchange for Exchange {
             let events = to_messages
                 .on_chunk(&chunk)
                 .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock stream: {e}")))?;
-            out.extend(events.into_iter().map(|e| SseEvent {
-                event: e.event,
-                data: e.data,
-            }));
+            out.extend(events.into_iter().map(SseEvent::from));
         }
         Ok(out)
     }
@@ -261,10 +258,7 @@ impl GuestExchange for Exchange {
             let (evs, u) = to_messages
                 .finish()
                 .map_err(|e| GatewayError::upstream(format!("Bedrock stream ended early: {e}")))?;
-            events.extend(evs.into_iter().map(|e| SseEvent {
-                event: e.event,
-                data: e.data,
-            }));
+            events.extend(evs.into_iter().map(SseEvent::from));
             if usage.is_none() {
                 usage = u.map(Into::into);
             }

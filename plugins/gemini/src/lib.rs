@@ -92,13 +92,7 @@ fn events(data: Vec<String>) -> Vec<SseEvent> {
 }
 
 fn anthropic_events(events: Vec<anthropic::Event>) -> Vec<SseEvent> {
-    events
-        .into_iter()
-        .map(|e| SseEvent {
-            event: e.event,
-            data: e.data,
-        })
-        .collect()
+    events.into_iter().map(SseEvent::from).collect()
 }
 
 /// Whether the client asked for `stream_options.include_usage`.

@@ -95,12 +95,7 @@ struct StreamState {
 }
 
 fn events(evs: Vec<anthropic::Event>) -> Vec<SseEvent> {
-    evs.into_iter()
-        .map(|e| SseEvent {
-            event: e.event,
-            data: e.data,
-        })
-        .collect()
+    evs.into_iter().map(SseEvent::from).collect()
 }
 
 impl Exchange {
