@@ -80,6 +80,35 @@ pub enum Error {
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
+    /// No key, an unknown key, an expired or blocked key.
+    #[error("Authentication Error, {0}")]
+    Unauthorized(String),
+    /// A valid key that may not do this (model not allowed, admin route).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The key (or one of its model budgets) has spent its budget for this window.
+    #[error("Budget has been exceeded! {scope} Current cost: {spend}, Max budget: {max_budget}")]
+    BudgetExceeded {
+        /// What ran out (`Key=sk-...abcd over budget.`).
+        scope: String,
+        /// USD spent (plus reserved for requests in flight).
+        spend: f64,
+        /// The cap, USD.
+        max_budget: f64,
+    },
+    /// A key's rpm, tpm or parallel-request limit is reached.
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit, and its values.
+        message: String,
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+        /// `x-ratelimit-*` headers.
+        headers: Vec<(&'static str, String)>,
+    },
+    /// An admin lookup found nothing (unknown key).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl Error {
@@ -92,6 +121,11 @@ impl Error {
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => 500,
             Self::Upstream { status, .. } => *status,
             Self::Unavailable(_) => 503,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::BudgetExceeded { .. } => 400,
+            Self::RateLimited { .. } => 429,
+            Self::NotFound(_) => 404,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
     }
@@ -106,6 +140,10 @@ impl Error {
                 ErrorClass::Upstream
             }
             Self::Unavailable(_) => ErrorClass::Overloaded,
+            Self::Unauthorized(_) => ErrorClass::Auth,
+            Self::Forbidden(_) | Self::BudgetExceeded { .. } => ErrorClass::Permission,
+            Self::RateLimited { .. } => ErrorClass::RateLimited,
+            Self::NotFound(_) => ErrorClass::NotFound,
         }
     }
 
@@ -121,6 +159,11 @@ impl Error {
             Self::Plugin { .. } => "plugin_fault",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::NotFound(_) => "not_found",
         }
     }
 
@@ -144,6 +187,11 @@ impl Error {
             },
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => "server_error",
             Self::Unavailable(_) => "service_unavailable",
+            Self::Unauthorized(_) => "auth_error",
+            Self::Forbidden(_) => "permission_error",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::RateLimited { .. } => "rate_limit_error",
+            Self::NotFound(_) => "not_found_error",
         }
     }
 
@@ -172,6 +220,10 @@ impl Error {
             Self::Upstream { code, .. } => code.clone(),
             Self::ModelNotFound(_) => Some("model_not_found".into()),
             Self::Plugin { .. } => Some("plugin_fault".into()),
+            Self::Unauthorized(_) => Some("401".into()),
+            Self::Forbidden(_) => Some("403".into()),
+            Self::BudgetExceeded { .. } => Some("budget_exceeded".into()),
+            Self::RateLimited { .. } => Some("429".into()),
             _ => None,
         }
     }
@@ -206,6 +258,21 @@ impl Error {
             let secs = ms.div_ceil(1000).max(1);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        if let Self::RateLimited {
+            retry_after_secs,
+            headers,
+            ..
+        } = self
+        {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    resp.headers_mut().insert(*k, v);
+                }
             }
         }
         if matches!(self, Self::PayloadTooLarge { .. }) {

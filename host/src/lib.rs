@@ -20,9 +20,11 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod ledger;
 pub mod models;
 pub mod plugins;
 pub mod server;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,7 +86,31 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.deployments.is_empty() {
         tracing::warn!("no models configured: pass --model provider/model or --config config.yaml");
     }
-    Ok(Arc::new(gateway::Gateway::new(config, registry, runtime)?))
+    let store = store::Store::open(&config.database_path).with_context(|| {
+        format!(
+            "opening the database {} (set llmgate.database_path or general_settings.database_url)",
+            config.database_path.display()
+        )
+    })?;
+    let settings = ledger::Settings {
+        master_key_hash: config.master_key.as_ref().map(|k| {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(k.expose().as_bytes()).into()
+        }),
+        admission: config.budget_admission,
+        spend_logs: config.spend_logs,
+        store_prompts: config.store_prompts,
+    };
+    if settings.master_key_hash.is_none() {
+        tracing::warn!(
+            "no master key (general_settings.master_key or LITELLM_MASTER_KEY): authentication is off, every route is open"
+        );
+    }
+    let ledger = ledger::Ledger::open(store, settings).await?;
+    tracing::info!(db = %config.database_path.display(), "store ready");
+    Ok(Arc::new(gateway::Gateway::new(
+        config, registry, runtime, ledger,
+    )?))
 }
 
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
@@ -126,7 +152,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .into_future()
     );
     tokio::select! {
-        r = &mut server => return r.context("serving"),
+        r = &mut server => {
+            let _ = gw.ledger().store().close().await;
+            return r.context("serving");
+        }
         () = shutdown_signal() => {}
     }
     tracing::info!(
@@ -134,10 +163,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "shutting down: draining requests in flight"
     );
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(grace, server).await {
-        Ok(r) => r.context("serving")?,
-        Err(_) => tracing::warn!("requests still in flight after the grace period; closing"),
+    let served = match tokio::time::timeout(grace, server).await {
+        Ok(r) => r.context("serving"),
+        Err(_) => {
+            tracing::warn!("requests still in flight after the grace period; closing");
+            Ok(())
+        }
+    };
+    // Every spend record queued so far is committed before the process exits.
+    if let Err(e) = gw.ledger().store().close().await {
+        tracing::error!("flushing the store on shutdown failed: {e:#}");
     }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

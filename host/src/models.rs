@@ -448,6 +448,7 @@ pub fn info_for(model: &str, params: &Map<String, Value>, model_info: &Value) ->
         "output_cost_per_token",
         "cache_read_input_token_cost",
         "cache_creation_input_token_cost",
+        "output_cost_per_reasoning_token",
     ] {
         if let Some(v) = params.get(k) {
             obj.insert(k.into(), v.clone());

@@ -200,7 +200,11 @@ def free_port() -> int:
 
 def base_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: ours without provider keys, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_API_KEY") and not k.endswith("_MASTER_KEY")
+    }
     env.setdefault("RUST_BACKTRACE", "1")
     # Debug logs of the gateway itself (one line per request), shown for failing tests.
     env.setdefault("LLMGATE_LOG", "llmgate=debug,info")
@@ -347,7 +351,9 @@ def start_gateway(
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         argv += ["--config", str(path)]
     argv += args or []
-    return Gateway(Proc(name, argv, tmp / f"{name}.log", env=base_env(**(env or {}))), config)
+    # Each gateway gets its own database unless the test names one.
+    env = {"LLMGATE_DB": str(tmp / f"{name}.db"), **(env or {})}
+    return Gateway(Proc(name, argv, tmp / f"{name}.log", env=base_env(**env)), config)
 
 
 def deployment(

@@ -27,6 +27,10 @@ pub async fn count_tokens(
 }
 
 async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
+    let caller = match super::caller(gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return ApiError(e, Dialect::Anthropic).into_response(),
+    };
     let limit = gw.config().max_request_body_bytes;
     let body = match super::read_body(&headers, body, limit).await {
         Ok(b) => b,
@@ -37,6 +41,7 @@ async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Respon
         dialect: Dialect::Anthropic,
         headers,
         body,
+        caller,
     };
     match gw.handle(req).await {
         Ok(resp) => resp,

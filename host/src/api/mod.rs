@@ -3,13 +3,39 @@
 pub mod admin;
 pub mod anthropic;
 pub mod health;
+pub mod keys;
 pub mod openai;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 
-use crate::error::Error;
+use crate::error::{ApiError, Dialect, Error};
+use crate::gateway::Gateway;
+use crate::ledger::Caller;
+
+/// Authenticate an API request (any valid key, or the master key).
+pub fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
+    gw.ledger().authenticate(headers)
+}
+
+/// Authenticate an admin request: the master key (or no master key configured).
+pub fn admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
+    let c = caller(gw, headers)?;
+    if c.is_admin() {
+        Ok(c)
+    } else {
+        Err(Error::Forbidden(
+            "this route needs the master key (general_settings.master_key); a virtual key may only call model routes and GET /key/info for itself".into(),
+        ))
+    }
+}
+
+/// Render an error in OpenAI's shape.
+pub fn openai_error(e: Error) -> Response {
+    ApiError(e, Dialect::OpenAi).into_response()
+}
 
 /// Read a request body up to `limit` bytes; larger bodies are refused with 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::error::{ApiError, Dialect};
 use crate::gateway::{Gateway, Request};
+use crate::ledger::Caller;
 use crate::plugins::bindings::types::Api;
 
 /// `POST /v1/chat/completions` (and `/chat/completions`).
@@ -51,6 +52,10 @@ pub async fn images_edits(
 }
 
 async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
+    let caller = match super::caller(gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
+    };
     let limit = gw.config().max_request_body_bytes;
     let body = match super::read_body(&headers, body, limit).await {
         Ok(b) => b,
@@ -61,6 +66,7 @@ async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Respon
         dialect: Dialect::OpenAi,
         headers,
         body,
+        caller,
     };
     match gw.handle(req).await {
         Ok(resp) => resp,
@@ -113,11 +119,22 @@ fn model_entry(config: &Config, name: &str, idx: &[usize], created: u64) -> serd
 }
 
 /// `GET /v1/models/{model}`: one model group, or 404.
-pub async fn model(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+pub async fn model(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = match super::caller(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return super::openai_error(e),
+    };
     let config = gw.config();
     let Some(resolved) = config.resolve(&id) else {
         return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
     };
+    if !visible(&caller, resolved.group) {
+        return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
+    }
     let mut entry = model_entry(
         &config,
         resolved.group,
@@ -128,8 +145,21 @@ pub async fn model(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Re
     Json(entry).into_response()
 }
 
-/// `GET /v1/models`: every model group (wildcards included, as LiteLLM lists them).
-pub async fn models(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+/// Whether `caller` may see model group `group` (a key's `models` allowlist).
+fn visible(caller: &Caller, group: &str) -> bool {
+    match caller {
+        Caller::Key(k) => crate::ledger::model_allowed(&k.record().models, group),
+        _ => true,
+    }
+}
+
+/// `GET /v1/models`: every model group the caller may use (wildcards included, as LiteLLM
+/// lists them).
+pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let caller = match super::caller(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return super::openai_error(e),
+    };
     let config = gw.config();
     let created = gw.started_at();
     let groups = config
@@ -137,17 +167,23 @@ pub async fn models(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
         .iter()
         .chain(config.wildcards.iter().map(|(k, v)| (k, v)));
     let data: Vec<serde_json::Value> = groups
+        .filter(|(name, _)| visible(&caller, name))
         .map(|(name, idx)| model_entry(&config, name, idx, created))
         .collect();
-    Json(json!({ "object": "list", "data": data }))
+    Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 /// `GET /model/info` (and `/v1/model/info`): every deployment, LiteLLM's shape, no secrets.
-pub async fn model_info(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+pub async fn model_info(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let caller = match super::caller(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return super::openai_error(e),
+    };
     let config = gw.config();
     let data: Vec<serde_json::Value> = config
         .deployments
         .iter()
+        .filter(|d| visible(&caller, &d.model_name))
         .map(|d| {
             let mut params: serde_json::Value =
                 serde_json::from_str(&d.params_json).unwrap_or_else(|_| json!({}));
@@ -160,5 +196,5 @@ pub async fn model_info(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Valu
             json!({ "model_name": d.model_name, "litellm_params": params, "model_info": info })
         })
         .collect();
-    Json(json!({ "data": data }))
+    Json(json!({ "data": data })).into_response()
 }

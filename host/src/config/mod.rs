@@ -139,6 +139,15 @@ pub struct Config {
     pub max_response_body_bytes: usize,
     /// `general_settings.master_key`.
     pub master_key: Option<Secret>,
+    /// The SQLite database file.
+    pub database_path: PathBuf,
+    /// Budget admission rule.
+    pub budget_admission: crate::ledger::Admission,
+    /// Write spend log rows (`general_settings.disable_spend_logs: true` turns them off).
+    pub spend_logs: bool,
+    /// Keep request and response bodies in spend logs
+    /// (`general_settings.store_prompts_in_spend_logs: true`).
+    pub store_prompts: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
     /// Things that were ignored or look wrong but do not stop the start.
@@ -403,6 +412,64 @@ pub fn validate(
         .or_else(|| lookup("LLMGATE_MASTER_KEY").map(Secret))
         .or_else(|| lookup("LITELLM_MASTER_KEY").map(Secret));
 
+    let database_path = match raw.general_settings.get("database_url") {
+        Some(u) => match scalar_string(u) {
+            Some(u) => {
+                let u = match u.strip_prefix("os.environ/") {
+                    Some(var) => lookup(var).unwrap_or_default(),
+                    None => u,
+                };
+                if let Some(p) = u
+                    .strip_prefix("sqlite:///")
+                    .map(|p| format!("/{p}"))
+                    .or_else(|| u.strip_prefix("sqlite://").map(str::to_string))
+                    .or_else(|| u.strip_prefix("sqlite:").map(str::to_string))
+                    .or_else(|| u.strip_prefix("file:").map(str::to_string))
+                {
+                    Some(PathBuf::from(p))
+                } else {
+                    v.problem(
+                        "general_settings.database_url",
+                        "only SQLite is supported so far (`sqlite:///path/to/llmgate.db`); PostgreSQL is planned",
+                    );
+                    None
+                }
+            }
+            None => {
+                v.problem("general_settings.database_url", "must be a string");
+                None
+            }
+        },
+        None => None,
+    }
+    .or_else(|| ll.database_path.as_ref().map(PathBuf::from))
+    .unwrap_or_else(crate::store::default_path);
+    let budget_admission = match ll.budget_admission.as_deref() {
+        None | Some("reserve") => crate::ledger::Admission::Reserve,
+        Some("strict") => crate::ledger::Admission::Strict,
+        Some(other) => {
+            v.problem(
+                "llmgate.budget_admission",
+                &format!("`{other}` is not a rule: use `reserve` or `strict`"),
+            );
+            crate::ledger::Admission::Reserve
+        }
+    };
+    let flag = |v: &mut Validator, k: &str| -> bool {
+        match raw.general_settings.get(k) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+            Some(_) => {
+                v.problem(&format!("general_settings.{k}"), "must be true or false");
+                false
+            }
+        }
+    };
+    let spend_logs = !flag(&mut v, "disable_spend_logs");
+    let store_prompts = flag(&mut v, "store_prompts_in_spend_logs");
+
     let Validator {
         problems, warnings, ..
     } = v;
@@ -423,6 +490,10 @@ pub fn validate(
         max_request_body_bytes: ll.max_request_body_bytes.unwrap_or(32 << 20),
         max_response_body_bytes: ll.max_response_body_bytes.unwrap_or(64 << 20),
         master_key,
+        database_path,
+        budget_admission,
+        spend_logs,
+        store_prompts,
         shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),
         warnings,
     })

@@ -23,10 +23,13 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
+use crate::ledger::cost::{Prices, input_tokens_upper_bound};
+use crate::ledger::{Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
 use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
 use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
 use crate::plugins::bindings::types::Api;
 use crate::plugins::{GatewayError, Registry, Runtime};
+use crate::store::SpendLog;
 pub use stats::Stats;
 pub use upstream::origin_of;
 
@@ -55,6 +58,7 @@ pub struct Gateway {
     runtime: Arc<Runtime>,
     http: reqwest::Client,
     stats: Stats,
+    ledger: Arc<Ledger>,
     started_at: u64,
 }
 
@@ -68,11 +72,18 @@ pub struct Request {
     pub headers: HeaderMap,
     /// The body, untouched.
     pub body: Bytes,
+    /// Who sent it (from [`Ledger::authenticate`]).
+    pub caller: Caller,
 }
 
 impl Gateway {
     /// Assemble a gateway from loaded parts.
-    pub fn new(config: Config, registry: Registry, runtime: Arc<Runtime>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: Config,
+        registry: Registry,
+        runtime: Arc<Runtime>,
+        ledger: Arc<Ledger>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -85,6 +96,7 @@ impl Gateway {
             runtime,
             http,
             stats,
+            ledger,
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -104,6 +116,11 @@ impl Gateway {
     /// Swap in a new set of plugins; requests in flight keep the old one.
     pub fn set_registry(&self, registry: Registry) {
         self.registry.store(Arc::new(registry));
+    }
+
+    /// Keys, budgets and spend.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The plugin runtime.
@@ -130,6 +147,8 @@ impl Gateway {
             model,
             stream,
             max_output,
+            user,
+            metadata,
         } = summary::summarize(req.api, &content_type, &req.body)?;
 
         let config = self.config.load_full();
@@ -140,7 +159,69 @@ impl Gateway {
         let group = resolved.group.to_string();
         let span = tracing::info_span!("request", call_id = %call_id, model = %model, group = %group, stream);
 
-        async {
+        // Admission: the key's checks and the worst-case reservation, in memory.
+        let input_bound = input_tokens_upper_bound(req.body.len());
+        let worst_case = resolved
+            .deployments
+            .iter()
+            .map(|&i| Prices::of(&config.deployments[i]).worst_case(input_bound, max_output))
+            .fold(0.0, f64::max);
+        let settings = self.ledger.settings();
+        let mut log_meta = serde_json::Map::new();
+        let mut tags = Vec::new();
+        if let Some(m) = metadata {
+            if let Some(t) = m.get("tags").and_then(|t| t.as_array()) {
+                tags = t
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect();
+            }
+            log_meta.insert("requester_metadata".into(), m);
+        }
+        let log = SpendLog {
+            request_id: call_id.clone(),
+            call_type: call_type(req.api).to_string(),
+            api_key: String::new(),
+            spend: 0.0,
+            total_tokens: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cache_read_input_tokens: 0,
+            cache_creation_input_tokens: 0,
+            reasoning_tokens: 0,
+            start_time_ms: unix_now_ms(),
+            end_time_ms: 0,
+            completion_start_time_ms: None,
+            model: String::new(),
+            model_group: group.clone(),
+            model_id: String::new(),
+            custom_llm_provider: String::new(),
+            api_base: String::new(),
+            status: String::new(),
+            user: user.unwrap_or_default(),
+            metadata: serde_json::Value::Object(log_meta),
+            request_tags: tags,
+            messages: (settings.store_prompts && req.api != Api::ImagesEdits)
+                .then(|| serde_json::from_slice(&req.body).ok())
+                .flatten(),
+            response: None,
+            requester_ip_address: req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string()),
+        };
+        let mut ticket = Some(self.ledger.admit(
+            &req.caller,
+            Admit {
+                group: &group,
+                worst_case,
+                log,
+            },
+        )?);
+
+        let result = async {
             let candidates: Vec<Candidate> = resolved
                 .deployments
                 .iter()
@@ -183,6 +264,13 @@ impl Gateway {
                 let Some(dep) = config.deployments.iter().find(|d| d.id == attempt.candidate_id) else {
                     continue;
                 };
+                let upstream_model = plugin_deployment(dep, resolved.capture.as_deref());
+                if let Some(t) = ticket.as_mut() {
+                    t.log.model.clone_from(&upstream_model.model);
+                    t.log.model_id.clone_from(&dep.id);
+                    t.log.custom_llm_provider.clone_from(&dep.provider);
+                    t.log.api_base = dep.api_base.clone().unwrap_or_default();
+                }
                 let inbound = Inbound {
                     api: req.api,
                     model: model.clone(),
@@ -190,7 +278,7 @@ impl Gateway {
                     body: req.body.to_vec(),
                     content_type: content_type.clone(),
                     headers: forwarded.clone(),
-                    deployment: plugin_deployment(dep, resolved.capture.as_deref()),
+                    deployment: upstream_model,
                 };
                 let ctx = upstream::AttemptCtx {
                     gateway: self,
@@ -202,6 +290,8 @@ impl Gateway {
                     started,
                     retries: tried.iter().filter(|d| d.model_name == dep.model_name).count(),
                     fallbacks: tried.iter().filter(|d| d.model_name != dep.model_name).count(),
+                    ticket: &mut ticket,
+                    input_bound,
                 };
                 tried.push(dep);
                 let attempt_span = tracing::info_span!("attempt", deployment = %dep.id, provider = %dep.provider);
@@ -216,8 +306,71 @@ impl Gateway {
             Err(last.unwrap_or_else(|| Error::Unavailable(format!("no deployment of `{group}` could take the request"))))
         }
         .instrument(span)
-        .await
+        .await;
+        if let (Err(e), Some(mut t)) = (&result, ticket.take()) {
+            if let Some(m) = t.log.metadata.as_object_mut() {
+                m.insert("error".into(), serde_json::json!(e.to_string()));
+                m.insert(
+                    "error_status".into(),
+                    serde_json::json!(e.status().as_u16()),
+                );
+            }
+            t.settle(Outcome {
+                cost: 0.0,
+                success: false,
+                tokens: 0,
+            });
+        }
+        result
     }
+}
+
+/// LiteLLM's `call_type` for an API.
+fn call_type(api: Api) -> &'static str {
+    match api {
+        Api::ChatCompletions => "acompletion",
+        Api::Messages => "anthropic_messages",
+        Api::CountTokens => "count_tokens",
+        Api::Embeddings => "aembedding",
+        Api::ImagesGenerations => "aimage_generation",
+        Api::ImagesEdits => "aimage_edit",
+    }
+}
+
+/// Finish a ticket with the usage of a served request; returns (cost, key spend).
+pub(crate) fn settle_served(
+    ticket: Ticket,
+    dep: &Deployment,
+    usage: Option<&crate::plugins::Usage>,
+    response: Option<serde_json::Value>,
+    success: bool,
+) -> (f64, f64) {
+    let mut ticket = ticket;
+    let cost = match usage {
+        Some(u) => Prices::of(dep).cost(u),
+        None if success => 0.0,
+        None => ticket.fallback_cost,
+    };
+    let mut tokens = 0;
+    if let Some(u) = usage {
+        let log = &mut ticket.log;
+        log.prompt_tokens = u.input + u.cache_read + u.cache_write;
+        log.completion_tokens = u.output;
+        log.total_tokens = log.prompt_tokens + log.completion_tokens;
+        log.cache_read_input_tokens = u.cache_read;
+        log.cache_creation_input_tokens = u.cache_write;
+        log.reasoning_tokens = u.reasoning;
+        tokens = log.total_tokens;
+    }
+    if ticket.ledger_store_prompts() {
+        ticket.log.response = response;
+    }
+    let spend = ticket.settle(Outcome {
+        cost,
+        success,
+        tokens,
+    });
+    (cost, spend)
 }
 
 /// A plugin-reported error as a client-facing one.

@@ -16,6 +16,10 @@ pub struct Summary {
     pub stream: bool,
     /// `max_completion_tokens` or `max_tokens`, 0 if absent.
     pub max_output: u64,
+    /// `user` (OpenAI) or `metadata.user_id` (Anthropic), for spend logs.
+    pub user: Option<String>,
+    /// `metadata` object, when present (LiteLLM: `tags`, free-form fields).
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Read and check the fields `api` needs from `body`.
@@ -66,10 +70,23 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
         .get_u64("max_completion_tokens")
         .or_else(|| top.get_u64("max_tokens"))
         .unwrap_or(0);
+    let metadata = top
+        .get("metadata")
+        .filter(|raw| raw.first() == Some(&b'{'))
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok());
+    let user = top.get_str("user").or_else(|| {
+        metadata
+            .as_ref()?
+            .get("user_id")?
+            .as_str()
+            .map(str::to_string)
+    });
     Ok(Summary {
         model,
         stream,
         max_output,
+        user,
+        metadata,
     })
 }
 
@@ -168,6 +185,8 @@ fn multipart_summary(content_type: &str, body: &[u8]) -> Result<Summary, Error> 
         model,
         stream: false,
         max_output: 0,
+        user: None,
+        metadata: None,
     })
 }
 
@@ -180,7 +199,7 @@ mod tests {
         let s = summarize(
             Api::ChatCompletions,
             "application/json",
-            br#"{"messages":[{"role":"user","content":"x"}],"model":"m","stream":true,"max_tokens":9}"#,
+            br#"{"messages":[{"role":"user","content":"x"}],"model":"m","stream":true,"max_tokens":9,"user":"u1","metadata":{"tags":["a"]}}"#,
         )
         .unwrap();
         assert_eq!(
@@ -188,7 +207,9 @@ mod tests {
             Summary {
                 model: "m".into(),
                 stream: true,
-                max_output: 9
+                max_output: 9,
+                user: Some("u1".into()),
+                metadata: Some(serde_json::json!({"tags": ["a"]})),
             }
         );
         assert!(summarize(Api::ImagesGenerations, "", br#"{"model":"m"}"#).is_err());

@@ -15,6 +15,8 @@ use super::sse::{self, Framer};
 use super::{Gateway, plugin_error, response, set_header};
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
+use crate::ledger::Ticket;
+use crate::ledger::cost::Prices;
 use crate::plugins::bindings::provider_api::Inbound;
 use crate::plugins::bindings::types::{Auth, ErrorClass, Framing};
 use crate::plugins::provider::Exchange;
@@ -31,6 +33,10 @@ pub(super) struct AttemptCtx<'a> {
     pub started: Instant,
     pub retries: usize,
     pub fallbacks: usize,
+    /// The request's ledger ticket; taken (and settled) by the attempt that answers.
+    pub ticket: &'a mut Option<Ticket>,
+    /// Upper bound of the request's input tokens.
+    pub input_bound: u64,
 }
 
 /// `scheme://host[:port]` of a URL, lower-cased; `None` if it is not an http(s) URL.
@@ -232,18 +238,31 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
             }
         };
         in_flight.done(true, latency);
-        if let Some(u) = &cr.usage {
-            tracing::info!(
-                input = u.input,
-                output = u.output,
-                cache_read = u.cache_read,
-                cache_write = u.cache_write,
-                reasoning = u.reasoning,
-                "usage"
-            );
+        let ticket = ctx.ticket.take();
+        let mut rate_headers = Vec::new();
+        let mut costs = None;
+        if let Some(t) = ticket {
+            rate_headers = t.rate_headers.clone();
+            let max_budget = t.key_spend().and_then(|(_, b)| b);
+            let response = t
+                .ledger_store_prompts()
+                .then(|| serde_json::from_slice(&cr.body).ok())
+                .flatten();
+            let (cost, spend) = super::settle_served(t, dep, cr.usage.as_ref(), response, true);
+            costs = Some((cost, spend, max_budget));
         }
         let mut out = response(cr.status, &cr.headers, Body::from(cr.body));
         decorate(&mut out, &ctx, plugin.id());
+        if let Some((cost, spend, max_budget)) = costs {
+            set_header(&mut out, "x-litellm-response-cost", &cost.to_string());
+            set_header(&mut out, "x-litellm-key-spend", &spend.to_string());
+            if let Some(b) = max_budget {
+                set_header(&mut out, "x-litellm-key-max-budget", &b.to_string());
+            }
+        }
+        for (k, v) in rate_headers {
+            set_header(&mut out, k, &v);
+        }
         return Ok(out);
     }
 
@@ -254,15 +273,33 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         .await?
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
     let idle = dep.timeout;
+    let prices = Prices::of(dep);
+    let mut ticket = ctx.ticket.take();
+    let mut spend_headers = Vec::new();
+    if let Some(t) = ticket.as_mut() {
+        // If the client goes away mid-stream: the prompt (estimated) is still billed.
+        t.fallback_cost = (ctx.input_bound * 3 / 4) as f64 * prices.input;
+        spend_headers.clone_from(&t.rate_headers);
+        if let Some((spend, budget)) = t.key_spend() {
+            spend_headers.push(("x-litellm-key-spend", spend.to_string()));
+            if let Some(b) = budget {
+                spend_headers.push(("x-litellm-key-max-budget", b.to_string()));
+            }
+        }
+    }
     let body = stream_body(
         ex,
         resp,
-        framing,
-        ctx.dialect,
-        idle,
-        in_flight,
-        sent_at,
-        dep.id.clone(),
+        StreamCtx {
+            framing,
+            dialect: ctx.dialect,
+            idle,
+            in_flight,
+            sent_at,
+            dep: dep.clone(),
+            ticket,
+            prices,
+        },
     );
     let mut out = response(200, &extra, body);
     out.headers_mut().insert(
@@ -274,6 +311,9 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         http::HeaderValue::from_static("no-cache"),
     );
     decorate(&mut out, &ctx, plugin.id());
+    for (k, v) in spend_headers {
+        set_header(&mut out, k, &v);
+    }
     Ok(out)
 }
 
@@ -473,21 +513,36 @@ fn stream_error(message: String) -> Error {
 
 /// The client body of a streamed attempt: upstream bytes are framed into events, translated
 /// by the plugin, and written out; any break ends the stream with an error event.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the parts of a started stream"
-)]
-fn stream_body(
-    mut ex: Exchange,
-    resp: reqwest::Response,
+/// Most bytes of a streamed response kept for full request logging.
+const LOGGED_STREAM_CAP: usize = 1 << 20;
+
+/// The parts of a started stream.
+struct StreamCtx {
     framing: Framing,
     dialect: Dialect,
     idle: Duration,
     in_flight: super::stats::InFlight,
     sent_at: Instant,
-    deployment: String,
-) -> Body {
+    dep: Arc<Deployment>,
+    ticket: Option<Ticket>,
+    prices: Prices,
+}
+
+fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body {
+    let StreamCtx {
+        framing,
+        dialect,
+        idle,
+        in_flight,
+        sent_at,
+        dep,
+        mut ticket,
+        prices,
+    } = sc;
+    let deployment = dep.id.clone();
     let stream = async_stream::stream! {
+        let mut emitted: u64 = 0;
+        let mut logged = BytesMut::new();
         let mut parser = Framer::new(framing);
         let mut upstream = resp.bytes_stream();
         let mut first = true;
@@ -521,12 +576,18 @@ fn stream_body(
             if first {
                 first = false;
                 in_flight.first_event(sent_at.elapsed().as_micros() as u64);
+                if let Some(t) = ticket.as_mut() {
+                    t.log.completion_start_time_ms = Some(crate::ledger::unix_now_ms());
+                }
             }
             parser.push(&chunk);
             loop {
                 match parser.next_event() {
                     Ok(Some(ev)) => match ex.on_event(&ev).await {
-                        Ok(Ok(evs)) => evs.iter().for_each(|e| sse::encode(&mut out, e)),
+                        Ok(Ok(evs)) => {
+                            emitted += evs.len() as u64;
+                            evs.iter().for_each(|e| sse::encode(&mut out, e));
+                        }
                         Ok(Err(e)) => {
                             failed = Some(plugin_error(e, Some(&deployment)));
                             break 'read;
@@ -544,6 +605,14 @@ fn stream_body(
                 }
             }
             if !out.is_empty() {
+                if let Some(t) = ticket.as_mut() {
+                    // One event is about one output token: the charge if the client leaves.
+                    t.fallback_cost += emitted as f64 * prices.output;
+                    emitted = 0;
+                    if t.ledger_store_prompts() && logged.len() < LOGGED_STREAM_CAP {
+                        logged.extend_from_slice(&out);
+                    }
+                }
                 yield Ok::<Bytes, Infallible>(out.split().freeze());
             }
         }
@@ -555,8 +624,23 @@ fn stream_body(
                 if failed.is_none() {
                     events.iter().for_each(|e| sse::encode(&mut out, e));
                 }
-                if let Some(u) = usage {
-                    tracing::info!(input = u.input, output = u.output, cache_read = u.cache_read, cache_write = u.cache_write, reasoning = u.reasoning, "usage");
+                if let Some(t) = ticket.take() {
+                    let mut t = t;
+                    if t.ledger_store_prompts() {
+                        events.iter().for_each(|e| sse::encode(&mut logged, e));
+                    }
+                    if let Some(err) = &failed
+                        && let Some(m) = t.log.metadata.as_object_mut()
+                    {
+                        m.insert("error".into(), serde_json::json!(err.to_string()));
+                    }
+                    let response = t.ledger_store_prompts().then(|| {
+                        serde_json::Value::String(String::from_utf8_lossy(&logged).into_owned())
+                    });
+                    if usage.is_some() || failed.is_none() {
+                        super::settle_served(t, &dep, usage.as_ref(), response, failed.is_none());
+                    }
+                    // Else: dropped below, charging the estimate so far.
                 }
             }
             Ok(Err(e)) => {
@@ -570,6 +654,13 @@ fn stream_body(
                 }
             }
         }
+        if let (Some(t), Some(err)) = (ticket.as_mut(), &failed)
+            && let Some(m) = t.log.metadata.as_object_mut()
+        {
+            m.entry("error").or_insert_with(|| serde_json::json!(err.to_string()));
+        }
+        // A ticket still held here settles on drop with the estimate so far.
+        drop(ticket.take());
         let latency = sent_at.elapsed().as_micros() as u64;
         in_flight.done(failed.is_none(), latency);
         if let Some(err) = &failed {

@@ -1,0 +1,317 @@
+//! Key management and spend routes, with LiteLLM's paths, fields and shapes:
+//! `/key/generate`, `/key/info`, `/key/update`, `/key/delete`, `/key/{key}/regenerate`,
+//! `/key/list`, `/spend/logs`. All need the master key except `GET /key/info`, which a key
+//! may call for itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse as _, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, Dialect, Error};
+use crate::gateway::Gateway;
+use crate::ledger::{Caller, hash_key, window};
+use crate::store::{SpendLog, SpendQuery};
+
+fn err(e: Error) -> Response {
+    ApiError(e, Dialect::OpenAi).into_response()
+}
+
+fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::BadRequest(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(Error::BadRequest(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn answer(r: Result<Value, Error>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+/// `POST /key/generate`.
+pub async fn generate(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    match object(&body) {
+        Ok(b) => answer(gw.ledger().generate(&b).await),
+        Err(e) => err(e),
+    }
+}
+
+/// `POST /key/update`.
+pub async fn update(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    match object(&body) {
+        Ok(b) => answer(gw.ledger().update(&b).await),
+        Err(e) => err(e),
+    }
+}
+
+/// `POST /key/delete`.
+pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    match object(&body) {
+        Ok(b) => answer(gw.ledger().delete(&b).await),
+        Err(e) => err(e),
+    }
+}
+
+/// `POST /key/{key}/regenerate`.
+pub async fn regenerate(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    match object(&body) {
+        Ok(b) => answer(gw.ledger().regenerate(&key, &b).await),
+        Err(e) => err(e),
+    }
+}
+
+/// `POST /key/regenerate` with `{"key": ...}` in the body.
+pub async fn regenerate_body(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    let b = match object(&body) {
+        Ok(b) => b,
+        Err(e) => return err(e),
+    };
+    let Some(key) = b.get("key").and_then(Value::as_str).map(str::to_string) else {
+        return err(Error::BadRequest(
+            "`key` is required: the key (sk-...) or its hash".into(),
+        ));
+    };
+    answer(gw.ledger().regenerate(&key, &b).await)
+}
+
+/// `GET /key/info[?key=...]`: the master key names a key; a key sees itself.
+pub async fn info(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let caller = match super::caller(&gw, &headers) {
+        Ok(c) => c,
+        Err(e) => return err(e),
+    };
+    let ledger = gw.ledger();
+    let asked = q.get("key").map(|k| k.trim()).filter(|k| !k.is_empty());
+    match (&caller, asked) {
+        (Caller::Key(own), None) => Json(ledger.info(own)).into_response(),
+        (Caller::Key(own), Some(k)) => {
+            let own_token = own.token();
+            if k == own_token || hash_key(k) == own_token {
+                Json(ledger.info(own)).into_response()
+            } else {
+                err(Error::Forbidden(
+                    "a key may only read its own /key/info; use the master key for others".into(),
+                ))
+            }
+        }
+        (_, Some(k)) => match ledger.find(k) {
+            Some(e) => Json(ledger.info(&e)).into_response(),
+            None => err(Error::NotFound(format!(
+                "key {} not found",
+                crate::ledger::key_name(k)
+            ))),
+        },
+        (_, None) => err(Error::BadRequest(
+            "pass ?key=<key or hash> (with the master key), or call with the key itself".into(),
+        )),
+    }
+}
+
+/// `GET /key/list?page=1&size=10&return_full_object=false&key_alias=&user_id=`.
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    let num = |k: &str, d: usize| -> Result<usize, Error> {
+        match q.get(k) {
+            None => Ok(d),
+            Some(v) => v
+                .parse()
+                .map_err(|_| Error::BadRequest(format!("`{k}` must be a positive whole number"))),
+        }
+    };
+    let (page, size) = match (num("page", 1), num("size", 10)) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => return err(e),
+    };
+    let full = q
+        .get("return_full_object")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    Json(gw.ledger().list(
+        page,
+        size,
+        full,
+        q.get("key_alias").map(String::as_str),
+        q.get("user_id").map(String::as_str),
+    ))
+    .into_response()
+}
+
+/// One spend log row in LiteLLM's shape.
+pub fn log_view(l: &SpendLog) -> Value {
+    json!({
+        "request_id": l.request_id,
+        "call_type": l.call_type,
+        "api_key": l.api_key,
+        "spend": l.spend,
+        "total_tokens": l.total_tokens,
+        "prompt_tokens": l.prompt_tokens,
+        "completion_tokens": l.completion_tokens,
+        "cache_read_input_tokens": l.cache_read_input_tokens,
+        "cache_creation_input_tokens": l.cache_creation_input_tokens,
+        "reasoning_tokens": l.reasoning_tokens,
+        "startTime": window::iso_ms(l.start_time_ms),
+        "endTime": window::iso_ms(l.end_time_ms),
+        "completionStartTime": l.completion_start_time_ms.map(window::iso_ms),
+        "model": l.model,
+        "model_id": l.model_id,
+        "model_group": l.model_group,
+        "custom_llm_provider": l.custom_llm_provider,
+        "api_base": l.api_base,
+        "user": l.user,
+        "metadata": l.metadata,
+        "request_tags": l.request_tags,
+        "status": l.status,
+        "cache_hit": "False",
+        "messages": l.messages.clone().unwrap_or(json!({})),
+        "response": l.response.clone().unwrap_or(json!({})),
+        "requester_ip_address": l.requester_ip_address,
+    })
+}
+
+/// `GET /spend/logs`: rows filtered by `api_key` (the key or its hash), `request_id`,
+/// `user_id`, `start_date`/`end_date` (`YYYY-MM-DD` or RFC 3339; `end_date` as a day is
+/// inclusive). With both dates and `summarize` not `false`, one entry per day with spend by
+/// model, key and user (LiteLLM's summary shape).
+pub async fn spend_logs(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(e) = super::admin(&gw, &headers) {
+        return err(e);
+    }
+    let date = |k: &str| -> Result<Option<i64>, Error> {
+        match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => match window::parse_time_ms(s) {
+                // A bare end day includes the whole day.
+                Some(ms) if k == "end_date" && s.len() == 10 => Ok(Some(ms + 86_400_000)),
+                Some(ms) => Ok(Some(ms)),
+                None => Err(Error::BadRequest(format!(
+                    "`{k}` must be a date (YYYY-MM-DD) or an RFC 3339 time, got `{s}`"
+                ))),
+            },
+        }
+    };
+    let (start, end) = match (date("start_date"), date("end_date")) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(e), _) | (_, Err(e)) => return err(e),
+    };
+    let api_key = q
+        .get("api_key")
+        .map(|k| k.trim())
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                k.to_ascii_lowercase()
+            } else {
+                hash_key(k)
+            }
+        });
+    let ledger = gw.ledger();
+    // Rows of requests still queued for the store are visible at once.
+    if let Err(e) = ledger.store().flush().await {
+        return err(Error::Internal(format!("reading spend logs: {e:#}")));
+    }
+    let query = SpendQuery {
+        api_key,
+        request_id: q.get("request_id").cloned(),
+        user: q.get("user_id").or_else(|| q.get("user")).cloned(),
+        start_ms: start,
+        end_ms: end,
+        limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+    };
+    let rows = match ledger.store().query_logs(query).await {
+        Ok(r) => r,
+        Err(e) => return err(Error::Internal(format!("reading spend logs: {e:#}"))),
+    };
+    let summarize = q
+        .get("summarize")
+        .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    if summarize && start.is_some() && end.is_some() {
+        return Json(summary(&rows)).into_response();
+    }
+    Json(Value::Array(rows.iter().map(log_view).collect())).into_response()
+}
+
+/// Spend per day, with breakdowns by model, key and user.
+fn summary(rows: &[SpendLog]) -> Value {
+    #[derive(Default)]
+    struct Day {
+        spend: f64,
+        models: BTreeMap<String, f64>,
+        keys: BTreeMap<String, f64>,
+        users: BTreeMap<String, f64>,
+    }
+    let mut days: BTreeMap<String, Day> = BTreeMap::new();
+    for r in rows {
+        let day = window::iso_ms(r.start_time_ms)[..10].to_string();
+        let d = days.entry(day).or_default();
+        d.spend += r.spend;
+        *d.models.entry(r.model_group.clone()).or_default() += r.spend;
+        *d.keys.entry(r.api_key.clone()).or_default() += r.spend;
+        *d.users.entry(r.user.clone()).or_default() += r.spend;
+    }
+    Value::Array(
+        days.into_iter()
+            .map(|(day, d)| {
+                json!({
+                    "startTime": day,
+                    "spend": d.spend,
+                    "models": d.models,
+                    "api_keys": d.keys,
+                    "users": d.users,
+                })
+            })
+            .collect(),
+    )
+}

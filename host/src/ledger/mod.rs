@@ -1,0 +1,683 @@
+//! Virtual keys, budgets, rate limits and spend: the in-memory ledger in front of the store.
+//!
+//! The ledger is authoritative while the gateway runs: every key's settings and running
+//! spend live in memory behind one small mutex per key, so admitting a request is an
+//! in-memory check, never a database round trip. The store ([`crate::store`]) gets every
+//! change as a queued write, batched off the request path.
+//!
+//! **Budgets hold under concurrency.** Admission and settlement are atomic per key:
+//! - [`Ledger::admit`] checks the key (blocked, expired, model allowed), resets budget
+//!   windows that are due, checks the budget against `spend + reserved`, checks the rpm,
+//!   tpm and parallel limits, and then *reserves* the request's worst-case cost (all input
+//!   tokens at the dearest input price plus the whole `max_tokens` allowance) before it goes
+//!   out.
+//! - [`Ticket::settle`] (or dropping the ticket) releases the reservation and adds the real
+//!   cost, success or failure, exactly once.
+//!
+//! With the default admission rule a request is admitted while `spend + reserved` is below
+//! `max_budget`, so final spend exceeds the budget by at most the cost of the requests
+//! admitted before the reservations used it up (in practice, the last one). With
+//! `llmgate.budget_admission: strict` a request is admitted only if its worst case fits
+//! (`spend + reserved + worst_case <= max_budget`): spend then never exceeds the budget,
+//! at the price of refusing requests whose `max_tokens` allowance is large.
+
+pub mod cost;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
+
+/// How the budget check treats a request's worst-case cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Admit while `spend + reserved < max_budget`; reserve the worst case.
+    #[default]
+    Reserve,
+    /// Admit only if `spend + reserved + worst_case <= max_budget`.
+    Strict,
+}
+
+/// Ledger settings from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// SHA-256 of the master key; `None` turns authentication off (LiteLLM's behaviour).
+    pub master_key_hash: Option<[u8; 32]>,
+    /// Budget admission rule.
+    pub admission: Admission,
+    /// Write spend log rows (`general_settings.disable_spend_logs: true` turns them off).
+    pub spend_logs: bool,
+    /// Keep request and response bodies in spend logs
+    /// (`general_settings.store_prompts_in_spend_logs`).
+    pub store_prompts: bool,
+}
+
+/// Who is calling.
+#[derive(Clone)]
+pub enum Caller {
+    /// Authentication is off (no master key configured).
+    Open,
+    /// The master key.
+    Master,
+    /// A virtual key.
+    Key(Arc<KeyEntry>),
+}
+
+impl Caller {
+    /// Whether this caller may use admin routes.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Self::Open | Self::Master)
+    }
+}
+
+/// One virtual key: its record (settings and spend) and live counters.
+pub struct KeyEntry {
+    state: Mutex<KeyState>,
+}
+
+struct KeyState {
+    rec: KeyRecord,
+    /// USD reserved by requests in flight.
+    reserved: f64,
+    /// Reserved per model group, for model budgets.
+    model_reserved: HashMap<String, f64>,
+    in_flight: u64,
+    /// Current minute (unix seconds / 60) of the rpm/tpm counters.
+    minute: i64,
+    requests_this_minute: u64,
+    tokens_this_minute: u64,
+    /// Removed from the ledger (deleted); settles still count, admits fail.
+    deleted: bool,
+}
+
+impl KeyEntry {
+    fn lock(&self) -> MutexGuard<'_, KeyState> {
+        // A panic while holding the lock cannot leave the counters half-updated in a way
+        // worse than refusing every request of this key: keep serving with the data.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot of the record with windows that are due reset.
+    pub fn record(&self) -> KeyRecord {
+        let mut st = self.lock();
+        st.roll(unix_now());
+        st.rec.clone()
+    }
+
+    /// USD spent in the current window.
+    pub fn spend(&self) -> f64 {
+        self.lock().rec.spend
+    }
+
+    /// The key's hash.
+    pub fn token(&self) -> String {
+        self.lock().rec.token.clone()
+    }
+}
+
+impl KeyState {
+    /// Reset budget windows that are due. Returns whether anything changed.
+    fn roll(&mut self, now: i64) -> bool {
+        let mut changed = false;
+        if let (Some(at), Some(d)) = (self.rec.budget_reset_at, &self.rec.budget_duration)
+            && now >= at
+        {
+            self.rec.spend = 0.0;
+            self.rec.budget_reset_at = window::parse(d).ok().map(|p| window::next_reset(p, now));
+            changed = true;
+        }
+        if let Some(models) = self.rec.model_spend.as_object_mut() {
+            for (model, v) in models.iter_mut() {
+                let due = v
+                    .get("reset_at")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|t| now >= t);
+                if due {
+                    let period = self
+                        .rec
+                        .model_max_budget
+                        .get(model)
+                        .and_then(|b| b.get("time_period"))
+                        .and_then(Value::as_str)
+                        .and_then(|p| window::parse(p).ok());
+                    *v = json!({
+                        "spend": 0.0,
+                        "reset_at": period.map(|p| window::next_reset(p, now)),
+                    });
+                    changed = true;
+                }
+            }
+        }
+        let minute = now.div_euclid(60);
+        if minute != self.minute {
+            self.minute = minute;
+            self.requests_this_minute = 0;
+            self.tokens_this_minute = 0;
+        }
+        changed
+    }
+
+    fn model_spend(&self, model: &str) -> f64 {
+        self.rec
+            .model_spend
+            .get(model)
+            .and_then(|v| v.get("spend"))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+    }
+
+    fn spend_event(&self) -> SpendEvent {
+        SpendEvent::KeySpend {
+            token: self.rec.token.clone(),
+            spend: self.rec.spend,
+            budget_reset_at: self.rec.budget_reset_at,
+            model_spend: self.rec.model_spend.clone(),
+        }
+    }
+}
+
+/// A model budget of a key: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}` or
+/// `{"gpt-4o": 1.0}`.
+fn model_budget(rec: &KeyRecord, model: &str) -> Option<f64> {
+    let b = rec.model_max_budget.get(model)?;
+    b.as_f64().or_else(|| {
+        let l = b.get("budget_limit")?;
+        l.as_f64().or_else(|| l.as_str()?.parse().ok())
+    })
+}
+
+/// What one admitted request holds until it settles: its reservation, parallel slot and
+/// the spend log row being filled in.
+pub struct Ticket {
+    ledger: Arc<Ledger>,
+    key: Option<Arc<KeyEntry>>,
+    group: String,
+    reserved: f64,
+    /// The spend log row; completed at settlement.
+    pub log: SpendLog,
+    /// `x-ratelimit-*` headers for the response.
+    pub rate_headers: Vec<(&'static str, String)>,
+    /// Estimated cost if the ticket is dropped without settling (client went away).
+    pub fallback_cost: f64,
+    settled: bool,
+}
+
+/// How a request ended, for [`Ticket::settle`].
+pub struct Outcome {
+    /// USD.
+    pub cost: f64,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Tokens used (for tpm).
+    pub tokens: u64,
+}
+
+impl Ticket {
+    /// Whether full request/response logging is on.
+    pub fn ledger_store_prompts(&self) -> bool {
+        self.ledger.settings.store_prompts
+    }
+
+    /// The key's spend and budget now (for response headers), if a key is in use.
+    pub fn key_spend(&self) -> Option<(f64, Option<f64>)> {
+        let key = self.key.as_ref()?;
+        let st = key.lock();
+        Some((st.rec.spend, st.rec.max_budget))
+    }
+
+    /// Release the reservation, charge the real cost, and queue the spend log row.
+    /// Returns the key's spend after this request.
+    pub fn settle(mut self, outcome: Outcome) -> f64 {
+        self.settle_inner(outcome)
+    }
+
+    fn settle_inner(&mut self, outcome: Outcome) -> f64 {
+        if self.settled {
+            return 0.0;
+        }
+        self.settled = true;
+        let cost = if outcome.cost.is_finite() && outcome.cost > 0.0 {
+            outcome.cost
+        } else {
+            0.0
+        };
+        let now_ms = unix_now_ms();
+        self.log.spend = cost;
+        self.log.end_time_ms = now_ms;
+        self.log.status = if outcome.success {
+            "success"
+        } else {
+            "failure"
+        }
+        .into();
+        let store = &self.ledger.store;
+        let mut key_spend = 0.0;
+        if let Some(key) = &self.key {
+            let mut st = key.lock();
+            st.roll(now_ms / 1000);
+            st.reserved = (st.reserved - self.reserved).max(0.0);
+            if let Some(r) = st.model_reserved.get_mut(&self.group) {
+                *r = (*r - self.reserved).max(0.0);
+            }
+            st.in_flight = st.in_flight.saturating_sub(1);
+            st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
+            st.rec.spend += cost;
+            if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
+                let group = self.group.clone();
+                let reset_at = st
+                    .rec
+                    .model_spend
+                    .get(&group)
+                    .and_then(|v| v.get("reset_at"))
+                    .cloned();
+                let prev = st.model_spend(&group);
+                if !st.rec.model_spend.is_object() {
+                    st.rec.model_spend = json!({});
+                }
+                if let Some(m) = st.rec.model_spend.as_object_mut() {
+                    m.insert(
+                        group,
+                        json!({"spend": prev + cost, "reset_at": reset_at.unwrap_or(Value::Null)}),
+                    );
+                }
+            }
+            key_spend = st.rec.spend;
+            // Queued under the lock: the store sees this key's absolute spend in order.
+            store.record(st.spend_event());
+        }
+        if self.ledger.settings.spend_logs {
+            store.record(SpendEvent::Log(Box::new(self.log.clone())));
+        }
+        key_spend
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            // The response was abandoned (client disconnected mid-stream, or a task was
+            // cancelled): charge the estimate so far rather than nothing.
+            let cost = self.fallback_cost;
+            if let Some(m) = self.log.metadata.as_object_mut() {
+                m.entry("error")
+                    .or_insert_with(|| json!("the client went away before the response finished"));
+            }
+            self.settle_inner(Outcome {
+                cost,
+                success: false,
+                tokens: 0,
+            });
+        }
+    }
+}
+
+/// What [`Ledger::admit`] needs to know about a request.
+pub struct Admit<'a> {
+    /// The model group.
+    pub group: &'a str,
+    /// Worst-case cost, USD.
+    pub worst_case: f64,
+    /// The spend log row template (request id, call type, times, user, ...).
+    pub log: SpendLog,
+}
+
+/// The ledger: keys by hash, settings, and the store behind them.
+pub struct Ledger {
+    store: Store,
+    settings: Settings,
+    keys: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    /// Serializes admin changes so a key is never written by two of them at once.
+    admin: tokio::sync::Mutex<()>,
+}
+
+/// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
+pub fn hash_key(key: &str) -> String {
+    crate::hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// Display form of a key: `sk-...abcd`.
+pub fn key_name(key: &str) -> String {
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("sk-...{tail}")
+}
+
+/// The key a request presents: `Authorization: Bearer`, `x-api-key` (Anthropic),
+/// `api-key` (Azure) or `x-litellm-api-key`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let get = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    get("x-litellm-api-key")
+        .or_else(|| {
+            get("authorization").map(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .unwrap_or(v)
+                    .trim()
+            })
+        })
+        .or_else(|| get("x-api-key"))
+        .or_else(|| get("api-key"))
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+/// Unix milliseconds now.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Ledger {
+    /// Load every key from the store.
+    pub async fn open(store: Store, settings: Settings) -> anyhow::Result<Arc<Self>> {
+        let records = store.load_keys().await?;
+        let now = unix_now();
+        let mut keys = HashMap::with_capacity(records.len());
+        for rec in records {
+            let mut st = KeyState::new(rec);
+            if st.roll(now) {
+                store.record(st.spend_event());
+            }
+            keys.insert(
+                st.rec.token.clone(),
+                Arc::new(KeyEntry {
+                    state: Mutex::new(st),
+                }),
+            );
+        }
+        Ok(Arc::new(Self {
+            store,
+            settings,
+            keys: RwLock::new(keys),
+            admin: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether a master key is set (authentication on).
+    pub fn auth_enabled(&self) -> bool {
+        self.settings.master_key_hash.is_some()
+    }
+
+    fn keys_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<KeyEntry>>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn keys_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<KeyEntry>>> {
+        self.keys.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key with this hash.
+    pub fn key_by_token(&self, token: &str) -> Option<Arc<KeyEntry>> {
+        self.keys_read().get(token).cloned()
+    }
+
+    /// Identify the caller. With no master key configured everyone is let in.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Error> {
+        let Some(master) = &self.settings.master_key_hash else {
+            return Ok(Caller::Open);
+        };
+        let Some(key) = presented_key(headers) else {
+            return Err(Error::Unauthorized(
+                "No api key passed in. Send `Authorization: Bearer <key>` or `x-api-key: <key>`."
+                    .into(),
+            ));
+        };
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if ct_eq(&digest, master) {
+            return Ok(Caller::Master);
+        }
+        let token = crate::hex(&digest);
+        match self.key_by_token(&token) {
+            Some(k) => Ok(Caller::Key(k)),
+            None => Err(Error::Unauthorized(format!(
+                "Invalid proxy server token passed. Received API key = {}, hashed = {token}; the key is not known (never generated, deleted or regenerated).",
+                key_name(key)
+            ))),
+        }
+    }
+
+    /// Admit a request: check the key and reserve the worst case. `Open` and `Master`
+    /// callers are not limited but their requests are still logged and costed.
+    pub fn admit(self: &Arc<Self>, caller: &Caller, req: Admit<'_>) -> Result<Ticket, Error> {
+        let mut ticket = Ticket {
+            ledger: self.clone(),
+            key: None,
+            group: req.group.to_string(),
+            reserved: 0.0,
+            log: req.log,
+            rate_headers: Vec::new(),
+            fallback_cost: 0.0,
+            settled: false,
+        };
+        let Caller::Key(key) = caller else {
+            if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
+                // As LiteLLM does: the master key's requests are logged under its hash.
+                ticket.log.api_key = crate::hex(h);
+            }
+            return Ok(ticket);
+        };
+        let now = unix_now();
+        let mut st = key.lock();
+        if st.roll(now) {
+            self.store.record(st.spend_event());
+        }
+        let name = &st.rec.key_name;
+        if st.deleted {
+            return Err(Error::Unauthorized(format!("key {name} was deleted")));
+        }
+        if st.rec.blocked {
+            return Err(Error::Unauthorized(format!(
+                "key {name} is blocked; unblock it with POST /key/update {{\"blocked\": false}}"
+            )));
+        }
+        if let Some(exp) = st.rec.expires
+            && now >= exp
+        {
+            return Err(Error::Unauthorized(format!(
+                "Expired Key: key {name} expired at {}",
+                window::iso(exp)
+            )));
+        }
+        if !model_allowed(&st.rec.models, req.group) {
+            return Err(Error::Forbidden(format!(
+                "key {name} is not allowed to access model `{}`; it may use: {}",
+                req.group,
+                st.rec.models.join(", ")
+            )));
+        }
+        let worst = if req.worst_case.is_finite() {
+            req.worst_case.max(0.0)
+        } else {
+            f64::MAX
+        };
+        let fits = |spend: f64, reserved: f64, cap: f64| match self.settings.admission {
+            Admission::Reserve => spend + reserved < cap,
+            Admission::Strict => spend + reserved + worst <= cap,
+        };
+        if let Some(cap) = st.rec.max_budget
+            && !fits(st.rec.spend, st.reserved, cap)
+        {
+            return Err(Error::BudgetExceeded {
+                scope: format!("Key={name} over budget."),
+                spend: st.rec.spend + st.reserved,
+                max_budget: cap,
+            });
+        }
+        if let Some(cap) = model_budget(&st.rec, req.group) {
+            let reserved = st.model_reserved.get(req.group).copied().unwrap_or(0.0);
+            let spend = st.model_spend(req.group);
+            if !fits(spend, reserved, cap) {
+                return Err(Error::BudgetExceeded {
+                    scope: format!("Key={name} over budget for model {}.", req.group),
+                    spend: spend + reserved,
+                    max_budget: cap,
+                });
+            }
+        }
+        let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
+        if let Some(limit) = st.rec.max_parallel_requests
+            && st.in_flight >= limit
+        {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "key {name} has {} requests in flight; its max_parallel_requests is {limit}",
+                    st.in_flight
+                ),
+                retry_after_secs: 1,
+                headers: vec![],
+            });
+        }
+        if let Some(limit) = st.rec.rpm_limit
+            && st.requests_this_minute >= limit
+        {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "key {name} reached its rpm_limit of {limit} requests per minute; retry in {reset_secs}s"
+                ),
+                retry_after_secs: reset_secs,
+                headers: rate_headers(&st, reset_secs),
+            });
+        }
+        if let Some(limit) = st.rec.tpm_limit
+            && st.tokens_this_minute >= limit
+        {
+            return Err(Error::RateLimited {
+                message: format!(
+                    "key {name} reached its tpm_limit of {limit} tokens per minute ({} used); retry in {reset_secs}s",
+                    st.tokens_this_minute
+                ),
+                retry_after_secs: reset_secs,
+                headers: rate_headers(&st, reset_secs),
+            });
+        }
+        // Admitted: reserve.
+        st.reserved += worst;
+        if model_budget(&st.rec, req.group).is_some() {
+            if st.rec.model_spend.get(req.group).is_none() {
+                let period = st
+                    .rec
+                    .model_max_budget
+                    .get(req.group)
+                    .and_then(|b| b.get("time_period"))
+                    .and_then(Value::as_str)
+                    .and_then(|p| window::parse(p).ok());
+                if !st.rec.model_spend.is_object() {
+                    st.rec.model_spend = json!({});
+                }
+                if let Some(m) = st.rec.model_spend.as_object_mut() {
+                    m.insert(
+                        req.group.to_string(),
+                        json!({"spend": 0.0, "reset_at": period.map(|p| window::next_reset(p, now))}),
+                    );
+                }
+            }
+            *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
+        }
+        st.in_flight += 1;
+        st.requests_this_minute += 1;
+        ticket.rate_headers = rate_headers(&st, reset_secs);
+        ticket.reserved = worst;
+        ticket.log.api_key = st.rec.token.clone();
+        if let Some(m) = ticket.log.metadata.as_object_mut() {
+            if let Some(alias) = &st.rec.key_alias {
+                m.insert("user_api_key_alias".into(), json!(alias));
+            }
+            if let Some(u) = &st.rec.user_id {
+                m.insert("user_api_key_user_id".into(), json!(u));
+            }
+            if let Some(t) = &st.rec.team_id {
+                m.insert("user_api_key_team_id".into(), json!(t));
+            }
+        }
+        drop(st);
+        ticket.key = Some(key.clone());
+        Ok(ticket)
+    }
+}
+
+fn rate_headers(st: &KeyState, reset_secs: u64) -> Vec<(&'static str, String)> {
+    let mut h = Vec::new();
+    if let Some(l) = st.rec.rpm_limit {
+        h.push(("x-ratelimit-limit-requests", l.to_string()));
+        h.push((
+            "x-ratelimit-remaining-requests",
+            l.saturating_sub(st.requests_this_minute).to_string(),
+        ));
+        h.push(("x-ratelimit-reset-requests", format!("{reset_secs}s")));
+    }
+    if let Some(l) = st.rec.tpm_limit {
+        h.push(("x-ratelimit-limit-tokens", l.to_string()));
+        h.push((
+            "x-ratelimit-remaining-tokens",
+            l.saturating_sub(st.tokens_this_minute).to_string(),
+        ));
+        h.push(("x-ratelimit-reset-tokens", format!("{reset_secs}s")));
+    }
+    h
+}
+
+/// Whether a key with allowlist `models` may use model group `group`. Empty allows all;
+/// `*` and `all-proxy-models` allow all; `prefix/*` style entries match by prefix.
+pub fn model_allowed(models: &[String], group: &str) -> bool {
+    models.is_empty()
+        || models.iter().any(|m| {
+            m == group
+                || m == "*"
+                || m == "all-proxy-models"
+                || m.strip_suffix('*').is_some_and(|p| group.starts_with(p))
+        })
+}
+
+impl KeyState {
+    fn new(rec: KeyRecord) -> Self {
+        Self {
+            rec,
+            reserved: 0.0,
+            model_reserved: HashMap::new(),
+            in_flight: 0,
+            minute: 0,
+            requests_this_minute: 0,
+            tokens_this_minute: 0,
+            deleted: false,
+        }
+    }
+}
+
+pub mod admin;

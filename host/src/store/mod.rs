@@ -1,0 +1,222 @@
+//! The embedded store (SQLite): virtual keys and spend logs.
+//!
+//! [`Store`] is a cheap, cloneable handle to one dedicated thread that owns the SQLite
+//! connection; no tokio worker ever waits on SQLite. Every call is a message on one queue,
+//! handled in order:
+//!
+//! - [`Store::record`] is for the request path: it queues a [`SpendEvent`] and returns at
+//!   once (the queue is unbounded, nothing is dropped). The thread drains what is queued
+//!   (up to 1024 messages per wake-up) and commits all of its events in one transaction;
+//!   several spend updates of one key in a batch are written once, with the newest value.
+//! - The admin calls ([`Store::put_key`], [`Store::replace_key`], [`Store::delete_keys`]) and
+//!   the reads ([`Store::load_keys`], [`Store::query_logs`]) first commit the events queued
+//!   before them, then run in their own transaction and answer once it is committed.
+//! - [`Store::flush`] answers once everything recorded before it is committed;
+//!   [`Store::close`] commits everything queued and stops the thread.
+//!
+//! A failed commit (disk full, database locked) is logged and retried with backoff; events
+//! that still cannot be written stay in memory and are retried with the next batch.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use llmgate::store::{SpendQuery, Store};
+//!
+//! let store = Store::open(&llmgate::store::default_path())?;
+//! let keys = store.load_keys().await?;
+//! // ... store.record(event) on every request ...
+//! let logs = store.query_logs(SpendQuery { limit: 50, ..Default::default() }).await?;
+//! store.close().await?;
+//! # let _ = (keys, logs);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The schema (`schema.rs`) is written so that a PostgreSQL backend can share it.
+
+mod rows;
+mod schema;
+mod types;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
+
+use anyhow::{Context, anyhow};
+use tokio::sync::{OnceCell, oneshot};
+
+pub use types::{KeyRecord, SpendEvent, SpendLog, SpendQuery};
+use worker::{Msg, Reply};
+
+/// [`Store::put_key`] or [`Store::replace_key`] was given a `key_alias` that another key
+/// already has; nothing was written. Find it with `err.downcast_ref::<AliasTaken>()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key_alias `{0}` is already taken by another key")]
+pub struct AliasTaken(pub String);
+
+/// Handle to the store thread. Cheap to clone; every clone talks to the same thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The queue to the thread; `None` once [`Store::close`] has taken it.
+    tx: RwLock<Option<mpsc::Sender<Msg>>>,
+    /// The outcome of the one real close, shared by every `close()` call.
+    closed: OnceCell<Result<(), String>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path` (creating the file and its parent folders if missing),
+    /// applies pending schema migrations, and starts the store thread. Fails, naming the
+    /// path, if the file is not an SQLite database or cannot be read or written.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = schema::open(path)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("llmgate-store".into())
+            .spawn(move || worker::run(conn, rx))
+            .context("starting the store thread")?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                tx: RwLock::new(Some(tx)),
+                closed: OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// All keys, oldest first (to load the in-memory ledger at start).
+    pub async fn load_keys(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        self.call(Msg::LoadKeys).await
+    }
+
+    /// Inserts a key or replaces every column of the key with the same token; committed
+    /// before it returns. Fails with [`AliasTaken`] if another key has the same alias.
+    pub async fn put_key(&self, rec: KeyRecord) -> anyhow::Result<()> {
+        self.call(|reply| Msg::PutKey(Box::new(rec), reply)).await
+    }
+
+    /// Deletes `old_token` and inserts `rec` in one transaction (key regeneration). Fails
+    /// with [`AliasTaken`] if a key other than those two has `rec`'s alias.
+    pub async fn replace_key(&self, old_token: String, rec: KeyRecord) -> anyhow::Result<()> {
+        self.call(|reply| Msg::ReplaceKey(old_token, Box::new(rec), reply))
+            .await
+    }
+
+    /// Deletes keys by token, in one transaction; returns the tokens that existed.
+    pub async fn delete_keys(&self, tokens: Vec<String>) -> anyhow::Result<Vec<String>> {
+        self.call(|reply| Msg::DeleteKeys(tokens, reply)).await
+    }
+
+    /// Queues a write from the request path: never blocks, never drops. After
+    /// [`Store::close`] the event is discarded with a warning.
+    pub fn record(&self, ev: SpendEvent) {
+        if self.send(Msg::Event(ev)).is_err() {
+            tracing::warn!(path = %self.inner.path.display(), "spend event after the store was closed; not written");
+        }
+    }
+
+    /// Spend log rows matching `q`, newest first (by `start_time_ms`, then `request_id`).
+    /// Sees every event recorded before the call.
+    pub async fn query_logs(&self, q: SpendQuery) -> anyhow::Result<Vec<SpendLog>> {
+        self.call(|reply| Msg::QueryLogs(q, reply)).await
+    }
+
+    /// Waits until everything [`record`](Store::record)ed before this call is committed.
+    /// Fails if the commit failed even after retries (the events stay queued in memory).
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.call(Msg::Flush).await
+    }
+
+    /// Commits every queued write, closes the database and stops the thread. Idempotent:
+    /// later (and concurrent) calls return the outcome of the first. Afterwards
+    /// [`record`](Store::record) discards events and the other calls fail.
+    pub async fn close(&self) -> anyhow::Result<()> {
+        self.inner
+            .closed
+            .get_or_init(|| async {
+                let sender = self
+                    .inner
+                    .tx
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                let Some(sender) = sender else {
+                    return Ok(());
+                };
+                let (reply, answer) = oneshot::channel();
+                let sent = sender.send(Msg::Close(reply));
+                drop(sender);
+                if sent.is_err() {
+                    return Err("the store thread has stopped".to_owned());
+                }
+                match answer.await {
+                    Ok(result) => result.map_err(|e| format!("{e:#}")),
+                    Err(_) => Err("the store thread has stopped".to_owned()),
+                }
+            })
+            .await
+            .clone()
+            .map_err(|e| anyhow!("closing the store {}: {e}", self.inner.path.display()))
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), Msg> {
+        let guard = self.inner.tx.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(tx) => tx.send(msg).map_err(|e| e.0),
+            None => Err(msg),
+        }
+    }
+
+    async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> anyhow::Result<T> {
+        let (reply, answer) = oneshot::channel();
+        if self.send(msg(reply)).is_err() {
+            return Err(anyhow!("the store {} is closed", self.inner.path.display()));
+        }
+        answer
+            .await
+            .map_err(|_| anyhow!("the store thread has stopped"))?
+    }
+}
+
+/// Where the database lives by default: `$LLMGATE_DB`, else
+/// `$XDG_DATA_HOME/llmgate/llmgate.db`, else `$HOME/.local/share/llmgate/llmgate.db`,
+/// else `./llmgate.db`. Empty variables count as unset.
+pub fn default_path() -> PathBuf {
+    default_path_from(|name| std::env::var_os(name))
+}
+
+fn default_path_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
+    let var = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(path) = var("LLMGATE_DB") {
+        path
+    } else if let Some(data) = var("XDG_DATA_HOME") {
+        data.join("llmgate").join("llmgate.db")
+    } else if let Some(home) = var("HOME") {
+        home.join(".local")
+            .join("share")
+            .join("llmgate")
+            .join("llmgate.db")
+    } else {
+        PathBuf::from("llmgate.db")
+    }
+}

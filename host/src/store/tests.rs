@@ -1,0 +1,535 @@
+//! Store tests: each opens a fresh database in a temporary folder.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::*;
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("nested").join("llmgate.db")
+}
+
+fn key(token: &str, alias: Option<&str>) -> KeyRecord {
+    KeyRecord {
+        token: token.to_owned(),
+        key_name: format!("sk-...{}", &token[token.len().saturating_sub(4)..]),
+        key_alias: alias.map(str::to_owned),
+        spend: 1.25,
+        max_budget: Some(10.5),
+        budget_duration: Some("30d".to_owned()),
+        budget_reset_at: Some(1_700_000_000),
+        expires: Some(1_800_000_000),
+        models: vec!["gpt-4o".to_owned(), "claude-*".to_owned()],
+        metadata: json!({"team": "search", "n": [1, 2]}),
+        tpm_limit: Some(100_000),
+        rpm_limit: Some(60),
+        max_parallel_requests: Some(1 << 40),
+        model_max_budget: json!({"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}),
+        model_spend: json!({"gpt-4o": {"spend": 0.1, "reset_at": 1_700_000_000}}),
+        blocked: true,
+        user_id: Some("alice".to_owned()),
+        team_id: Some("t1".to_owned()),
+        created_at: 1_690_000_000,
+        updated_at: 1_690_000_001,
+    }
+}
+
+fn bare_key(token: &str) -> KeyRecord {
+    KeyRecord {
+        token: token.to_owned(),
+        key_name: "sk-...bare".to_owned(),
+        key_alias: None,
+        spend: 0.0,
+        max_budget: None,
+        budget_duration: None,
+        budget_reset_at: None,
+        expires: None,
+        models: vec![],
+        metadata: json!({}),
+        tpm_limit: None,
+        rpm_limit: None,
+        max_parallel_requests: None,
+        model_max_budget: json!({}),
+        model_spend: json!({}),
+        blocked: false,
+        user_id: None,
+        team_id: None,
+        created_at: 1_690_000_100,
+        updated_at: 1_690_000_100,
+    }
+}
+
+fn log(id: &str, api_key: &str, user: &str, start: i64) -> SpendLog {
+    SpendLog {
+        request_id: id.to_owned(),
+        call_type: "acompletion".to_owned(),
+        api_key: api_key.to_owned(),
+        spend: 0.000_123_456_789,
+        total_tokens: 30,
+        prompt_tokens: 10,
+        completion_tokens: 20,
+        cache_read_input_tokens: 3,
+        cache_creation_input_tokens: 4,
+        reasoning_tokens: 5,
+        start_time_ms: start,
+        end_time_ms: start + 500,
+        completion_start_time_ms: Some(start + 100),
+        model: "gpt-4o-2024-08-06".to_owned(),
+        model_group: "gpt-4o".to_owned(),
+        model_id: "dep-1".to_owned(),
+        custom_llm_provider: "openai".to_owned(),
+        api_base: "https://api.openai.com/v1".to_owned(),
+        status: "success".to_owned(),
+        user: user.to_owned(),
+        metadata: json!({"key_alias": "ci", "attempts": [{"deployment": "dep-1"}]}),
+        request_tags: vec!["prod".to_owned(), "batch".to_owned()],
+        messages: Some(json!([{"role": "user", "content": "hi"}])),
+        response: Some(json!(null)),
+        requester_ip_address: Some("10.0.0.1".to_owned()),
+    }
+}
+
+fn key_spend(token: &str, spend: f64) -> SpendEvent {
+    SpendEvent::KeySpend {
+        token: token.to_owned(),
+        spend,
+        budget_reset_at: Some(1_700_000_999),
+        model_spend: json!({"gpt-4o": {"spend": spend, "reset_at": 1_700_000_999}}),
+    }
+}
+
+async fn all_logs(store: &Store) -> Vec<SpendLog> {
+    store.query_logs(SpendQuery::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_reopen_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    for _ in 0..3 {
+        let store = Store::open(&path).unwrap();
+        store.put_key(bare_key("a")).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (version, rows) = schema::version(&conn).unwrap();
+    assert_eq!(version, i64::try_from(schema::LATEST).unwrap());
+    assert_eq!(rows, version, "one row per migration, none applied twice");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    Store::open(&path).unwrap().close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("INSERT INTO llmgate_schema_version VALUES (999, 0)", [])
+        .unwrap();
+    drop(conn);
+    let err = format!("{:#}", Store::open(&path).unwrap_err());
+    assert!(err.contains("999"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn keys_round_trip_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    let full = key("aaaa1111", Some("ci"));
+    let bare = bare_key("bbbb2222");
+    store.put_key(full.clone()).await.unwrap();
+    store.put_key(bare.clone()).await.unwrap();
+    assert_eq!(
+        store.load_keys().await.unwrap(),
+        vec![full.clone(), bare.clone()]
+    );
+
+    // put_key replaces every column.
+    let mut changed = bare_key("aaaa1111");
+    changed.key_alias = Some("ci-2".to_owned());
+    store.put_key(changed.clone()).await.unwrap();
+    let mut expected = vec![changed.clone(), bare.clone()];
+    expected.sort_by_key(|k| (k.created_at, k.token.clone()));
+    assert_eq!(store.load_keys().await.unwrap(), expected);
+
+    // Regeneration: the old token goes, the new one comes, in one step.
+    let mut regenerated = full.clone();
+    regenerated.token = "cccc3333".to_owned();
+    store
+        .replace_key("aaaa1111".to_owned(), regenerated.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_keys().await.unwrap(),
+        vec![regenerated.clone(), bare.clone()]
+    );
+
+    let deleted = store
+        .delete_keys(vec![
+            "cccc3333".to_owned(),
+            "missing".to_owned(),
+            "bbbb2222".to_owned(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec!["cccc3333".to_owned(), "bbbb2222".to_owned()]);
+    assert!(store.load_keys().await.unwrap().is_empty());
+
+    store.put_key(full.clone()).await.unwrap();
+    store.close().await.unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.load_keys().await.unwrap(), vec![full]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn counters_beyond_i64_are_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    let mut k = bare_key("big");
+    k.tpm_limit = Some(u64::MAX);
+    store.put_key(k).await.unwrap();
+    let mut l = log("r1", "big", "u", 1);
+    l.total_tokens = u64::MAX;
+    store.record(SpendEvent::Log(Box::new(l)));
+    assert_eq!(
+        store.load_keys().await.unwrap()[0].tpm_limit,
+        Some(i64::MAX.unsigned_abs())
+    );
+    assert_eq!(
+        all_logs(&store).await[0].total_tokens,
+        i64::MAX.unsigned_abs()
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn alias_must_be_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    store.put_key(key("t1", Some("shared"))).await.unwrap();
+
+    let err = store.put_key(key("t2", Some("shared"))).await.unwrap_err();
+    assert!(err.to_string().contains("already taken"), "{err}");
+    assert_eq!(
+        err.downcast_ref::<AliasTaken>(),
+        Some(&AliasTaken("shared".to_owned()))
+    );
+    assert_eq!(store.load_keys().await.unwrap().len(), 1, "nothing written");
+
+    // The same key keeps its own alias; keys without aliases do not collide.
+    store.put_key(key("t1", Some("shared"))).await.unwrap();
+    store.put_key(bare_key("t3")).await.unwrap();
+    store.put_key(bare_key("t4")).await.unwrap();
+
+    // Regeneration keeps the alias of the key it replaces, but cannot take another's.
+    store
+        .replace_key("t1".to_owned(), key("t5", Some("shared")))
+        .await
+        .unwrap();
+    let err = store
+        .replace_key("t3".to_owned(), key("t6", Some("shared")))
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<AliasTaken>().is_some(), "{err}");
+    let tokens: Vec<_> = store
+        .load_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.token)
+        .collect();
+    assert_eq!(
+        tokens,
+        vec!["t5", "t3", "t4"],
+        "the failed replace deleted nothing"
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn recorded_spend_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    store.put_key(bare_key("k1")).await.unwrap();
+    let first = log("r1", "k1", "bob", 1_000);
+    store.record(SpendEvent::Log(Box::new(first.clone())));
+    store.record(key_spend("k1", 0.5));
+    store.record(key_spend("k1", 0.75));
+    store.record(key_spend("deleted-key", 9.0));
+    store.flush().await.unwrap();
+    assert_eq!(all_logs(&store).await, vec![first.clone()]);
+    store.close().await.unwrap();
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(all_logs(&store).await, vec![first]);
+    let keys = store.load_keys().await.unwrap();
+    assert_eq!(
+        keys.len(),
+        1,
+        "a spend update of an unknown key inserts nothing"
+    );
+    assert_eq!(keys[0].spend, 0.75, "the newest spend wins");
+    assert_eq!(keys[0].budget_reset_at, Some(1_700_000_999));
+    assert_eq!(
+        keys[0].model_spend,
+        json!({"gpt-4o": {"spend": 0.75, "reset_at": 1_700_000_999}})
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_request_id_replaces_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.flush().await.unwrap();
+    let mut again = log("r1", "k", "u", 2);
+    again.status = "failure".to_owned();
+    again.messages = None;
+    again.response = None;
+    store.record(SpendEvent::Log(Box::new(again.clone())));
+    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 3))));
+    store.flush().await.unwrap();
+    let logs = all_logs(&store).await;
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[1], again);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn close_drains_every_queued_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    store.put_key(bare_key("k1")).await.unwrap();
+    const N: i64 = 5_000;
+    for i in 0..N {
+        store.record(SpendEvent::Log(Box::new(log(
+            &format!("r{i:05}"),
+            "k1",
+            "u",
+            i,
+        ))));
+        #[expect(clippy::cast_precision_loss, reason = "small test numbers")]
+        store.record(key_spend("k1", i as f64));
+    }
+    store.close().await.unwrap();
+    // Idempotent; afterwards record is a no-op and calls fail.
+    store.close().await.unwrap();
+    store.record(SpendEvent::Log(Box::new(log("late", "k1", "u", 0))));
+    assert!(store.flush().await.is_err());
+    assert!(store.load_keys().await.is_err());
+
+    let store = Store::open(&path).unwrap();
+    let logs = all_logs(&store).await;
+    assert_eq!(logs.len(), usize::try_from(N).unwrap());
+    assert_eq!(logs[0].request_id, format!("r{:05}", N - 1));
+    #[expect(clippy::cast_precision_loss, reason = "small test numbers")]
+    let last = (N - 1) as f64;
+    assert_eq!(store.load_keys().await.unwrap()[0].spend, last);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_close_calls_all_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    for i in 0..2_000 {
+        store.record(SpendEvent::Log(Box::new(log(
+            &format!("r{i}"),
+            "k",
+            "u",
+            i,
+        ))));
+    }
+    let other = store.clone();
+    let (a, b) = tokio::join!(store.close(), other.close());
+    a.unwrap();
+    b.unwrap();
+    // Both returned only after the drain: the file holds everything.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM llmgate_spend_logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2_000);
+}
+
+#[tokio::test]
+async fn key_spend_does_not_clobber_admin_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    store.put_key(key("k1", Some("a"))).await.unwrap();
+
+    // An admin update of other columns, then the ledger's spend: both kept.
+    let mut updated = key("k1", Some("a"));
+    updated.max_budget = Some(99.0);
+    updated.blocked = false;
+    store.put_key(updated.clone()).await.unwrap();
+    store.record(key_spend("k1", 3.0));
+    store.flush().await.unwrap();
+
+    // A spend update queued before an admin change is applied before it.
+    store.record(key_spend("k1", 4.0));
+    let mut again = updated.clone();
+    again.max_budget = Some(100.0);
+    again.spend = 4.5;
+    store.put_key(again).await.unwrap();
+
+    let keys = store.load_keys().await.unwrap();
+    assert_eq!(keys[0].max_budget, Some(100.0));
+    assert_eq!(keys[0].spend, 4.5);
+
+    store.record(key_spend("k1", 5.0));
+    store.close().await.unwrap();
+    let store = Store::open(&path).unwrap();
+    let k = &store.load_keys().await.unwrap()[0];
+    assert_eq!(k.max_budget, Some(100.0));
+    assert!(!k.blocked);
+    assert_eq!(k.key_alias.as_deref(), Some("a"));
+    assert_eq!(k.spend, 5.0);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn query_filters_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    let rows = [
+        log("a", "k1", "alice", 100),
+        log("b", "k1", "bob", 200),
+        log("c", "k2", "alice", 200),
+        log("d", "k2", "bob", 300),
+        log("e", "k1", "alice", 400),
+    ];
+    for row in &rows {
+        store.record(SpendEvent::Log(Box::new(row.clone())));
+    }
+    let ids = |logs: Vec<SpendLog>| logs.into_iter().map(|l| l.request_id).collect::<Vec<_>>();
+    let q = |f: fn(&mut SpendQuery)| {
+        let mut q = SpendQuery::default();
+        f(&mut q);
+        q
+    };
+    // No flush: a read sees what was recorded before it.
+    assert_eq!(ids(all_logs(&store).await), ["e", "d", "c", "b", "a"]);
+    let cases: [(SpendQuery, &[&str]); 9] = [
+        (q(|q| q.api_key = Some("k1".into())), &["e", "b", "a"]),
+        (q(|q| q.request_id = Some("c".into())), &["c"]),
+        (q(|q| q.request_id = Some("zzz".into())), &[]),
+        (q(|q| q.user = Some("alice".into())), &["e", "c", "a"]),
+        (q(|q| q.start_ms = Some(200)), &["e", "d", "c", "b"]),
+        (q(|q| q.end_ms = Some(300)), &["c", "b", "a"]),
+        (
+            q(|q| {
+                q.start_ms = Some(200);
+                q.end_ms = Some(400);
+                q.user = Some("bob".into());
+            }),
+            &["d", "b"],
+        ),
+        (q(|q| q.limit = 2), &["e", "d"]),
+        (
+            q(|q| {
+                q.api_key = Some("k2".into());
+                q.limit = 1;
+            }),
+            &["d"],
+        ),
+    ];
+    for (query, expected) in cases {
+        let got = ids(store.query_logs(query.clone()).await.unwrap());
+        assert_eq!(got, expected, "{query:?}");
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_commit_keeps_events_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON llmgate_spend_logs
+             BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+        )
+        .unwrap();
+    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    let err = store.flush().await.unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+
+    other.execute_batch("DROP TRIGGER fail").unwrap();
+    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 2))));
+    store.flush().await.unwrap();
+    assert_eq!(
+        ids_of(&store).await,
+        ["r2", "r1"],
+        "the failed event was kept and retried"
+    );
+    store.close().await.unwrap();
+}
+
+async fn ids_of(store: &Store) -> Vec<String> {
+    all_logs(store)
+        .await
+        .into_iter()
+        .map(|l| l.request_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn garbage_file_fails_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-db.db");
+    std::fs::write(
+        &path,
+        b"this is not an SQLite database, just some text\n".repeat(100),
+    )
+    .unwrap();
+    let err = format!("{:#}", Store::open(&path).unwrap_err());
+    assert!(err.contains(&path.display().to_string()), "{err}");
+
+    // A folder where the file should be fails the same way.
+    let err = format!("{:#}", Store::open(dir.path()).unwrap_err());
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+}
+
+#[test]
+fn default_path_order() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    assert_eq!(
+        default_path_from(env(&[("LLMGATE_DB", "/x/y.db"), ("HOME", "/h")])),
+        Path::new("/x/y.db")
+    );
+    assert_eq!(
+        default_path_from(env(&[
+            ("LLMGATE_DB", ""),
+            ("XDG_DATA_HOME", "/d"),
+            ("HOME", "/h")
+        ])),
+        Path::new("/d/llmgate/llmgate.db")
+    );
+    assert_eq!(
+        default_path_from(env(&[("HOME", "/h")])),
+        Path::new("/h/.local/share/llmgate/llmgate.db")
+    );
+    assert_eq!(default_path_from(env(&[])), Path::new("llmgate.db"));
+}

@@ -1,0 +1,314 @@
+//! The store thread: owns the SQLite connection, takes messages in queue order, and commits
+//! the spend events of each batch in one transaction.
+//!
+//! A wake-up drains up to [`MAX_BATCH`] queued messages. Spend events accumulate in
+//! [`Pending`]; an admin command first commits what is pending (so it is applied after
+//! every event queued before it), then runs in its own transaction. A failed commit is
+//! retried with backoff; if it still fails, the events stay pending and are retried with
+//! the next batch (or after [`IDLE_RETRY`] when nothing arrives), and whoever waits on them
+//! (`flush`, `close`) gets the error.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::AliasTaken;
+use super::rows::{self, KeySpend};
+use super::types::{KeyRecord, SpendEvent, SpendLog, SpendQuery};
+
+/// Most messages taken from the queue per wake-up.
+const MAX_BATCH: usize = 1024;
+/// Waits between the attempts at committing one batch (so `len() + 1` attempts).
+const BACKOFF: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(800),
+];
+/// With events left over from a failed commit, retry this often when the queue is idle.
+const IDLE_RETRY: Duration = Duration::from_secs(5);
+
+/// Where a command's answer goes.
+pub(super) type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
+
+/// What the [`Store`](super::Store) handle sends to the thread.
+pub(super) enum Msg {
+    /// A write from the hot path, batched.
+    Event(SpendEvent),
+    /// Answer once every event queued before it is committed.
+    Flush(Reply<()>),
+    /// Commit everything, close the connection, answer, stop. Always the last message.
+    Close(Reply<()>),
+    /// All keys.
+    LoadKeys(Reply<Vec<KeyRecord>>),
+    /// Insert or replace one key.
+    PutKey(Box<KeyRecord>, Reply<()>),
+    /// Delete the first key and insert the second, atomically.
+    ReplaceKey(String, Box<KeyRecord>, Reply<()>),
+    /// Delete keys; answers the tokens that existed.
+    DeleteKeys(Vec<String>, Reply<Vec<String>>),
+    /// Read spend logs.
+    QueryLogs(SpendQuery, Reply<Vec<SpendLog>>),
+}
+
+/// Spend events received but not committed yet, and who waits for them.
+#[derive(Default)]
+struct Pending {
+    logs: Vec<SpendLog>,
+    /// Last reported spend per token: only the newest value needs writing.
+    key_spend: HashMap<String, KeySpend>,
+    waiters: Vec<Reply<()>>,
+}
+
+impl Pending {
+    fn has_data(&self) -> bool {
+        !self.logs.is_empty() || !self.key_spend.is_empty()
+    }
+
+    fn add(&mut self, ev: SpendEvent) {
+        match ev {
+            SpendEvent::Log(log) => self.logs.push(*log),
+            SpendEvent::KeySpend {
+                token,
+                spend,
+                budget_reset_at,
+                model_spend,
+            } => {
+                self.key_spend.insert(
+                    token,
+                    KeySpend {
+                        spend,
+                        budget_reset_at,
+                        model_spend,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A key row was just written or deleted by an admin command, which carries the ledger's
+    /// newest values: an older pending spend must not overwrite it later.
+    fn forget_key(&mut self, token: &str) {
+        self.key_spend.remove(token);
+    }
+}
+
+/// The thread's body: runs until [`Msg::Close`] or until every handle is dropped.
+pub(super) fn run(conn: Connection, rx: Receiver<Msg>) {
+    let mut worker = Worker {
+        conn,
+        pending: Pending::default(),
+    };
+    let mut close_reply = None;
+    'outer: loop {
+        let first = if worker.pending.has_data() {
+            match rx.recv_timeout(IDLE_RETRY) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    worker.commit();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(msg) => msg,
+                Err(_) => break,
+            }
+        };
+        let batch = std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1));
+        for msg in batch {
+            if let Msg::Close(reply) = msg {
+                close_reply = Some(reply);
+                break 'outer;
+            }
+            worker.handle(msg);
+        }
+        worker.commit();
+    }
+    // Closing (or every handle dropped): commit what is left, then close the connection.
+    worker.commit();
+    let Worker { conn, pending } = worker;
+    let mut result = if pending.has_data() {
+        Err(anyhow!(
+            "{} spend log rows and {} key spend updates could not be written",
+            pending.logs.len(),
+            pending.key_spend.len()
+        ))
+    } else {
+        Ok(())
+    };
+    if let Err(e) = &result {
+        tracing::error!("store closing: {e:#}");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::error!("closing the database: {e}");
+        if result.is_ok() {
+            result = Err(anyhow::Error::new(e).context("closing the database"));
+        }
+    }
+    if let Some(reply) = close_reply {
+        let _ = reply.send(result);
+    }
+}
+
+struct Worker {
+    conn: Connection,
+    pending: Pending,
+}
+
+impl Worker {
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(ev) => self.pending.add(ev),
+            Msg::Flush(reply) => self.pending.waiters.push(reply),
+            Msg::Close(reply) => {
+                // `run` stops at Close; answer anyway rather than leave the caller hanging.
+                let _ = reply.send(Ok(()));
+            }
+            Msg::LoadKeys(reply) => {
+                self.commit();
+                let _ = reply.send(rows::load_keys(&self.conn).context("loading keys"));
+            }
+            Msg::PutKey(rec, reply) => {
+                self.commit();
+                let result = self.put_key(&rec);
+                if result.is_ok() {
+                    self.pending.forget_key(&rec.token);
+                }
+                let _ = reply.send(result);
+            }
+            Msg::ReplaceKey(old, rec, reply) => {
+                self.commit();
+                let result = self.replace_key(&old, &rec);
+                if result.is_ok() {
+                    self.pending.forget_key(&old);
+                    self.pending.forget_key(&rec.token);
+                }
+                let _ = reply.send(result);
+            }
+            Msg::DeleteKeys(tokens, reply) => {
+                self.commit();
+                let result = self.delete_keys(tokens);
+                if let Ok(deleted) = &result {
+                    for token in deleted {
+                        self.pending.forget_key(token);
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Msg::QueryLogs(q, reply) => {
+                self.commit();
+                let _ = reply.send(rows::query_logs(&self.conn, &q).context("reading spend logs"));
+            }
+        }
+    }
+
+    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        check_alias(&tx, rec)?;
+        rows::upsert_key(&tx, rec).context("writing the key")?;
+        tx.commit().context("committing the key")?;
+        Ok(())
+    }
+
+    fn replace_key(&mut self, old: &str, rec: &KeyRecord) -> anyhow::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        rows::delete_key(&tx, old).context("deleting the old key")?;
+        check_alias(&tx, rec)?;
+        rows::upsert_key(&tx, rec).context("writing the new key")?;
+        tx.commit().context("committing the key")?;
+        Ok(())
+    }
+
+    fn delete_keys(&mut self, tokens: Vec<String>) -> anyhow::Result<Vec<String>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deleted = Vec::new();
+        for token in tokens {
+            if rows::delete_key(&tx, &token).context("deleting a key")? {
+                deleted.push(token);
+            }
+        }
+        tx.commit().context("committing the deletion")?;
+        Ok(deleted)
+    }
+
+    /// Commits the pending events (retrying with backoff) and answers the waiters.
+    fn commit(&mut self) {
+        if !self.pending.has_data() {
+            for waiter in self.pending.waiters.drain(..) {
+                let _ = waiter.send(Ok(()));
+            }
+            return;
+        }
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match write_events(&mut self.conn, &self.pending) {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    tracing::error!(
+                        attempt,
+                        logs = self.pending.logs.len(),
+                        keys = self.pending.key_spend.len(),
+                        "writing spend to the database failed: {e}"
+                    );
+                    match BACKOFF.get(attempt - 1) {
+                        Some(wait) => std::thread::sleep(*wait),
+                        None => break Err(e),
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.pending.logs.clear();
+                self.pending.key_spend.clear();
+                for waiter in self.pending.waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    logs = self.pending.logs.len(),
+                    keys = self.pending.key_spend.len(),
+                    "spend kept in memory; retried with the next write"
+                );
+                for waiter in self.pending.waiters.drain(..) {
+                    let _ = waiter.send(Err(anyhow!(
+                        "writing spend to the database failed after {attempt} attempts: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Fails with [`AliasTaken`] when another key has `rec`'s alias.
+fn check_alias(conn: &Connection, rec: &KeyRecord) -> anyhow::Result<()> {
+    if let Some(alias) = &rec.key_alias
+        && rows::alias_owner(conn, alias, &rec.token)?.is_some()
+    {
+        return Err(AliasTaken(alias.clone()).into());
+    }
+    Ok(())
+}
+
+/// One transaction: every pending log row, then the newest spend of each key.
+fn write_events(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for log in &pending.logs {
+        rows::upsert_log(&tx, log)?;
+    }
+    rows::update_key_spend(&tx, &pending.key_spend)?;
+    tx.commit()
+}
