@@ -240,10 +240,11 @@ impl Ledger {
             .cloned()
     }
 
-    fn check_alias(&self, rec: &KeyRecord) -> Result<(), Error> {
+    /// The alias of `rec` must not belong to another key (`own` is the key being changed).
+    fn check_alias(&self, rec: &KeyRecord, own: Option<&Arc<KeyEntry>>) -> Result<(), Error> {
         if let Some(alias) = &rec.key_alias
             && let Some(other) = self.find_alias(alias)
-            && other.lock().rec.token != rec.token
+            && !own.is_some_and(|o| Arc::ptr_eq(o, &other))
         {
             return Err(Error::BadRequest(format!(
                 "key_alias `{alias}` is already used by another key"
@@ -295,7 +296,7 @@ impl Ledger {
             updated_at: now,
         };
         apply(&mut rec, body, now)?;
-        self.check_alias(&rec)?;
+        self.check_alias(&rec, None)?;
         self.store
             .put_key(rec.clone())
             .await
@@ -318,7 +319,7 @@ impl Ledger {
         let now = unix_now();
         let mut rec = entry.record();
         apply(&mut rec, body, now)?;
-        self.check_alias(&rec)?;
+        self.check_alias(&rec, Some(&entry))?;
         self.store
             .put_key(rec.clone())
             .await
@@ -430,7 +431,7 @@ impl Ledger {
         apply(&mut rec, body, now)?;
         rec.token = hash_key(&key);
         rec.key_name = key_name(&key);
-        self.check_alias(&rec)?;
+        self.check_alias(&rec, Some(&entry))?;
         self.store
             .replace_key(old_token.clone(), rec.clone())
             .await

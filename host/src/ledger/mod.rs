@@ -476,22 +476,23 @@ impl Ledger {
     /// Admit a request: check the key and reserve the worst case. `Open` and `Master`
     /// callers are not limited but their requests are still logged and costed.
     pub fn admit(self: &Arc<Self>, caller: &Caller, req: Admit<'_>) -> Result<Ticket, Error> {
-        let mut ticket = Ticket {
+        let mut log = req.log;
+        let ticket = |log: SpendLog, key: Option<Arc<KeyEntry>>, reserved: f64, rate_headers| Ticket {
             ledger: self.clone(),
-            key: None,
+            key,
             group: req.group.to_string(),
-            reserved: 0.0,
-            log: req.log,
-            rate_headers: Vec::new(),
+            reserved,
+            log,
+            rate_headers,
             fallback_cost: 0.0,
             settled: false,
         };
         let Caller::Key(key) = caller else {
             if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
                 // As LiteLLM does: the master key's requests are logged under its hash.
-                ticket.log.api_key = crate::hex(h);
+                log.api_key = crate::hex(h);
             }
-            return Ok(ticket);
+            return Ok(ticket(log, None, 0.0, Vec::new()));
         };
         let now = unix_now();
         let mut st = key.lock();
@@ -612,10 +613,9 @@ impl Ledger {
         }
         st.in_flight += 1;
         st.requests_this_minute += 1;
-        ticket.rate_headers = rate_headers(&st, reset_secs);
-        ticket.reserved = worst;
-        ticket.log.api_key = st.rec.token.clone();
-        if let Some(m) = ticket.log.metadata.as_object_mut() {
+        let headers = rate_headers(&st, reset_secs);
+        log.api_key = st.rec.token.clone();
+        if let Some(m) = log.metadata.as_object_mut() {
             if let Some(alias) = &st.rec.key_alias {
                 m.insert("user_api_key_alias".into(), json!(alias));
             }
@@ -627,8 +627,8 @@ impl Ledger {
             }
         }
         drop(st);
-        ticket.key = Some(key.clone());
-        Ok(ticket)
+        // Built only now: a refused request holds no ticket, so it writes no spend row.
+        Ok(ticket(log, Some(key.clone()), worst, headers))
     }
 }
 

@@ -55,9 +55,11 @@ pub struct State {
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
     log_budget: u32,
-    /// When the current call started, for the deadline.
+    /// When the current call started, for the wall-clock backstop.
     call_started: std::time::Instant,
     call_timeout: Duration,
+    /// Epoch ticks the current call has been seen running (its CPU time, in ticks).
+    ticks: u32,
 }
 
 impl WasiView for State {
@@ -216,14 +218,20 @@ impl Runtime {
                 log_budget: LOG_LINES_PER_STORE,
                 call_started: std::time::Instant::now(),
                 call_timeout: self.limits.call_timeout,
+                ticks: 0,
             },
         );
         store.limiter(|s| &mut s.limits);
-        // Every tick: yield to the executor, or interrupt a call that is over its deadline.
+        // Every tick the guest is seen running: yield to the executor, or interrupt a call
+        // that has run for its deadline. Ticks count running time, not time spent waiting
+        // to be scheduled, so a loaded machine does not fail well-behaved calls; a
+        // wall-clock backstop of 20 deadlines still ends a call however it is scheduled.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let s = ctx.data();
-            if s.call_started.elapsed() > s.call_timeout {
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            s.ticks = s.ticks.saturating_add(1);
+            let budget = (s.call_timeout.as_micros() / TICK.as_micros()).max(1);
+            if u128::from(s.ticks) > budget || s.call_started.elapsed() > s.call_timeout * 20 {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             } else {
                 Ok(wasmtime::UpdateDeadline::Yield(1))
@@ -234,7 +242,9 @@ impl Runtime {
 
     /// Start the deadline clock for a call.
     fn arm(&self, store: &mut Store<State>) {
-        store.data_mut().call_started = std::time::Instant::now();
+        let s = store.data_mut();
+        s.call_started = std::time::Instant::now();
+        s.ticks = 0;
         store.set_epoch_deadline(1);
     }
 
