@@ -47,6 +47,8 @@ pub struct Spec<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// Do not pass `--plugins-dir` (the test sets it another way).
     pub no_plugins_dir_arg: bool,
+    /// Port to listen on; 0 (the default) picks a free one.
+    pub port: u16,
 }
 
 impl Default for Spec<'_> {
@@ -57,6 +59,7 @@ impl Default for Spec<'_> {
             args: &[],
             env: &[],
             no_plugins_dir_arg: false,
+            port: 0,
         }
     }
 }
@@ -78,8 +81,13 @@ impl Gateway {
         for p in spec.plugins {
             std::fs::copy(plugin(p), plugins.join(format!("{p}.wasm"))).unwrap();
         }
+        // The default routing policy is always there unless a test lists plugins that
+        // include it (a test that wants none passes its own folder).
+        if !spec.plugins.is_empty() && !spec.plugins.contains(&"policy-router") {
+            std::fs::copy(plugin("policy-router"), plugins.join("policy-router.wasm")).unwrap();
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmgate"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+        cmd.args(["--host", "127.0.0.1", "--port", &spec.port.to_string()]);
         if !spec.no_plugins_dir_arg {
             cmd.arg("--plugins-dir").arg(&plugins);
         }
@@ -91,6 +99,10 @@ impl Gateway {
         cmd.args(spec.args);
         cmd.env("LLMGATE_LOG", "info,llmgate=debug");
         cmd.env_remove("LLMGATE_CONFIG");
+        cmd.env_remove("LITELLM_MASTER_KEY");
+        cmd.env_remove("LLMGATE_MASTER_KEY");
+        // Each gateway gets its own database, unless the test names one.
+        cmd.env("LLMGATE_DB", dir.path().join("llmgate.db"));
         for (k, v) in spec.env {
             cmd.env(k, v);
         }
@@ -152,6 +164,33 @@ impl Gateway {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stop gracefully: `kill -TERM <pid>`, then wait up to `timeout` for the exit.
+    /// Returns the exit status, or `None` if the process did not exit in time (it is then
+    /// still killed on drop).
+    pub fn stop_graceful(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {} failed", self.child.id());
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// `POST {url}{path}` with a JSON body.

@@ -248,7 +248,7 @@ async fn unreachable_upstream_is_502_then_falls_back_within_the_group() {
         .local_addr()
         .unwrap();
     let cfg = format!(
-        "model_list:\n  - model_name: solo\n    litellm_params: {{model: openai/mock-gpt, api_base: 'http://{dead}/v1'}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-error-500, api_base: '{u}/v1', api_key: sk-upstream}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream}}\n",
+        "model_list:\n  - model_name: solo\n    litellm_params: {{model: openai/mock-gpt, api_base: 'http://{dead}/v1'}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-error-500, api_base: '{u}/v1', api_key: sk-upstream, order: 1}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream, order: 2}}\n",
         u = m.url()
     );
     let gw = Gateway::start(&cfg);

@@ -90,7 +90,7 @@ async fn a_broken_plugin_file_is_listed_with_its_error_and_others_still_serve() 
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    for p in ["openai", "policy-ordered"] {
+    for p in ["openai", "policy-ordered", "policy-router"] {
         std::fs::copy(crate::harness::plugin(p), plugins.join(format!("{p}.wasm"))).unwrap();
     }
     std::fs::write(plugins.join("junk.wasm"), b"\0asm not really").unwrap();

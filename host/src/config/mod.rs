@@ -5,6 +5,7 @@
 //! LiteLLM user's config starts unchanged.
 
 pub mod raw;
+pub mod routing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -133,6 +134,10 @@ pub struct Config {
     pub default_policy: PolicyChoice,
     /// Per-group routing policy.
     pub group_policies: HashMap<String, PolicyChoice>,
+    /// Fallbacks, retries, cooldowns, aliases and auto models.
+    pub routing: routing::Routing,
+    /// Per group (and auto model): deployments of its related groups.
+    pub related: HashMap<String, Vec<usize>>,
     /// Largest request body, bytes.
     pub max_request_body_bytes: usize,
     /// Largest non-streamed upstream body, bytes.
@@ -250,16 +255,20 @@ pub fn validate(
     for key in raw.other.keys() {
         v.warn(key, "unknown top-level key, ignored");
     }
-    for key in raw.router_settings.keys() {
-        v.warn(
-            &format!("router_settings.{key}"),
-            "not supported yet, ignored",
-        );
-    }
     for key in raw.litellm_settings.keys() {
         if !matches!(
             key.as_str(),
-            "request_timeout" | "drop_params" | "set_verbose" | "json_logs"
+            "request_timeout"
+                | "drop_params"
+                | "set_verbose"
+                | "json_logs"
+                | "num_retries"
+                | "fallbacks"
+                | "context_window_fallbacks"
+                | "content_policy_fallbacks"
+                | "default_fallbacks"
+                | "allowed_fails"
+                | "cooldown_time"
         ) {
             v.warn(
                 &format!("litellm_settings.{key}"),
@@ -383,25 +392,50 @@ pub fn validate(
             );
         }
     }
+    let group_names: Vec<String> = groups.keys().cloned().collect();
+    let routing = routing::parse(
+        &mut v,
+        &raw.router_settings,
+        &raw.litellm_settings,
+        ll.routing.auto.clone(),
+        &group_names,
+    );
+    let routing_view = routing.policy_view();
+    // The policy's config: the routing settings, under the policy's own config.
+    let merged = |own: serde_json::Value| -> serde_json::Value {
+        let mut base = routing_view.clone();
+        if let (Some(b), serde_json::Value::Object(o)) = (base.as_object_mut(), own) {
+            for (k, val) in o {
+                b.insert(k, val);
+            }
+        }
+        base
+    };
+    let default_config = v.policy_config(
+        "llmgate.routing.default_policy_config",
+        ll.routing.default_policy_config,
+    );
     let default_policy = PolicyChoice {
-        policy: ll
-            .routing
-            .default_policy
-            .unwrap_or_else(|| "ordered".into()),
-        config_json: v.policy_config(
-            "llmgate.routing.default_policy_config",
-            ll.routing.default_policy_config,
+        policy: ll.routing.default_policy.unwrap_or_else(|| "router".into()),
+        config_json: Arc::from(
+            merged(serde_json::from_str(&default_config).unwrap_or_default()).to_string(),
         ),
     };
     let mut group_policies = HashMap::new();
     for (group, g) in ll.routing.groups {
         let at = format!("llmgate.routing.groups.{group}");
-        if !groups.contains_key(&group) && !wildcards.iter().any(|(p, _)| *p == group) {
+        if !groups.contains_key(&group)
+            && !wildcards.iter().any(|(p, _)| *p == group)
+            && !routing.is_auto(&group)
+        {
             v.problem(&at, "names a model group that model_list does not define");
         }
+        let own = v.policy_config(&format!("{at}.config"), g.config);
         let choice = PolicyChoice {
             policy: g.policy.unwrap_or_else(|| default_policy.policy.clone()),
-            config_json: v.policy_config(&format!("{at}.config"), g.config),
+            config_json: Arc::from(
+                merged(serde_json::from_str(&own).unwrap_or_default()).to_string(),
+            ),
         };
         group_policies.insert(group, choice);
     }
@@ -470,6 +504,27 @@ pub fn validate(
     let spend_logs = !flag(&mut v, "disable_spend_logs");
     let store_prompts = flag(&mut v, "store_prompts_in_spend_logs");
 
+    let related: HashMap<String, Vec<usize>> = {
+        let mut names: Vec<String> = groups.keys().cloned().collect();
+        names.extend(wildcards.iter().map(|(p, _)| p.clone()));
+        if let Some(a) = &routing.auto {
+            names.extend(a.names.iter().cloned());
+        }
+        names
+            .into_iter()
+            .map(|g| {
+                let idx: Vec<usize> = routing
+                    .related_groups(&g)
+                    .iter()
+                    .filter_map(|r| groups.get(r))
+                    .flatten()
+                    .copied()
+                    .collect();
+                (g, idx)
+            })
+            .filter(|(_, idx)| !idx.is_empty())
+            .collect()
+    };
     let Validator {
         problems, warnings, ..
     } = v;
@@ -487,6 +542,8 @@ pub fn validate(
         plugin_limits,
         default_policy,
         group_policies,
+        related,
+        routing,
         max_request_body_bytes: ll.max_request_body_bytes.unwrap_or(32 << 20),
         max_response_body_bytes: ll.max_response_body_bytes.unwrap_or(64 << 20),
         master_key,
@@ -530,6 +587,32 @@ impl Config {
                 capture: None,
             });
         }
+        // `router_settings.model_group_alias`.
+        if let Some((name, idx)) = self
+            .routing
+            .aliases
+            .get(model)
+            .and_then(|target| self.groups.get_key_value(target))
+        {
+            return Some(Resolved {
+                group: name,
+                deployments: idx,
+                capture: None,
+            });
+        }
+        // Auto models: no deployments of their own; the policy picks among related groups.
+        if let Some(name) = self
+            .routing
+            .auto
+            .as_ref()
+            .and_then(|a| a.names.iter().find(|n| *n == model))
+        {
+            return Some(Resolved {
+                group: name,
+                deployments: &[],
+                capture: None,
+            });
+        }
         for (pattern, idx) in &self.wildcards {
             if let Some(capture) = wildcard_match(pattern, model) {
                 return Some(Resolved {
@@ -546,6 +629,12 @@ impl Config {
             deployments: idx,
             capture: None,
         })
+    }
+
+    /// Deployments (indices) of the groups a request for `group` may fall back or be
+    /// routed to, besides its own.
+    pub fn related_deployments(&self, group: &str) -> &[usize] {
+        self.related.get(group).map_or(&[], Vec::as_slice)
     }
 
     /// The routing policy for a group.

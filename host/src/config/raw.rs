@@ -100,6 +100,8 @@ pub struct RawRouting {
     /// Per model group: `{policy, config}`.
     #[serde(default)]
     pub groups: BTreeMap<String, RawGroupRouting>,
+    /// Kilo-style auto models: `{models, strong, fast, default, modes, features}`, or false.
+    pub auto: Option<serde_json::Value>,
 }
 
 /// `llmgate.routing.groups.<name>`.

@@ -161,9 +161,14 @@ impl Gateway {
 
         // Admission: the key's checks and the worst-case reservation, in memory.
         let input_bound = input_tokens_upper_bound(req.body.len());
-        let worst_case = resolved
-            .deployments
-            .iter()
+        let related = config.related_deployments(resolved.group);
+        let all = || resolved.deployments.iter().chain(related);
+        if all().next().is_none() {
+            return Err(Error::Unavailable(format!(
+                "no deployment serves `{group}`"
+            )));
+        }
+        let worst_case = all()
             .map(|&i| Prices::of(&config.deployments[i]).worst_case(input_bound, max_output))
             .fold(0.0, f64::max);
         let settings = self.ledger.settings();
@@ -222,9 +227,7 @@ impl Gateway {
         )?);
 
         let result = async {
-            let candidates: Vec<Candidate> = resolved
-                .deployments
-                .iter()
+            let candidates: Vec<Candidate> = all()
                 .map(|&i| self.stats.candidate(&config.deployments[i]))
                 .collect();
             let choice = config.policy_for(resolved.group);
@@ -243,7 +246,11 @@ impl Gateway {
                 est_input_tokens: u32::try_from(req.body.len() / 4).unwrap_or(u32::MAX),
                 max_output_tokens: u32::try_from(max_output).unwrap_or(u32::MAX),
                 headers: routing_headers(&req.headers),
-                last_user_text: None,
+                last_user_text: config
+                    .routing
+                    .is_auto(&group)
+                    .then(|| summary::last_user_text(req.api, &req.body))
+                    .flatten(),
             };
             let plan = policy
                 .route(&choice.config_json, &route_req, &candidates)
@@ -255,6 +262,7 @@ impl Gateway {
             let forwarded = forwardable_headers(&req.headers);
             let mut last: Option<Error> = None;
             let mut tried: Vec<&Arc<Deployment>> = Vec::new();
+            let routing = &config.routing;
             for attempt in &plan {
                 if let Some(err) = &last
                     && !attempt.when.contains(&err.class())
@@ -264,6 +272,24 @@ impl Gateway {
                 let Some(dep) = config.deployments.iter().find(|d| d.id == attempt.candidate_id) else {
                     continue;
                 };
+                // Retrying the deployment that just failed: honour its Retry-After (and
+                // `retry_after`), or skip the attempt if that is longer than we hold a client.
+                if let (Some(err), Some(prev)) = (&last, tried.last())
+                    && prev.id == dep.id
+                {
+                    let asked = match err {
+                        Error::Upstream { retry_after_ms: Some(ms), .. } => std::time::Duration::from_millis(u64::from(*ms)),
+                        _ => std::time::Duration::ZERO,
+                    };
+                    let wait = asked.max(routing.retry_after);
+                    if wait > routing.max_retry_wait {
+                        tracing::info!(deployment = %dep.id, wait_ms = wait.as_millis() as u64, "skipping a retry: Retry-After is longer than the gateway waits");
+                        continue;
+                    }
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let upstream_model = plugin_deployment(dep, resolved.capture.as_deref());
                 if let Some(t) = ticket.as_mut() {
                     t.log.model.clone_from(&upstream_model.model);
@@ -299,6 +325,11 @@ impl Gateway {
                     Ok(resp) => return Ok(resp),
                     Err(e) => {
                         tracing::warn!(deployment = %dep.id, kind = e.kind(), status = e.status().as_u16(), "attempt failed: {e}");
+                        let retry_after = match &e {
+                            Error::Upstream { retry_after_ms, .. } => *retry_after_ms,
+                            _ => None,
+                        };
+                        self.stats.failed(&dep.id, e.class(), retry_after, routing.allowed_fails, routing.cooldown_time);
                         last = Some(e);
                     }
                 }

@@ -5,7 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::Deployment;
+use crate::plugins::ErrorClass;
 use crate::plugins::bindings::policy_api::Candidate;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Counters of one deployment.
 #[derive(Default)]
@@ -17,6 +24,10 @@ pub struct DeploymentStats {
     latency_us: AtomicU64,
     /// Exponentially weighted time to first event of streams, microseconds.
     ttft_us: AtomicU64,
+    /// Out of rotation until this unix time, ms (0: not cooling down).
+    cooldown_until_ms: AtomicU64,
+    /// Failures in the current minute: `(minute, count)`.
+    fails: std::sync::Mutex<(u64, u32)>,
 }
 
 /// Statistics of every deployment, by id.
@@ -83,6 +94,58 @@ impl Stats {
         InFlight(s)
     }
 
+    /// Count a failed attempt: a `Retry-After` cools the deployment down for that long;
+    /// more than `allowed_fails` failures within a minute cool it down for `cooldown`.
+    /// Only failures that say something about the deployment count (not bad requests).
+    pub fn failed(
+        &self,
+        id: &str,
+        class: ErrorClass,
+        retry_after_ms: Option<u32>,
+        allowed_fails: u32,
+        cooldown: std::time::Duration,
+    ) {
+        if !matches!(
+            class,
+            ErrorClass::RateLimited
+                | ErrorClass::Overloaded
+                | ErrorClass::Upstream
+                | ErrorClass::Timeout
+                | ErrorClass::Auth
+                | ErrorClass::NotFound
+        ) {
+            return;
+        }
+        let s = self.get(id);
+        let now = now_ms();
+        let until = if let Some(ms) = retry_after_ms.filter(|ms| *ms > 0) {
+            Some(now + u64::from(ms))
+        } else {
+            let minute = now / 60_000;
+            let mut f = s.fails.lock().unwrap_or_else(|p| p.into_inner());
+            if f.0 != minute {
+                *f = (minute, 0);
+            }
+            f.1 += 1;
+            (f.1 > allowed_fails).then(|| now + cooldown.as_millis() as u64)
+        };
+        if let Some(until) = until {
+            s.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
+            tracing::warn!(
+                deployment = id,
+                cooldown_ms = until - now,
+                "deployment cooling down"
+            );
+        }
+    }
+
+    /// Whether a deployment is out of rotation right now.
+    pub fn cooling_down(&self, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|s| s.cooldown_until_ms.load(Ordering::Relaxed) > now_ms())
+    }
+
     /// The policy's view of a deployment.
     pub fn candidate(&self, d: &Deployment) -> Candidate {
         let s = self.get(&d.id);
@@ -99,7 +162,7 @@ impl Stats {
             model_group: d.model_name.clone(),
             provider: d.provider.clone(),
             model: d.model.clone(),
-            healthy: true,
+            healthy: s.cooldown_until_ms.load(Ordering::Relaxed) <= now_ms(),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             error_rate: if ok + bad == 0 {
                 0.0

@@ -90,6 +90,41 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
     })
 }
 
+/// Longest last-user-text handed to a routing policy, in bytes.
+const LAST_USER_TEXT_CAP: usize = 4096;
+
+/// The text of the last user message (chat completions or messages), truncated; for
+/// policies that route on the task. Parses only the `messages` array.
+pub fn last_user_text(api: Api, body: &[u8]) -> Option<String> {
+    if !matches!(api, Api::ChatCompletions | Api::Messages) {
+        return None;
+    }
+    let top = TopLevel::parse(body).ok()?;
+    let messages: Vec<serde_json::Value> = serde_json::from_slice(top.get("messages")?).ok()?;
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))?;
+    let mut text = match last.get("content")? {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => return None,
+    };
+    if text.len() > LAST_USER_TEXT_CAP {
+        let mut cut = LAST_USER_TEXT_CAP;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Some(text)
+}
+
 /// The boundary of a `multipart/form-data` content type.
 fn boundary(content_type: &str) -> Option<&str> {
     let (mime, params) = content_type.split_once(';')?;
@@ -193,6 +228,16 @@ fn multipart_summary(content_type: &str, body: &[u8]) -> Result<Summary, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_user_text_reads_strings_and_text_parts() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{}},{"type":"text","text":"b"}]}]}"#;
+        assert_eq!(
+            last_user_text(Api::ChatCompletions, body).as_deref(),
+            Some("a\nb")
+        );
+        assert_eq!(last_user_text(Api::Embeddings, body), None);
+    }
 
     #[test]
     fn json_fields() {
