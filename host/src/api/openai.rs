@@ -166,10 +166,30 @@ pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         .groups
         .iter()
         .chain(config.wildcards.iter().map(|(k, v)| (k, v)));
-    let data: Vec<serde_json::Value> = groups
+    let mut data: Vec<serde_json::Value> = groups
         .filter(|(name, _)| visible(&caller, name))
         .map(|(name, idx)| model_entry(&config, name, idx, created))
         .collect();
+    // Aliases and auto models, described by the group they (first) route to.
+    let routing = &config.routing;
+    let extra = routing
+        .aliases
+        .iter()
+        .map(|(alias, target)| (alias.as_str(), target.as_str()))
+        .chain(routing.auto.iter().flat_map(|a| {
+            a.names
+                .iter()
+                .map(|n| (n.as_str(), a.groups.first().map_or("", String::as_str)))
+        }));
+    for (name, target) in extra {
+        if let Some(idx) = config.groups.get(target)
+            && visible(&caller, name)
+        {
+            let mut e = model_entry(&config, target, idx, created);
+            e["id"] = json!(name);
+            data.push(e);
+        }
+    }
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 

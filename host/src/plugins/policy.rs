@@ -103,7 +103,7 @@ impl PolicyPlugin {
                     plugin: self.id.clone(),
                     message: format!(
                         "named deployment `{}`, which is not a candidate",
-                        bad.candidate_id
+                        bad.candidate_id.chars().take(80).collect::<String>()
                     ),
                 });
             }

@@ -9,6 +9,7 @@
 //! - `hang`: never answer.
 //! - `cached`: report half of the prompt tokens as cached.
 //! - `stream-error`: streams only; send a few chunks, then the provider's in-stream error event.
+//! - `content-filter` (OpenAI flavour): answer 400 `content_policy_violation`.
 //!
 //! Every provider module applies them, each with its own error body shapes and statuses.
 

@@ -308,6 +308,14 @@ pub(crate) async fn chat_answer(
     if let Some(err) = behaviour.error {
         return mock_error_response(err, flavor);
     }
+    if model.contains("content-filter") {
+        return invalid_request(
+            "Your request was rejected as a result of our safety system. Your prompt may \
+             contain text that is not allowed by our content management policy.",
+            None,
+            Some("content_policy_violation"),
+        );
+    }
     if behaviour.malformed && !stream {
         return (
             [(header::CONTENT_TYPE, "application/json")],
