@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the plugins we ship (Rust guests, wasm32-wasip2 components) into plugins/dist/.
+# Build the plugins we ship into plugins/dist/: the Rust guests (wasm32-wasip2 components),
+# then the JavaScript ones (every plugins/*/package.json, componentized by its `build` script).
 #
 # Toolchain: the rustup target wasm32-wasip2 when rustup can install it; otherwise Debian's
 # offline toolchain (rustc-web, cargo-web, rust-web-src, lld, wasi-libc) with build-std.
+# JavaScript plugins need Node.js 20+ and npm; their build tools come from the npm registry
+# at the versions in each plugin's package-lock.json (installed into its node_modules/).
 # Usage: scripts/build-plugins.sh [--tests] [OUT_DIR]
 #   --tests  build the test plugins (tests/plugins/*) instead, into target/test-plugins/.
 set -euo pipefail
@@ -59,3 +62,44 @@ for p in "${rust_plugins[@]}"; do
   cp "$src" "$out/$file.wasm.tmp" && mv "$out/$file.wasm.tmp" "$out/$file.wasm"
   echo "build-plugins: $out/$file.wasm ($(wc -c <"$out/$file.wasm") bytes)" >&2
 done
+
+# JavaScript plugins (not in --tests mode): each plugins/<dir>/package.json names its output
+# in `config.wasm`; `npm run build` writes it into $LLMGATE_PLUGINS_OUT. The install keeps to
+# package-lock.json; it is `npm install --no-save` rather than `npm ci` because npm ci refuses
+# a lockfile whose optional per-platform binaries upstream never published (componentize-qjs,
+# rolldown), while npm install skips those and installs exactly the locked versions of
+# everything else. Componentizing is not byte-reproducible, and the host caches compiled
+# plugins by content hash, so an unchanged plugin is not rebuilt (inputs hash in a stamp).
+if [ "$src_glob" = "plugins/*/Cargo.toml" ]; then
+  out_abs="$(cd "$out" && pwd)"
+  for manifest in plugins/*/package.json; do
+    [ -f "$manifest" ] || continue
+    dir="$(dirname "$manifest")"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+      echo "build-plugins: $dir is a JavaScript plugin and needs Node.js 20+ with npm, which are not on PATH" >&2
+      echo "build-plugins: install them (Debian: apt-get install nodejs npm) and run this script again" >&2
+      exit 1
+    fi
+    if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+      echo "build-plugins: $dir needs Node.js 20 or newer (found $(node --version))" >&2
+      exit 1
+    fi
+    file=$(node -p "require('./$manifest').config?.wasm ?? ''")
+    if [ -z "$file" ]; then
+      echo "build-plugins: $manifest sets no config.wasm (the output file name)" >&2
+      exit 1
+    fi
+    inputs=$(cat "$manifest" "$dir/package-lock.json" wit/*.wit $(find "$dir/src" -type f | sort) | sha256sum | cut -d' ' -f1)
+    stamp="$dir/node_modules/.llmgate-build"
+    if [ -f "$out_abs/$file" ] && [ -f "$stamp" ] \
+       && [ "$(cat "$stamp")" = "$inputs $out_abs/$file $(sha256sum <"$out_abs/$file" | cut -d' ' -f1)" ]; then
+      echo "build-plugins: $out_abs/$file is up to date" >&2
+      continue
+    fi
+    echo "build-plugins: $dir (npm install, then npm run build)" >&2
+    (cd "$dir" && npm install --no-save --prefer-offline --no-audit --no-fund --loglevel=error)
+    (cd "$dir" && LLMGATE_PLUGINS_OUT="$out_abs" npm run --silent build)
+    echo "$inputs $out_abs/$file $(sha256sum <"$out_abs/$file" | cut -d' ' -f1)" >"$stamp"
+    echo "build-plugins: $out_abs/$file ($(wc -c <"$out_abs/$file") bytes)" >&2
+  done
+fi

@@ -7,7 +7,10 @@
 
 mod anthropic;
 mod harness;
+mod keys;
 mod openai;
+mod policy_js;
 mod providers;
+mod routing;
 mod sandbox;
 mod startup;
