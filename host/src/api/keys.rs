@@ -44,37 +44,42 @@ fn answer(r: Result<Value, Error>) -> Response {
     }
 }
 
-/// `POST /key/generate`.
-pub async fn generate(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
+/// The admin writes that take a JSON object body.
+enum Write {
+    Generate,
+    Update,
+    Delete,
+}
+
+async fn write(gw: &Gateway, headers: &HeaderMap, body: &Bytes, op: Write) -> Response {
+    if let Err(e) = super::admin(gw, headers) {
         return err(e);
     }
-    match object(&body) {
-        Ok(b) => answer(gw.ledger().generate(&b).await),
-        Err(e) => err(e),
-    }
+    let b = match object(body) {
+        Ok(b) => b,
+        Err(e) => return err(e),
+    };
+    let ledger = gw.ledger();
+    answer(match op {
+        Write::Generate => ledger.generate(&b).await,
+        Write::Update => ledger.update(&b).await,
+        Write::Delete => ledger.delete(&b).await,
+    })
+}
+
+/// `POST /key/generate`.
+pub async fn generate(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
+    write(&gw, &headers, &body, Write::Generate).await
 }
 
 /// `POST /key/update`.
 pub async fn update(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
-    match object(&body) {
-        Ok(b) => answer(gw.ledger().update(&b).await),
-        Err(e) => err(e),
-    }
+    write(&gw, &headers, &body, Write::Update).await
 }
 
 /// `POST /key/delete`.
 pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
-    match object(&body) {
-        Ok(b) => answer(gw.ledger().delete(&b).await),
-        Err(e) => err(e),
-    }
+    write(&gw, &headers, &body, Write::Delete).await
 }
 
 /// `POST /key/{key}/regenerate`.

@@ -54,18 +54,6 @@ pub struct Auto {
     pub config: Json,
 }
 
-/// Task modes that need the strong model (`x-kilocode-mode`).
-pub const STRONG_MODES: &[&str] = &[
-    "plan",
-    "debug",
-    "orchestrator",
-    "architect",
-    "ask",
-    "general",
-];
-/// Task modes the fast model serves.
-pub const FAST_MODES: &[&str] = &["build", "code", "explore"];
-
 /// LiteLLM's routing strategies (and our names for them).
 const STRATEGIES: &[&str] = &[
     "simple-shuffle",
