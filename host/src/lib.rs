@@ -134,6 +134,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         writeln!(out, "llmgate listening on http://{local}")?;
         out.flush()?;
     }
+    let _watch = gw
+        .config()
+        .hot_reload
+        .then(|| plugins::reload::watch(gw.clone()));
     let app = server::app(gw.clone());
     // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the
     // client's delayed ACK hold tokens back for up to 40 ms.

@@ -156,6 +156,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's plugins folder (when the harness made it).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self._dir.path().join("plugins")
+    }
+
     /// Everything the gateway logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()

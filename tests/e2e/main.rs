@@ -11,6 +11,7 @@ mod keys;
 mod openai;
 mod policy_js;
 mod providers;
+mod reload;
 mod routing;
 mod sandbox;
 mod startup;

@@ -155,6 +155,8 @@ pub struct Config {
     pub store_prompts: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Watch the plugins folder and reload changed plugins.
+    pub hot_reload: bool,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
 }
@@ -552,6 +554,7 @@ pub fn validate(
         spend_logs,
         store_prompts,
         shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),
+        hot_reload: ll.hot_reload.unwrap_or(true),
         warnings,
     })
 }

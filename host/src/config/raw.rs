@@ -71,6 +71,8 @@ pub struct RawLlmgate {
     pub max_response_body_bytes: Option<usize>,
     /// Seconds to wait for requests in flight on shutdown.
     pub shutdown_grace_seconds: Option<u64>,
+    /// Watch the plugins folder and reload changed plugins (default true).
+    pub hot_reload: Option<bool>,
     /// The SQLite database file (keys, spend logs).
     pub database_path: Option<String>,
     /// Budget admission rule: `reserve` (default) or `strict`.

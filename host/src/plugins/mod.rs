@@ -14,6 +14,7 @@
 pub mod bindings;
 pub mod policy;
 pub mod provider;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,276 @@
+//! Hot reload through the real binary: a plugin swapped under load with zero failed
+//! requests, a broken file that never replaces a working plugin, plugins added and removed.
+//!
+//! The "new version" of a plugin is the hostile test plugin (version 6.6.6) with its
+//! version string patched in its data: same code, another version to tell them apart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use llmgate_mock::{MockOptions, MockServer};
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Spec, client, plugin};
+
+/// The hostile plugin with its version `6.6.6` replaced by `version` (same length).
+fn hostile_as(version: &str) -> Vec<u8> {
+    assert_eq!(version.len(), 5);
+    let mut bytes = std::fs::read(plugin("hostile")).unwrap();
+    let mut n = 0;
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        if &bytes[i..i + 5] == b"6.6.6" {
+            bytes[i..i + 5].copy_from_slice(version.as_bytes());
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n > 0, "version string not found in hostile.wasm");
+    bytes
+}
+
+/// Replace a file the way deploy tools do: write a temporary file, then rename over.
+fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.part");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn config(u: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: h\n    litellm_params: {{model: hostile/mock-slow-20, api_base: '{u}/v1'}}\n  - model_name: p\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1'}}\nllmgate:\n  routing:\n    groups:\n      p: {{policy: hostile-policy, config: {{do: none}}}}\n"
+    )
+}
+
+async fn plugin_of(gw: &Gateway) -> (u16, String) {
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "h", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    let p = r
+        .headers()
+        .get("x-llmgate-plugin")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), p)
+}
+
+async fn plugins(gw: &Gateway) -> Vec<Value> {
+    let v: Value = client()
+        .get(format!("{}/plugins", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["plugins"].as_array().unwrap().clone()
+}
+
+/// Wait until `f` is true, up to `limit`; returns how long it took.
+async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f().await {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_plugin_swapped_under_load_fails_no_request() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let gw = Arc::new(Gateway::start_spec(Spec {
+        config: &config(&m.url()),
+        plugins: &["openai", "hostile"],
+        ..Spec::default()
+    }));
+    let file = gw.plugins_dir().join("hostile.wasm");
+    assert_eq!(plugin_of(&gw).await, (200, "hostile@6.6.6".into()));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (gw, stop, failed, served) = (gw.clone(), stop.clone(), failed.clone(), served.clone());
+        load.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"model": "h", "messages": [{"role": "user", "content": "load"}]});
+                let ok = match c
+                    .post(format!("{}/v1/chat/completions", gw.url))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|t| t.contains("load")),
+                    _ => false,
+                };
+                if ok {
+                    served.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Swap by rename.
+    replace_atomically(&file, &hostile_as("6.6.7"));
+    let t1 = until(Duration::from_secs(5), async || {
+        plugin_of(&gw).await.1 == "hostile@6.6.7"
+    })
+    .await
+    .expect("the new version never served");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Swap by writing in place.
+    std::fs::write(&file, hostile_as("6.6.8")).unwrap();
+    let t2 = until(Duration::from_secs(5), async || {
+        plugin_of(&gw).await.1 == "hostile@6.6.8"
+    })
+    .await
+    .expect("the in-place version never served");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    println!(
+        "swap latency: rename {t1:?}, in-place write {t2:?}; {} requests served",
+        served.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the swaps"
+    );
+    assert!(served.load(Ordering::Relaxed) > 50);
+    assert!(t1 < Duration::from_secs(1), "rename swap took {t1:?}");
+    assert!(t2 < Duration::from_secs(1), "in-place swap took {t2:?}");
+    let rows = plugins(&gw).await;
+    let row = rows.iter().find(|p| p["name"] == "hostile").unwrap();
+    assert_eq!(row["version"], "6.6.8");
+    assert!(row["last_error"].is_null());
+    assert_eq!(row["kind"], "provider");
+    assert_eq!(row["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn a_broken_file_never_replaces_a_working_plugin() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let gw = Gateway::start_spec(Spec {
+        config: &config(&m.url()),
+        plugins: &["openai", "hostile"],
+        ..Spec::default()
+    });
+    let file = gw.plugins_dir().join("hostile.wasm");
+    let before = plugins(&gw).await;
+    let sha = before.iter().find(|p| p["name"] == "hostile").unwrap()["sha256"].clone();
+
+    replace_atomically(&file, b"\0asm garbage, not a component");
+    let seen = until(Duration::from_secs(5), async || {
+        plugins(&gw)
+            .await
+            .iter()
+            .any(|p| p["name"] == "hostile" && !p["last_error"].is_null())
+    })
+    .await;
+    assert!(seen.is_some(), "the error never showed in GET /plugins");
+    let rows = plugins(&gw).await;
+    let row = rows.iter().find(|p| p["name"] == "hostile").unwrap();
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WASM component"),
+        "{row}"
+    );
+    assert_eq!(
+        row["version"], "6.6.6",
+        "the row names the version still serving"
+    );
+    assert_eq!(row["sha256"], sha);
+    // The old version keeps serving.
+    for _ in 0..5 {
+        assert_eq!(plugin_of(&gw).await, (200, "hostile@6.6.6".into()));
+    }
+    assert!(
+        gw.logs().contains("the previous version keeps serving"),
+        "{}",
+        gw.logs()
+    );
+
+    // A valid file fixes it.
+    replace_atomically(&file, &hostile_as("6.6.7"));
+    until(Duration::from_secs(5), async || {
+        plugin_of(&gw).await.1 == "hostile@6.6.7"
+    })
+    .await
+    .expect("the fixed file never served");
+    let rows = plugins(&gw).await;
+    let row = rows.iter().find(|p| p["name"] == "hostile").unwrap();
+    assert!(row["last_error"].is_null(), "{row}");
+}
+
+#[tokio::test]
+async fn plugins_are_added_and_removed_without_restart() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let gw = Gateway::start_spec(Spec {
+        config: &config(&m.url()),
+        plugins: &["openai", "hostile"],
+        ..Spec::default()
+    });
+    let dir = gw.plugins_dir();
+    let ask_p = async || {
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "p", "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .await;
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    };
+    // The group's policy is not there yet.
+    let (status, body) = ask_p().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("hostile-policy"), "{body}");
+
+    std::fs::copy(plugin("hostile-policy"), dir.join("hostile-policy.wasm")).unwrap();
+    let took = until(Duration::from_secs(5), async || ask_p().await.0 == 200).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(2)),
+        "added policy not used: {took:?}"
+    );
+
+    std::fs::remove_file(dir.join("hostile-policy.wasm")).unwrap();
+    let took = until(Duration::from_secs(5), async || ask_p().await.0 == 500).await;
+    assert!(took.is_some(), "removed policy still used");
+    assert!(
+        !plugins(&gw)
+            .await
+            .iter()
+            .any(|p| p["name"] == "hostile-policy")
+    );
+
+    // A WASM file that is not a plugin component is refused, with the reason.
+    std::fs::write(dir.join("empty.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let seen = until(Duration::from_secs(5), async || {
+        plugins(&gw)
+            .await
+            .iter()
+            .any(|p| p["name"] == "empty" && !p["last_error"].is_null())
+    })
+    .await;
+    assert!(seen.is_some(), "the refused file is not listed");
+    // Everything else still serves.
+    assert_eq!(plugin_of(&gw).await.0, 200);
+}
