@@ -48,11 +48,64 @@ const LOG_LINES_PER_STORE: u32 = 32;
 /// Longest log line accepted from a plugin.
 const LOG_LINE_CAP: usize = 2048;
 
+/// The store's resource limiter: wasmtime's [`StoreLimits`], plus a count of how far the
+/// guest has grown its memories since instantiation (a pooled instance is discarded once
+/// that passes a threshold).
+struct Limits {
+    inner: StoreLimits,
+    /// Bytes of linear memory growth granted since the store was created.
+    grown: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allow = self.inner.memory_growing(current, desired, maximum)?;
+        if allow {
+            self.grown = self.grown.saturating_add(desired.saturating_sub(current));
+        }
+        Ok(allow)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Per-store state: WASI plumbing and limits.
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
     log_budget: u32,
@@ -213,7 +266,10 @@ impl Runtime {
             State {
                 wasi,
                 table: ResourceTable::new(),
-                limits,
+                limits: Limits {
+                    inner: limits,
+                    grown: 0,
+                },
                 stderr,
                 plugin: plugin.clone(),
                 log_budget: LOG_LINES_PER_STORE,
@@ -247,6 +303,13 @@ impl Runtime {
         s.call_started = std::time::Instant::now();
         s.ticks = 0;
         store.set_epoch_deadline(1);
+    }
+
+    /// How many idle instances of one routing policy may be kept for reuse: a few (calls
+    /// are short, so concurrent use is bounded by the worker threads), and none when the
+    /// instance budget is so small that idle instances could starve real requests.
+    fn policy_pool_cap(&self) -> usize {
+        (self.limits.max_instances / 64).min(4) as usize
     }
 
     /// Turn a wasmtime error from a call into a fault naming the plugin.

@@ -1,16 +1,36 @@
 //! Routing policy plugins: load and self-check, and one `route` call per request.
+//!
+//! `route` is a pure function of its arguments, so unlike provider instances (one per
+//! attempt) a policy instance is reused: a few idle instances are kept per policy. An
+//! instance goes back to the pool only after a call that returned normally, with an empty
+//! stderr, a valid plan, its memory grown by less than [`POOLED_GROWTH_CAP`] and fewer than
+//! [`POOLED_MAX_USES`] calls behind it. Anything else (a trap, a timeout, a call abandoned
+//! half-way because the request was dropped) discards it with its store. Every call still
+//! runs under the memory cap and the CPU deadline.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::bindings::policy_api::{Attempt, Candidate, RouteRequest};
-use super::bindings::policy_world::RoutingPolicyPre;
+use super::bindings::policy_world::{RoutingPolicy, RoutingPolicyPre};
 use super::bindings::types::GatewayError;
-use super::{Fault, Origin, PluginStatus, Runtime, State};
+use super::{Fault, LOG_LINES_PER_STORE, Origin, PluginStatus, Runtime, State};
 
 /// Most attempts a policy may plan for one request.
 pub const MAX_ATTEMPTS: usize = 64;
+/// A pooled policy instance whose memories grew by more than this is not reused.
+pub const POOLED_GROWTH_CAP: usize = 4 << 20;
+/// A pooled policy instance is retired after this many calls.
+pub const POOLED_MAX_USES: u32 = 10_000;
+
+/// An idle, reusable policy instance and its store.
+struct Warm {
+    store: Store<State>,
+    world: RoutingPolicy,
+    uses: u32,
+}
 
 /// A loaded routing policy.
 pub struct PolicyPlugin {
@@ -23,6 +43,8 @@ pub struct PolicyPlugin {
     id: Arc<str>,
     pre: RoutingPolicyPre<State>,
     runtime: Arc<Runtime>,
+    /// Idle instances, reused by [`PolicyPlugin::route`].
+    idle: Mutex<Vec<Warm>>,
 }
 
 impl PolicyPlugin {
@@ -49,6 +71,7 @@ impl PolicyPlugin {
             origin,
             pre,
             runtime,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -77,17 +100,30 @@ impl PolicyPlugin {
         candidates: &[Candidate],
     ) -> Result<Result<Vec<Attempt>, GatewayError>, Fault> {
         let rt = &self.runtime;
-        let mut store = rt.store(&self.id);
-        let world = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| rt.fault(&store, &e))?;
-        let r = world
+        let mut warm = match self.take_idle() {
+            Some(w) => w,
+            None => {
+                let mut store = rt.store(&self.id);
+                let world = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| rt.fault(&store, &e))?;
+                Warm {
+                    store,
+                    world,
+                    uses: 0,
+                }
+            }
+        };
+        rt.arm(&mut warm.store);
+        warm.store.data_mut().log_budget = LOG_LINES_PER_STORE;
+        let r = warm
+            .world
             .llmgate_plugin_policy()
-            .call_route(&mut store, config_json, req, candidates)
+            .call_route(&mut warm.store, config_json, req, candidates)
             .await
-            .map_err(|e| rt.fault(&store, &e))?;
+            .map_err(|e| rt.fault(&warm.store, &e))?;
         if let Ok(plan) = &r {
             if plan.len() > MAX_ATTEMPTS {
                 return Err(Fault {
@@ -108,6 +144,31 @@ impl PolicyPlugin {
                 });
             }
         }
+        warm.uses += 1;
+        self.put_idle(warm);
         Ok(r)
+    }
+
+    /// An idle instance, if one is pooled.
+    fn take_idle(&self) -> Option<Warm> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    /// Keep `warm` for the next call if it is still clean and the pool has room; otherwise
+    /// drop it (and its store).
+    fn put_idle(&self, warm: Warm) {
+        let state = warm.store.data();
+        let clean = warm.uses < POOLED_MAX_USES
+            && state.limits.grown <= POOLED_GROWTH_CAP
+            && state.stderr.contents().is_empty();
+        if !clean {
+            return;
+        }
+        let cap = self.runtime.policy_pool_cap();
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < cap
+        {
+            idle.push(warm);
+        }
     }
 }

@@ -74,6 +74,15 @@ struct Args {
     /// The llmgate-mock binary (default: next to this executable).
     #[arg(long, value_name = "PATH")]
     mock_bin: Option<PathBuf>,
+    /// Extra command-line argument for the gateway (repeatable), e.g. `--gateway-arg=--num_workers=1`.
+    #[arg(long = "gateway-arg", value_name = "ARG", allow_hyphen_values = true)]
+    gateway_args: Vec<String>,
+    /// Keys and budgets on: the gateway gets a master key, and every request goes with a
+    /// virtual key that has a budget, a budget window and rpm/tpm/parallel limits (all
+    /// far above the load), so each request is authenticated, admitted, reserved, settled
+    /// and spend-logged.
+    #[arg(long)]
+    keys: bool,
     /// Plugin folder for the gateway (default: the workspace's plugins/dist).
     #[arg(long, value_name = "DIR")]
     plugins_dir: Option<PathBuf>,
@@ -203,7 +212,20 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         .arg(&plugins)
         .arg("--config")
         .arg(&config)
-        .env("LLMGATE_LOG", "warn");
+        .args(&args.gateway_args)
+        .env("LLMGATE_LOG", "warn")
+        .env("LLMGATE_DB", tmp.path().join("llmgate.db"))
+        .env_remove("LITELLM_MASTER_KEY")
+        .env_remove("LLMGATE_MASTER_KEY");
+    if args.keys {
+        cmd.env("LLMGATE_MASTER_KEY", BENCH_MASTER_KEY);
+    }
+    if !args.gateway_args.is_empty() {
+        eprintln!(
+            "llmgate-bench: gateway arguments: {}",
+            args.gateway_args.join(" ")
+        );
+    }
     let spawned = Instant::now();
     let (mut gateway, gateway_url) = procs::spawn_listening(
         "llmgate",
@@ -212,6 +234,12 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         GATEWAY_START_TIMEOUT,
     )?;
     let startup = spawned.elapsed();
+    if args.keys {
+        generate_bench_key(&gateway_url)?;
+        eprintln!(
+            "llmgate-bench: keys on: every request uses a virtual key with a budget and limits"
+        );
+    }
     let idle_rss = procs::status_kb(gateway.pid(), "VmRSS")?;
     eprintln!(
         "llmgate-bench: gateway at {gateway_url} (ready in {:.0} ms, idle RSS {:.1} MiB)",
@@ -292,6 +320,31 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
 }
 
 /// The workloads in the order given, each once.
+/// The gateway's master key with `--keys`.
+const BENCH_MASTER_KEY: &str = "sk-bench-master";
+
+/// Create the virtual key the load generator sends (`sk-bench`), through `/key/generate`.
+fn generate_bench_key(gateway_url: &str) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let addr = gateway_url
+        .strip_prefix("http://")
+        .with_context(|| format!("bad URL {gateway_url}"))?;
+    let body = r#"{"key": "sk-bench", "key_alias": "bench", "max_budget": 1000000000, "budget_duration": "1d", "rpm_limit": 1000000000, "tpm_limit": 1000000000000, "max_parallel_requests": 1000000}"#;
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    write!(
+        conn,
+        "POST /key/generate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 200"),
+        "POST /key/generate failed: {answer}"
+    );
+    Ok(())
+}
+
 fn dedup(workloads: &[Workload]) -> Vec<Workload> {
     let mut out: Vec<Workload> = Vec::new();
     for &w in workloads {
