@@ -1,0 +1,172 @@
+//! In-process cost of the gateway's per-request steps that the HTTP bench cannot separate:
+//! the routing policy call (`router` and `ordered`), the ledger's admit + settle for a
+//! virtual key, and a plugin reload (compile + check) as hot reload does it.
+//!
+//! `cargo run --release -p llmgate --example overhead -- plugins/dist`
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a measuring tool")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llmgate::config::PluginLimits;
+use llmgate::ledger::{Admit, Caller, Ledger, Outcome, Settings};
+use llmgate::plugins::bindings::policy_api::{Candidate, RouteRequest};
+use llmgate::plugins::bindings::types::Api;
+use llmgate::plugins::{Loaded, Runtime};
+use llmgate::store::{SpendLog, Store};
+
+fn candidate(id: &str, group: &str) -> Candidate {
+    Candidate {
+        id: id.into(),
+        model_group: group.into(),
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        healthy: true,
+        in_flight: 1,
+        error_rate: 0.0,
+        latency_ms_p50: 300,
+        ttft_ms_p50: 120,
+        price_in: 2.5e-6,
+        price_out: 1e-5,
+        weight: 1,
+        rpm: 0,
+        tpm: 0,
+        order: 0,
+        max_input_tokens: 128_000,
+    }
+}
+
+fn per_call(label: &str, n: u32, started: Instant) {
+    println!(
+        "{label:<52} {:>9.1} µs",
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "plugins/dist".into()));
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(Runtime::new(&PluginLimits::default(), Some(cache.path())).unwrap());
+
+    // Routing policy calls, with 3 candidates of the group and 2 fallback candidates.
+    let cands = vec![
+        candidate("a", "gpt-4o"),
+        candidate("b", "gpt-4o"),
+        candidate("c", "gpt-4o"),
+        candidate("d", "claude"),
+        candidate("e", "claude"),
+    ];
+    let req = RouteRequest {
+        api: Api::ChatCompletions,
+        model: "gpt-4o".into(),
+        model_group: "gpt-4o".into(),
+        stream: true,
+        est_input_tokens: 17_000,
+        max_output_tokens: 64_000,
+        headers: vec![("x-kilocode-mode".into(), "code".into())],
+        last_user_text: None,
+    };
+    let config = r#"{"strategy":"simple-shuffle","num_retries":1,"fallbacks":{"gpt-4o":["claude"]},"context_window_fallbacks":{},"content_policy_fallbacks":{},"default_fallbacks":[]}"#;
+    for name in ["policy-router", "policy-ordered"] {
+        let Loaded::Policy(p) = runtime.load_file(&dir.join(format!("{name}.wasm"))).await.unwrap() else {
+            panic!("{name} is not a policy");
+        };
+        for _ in 0..200 {
+            p.route(config, &req, &cands).await.unwrap().unwrap();
+        }
+        let n = 20_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            p.route(config, &req, &cands).await.unwrap().unwrap();
+        }
+        per_call(&format!("route() through {name} (pooled instance)"), n, t);
+    }
+
+    // Ledger: authenticate + admit + settle for a virtual key with every limit set.
+    let db = tempfile::tempdir().unwrap();
+    let store = Store::open(&db.path().join("l.db")).unwrap();
+    let master = "sk-master";
+    let ledger = Ledger::open(
+        store.clone(),
+        Settings {
+            master_key_hash: Some(sha256(master)),
+            spend_logs: true,
+            ..Settings::default()
+        },
+    )
+    .await
+    .unwrap();
+    let body: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"key":"sk-bench-key","max_budget":1e9,"budget_duration":"1d","rpm_limit":1000000000,"tpm_limit":1000000000000,"max_parallel_requests":100000,"models":["gpt-4o"]}"#,
+    )
+    .unwrap();
+    ledger.generate(&body).await.unwrap();
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("authorization", "Bearer sk-bench-key".parse().unwrap());
+    let log = SpendLog {
+        request_id: String::new(),
+        call_type: "acompletion".into(),
+        api_key: String::new(),
+        spend: 0.0,
+        total_tokens: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cache_read_input_tokens: 0,
+        cache_creation_input_tokens: 0,
+        reasoning_tokens: 0,
+        start_time_ms: 0,
+        end_time_ms: 0,
+        completion_start_time_ms: None,
+        model: "gpt-4o".into(),
+        model_group: "gpt-4o".into(),
+        model_id: "gpt-4o-0".into(),
+        custom_llm_provider: "openai".into(),
+        api_base: String::new(),
+        status: String::new(),
+        user: String::new(),
+        metadata: serde_json::json!({}),
+        request_tags: Vec::new(),
+        messages: None,
+        response: None,
+        requester_ip_address: None,
+    };
+    let n = 100_000;
+    let t = Instant::now();
+    for i in 0..n {
+        let caller = ledger.authenticate(&headers).unwrap();
+        assert!(matches!(caller, Caller::Key(_)));
+        let mut l = log.clone();
+        l.request_id = i.to_string();
+        let ticket = ledger
+            .admit(&caller, Admit { group: "gpt-4o", worst_case: 0.7, log: l })
+            .unwrap();
+        ticket.settle(Outcome { cost: 0.001, success: true, tokens: 1000 });
+    }
+    per_call("ledger: authenticate + admit + settle (virtual key)", n, t);
+    let t = Instant::now();
+    store.flush().await.unwrap();
+    println!(
+        "store: commit of {n} queued rows after the loop         {:>9.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    // Hot reload cost: compile (cold cache) and load (warm cache) the biggest plugins.
+    for name in ["openai", "anthropic", "policy-router"] {
+        let path = dir.join(format!("{name}.wasm"));
+        let fresh = Arc::new(Runtime::new(&PluginLimits::default(), None).unwrap());
+        let t = Instant::now();
+        fresh.load_file(&path).await.unwrap();
+        println!(
+            "reload {name:<16} compile + instantiate + describe     {:>9.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
