@@ -47,7 +47,11 @@ fn per_call(label: &str, n: u32, started: Instant) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "plugins/dist".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "plugins/dist".into()),
+    );
     let cache = tempfile::tempdir().unwrap();
     let runtime = Arc::new(Runtime::new(&PluginLimits::default(), Some(cache.path())).unwrap());
 
@@ -71,7 +75,11 @@ async fn main() {
     };
     let config = r#"{"strategy":"simple-shuffle","num_retries":1,"fallbacks":{"gpt-4o":["claude"]},"context_window_fallbacks":{},"content_policy_fallbacks":{},"default_fallbacks":[]}"#;
     for name in ["policy-router", "policy-ordered"] {
-        let Loaded::Policy(p) = runtime.load_file(&dir.join(format!("{name}.wasm"))).await.unwrap() else {
+        let Loaded::Policy(p) = runtime
+            .load_file(&dir.join(format!("{name}.wasm")))
+            .await
+            .unwrap()
+        else {
             panic!("{name} is not a policy");
         };
         for _ in 0..200 {
@@ -141,9 +149,20 @@ async fn main() {
         let mut l = log.clone();
         l.request_id = i.to_string();
         let ticket = ledger
-            .admit(&caller, Admit { group: "gpt-4o", worst_case: 0.7, log: l })
+            .admit(
+                &caller,
+                Admit {
+                    group: "gpt-4o",
+                    worst_case: 0.7,
+                    log: l,
+                },
+            )
             .unwrap();
-        ticket.settle(Outcome { cost: 0.001, success: true, tokens: 1000 });
+        ticket.settle(Outcome {
+            cost: 0.001,
+            success: true,
+            tokens: 1000,
+        });
     }
     per_call("ledger: authenticate + admit + settle (virtual key)", n, t);
     let t = Instant::now();

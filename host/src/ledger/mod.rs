@@ -477,16 +477,17 @@ impl Ledger {
     /// callers are not limited but their requests are still logged and costed.
     pub fn admit(self: &Arc<Self>, caller: &Caller, req: Admit<'_>) -> Result<Ticket, Error> {
         let mut log = req.log;
-        let ticket = |log: SpendLog, key: Option<Arc<KeyEntry>>, reserved: f64, rate_headers| Ticket {
-            ledger: self.clone(),
-            key,
-            group: req.group.to_string(),
-            reserved,
-            log,
-            rate_headers,
-            fallback_cost: 0.0,
-            settled: false,
-        };
+        let ticket =
+            |log: SpendLog, key: Option<Arc<KeyEntry>>, reserved: f64, rate_headers| Ticket {
+                ledger: self.clone(),
+                key,
+                group: req.group.to_string(),
+                reserved,
+                log,
+                rate_headers,
+                fallback_cost: 0.0,
+                settled: false,
+            };
         let Caller::Key(key) = caller else {
             if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
                 // As LiteLLM does: the master key's requests are logged under its hash.
