@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p llmgate --example overhead -- plugins/dist`
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a measuring tool")]
+#![expect(clippy::unwrap_used, reason = "a measuring tool")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

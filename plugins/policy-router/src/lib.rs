@@ -239,7 +239,7 @@ pub fn plan(
     let auto = config
         .auto
         .as_ref()
-        .filter(|a| a.models.iter().any(|m| *m == req.model_group));
+        .filter(|a| a.models.contains(&req.model_group));
     let primary = match auto {
         Some(a) => a.pick(&req.headers),
         None => req.model_group.clone(),
