@@ -19,7 +19,8 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value
     let config = gw.config();
     Json(json!({
         "status": "healthy",
-        "db": "Not connected",
+        "db": "connected",
+        "db_path": gw.ledger().store().path(),
         "llmgate_version": env!("CARGO_PKG_VERSION"),
         "model_groups": config.groups.len() + config.wildcards.len(),
         "providers": reg.prefixes(),
