@@ -115,31 +115,13 @@ async fn main() {
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("authorization", "Bearer sk-bench-key".parse().unwrap());
     let log = SpendLog {
-        request_id: String::new(),
         call_type: "acompletion".into(),
-        api_key: String::new(),
-        spend: 0.0,
-        total_tokens: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        cache_read_input_tokens: 0,
-        cache_creation_input_tokens: 0,
-        reasoning_tokens: 0,
-        start_time_ms: 0,
-        end_time_ms: 0,
-        completion_start_time_ms: None,
         model: "gpt-4o".into(),
         model_group: "gpt-4o".into(),
         model_id: "gpt-4o-0".into(),
         custom_llm_provider: "openai".into(),
-        api_base: String::new(),
-        status: String::new(),
-        user: String::new(),
         metadata: serde_json::json!({}),
-        request_tags: Vec::new(),
-        messages: None,
-        response: None,
-        requester_ip_address: None,
+        ..SpendLog::default()
     };
     let n = 100_000;
     let t = Instant::now();

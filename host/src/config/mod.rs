@@ -79,6 +79,8 @@ pub struct Deployment {
     /// Everything known about the model: the built-in table, overridden by price params
     /// and `model_info` (LiteLLM field names).
     pub info: serde_json::Value,
+    /// The prices in `info`, read once at load (costing, reservations, policy candidates).
+    pub prices: crate::ledger::cost::Prices,
 }
 
 /// Limits applied to every plugin call.
@@ -957,6 +959,7 @@ impl Validator {
             tpm,
             order,
             model_info,
+            prices: crate::ledger::cost::Prices::from_info(&info),
             info,
         })
     }

@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
-use crate::ledger::cost::{Prices, input_tokens_upper_bound};
+use crate::ledger::cost::input_tokens_upper_bound;
 use crate::ledger::{Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
 use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
 use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
@@ -169,7 +169,11 @@ impl Gateway {
             )));
         }
         let worst_case = all()
-            .map(|&i| Prices::of(&config.deployments[i]).worst_case(input_bound, max_output))
+            .map(|&i| {
+                config.deployments[i]
+                    .prices
+                    .worst_case(input_bound, max_output)
+            })
             .fold(0.0, f64::max);
         let settings = self.ledger.settings();
         let mut log_meta = serde_json::Map::new();
@@ -186,36 +190,21 @@ impl Gateway {
         let log = SpendLog {
             request_id: call_id.clone(),
             call_type: call_type(req.api).to_string(),
-            api_key: String::new(),
-            spend: 0.0,
-            total_tokens: 0,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cache_read_input_tokens: 0,
-            cache_creation_input_tokens: 0,
-            reasoning_tokens: 0,
             start_time_ms: unix_now_ms(),
-            end_time_ms: 0,
-            completion_start_time_ms: None,
-            model: String::new(),
             model_group: group.clone(),
-            model_id: String::new(),
-            custom_llm_provider: String::new(),
-            api_base: String::new(),
-            status: String::new(),
             user: user.unwrap_or_default(),
             metadata: serde_json::Value::Object(log_meta),
             request_tags: tags,
             messages: (settings.store_prompts && req.api != Api::ImagesEdits)
                 .then(|| serde_json::from_slice(&req.body).ok())
                 .flatten(),
-            response: None,
             requester_ip_address: req
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
                 .map(|v| v.trim().to_string()),
+            ..SpendLog::default()
         };
         let mut ticket = Some(self.ledger.admit(
             &req.caller,
@@ -378,7 +367,7 @@ pub(crate) fn settle_served(
 ) -> (f64, f64) {
     let mut ticket = ticket;
     let cost = match usage {
-        Some(u) => Prices::of(dep).cost(u),
+        Some(u) => dep.prices.cost(u),
         None if success => 0.0,
         None => ticket.fallback_cost,
     };

@@ -9,9 +9,7 @@ use crate::plugins::ErrorClass;
 use crate::plugins::bindings::policy_api::Candidate;
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::ledger::unix_now_ms().max(0) as u64
 }
 
 /// Counters of one deployment.
@@ -139,24 +137,11 @@ impl Stats {
         }
     }
 
-    /// Whether a deployment is out of rotation right now.
-    pub fn cooling_down(&self, id: &str) -> bool {
-        self.by_id
-            .get(id)
-            .is_some_and(|s| s.cooldown_until_ms.load(Ordering::Relaxed) > now_ms())
-    }
-
     /// The policy's view of a deployment.
     pub fn candidate(&self, d: &Deployment) -> Candidate {
         let s = self.get(&d.id);
         let ok = s.successes.load(Ordering::Relaxed);
         let bad = s.failures.load(Ordering::Relaxed);
-        let price = |k: &str| {
-            d.info
-                .get(k)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(0.0)
-        };
         Candidate {
             id: d.id.clone(),
             model_group: d.model_name.clone(),
@@ -171,8 +156,8 @@ impl Stats {
             },
             latency_ms_p50: (s.latency_us.load(Ordering::Relaxed) / 1000) as u32,
             ttft_ms_p50: (s.ttft_us.load(Ordering::Relaxed) / 1000) as u32,
-            price_in: price("input_cost_per_token"),
-            price_out: price("output_cost_per_token"),
+            price_in: d.prices.input,
+            price_out: d.prices.output,
             weight: d.weight,
             rpm: d.rpm,
             tpm: d.tpm,

@@ -273,7 +273,7 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         .await?
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
     let idle = dep.timeout;
-    let prices = Prices::of(dep);
+    let prices = dep.prices;
     let mut ticket = ctx.ticket.take();
     let mut spend_headers = Vec::new();
     if let Some(t) = ticket.as_mut() {

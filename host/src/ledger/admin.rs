@@ -134,10 +134,7 @@ fn apply(rec: &mut KeyRecord, body: &Map<String, Value>, now: i64) -> Result<(),
             Value::Null => json!({}),
             Value::Object(m) => {
                 for (model, b) in m {
-                    let limit = b.as_f64().or_else(|| {
-                        let l = b.get("budget_limit")?;
-                        l.as_f64().or_else(|| l.as_str()?.parse().ok())
-                    });
+                    let limit = super::budget_limit(b);
                     if limit.is_none_or(|l| !l.is_finite() || l < 0.0) {
                         return Err(bad(
                             "model_max_budget",

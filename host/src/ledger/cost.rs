@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 
-use crate::config::Deployment;
 use crate::plugins::Usage;
 
 /// Output tokens assumed for the reservation when a request sets no `max_tokens` and the
@@ -29,11 +28,6 @@ pub struct Prices {
 }
 
 impl Prices {
-    /// The prices in a deployment's merged model info.
-    pub fn of(dep: &Deployment) -> Self {
-        Self::from_info(&dep.info)
-    }
-
     /// The prices in a model-info object (LiteLLM's field names).
     pub fn from_info(info: &Value) -> Self {
         let f = |k: &str| info.get(k).and_then(Value::as_f64).filter(|v| *v >= 0.0);

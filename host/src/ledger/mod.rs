@@ -111,11 +111,6 @@ impl KeyEntry {
         st.rec.clone()
     }
 
-    /// USD spent in the current window.
-    pub fn spend(&self) -> f64 {
-        self.lock().rec.spend
-    }
-
     /// The key's hash.
     pub fn token(&self) -> String {
         self.lock().rec.token.clone()
@@ -140,17 +135,9 @@ impl KeyState {
                     .and_then(Value::as_i64)
                     .is_some_and(|t| now >= t);
                 if due {
-                    let period = self
-                        .rec
-                        .model_max_budget
-                        .get(model)
-                        .and_then(|b| b.get("time_period"))
-                        .and_then(Value::as_str)
-                        .and_then(|p| window::parse(p).ok());
-                    *v = json!({
-                        "spend": 0.0,
-                        "reset_at": period.map(|p| window::next_reset(p, now)),
-                    });
+                    let reset_at = model_period(&self.rec.model_max_budget, model)
+                        .map(|p| window::next_reset(p, now));
+                    *v = json!({ "spend": 0.0, "reset_at": reset_at });
                     changed = true;
                 }
             }
@@ -183,14 +170,41 @@ impl KeyState {
     }
 }
 
+/// The limit of one `model_max_budget` entry: `1.0` or `{"budget_limit": 1.0, ...}`
+/// (the limit may be a number or a numeric string, as LiteLLM accepts).
+pub(crate) fn budget_limit(entry: &Value) -> Option<f64> {
+    entry.as_f64().or_else(|| {
+        let l = entry.get("budget_limit")?;
+        l.as_f64().or_else(|| l.as_str()?.parse().ok())
+    })
+}
+
 /// A model budget of a key: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}` or
 /// `{"gpt-4o": 1.0}`.
 fn model_budget(rec: &KeyRecord, model: &str) -> Option<f64> {
-    let b = rec.model_max_budget.get(model)?;
-    b.as_f64().or_else(|| {
-        let l = b.get("budget_limit")?;
-        l.as_f64().or_else(|| l.as_str()?.parse().ok())
-    })
+    budget_limit(rec.model_max_budget.get(model)?)
+}
+
+/// The window (`time_period`) of a model's budget in `model_max_budget`.
+fn model_period(budgets: &Value, model: &str) -> Option<window::Period> {
+    budgets
+        .get(model)?
+        .get("time_period")?
+        .as_str()
+        .and_then(|p| window::parse(p).ok())
+}
+
+/// Set a model's entry in `model_spend`.
+fn set_model_spend(rec: &mut KeyRecord, model: &str, spend: f64, reset_at: Value) {
+    if !rec.model_spend.is_object() {
+        rec.model_spend = json!({});
+    }
+    if let Some(m) = rec.model_spend.as_object_mut() {
+        m.insert(
+            model.to_string(),
+            json!({ "spend": spend, "reset_at": reset_at }),
+        );
+    }
 }
 
 /// What one admitted request holds until it settles: its reservation, parallel slot and
@@ -270,23 +284,15 @@ impl Ticket {
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
-                let group = self.group.clone();
                 let reset_at = st
                     .rec
                     .model_spend
-                    .get(&group)
+                    .get(&self.group)
                     .and_then(|v| v.get("reset_at"))
-                    .cloned();
-                let prev = st.model_spend(&group);
-                if !st.rec.model_spend.is_object() {
-                    st.rec.model_spend = json!({});
-                }
-                if let Some(m) = st.rec.model_spend.as_object_mut() {
-                    m.insert(
-                        group,
-                        json!({"spend": prev + cost, "reset_at": reset_at.unwrap_or(Value::Null)}),
-                    );
-                }
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let spend = st.model_spend(&self.group) + cost;
+                set_model_spend(&mut st.rec, &self.group, spend, reset_at);
             }
             key_spend = st.rec.spend;
             // Queued under the lock: the store sees this key's absolute spend in order.
@@ -593,22 +599,9 @@ impl Ledger {
         st.reserved += worst;
         if model_budget(&st.rec, req.group).is_some() {
             if st.rec.model_spend.get(req.group).is_none() {
-                let period = st
-                    .rec
-                    .model_max_budget
-                    .get(req.group)
-                    .and_then(|b| b.get("time_period"))
-                    .and_then(Value::as_str)
-                    .and_then(|p| window::parse(p).ok());
-                if !st.rec.model_spend.is_object() {
-                    st.rec.model_spend = json!({});
-                }
-                if let Some(m) = st.rec.model_spend.as_object_mut() {
-                    m.insert(
-                        req.group.to_string(),
-                        json!({"spend": 0.0, "reset_at": period.map(|p| window::next_reset(p, now))}),
-                    );
-                }
+                let reset_at = model_period(&st.rec.model_max_budget, req.group)
+                    .map(|p| window::next_reset(p, now));
+                set_model_spend(&mut st.rec, req.group, 0.0, json!(reset_at));
             }
             *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
         }

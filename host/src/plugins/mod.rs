@@ -487,51 +487,94 @@ impl Runtime {
     /// Load every `*.wasm` in `dir` into a registry. Files that fail are listed with their
     /// error; with `previous`, a failed file keeps the previous registry's plugin from it.
     pub async fn load_dir(self: &Arc<Self>, dir: &Path) -> anyhow::Result<Registry> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading plugins folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        files.sort();
+        let files =
+            wasm_files(dir).with_context(|| format!("reading plugins folder {}", dir.display()))?;
         let mut reg = Registry::default();
         for path in files {
             let started = std::time::Instant::now();
             match self.load_file(&path).await {
-                Ok(Loaded::Provider(p)) => {
-                    tracing::info!(plugin = %p.id(), file = %path.display(), ms = started.elapsed().as_millis() as u64, "loaded provider plugin");
-                    reg.status.push(p.status());
-                    for prefix in &p.prefixes {
-                        if let Some(prev) = reg.providers.insert(prefix.name.clone(), p.clone()) {
-                            tracing::warn!(prefix = %prefix.name, replaced = %prev.id(), by = %p.id(), "two provider plugins serve one prefix; the later file wins");
+                Ok(l) => {
+                    let ms = started.elapsed().as_millis() as u64;
+                    match &l {
+                        Loaded::Provider(p) => {
+                            tracing::info!(plugin = %p.id(), file = %path.display(), ms, "loaded provider plugin")
+                        }
+                        Loaded::Policy(p) => {
+                            tracing::info!(plugin = %p.id(), file = %path.display(), ms, "loaded routing policy")
                         }
                     }
-                }
-                Ok(Loaded::Policy(p)) => {
-                    tracing::info!(plugin = %p.id(), file = %path.display(), ms = started.elapsed().as_millis() as u64, "loaded routing policy");
-                    reg.status.push(p.status());
-                    reg.policies.insert(p.name.clone(), p);
+                    reg.insert(&l);
+                    reg.status.push(l.status());
                 }
                 Err(e) => {
                     tracing::error!(file = %path.display(), "plugin failed to load: {e:#}");
-                    let name = path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    reg.status.push(PluginStatus {
-                        name,
-                        version: None,
-                        kind: None,
-                        prefixes: Vec::new(),
-                        origin: Origin {
-                            file: path.clone(),
-                            sha256: String::new(),
-                            loaded_at: unix_now(),
-                        },
-                        last_error: Some(format!("{e:#}")),
-                    });
+                    reg.status
+                        .push(PluginStatus::failed(&path, String::new(), format!("{e:#}")));
                 }
             }
         }
         Ok(reg)
+    }
+}
+
+/// The `.wasm` files in `dir`, sorted (load order: a later file wins a shared prefix).
+pub(crate) fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl PluginStatus {
+    /// The row of a file that did not load (and serves nothing).
+    fn failed(path: &Path, sha256: String, error: String) -> Self {
+        Self {
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            version: None,
+            kind: None,
+            prefixes: Vec::new(),
+            origin: Origin {
+                file: path.to_path_buf(),
+                sha256,
+                loaded_at: unix_now(),
+            },
+            last_error: Some(error),
+        }
+    }
+}
+
+impl Registry {
+    /// Serve a loaded plugin: a provider under each of its prefixes (a later one wins a
+    /// shared prefix), a policy under its name.
+    fn insert(&mut self, l: &Loaded) {
+        match l {
+            Loaded::Provider(p) => {
+                for prefix in &p.prefixes {
+                    if let Some(prev) = self.providers.insert(prefix.name.clone(), p.clone())
+                        && !Arc::ptr_eq(&prev, p)
+                    {
+                        tracing::warn!(prefix = %prefix.name, replaced = %prev.id(), by = %p.id(), "two provider plugins serve one prefix; the later file wins");
+                    }
+                }
+            }
+            Loaded::Policy(p) => {
+                self.policies.insert(p.name.clone(), p.clone());
+            }
+        }
+    }
+}
+
+impl Loaded {
+    /// Its row in `GET /plugins`.
+    fn status(&self) -> PluginStatus {
+        match self {
+            Loaded::Provider(p) => p.status(),
+            Loaded::Policy(p) => p.status(),
+        }
     }
 }

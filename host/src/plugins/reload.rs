@@ -43,19 +43,14 @@ impl Drop for Watch {
 
 /// `(size, mtime)` of every `.wasm` in `dir`: the cheap "did anything change" check.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
+    super::wasm_files(dir)
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
         .filter_map(|p| {
             let m = std::fs::metadata(&p).ok()?;
-            m.is_file().then(|| (p.clone(), m.len(), m.modified().ok()))
+            Some((p, m.len(), m.modified().ok()))
         })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+        .collect()
 }
 
 /// Watch `gateway`'s plugins folder and swap in a new registry on every change.
@@ -176,23 +171,6 @@ impl Registry {
         }
         out
     }
-
-    fn insert(&mut self, l: &Loaded) {
-        match l {
-            Loaded::Provider(p) => {
-                for prefix in &p.prefixes {
-                    if let Some(prev) = self.providers.insert(prefix.name.clone(), p.clone())
-                        && !Arc::ptr_eq(&prev, p)
-                    {
-                        tracing::warn!(prefix = %prefix.name, replaced = %prev.id(), by = %p.id(), "two provider plugins serve one prefix; the later file wins");
-                    }
-                }
-            }
-            Loaded::Policy(p) => {
-                self.policies.insert(p.name.clone(), p.clone());
-            }
-        }
-    }
 }
 
 impl Loaded {
@@ -203,13 +181,6 @@ impl Loaded {
             _ => false,
         }
     }
-
-    fn status(&self) -> PluginStatus {
-        match self {
-            Loaded::Provider(p) => p.status(),
-            Loaded::Policy(p) => p.status(),
-        }
-    }
 }
 
 impl Runtime {
@@ -217,12 +188,7 @@ impl Runtime {
     /// nothing changed. Unchanged files keep their loaded plugins (no recompile).
     pub async fn rescan(self: &Arc<Self>, dir: &Path, current: &Registry) -> Option<Registry> {
         let mut old = current.by_file();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        files.sort();
+        let files = super::wasm_files(dir).ok()?;
         let mut next = Registry::default();
         let mut changed = files.len() != old.len();
         for path in files {
@@ -260,21 +226,7 @@ impl Runtime {
                             status.last_error = Some(error);
                             next.status.push(status);
                         }
-                        _ => next.status.push(PluginStatus {
-                            name: path
-                                .file_stem()
-                                .map(|s| s.to_string_lossy().into_owned())
-                                .unwrap_or_default(),
-                            version: None,
-                            kind: None,
-                            prefixes: Vec::new(),
-                            origin: super::Origin {
-                                file: path.clone(),
-                                sha256: sha,
-                                loaded_at: super::unix_now(),
-                            },
-                            last_error: Some(error),
-                        }),
+                        _ => next.status.push(PluginStatus::failed(&path, sha, error)),
                     }
                 }
             }

@@ -49,7 +49,7 @@ pub struct KeyRecord {
 }
 
 /// One request's spend log row (LiteLLM's `/spend/logs` fields).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpendLog {
     /// The call id (`x-litellm-call-id`). Primary key.
     pub request_id: String,
