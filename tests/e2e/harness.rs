@@ -198,6 +198,18 @@ impl Gateway {
         None
     }
 
+    /// `GET {url}{path}`, answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `POST {url}{path}` with a JSON body.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         client()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client};
+use crate::harness::{Gateway, Spec};
 
 /// The plugin file stem in plugins/dist/.
 const PLUGIN: &str = "policy-cheapest";
@@ -132,14 +132,7 @@ async fn js_policy_routes_cheapest_first_fails_over_and_enforces_the_price_cap()
     assert_eq!(m.requests()[before].body["model"], "mock-error-500");
 
     // Listed as a policy plugin, next to the Rust one.
-    let v: Value = client()
-        .get(format!("{}/plugins", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.get_json("/plugins").await;
     let plugins = v["plugins"].as_array().unwrap();
     let js = plugins
         .iter()

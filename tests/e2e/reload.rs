@@ -60,14 +60,7 @@ async fn plugin_of(gw: &Gateway) -> (u16, String) {
 }
 
 async fn plugins(gw: &Gateway) -> Vec<Value> {
-    let v: Value = client()
-        .get(format!("{}/plugins", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.get_json("/plugins").await;
     v["plugins"].as_array().unwrap().clone()
 }
 

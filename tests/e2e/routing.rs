@@ -268,14 +268,7 @@ async fn kilo_auto_picks_the_model_from_the_task() {
         "openclaw requests use the strong model"
     );
     // Listed as a model.
-    let v: Value = c
-        .get(format!("{}/v1/models", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.get_json("/v1/models").await;
     assert!(
         v["data"]
             .as_array()
