@@ -13,6 +13,7 @@ use std::time::Instant;
 use llmgate::config::PluginLimits;
 use llmgate::ledger::{Admit, Caller, Ledger, Outcome, Settings};
 use llmgate::plugins::bindings::policy_api::{Candidate, RouteRequest};
+use llmgate::plugins::bindings::provider_api::{Deployment, Inbound};
 use llmgate::plugins::bindings::types::Api;
 use llmgate::plugins::{Loaded, Runtime};
 use llmgate::store::{SpendLog, Store};
@@ -93,6 +94,66 @@ async fn main() {
         per_call(&format!("route() through {name} (pooled instance)"), n, t);
     }
 
+    // Provider exchange: fresh instance + constructor, build-request, on-body, teardown.
+    let Loaded::Provider(openai) = runtime.load_file(&dir.join("openai.wasm")).await.unwrap()
+    else {
+        panic!("openai.wasm is not a provider");
+    };
+    let reply = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"mock-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a short answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
+    for (label, body) in [("small", small_body()), ("68 KB agent", agent_body())] {
+        let inbound = Inbound {
+            api: Api::ChatCompletions,
+            model: "bench".into(),
+            stream: false,
+            body,
+            content_type: "application/json".into(),
+            headers: vec![("user-agent".into(), "OpenAI/Python 1.0".into())],
+            deployment: Deployment {
+                id: "bench-0".into(),
+                provider: "openai".into(),
+                model: "mock-gpt".into(),
+                api_base: Some("http://127.0.0.1:9/v1".into()),
+                api_version: None,
+                params_json: "{}".into(),
+            },
+        };
+        let n = 5_000;
+        let (mut t_new, mut t_build, mut t_body, mut t_drop) = (0.0, 0.0, 0.0, 0.0);
+        for i in 0..n + 200 {
+            let t = Instant::now();
+            let mut ex = openai.exchange(&inbound).await.unwrap();
+            let t1 = Instant::now();
+            ex.build_request().await.unwrap().unwrap();
+            let t2 = Instant::now();
+            ex.on_body(
+                200,
+                &[("content-type".into(), "application/json".into())],
+                reply,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let t3 = Instant::now();
+            drop(ex);
+            let t4 = Instant::now();
+            if i >= 200 {
+                t_new += (t1 - t).as_secs_f64();
+                t_build += (t2 - t1).as_secs_f64();
+                t_body += (t3 - t2).as_secs_f64();
+                t_drop += (t4 - t3).as_secs_f64();
+            }
+        }
+        let us = |s: f64| s * 1e6 / f64::from(n);
+        println!(
+            "openai exchange, {label:<12} new {:>6.1} + build {:>6.1} + on_body {:>6.1} + drop {:>6.1} = {:>6.1} µs",
+            us(t_new),
+            us(t_build),
+            us(t_body),
+            us(t_drop),
+            us(t_new + t_build + t_body + t_drop)
+        );
+    }
+
     // Ledger: authenticate + admit + settle for a virtual key with every limit set.
     let db = tempfile::tempdir().unwrap();
     let store = Store::open(&db.path().join("l.db")).unwrap();
@@ -165,6 +226,36 @@ async fn main() {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
+}
+
+fn small_body() -> Vec<u8> {
+    br#"{"model":"bench","messages":[{"role":"user","content":"Say hello in one short sentence."}]}"#.to_vec()
+}
+
+/// About 68 KB: a 50 KB system prompt, 14 function tools, a tool-call turn.
+fn agent_body() -> Vec<u8> {
+    let system: String = (0..7_000).map(|i| format!("word{} ", i % 97)).collect();
+    let tools: Vec<serde_json::Value> = (0..14)
+        .map(|i| {
+            serde_json::json!({"type":"function","function":{"name":format!("tool_{i}"),
+            "description":"Run a shell command in the workspace and return its output. ".repeat(8),
+            "parameters":{"type":"object","properties":{"command":{"type":"string","description":"The command."},
+            "timeout":{"type":"number"}},"required":["command"]}}})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "model": "bench",
+        "max_completion_tokens": 64000,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "List the files."},
+            {"role": "assistant", "content": null, "tool_calls": [{"id":"call_1","type":"function","function":{"name":"tool_0","arguments":"{\"command\":\"ls\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "a.txt\nb.txt"},
+            {"role": "user", "content": "Now read a.txt."}
+        ],
+        "tools": tools,
+    }))
+    .unwrap()
 }
 
 fn sha256(s: &str) -> [u8; 32] {

@@ -267,3 +267,58 @@ async fn plugins_are_added_and_removed_without_restart() {
     // Everything else still serves.
     assert_eq!(plugin_of(&gw).await.0, 200);
 }
+
+async fn rescans(gw: &Gateway) -> u64 {
+    let v: Value = gw.get_json("/plugins").await;
+    assert_eq!(v["hot_reload"]["enabled"], true);
+    v["hot_reload"]["rescans"].as_u64().unwrap()
+}
+
+/// Reading the plugin files (as the rescan itself, a backup or `sha256sum` does) is not a
+/// change: it must not start a rescan, or the watcher feeds itself and hashes every plugin
+/// file forever. A real change rescans once.
+#[tokio::test]
+async fn reading_plugin_files_never_rescans_and_a_change_rescans_once() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let gw = Gateway::start_spec(Spec {
+        config: &config(&m.url()),
+        plugins: &["openai", "hostile"],
+        ..Spec::default()
+    });
+    assert_eq!(plugin_of(&gw).await, (200, "hostile@6.6.6".into()));
+    let dir = gw.plugins_dir();
+    for _ in 0..3 {
+        for f in std::fs::read_dir(&dir).unwrap() {
+            std::fs::read(f.unwrap().path()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A file that is not a plugin comes and goes.
+    std::fs::write(dir.join("notes.txt"), "not a plugin").unwrap();
+    std::fs::remove_file(dir.join("notes.txt")).unwrap();
+    // Past the debounce and a full poll interval.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(
+        rescans(&gw).await,
+        0,
+        "a rescan ran though no plugin changed"
+    );
+
+    replace_atomically(&dir.join("hostile.wasm"), &hostile_as("6.6.9"));
+    until(Duration::from_secs(5), async || {
+        plugin_of(&gw).await.1 == "hostile@6.6.9"
+    })
+    .await
+    .expect("the new version never served");
+    let after_change = rescans(&gw).await;
+    assert!(
+        (1..=2).contains(&after_change),
+        "{after_change} rescans for one change"
+    );
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(
+        rescans(&gw).await,
+        after_change,
+        "rescans kept running after the change was loaded"
+    );
+}

@@ -10,11 +10,21 @@ use serde_json::json;
 
 use crate::gateway::Gateway;
 
-/// `GET /plugins`: every plugin file with name, version, kind, hash, load time, last error.
+/// `GET /plugins`: every plugin file with name, version, kind, hash, load time, last error,
+/// and how many hot-reload rescans have run.
 pub async fn plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = super::admin(&gw, &headers) {
         return super::openai_error(e);
     }
     let reg = gw.registry();
-    Json(json!({ "plugins_dir": gw.config().plugins_dir, "plugins": reg.status })).into_response()
+    let config = gw.config();
+    Json(json!({
+        "plugins_dir": config.plugins_dir,
+        "hot_reload": {
+            "enabled": config.hot_reload,
+            "rescans": gw.reload_stats().scans.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "plugins": reg.status,
+    }))
+    .into_response()
 }

@@ -60,6 +60,14 @@ pub struct Gateway {
     stats: Stats,
     ledger: Arc<Ledger>,
     started_at: u64,
+    reload: ReloadStats,
+}
+
+/// What hot reload has done, for `GET /plugins`.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Rescans of the plugins folder run since start (one per debounced change).
+    pub scans: std::sync::atomic::AtomicU64,
 }
 
 /// One client request, as the API layer hands it over.
@@ -100,6 +108,7 @@ impl Gateway {
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            reload: ReloadStats::default(),
         })
     }
 
@@ -126,6 +135,11 @@ impl Gateway {
     /// The plugin runtime.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// Hot reload's counters.
+    pub fn reload_stats(&self) -> &ReloadStats {
+        &self.reload
     }
 
     /// Unix time the gateway started.

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -41,6 +42,29 @@ impl Drop for Watch {
     }
 }
 
+/// Whether a watcher event can change the plugin set: something created, written, renamed
+/// or removed, on a `.wasm` path (either side of a rename), or an event that names no path
+/// (the watcher lost track and asks for a rescan). Opening and reading files is not a
+/// change: the rescan itself reads every plugin file, and reacting to that would rescan
+/// forever.
+fn changes_plugins(e: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    let kind = matches!(
+        e.kind,
+        EventKind::Any
+            | EventKind::Create(_)
+            | EventKind::Modify(_)
+            | EventKind::Remove(_)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    );
+    let path = e.paths.is_empty()
+        || e.paths
+            .iter()
+            .any(|p| p.extension().is_some_and(|x| x == "wasm"));
+    kind && path
+}
+
 /// `(size, mtime)` of every `.wasm` in `dir`: the cheap "did anything change" check.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     super::wasm_files(dir)
@@ -62,7 +86,7 @@ pub fn watch(gateway: Arc<Gateway>) -> Watch {
         use notify::Watcher as _;
         let tx = tx.clone();
         match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
+            if ev.is_ok_and(|e| changes_plugins(&e)) {
                 let _ = tx.send(());
             }
         }) {
@@ -103,6 +127,7 @@ pub fn watch(gateway: Arc<Gateway>) -> Watch {
                 }
             }
             last = fingerprint(&dir);
+            gateway.reload_stats().scans.fetch_add(1, Ordering::Relaxed);
             let gw = gateway.clone();
             let handle = tokio::runtime::Handle::current();
             let started = Instant::now();
