@@ -477,3 +477,57 @@ async fn model_discovery_carries_context_prices_and_modalities() {
     assert_eq!(info["data"][0]["model_info"]["id"], "gpt-4o-0");
     assert_eq!(info["data"][0]["model_info"]["max_input_tokens"], 128_000);
 }
+
+/// An upstream answering with a redirect to another host: the gateway must not follow it
+/// (that would carry the request and its API key past the `api_base` origin check).
+#[tokio::test]
+async fn an_upstream_redirect_is_not_followed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let count = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((_sock, _)) = elsewhere.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_addr = redirector.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = redirector.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere_addr}/v1/chat/completions\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let cfg = format!(
+        "model_list:\n  - model_name: hop\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://{redirector_addr}/v1', api_key: sk-secret}}\n"
+    );
+    let gw = Gateway::start(&cfg);
+    let r = gw.post("/v1/chat/completions", &chat("hop", "x")).await;
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 502, "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the gateway followed the redirect to another host"
+    );
+}

@@ -81,6 +81,9 @@ pub struct Deployment {
     pub info: serde_json::Value,
     /// The prices in `info`, read once at load (costing, reservations, policy candidates).
     pub prices: crate::ledger::cost::Prices,
+    /// The origin (`scheme://host[:port]`) of `api_base`, read once at load: where this
+    /// deployment's requests may go.
+    pub api_base_origin: Option<String>,
 }
 
 /// Limits applied to every plugin call.
@@ -945,7 +948,6 @@ impl Validator {
             model_name,
             provider,
             model,
-            api_base,
             api_version,
             api_key,
             aws_access_key_id,
@@ -960,6 +962,8 @@ impl Validator {
             order,
             model_info,
             prices: crate::ledger::cost::Prices::from_info(&info),
+            api_base_origin: api_base.as_deref().and_then(crate::gateway::origin_of),
+            api_base,
             info,
         })
     }

@@ -94,6 +94,9 @@ impl Gateway {
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            // A redirect would take the request (and its credentials) past the origin check
+            // of `api_base`; an upstream's 3xx is answered like any other non-2xx status.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()?;

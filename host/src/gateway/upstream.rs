@@ -41,7 +41,11 @@ pub(super) struct AttemptCtx<'a> {
 
 /// `scheme://host[:port]` of a URL, lower-cased; `None` if it is not an http(s) URL.
 pub fn origin_of(url: &str) -> Option<String> {
-    let u = reqwest::Url::parse(url).ok()?;
+    url_origin(&reqwest::Url::parse(url).ok()?)
+}
+
+/// [`origin_of`] for a parsed URL.
+fn url_origin(u: &reqwest::Url) -> Option<String> {
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
         return None;
     }
@@ -78,12 +82,14 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
 
     // Where may this go? The deployment's api_base origin, else the prefix's default.
-    let allowed = dep
-        .api_base
-        .as_deref()
-        .or_else(|| prefix.and_then(|p| p.default_api_base.as_deref()))
-        .and_then(origin_of);
-    let target = origin_of(&plan.url);
+    let allowed = match &dep.api_base {
+        Some(_) => dep.api_base_origin.clone(),
+        None => prefix
+            .and_then(|p| p.default_api_base.as_deref())
+            .and_then(origin_of),
+    };
+    let parsed = reqwest::Url::parse(&plan.url).ok();
+    let target = parsed.as_ref().and_then(url_origin);
     if target.is_none() || target != allowed {
         return Err(Fault {
             plugin: plugin.id().clone(),
@@ -100,7 +106,7 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         plugin: plugin.id().clone(),
         message: format!("planned an invalid HTTP method `{}`", plan.method),
     })?;
-    let mut url = reqwest::Url::parse(&plan.url).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut url = parsed.ok_or_else(|| Error::Internal(format!("unparsable URL {}", plan.url)))?;
 
     // The secret: from the deployment, else the prefix's environment variables.
     let key = dep
@@ -263,6 +269,7 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         for (k, v) in rate_headers {
             set_header(&mut out, k, &v);
         }
+        plugin.recycle(ex);
         return Ok(out);
     }
 
