@@ -305,6 +305,12 @@ impl Runtime {
         store.set_epoch_deadline(1);
     }
 
+    /// How many fresh instances of one provider plugin are made ahead of need: two (one
+    /// attempt takes one while the next is made), none when the instance budget is small.
+    fn ready_cap(&self) -> usize {
+        if self.limits.max_instances < 64 { 0 } else { 2 }
+    }
+
     /// How many idle instances of one routing policy may be kept for reuse: a few (calls
     /// are short, so concurrent use is bounded by the worker threads), and none when the
     /// instance budget is so small that idle instances could starve real requests.

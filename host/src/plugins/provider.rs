@@ -1,6 +1,11 @@
 //! Provider plugins: load and self-check, and [`Exchange`], one attempt's live instance.
+//!
+//! Every attempt gets a fresh instance: nothing of one request can be seen by the next. To
+//! keep instantiation and teardown off the request path, a few fresh, never-used instances
+//! per plugin are made ahead of need ([`ProviderPlugin::refill`]), and a finished exchange
+//! is torn down after its response has been handed over ([`ProviderPlugin::recycle`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceAny};
@@ -14,6 +19,12 @@ use super::{Fault, Origin, PluginStatus, Runtime, State};
 const MAX_OUTPUT_BYTES: usize = 64 << 20;
 /// Most headers a plugin may set.
 const MAX_HEADERS: usize = 128;
+
+/// A fresh instance made ahead of need: instantiated, never called.
+struct Ready {
+    store: Store<State>,
+    world: World,
+}
 
 /// A loaded provider plugin.
 pub struct ProviderPlugin {
@@ -32,6 +43,8 @@ pub struct ProviderPlugin {
     id: Arc<str>,
     pre: ProviderPluginPre<State>,
     runtime: Arc<Runtime>,
+    /// Fresh instances waiting for an attempt (at most [`Runtime::ready_cap`]).
+    ready: Mutex<Vec<Ready>>,
 }
 
 impl ProviderPlugin {
@@ -79,6 +92,7 @@ impl ProviderPlugin {
             origin,
             pre,
             runtime,
+            ready: Mutex::new(Vec::new()),
         })
     }
 
@@ -104,14 +118,53 @@ impl ProviderPlugin {
         }
     }
 
-    /// Start one attempt: a fresh store and instance, and the plugin's `exchange` resource.
-    pub async fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
+    /// A fresh store and instance, never used.
+    async fn instantiate(&self) -> Result<Ready, Fault> {
         let rt = &self.runtime;
         let mut store = rt.store(&self.id);
-        let world = match self.pre.instantiate_async(&mut store).await {
-            Ok(w) => w,
-            Err(e) => return Err(rt.fault(&store, &e)),
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(world) => Ok(Ready { store, world }),
+            Err(e) => Err(rt.fault(&store, &e)),
+        }
+    }
+
+    /// Make fresh instances until [`Runtime::ready_cap`] wait for the next attempts.
+    pub async fn refill(&self) {
+        let cap = self.runtime.ready_cap();
+        while self.ready.lock().is_ok_and(|r| r.len() < cap) {
+            match self.instantiate().await {
+                Ok(r) => match self.ready.lock() {
+                    Ok(mut ready) if ready.len() < cap => ready.push(r),
+                    _ => return,
+                },
+                Err(f) => {
+                    tracing::warn!(plugin = %f.plugin, "making a spare instance failed: {}", f.message);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After an attempt's response is handed over: tear its instance down and make a fresh
+    /// one for a later attempt, in a task of its own (off the request's path).
+    pub fn recycle(self: &Arc<Self>, exchange: Exchange) {
+        let plugin = self.clone();
+        tokio::spawn(async move {
+            drop(exchange);
+            plugin.refill().await;
+        });
+    }
+
+    /// Start one attempt: a fresh instance (made ahead of need when one is waiting), and the
+    /// plugin's `exchange` resource.
+    pub async fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
+        let rt = &self.runtime;
+        let waiting = self.ready.lock().ok().and_then(|mut r| r.pop());
+        let Ready { mut store, world } = match waiting {
+            Some(r) => r,
+            None => self.instantiate().await?,
         };
+        rt.arm(&mut store);
         let res = match world
             .llmgate_plugin_provider()
             .exchange()
