@@ -7,8 +7,13 @@
 //! is read from `/proc` around each phase, so the gateway's CPU cost per request is reported
 //! too; on a small shared machine that is the most robust overhead figure.
 //!
+//! A third target, "bare", is a reverse proxy with no logic at all (see [`bare`]) in
+//! front of the same mock: the cost of a second HTTP hop on this machine, so what the
+//! gateway adds beyond any proxy can be read off ("vs bare").
+//!
 //! Exits non-zero if more than 0.1% of the requests of any phase fail.
 
+mod bare;
 mod load;
 mod procs;
 mod report;
@@ -89,10 +94,25 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Do not measure the bare reference proxy.
+    #[arg(long)]
+    no_bare_proxy: bool,
+    /// Internal: run as the bare reference proxy in front of this upstream URL.
+    #[arg(long, hide = true, value_name = "URL")]
+    bare_proxy_child: Option<String>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(upstream) = &args.bare_proxy_child {
+        return match bare::run(upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("llmgate-bench bare proxy: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let threads = args
         .threads
         .filter(|&n| n > 0)
@@ -164,6 +184,7 @@ struct Ctx {
     client: HttpClient,
     gateway_pid: u32,
     mock_pid: u32,
+    bare_pid: Option<u32>,
     ticks_per_s: u64,
 }
 
@@ -172,6 +193,11 @@ impl Ctx {
         Ok(CpuSnapshot {
             gateway: procs::cpu_ticks(self.gateway_pid)?,
             mock: procs::cpu_ticks(self.mock_pid)?,
+            bare: self
+                .bare_pid
+                .map(procs::cpu_ticks)
+                .transpose()?
+                .unwrap_or(0),
             loadgen: procs::cpu_ticks(std::process::id())?,
         })
     }
@@ -196,6 +222,18 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         MOCK_START_TIMEOUT,
     )?;
     eprintln!("llmgate-bench: mock upstream at {mock_url}");
+
+    // The bare reference proxy: this executable in its proxy role.
+    let mut bare = if args.no_bare_proxy {
+        None
+    } else {
+        let mut cmd = Command::new(std::env::current_exe().context("locating this executable")?);
+        cmd.arg("--bare-proxy-child").arg(&mock_url);
+        let (child, url) =
+            procs::spawn_listening("bare proxy", cmd, bare::LISTENING, MOCK_START_TIMEOUT)?;
+        eprintln!("llmgate-bench: bare reference proxy at {url}");
+        Some((child, url))
+    };
 
     // Gateway.
     let tmp = procs::TempDir::new("llmgate-bench")?;
@@ -251,6 +289,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         client: load::client(),
         gateway_pid: gateway.pid(),
         mock_pid: mock.pid(),
+        bare_pid: bare.as_ref().map(|(child, _)| child.pid()),
         ticks_per_s: procs::clock_ticks_per_second(),
     };
     let mut errors = Errors::default();
@@ -261,6 +300,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             body: w.body("mock-gpt")?,
             streamed: w.streamed(),
         };
+        let bare_target = match &bare {
+            Some((_, url)) => Some(Target {
+                uri: endpoint(url)?,
+                body: direct.body.clone(),
+                streamed: w.streamed(),
+            }),
+            None => None,
+        };
         let via = Target {
             uri: format!("{gateway_url}{}", w.via_path())
                 .parse()
@@ -268,8 +315,18 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             body: w.via_body("bench")?,
             streamed: w.streamed(),
         };
-        let result = measure_workload(&ctx, &args, w, &direct, &via, &mut errors).await;
+        let targets = Targets {
+            direct: &direct,
+            bare: bare_target.as_ref(),
+            via: &via,
+        };
+        let result = measure_workload(&ctx, &args, w, &targets, &mut errors).await;
         check_alive(&mut mock, &mut gateway)?;
+        if let Some((child, _)) = &mut bare
+            && let Some(status) = child.exited()
+        {
+            bail!("the bare proxy exited during the run: {status}");
+        }
         results.push(result?);
     }
 
@@ -279,6 +336,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         final_rss_mib: report::mib(procs::status_kb(gateway.pid(), "VmRSS")?),
     };
     drop(gateway);
+    drop(bare);
     drop(mock);
     drop(tmp);
 
@@ -409,17 +467,27 @@ async fn preflight(client: &HttpClient, target: &Target, label: &str) -> anyhow:
     Ok(body.len())
 }
 
-/// Warm up, then run the fixed-rate and saturation phases against both targets.
+/// The targets one workload is sent to.
+struct Targets<'a> {
+    direct: &'a Target,
+    bare: Option<&'a Target>,
+    via: &'a Target,
+}
+
+/// Warm up, then run the fixed-rate and saturation phases against every target.
 async fn measure_workload(
     ctx: &Ctx,
     args: &Args,
     w: Workload,
-    direct: &Target,
-    via: &Target,
+    targets: &Targets<'_>,
     errors: &mut Errors,
 ) -> anyhow::Result<WorkloadResult> {
+    let Targets { direct, bare, via } = *targets;
     let name = w.name();
     let bytes_direct = preflight(&ctx.client, direct, &format!("{name} direct")).await?;
+    if let Some(b) = bare {
+        preflight(&ctx.client, b, &format!("{name} bare")).await?;
+    }
     let bytes_via = preflight(&ctx.client, via, &format!("{name} via")).await?;
     eprintln!(
         "llmgate-bench: {name}: request {} B, response {bytes_direct} B direct / {bytes_via} B via",
@@ -427,7 +495,7 @@ async fn measure_workload(
     );
 
     if args.warmup > 0.0 {
-        for target in [direct, via] {
+        for target in [Some(direct), bare, Some(via)].into_iter().flatten() {
             let warm = load::closed_loop(&ctx.client, target, args.concurrency.min(4), args.warmup)
                 .await?;
             errors.warmup_failed += warm.errors;
@@ -439,6 +507,10 @@ async fn measure_workload(
         args.rate, args.seconds
     );
     let fixed_direct = fixed_rate(ctx, args, direct, errors).await?;
+    let fixed_bare = match bare {
+        Some(b) => Some(fixed_rate(ctx, args, b, errors).await?),
+        None => None,
+    };
     let fixed_via = fixed_rate(ctx, args, via, errors).await?;
 
     let saturation = if args.skip_saturation {
@@ -448,8 +520,14 @@ async fn measure_workload(
             "llmgate-bench: {name}: saturation, {} concurrent, {} s per target",
             args.concurrency, args.seconds
         );
+        let direct = saturation(ctx, args, direct, errors).await?;
+        let bare = match bare {
+            Some(b) => Some(saturation(ctx, args, b, errors).await?),
+            None => None,
+        };
         Some(Pair {
-            direct: saturation(ctx, args, direct, errors).await?,
+            direct,
+            bare,
             via: saturation(ctx, args, via, errors).await?,
         })
     };
@@ -460,13 +538,24 @@ async fn measure_workload(
         streamed: w.streamed(),
         request_bytes: Pair {
             direct: direct.body.len(),
+            bare: bare.map(|b| b.body.len()),
             via: via.body.len(),
         },
         added_p50_us: diff(fixed_direct.latency.p50_us, fixed_via.latency.p50_us),
         added_p99_us: diff(fixed_direct.latency.p99_us, fixed_via.latency.p99_us),
         added_ttfb_p50_us: diff(fixed_direct.ttfb.p50_us, fixed_via.ttfb.p50_us),
+        bare_hop_p50_us: fixed_bare
+            .as_ref()
+            .map(|b| diff(fixed_direct.latency.p50_us, b.latency.p50_us)),
+        over_bare_p50_us: fixed_bare
+            .as_ref()
+            .map(|b| diff(b.latency.p50_us, fixed_via.latency.p50_us)),
+        over_bare_p99_us: fixed_bare
+            .as_ref()
+            .map(|b| diff(b.latency.p99_us, fixed_via.latency.p99_us)),
         fixed_rate: Pair {
             direct: fixed_direct,
+            bare: fixed_bare,
             via: fixed_via,
         },
         saturation,

@@ -51,6 +51,8 @@ pub struct CpuPerRequest {
     pub gateway_us: f64,
     /// The mock upstream process.
     pub mock_us: f64,
+    /// The bare reference proxy (0 when it is not run).
+    pub bare_us: f64,
     /// This load generator.
     pub loadgen_us: f64,
     /// Gateway CPU over the whole phase, milliseconds (resolution: one clock tick).
@@ -64,6 +66,8 @@ pub struct CpuSnapshot {
     pub gateway: u64,
     /// Mock ticks.
     pub mock: u64,
+    /// Bare proxy ticks (0 when it is not run).
+    pub bare: u64,
     /// Load generator ticks.
     pub loadgen: u64,
 }
@@ -87,6 +91,7 @@ impl CpuSnapshot {
         CpuPerRequest {
             gateway_us: per(self.gateway, later.gateway),
             mock_us: per(self.mock, later.mock),
+            bare_us: per(self.bare, later.bare),
             loadgen_us: per(self.loadgen, later.loadgen),
             gateway_total_ms: later.gateway.saturating_sub(self.gateway) as f64 * us_per_tick
                 / 1000.0,
@@ -130,11 +135,15 @@ pub struct Saturation {
     pub cpu: CpuPerRequest,
 }
 
-/// A pair of measurements: straight to the mock, and through the gateway.
+/// One measurement per target: straight to the mock, through the bare reference proxy,
+/// and through the gateway.
 #[derive(Clone, Debug, Serialize)]
 pub struct Pair<T> {
     /// Straight to the mock upstream.
     pub direct: T,
+    /// Through the bare reference proxy (absent with `--no-bare-proxy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare: Option<T>,
     /// Through the gateway.
     pub via: T,
 }
@@ -156,6 +165,12 @@ pub struct WorkloadResult {
     pub added_p99_us: i64,
     /// Via minus direct, fixed-rate p50 time to first byte, microseconds.
     pub added_ttfb_p50_us: i64,
+    /// Bare minus direct, fixed-rate p50: what a hop with no logic costs on this machine.
+    pub bare_hop_p50_us: Option<i64>,
+    /// Via minus bare, fixed-rate p50: what the gateway adds beyond a bare proxy hop.
+    pub over_bare_p50_us: Option<i64>,
+    /// Via minus bare, fixed-rate p99.
+    pub over_bare_p99_us: Option<i64>,
     /// Saturation results (absent with `--skip-saturation`).
     pub saturation: Option<Pair<Saturation>>,
 }
@@ -272,7 +287,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(s, "request bodies: {}", sizes.join(", "));
     let _ = writeln!(
         s,
-        "CPU columns: user+system time per request in µs (tick = {} µs), gw = gateway, gen = this load generator",
+        "CPU columns: user+system time per request in µs (tick = {} µs); hop = the process in the middle (the gateway for via, the bare proxy for bare, the idle gateway for direct), gen = this load generator",
         1_000_000 / m.clock_ticks_per_second.max(1)
     );
 
@@ -294,12 +309,18 @@ pub fn table(r: &Report) -> String {
         "max",
         "svc p50",
         "ttfb p50",
-        "gw cpu",
+        "hop cpu",
         "mock",
         "gen"
     );
     for w in &r.workloads {
-        for (label, f) in [("direct", &w.fixed_rate.direct), ("via", &w.fixed_rate.via)] {
+        let rows = [
+            ("direct", Some(&w.fixed_rate.direct)),
+            ("bare", w.fixed_rate.bare.as_ref()),
+            ("via", Some(&w.fixed_rate.via)),
+        ];
+        for (label, f) in rows {
+            let Some(f) = f else { continue };
             let ttfb = if w.streamed {
                 f.ttfb.p50_us.to_string()
             } else {
@@ -318,7 +339,11 @@ pub fn table(r: &Report) -> String {
                 f.latency.max_us,
                 f.service.p50_us,
                 ttfb,
-                f.cpu.gateway_us,
+                if label == "bare" {
+                    f.cpu.bare_us
+                } else {
+                    f.cpu.gateway_us
+                },
                 f.cpu.mock_us,
                 f.cpu.loadgen_us
             );
@@ -345,12 +370,40 @@ pub fn table(r: &Report) -> String {
             ttfb,
             v.cpu.gateway_us
         );
+        if let Some(b) = &w.fixed_rate.bare {
+            let _ = writeln!(
+                s,
+                "{:<16} {:<7} {:>6} {:>4} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7.0}",
+                "",
+                "vs bare",
+                "",
+                "",
+                added(b.latency.p50_us, v.latency.p50_us),
+                added(b.latency.p90_us, v.latency.p90_us),
+                added(b.latency.p99_us, v.latency.p99_us),
+                "",
+                added(b.service.p50_us, v.service.p50_us),
+                if w.streamed {
+                    added(b.ttfb.p50_us, v.ttfb.p50_us)
+                } else {
+                    "-".into()
+                },
+                v.cpu.gateway_us - b.cpu.bare_us
+            );
+        }
     }
 
     let worst_lag = r
         .workloads
         .iter()
-        .flat_map(|w| [&w.fixed_rate.direct, &w.fixed_rate.via])
+        .flat_map(|w| {
+            [
+                Some(&w.fixed_rate.direct),
+                w.fixed_rate.bare.as_ref(),
+                Some(&w.fixed_rate.via),
+            ]
+        })
+        .flatten()
         .map(|f| f.scheduler_lag)
         .max_by_key(|l| l.p99_us)
         .unwrap_or_default();
@@ -369,11 +422,17 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(
             s,
             "{:<16} {:<7} {:>9} {:>8} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
-            "workload", "target", "req/s", "ok", "err", "p50", "p99", "gw cpu", "mock", "gen"
+            "workload", "target", "req/s", "ok", "err", "p50", "p99", "hop cpu", "mock", "gen"
         );
         for w in &r.workloads {
             let Some(sat) = &w.saturation else { continue };
-            for (label, x) in [("direct", &sat.direct), ("via", &sat.via)] {
+            let rows = [
+                ("direct", Some(&sat.direct)),
+                ("bare", sat.bare.as_ref()),
+                ("via", Some(&sat.via)),
+            ];
+            for (label, x) in rows {
+                let Some(x) = x else { continue };
                 let _ = writeln!(
                     s,
                     "{:<16} {:<7} {:>9.0} {:>8} {:>5} {:>7} {:>7} {:>7.0} {:>7.0} {:>7.0}",
@@ -384,7 +443,11 @@ pub fn table(r: &Report) -> String {
                     x.errors,
                     x.latency.p50_us,
                     x.latency.p99_us,
-                    x.cpu.gateway_us,
+                    if label == "bare" {
+                        x.cpu.bare_us
+                    } else {
+                        x.cpu.gateway_us
+                    },
                     x.cpu.mock_us,
                     x.cpu.loadgen_us
                 );
@@ -417,6 +480,23 @@ pub fn table(r: &Report) -> String {
             signed(w.added_p99_us),
             cpu
         );
+        if let (Some(hop), Some(over), Some(over99)) =
+            (w.bare_hop_p50_us, w.over_bare_p50_us, w.over_bare_p99_us)
+        {
+            let bare_cpu = w.saturation.as_ref().map_or_else(
+                || w.fixed_rate.bare.as_ref().map_or(0.0, |b| b.cpu.bare_us),
+                |sat| sat.bare.as_ref().map_or(0.0, |b| b.cpu.bare_us),
+            );
+            let _ = writeln!(
+                s,
+                "  {:<16} of which a bare proxy hop p50 {} µs ({bare_cpu:.0} µs CPU); llmgate beyond that: p50 {} µs, p99 {} µs, {:.0} µs CPU",
+                "",
+                signed(hop),
+                signed(over),
+                signed(over99),
+                cpu - bare_cpu
+            );
+        }
     }
     let e = &r.errors;
     let _ = writeln!(
