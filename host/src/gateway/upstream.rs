@@ -677,6 +677,9 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
         if !out.is_empty() {
             yield Ok(out.split().freeze());
         }
+        // The last bytes are handed over: tear the instance down and make a spare.
+        let plugin = ex.plugin().clone();
+        plugin.recycle(ex);
     };
     Body::from_stream(stream)
 }
