@@ -118,3 +118,44 @@ async fn many_concurrent_requests_each_get_their_own_instance() {
     }
     assert_eq!(m.count(), 64);
 }
+
+/// Spare instances are made ahead of need, but every attempt still gets one that has never
+/// served another request: state a plugin keeps in its instance never reaches the next one,
+/// streamed or not, one after the other or concurrently.
+#[tokio::test]
+async fn every_attempt_gets_an_instance_no_request_used_before() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: r\n    litellm_params: {{model: hostile/remember, api_base: '{}/v1'}}\n",
+        m.url()
+    );
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        plugins: &["openai", "policy-ordered", "hostile"],
+        ..Spec::default()
+    });
+    let body = json!({"model": "r", "messages": [{"role": "user", "content": "x"}]});
+    let uses = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-hostile-instance-uses")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for _ in 0..6 {
+        let r = gw.post("/v1/chat/completions", &body).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(uses(&r).as_deref(), Some("1"));
+        // Let the spare be made after the answer, as it is between real requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = gw.post("/v1/chat/completions", &streamed).await;
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap();
+    let rs = futures_util::future::join_all((0..8).map(|_| gw.post("/v1/chat/completions", &body)))
+        .await;
+    for r in &rs {
+        assert_eq!(r.status(), 200);
+        assert_eq!(uses(r).as_deref(), Some("1"));
+    }
+}

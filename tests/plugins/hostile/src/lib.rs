@@ -8,9 +8,12 @@
 //! - `bad-header`: returns a header that is not valid HTTP.
 //! - `huge`: answers with a 100 MiB body.
 //! - `loop-stream`: behaves until the first streamed event, then spins forever.
+//! - `remember`: a pass-through whose answer carries `x-hostile-instance-uses`, how many
+//!   exchanges this instance has started (1 when every attempt gets a fresh instance).
 //! - anything else: a plain pass-through to `{api_base}/chat/completions`.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
@@ -38,6 +41,9 @@ impl Guest for Hostile {
     }
 }
 
+/// Exchanges started in this instance: state that outlives one attempt.
+static USES: AtomicU32 = AtomicU32::new(0);
+
 /// One attempt.
 pub struct Exchange {
     req: Inbound,
@@ -57,6 +63,7 @@ fn spin() -> u64 {
 
 impl GuestExchange for Exchange {
     fn new(req: Inbound) -> Self {
+        USES.fetch_add(1, Ordering::Relaxed);
         Self {
             req,
             events: Cell::new(0),
@@ -110,9 +117,16 @@ impl GuestExchange for Exchange {
         } else {
             body
         };
+        let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
+        if self.req.deployment.model == "remember" {
+            headers.push((
+                "x-hostile-instance-uses".into(),
+                USES.load(Ordering::Relaxed).to_string(),
+            ));
+        }
         Ok(ClientResponse {
             status,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers,
             body,
             usage: None,
             model: None,
