@@ -321,12 +321,11 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             via: &via,
         };
         let result = measure_workload(&ctx, &args, w, &targets, &mut errors).await;
-        check_alive(&mut mock, &mut gateway)?;
-        if let Some((child, _)) = &mut bare
-            && let Some(status) = child.exited()
-        {
-            bail!("the bare proxy exited during the run: {status}");
-        }
+        check_alive(
+            &mut mock,
+            &mut gateway,
+            bare.as_mut().map(|(child, _)| child),
+        )?;
         results.push(result?);
     }
 
@@ -420,8 +419,15 @@ fn endpoint(base: &str) -> anyhow::Result<Uri> {
         .with_context(|| format!("bad URL {base}"))
 }
 
-/// Fail if either child has exited.
-fn check_alive(mock: &mut ChildGuard, gateway: &mut ChildGuard) -> anyhow::Result<()> {
+/// Fail if any child has exited.
+fn check_alive(
+    mock: &mut ChildGuard,
+    gateway: &mut ChildGuard,
+    bare: Option<&mut ChildGuard>,
+) -> anyhow::Result<()> {
+    if let Some(status) = bare.and_then(ChildGuard::exited) {
+        bail!("the bare proxy exited during the run: {status}");
+    }
     if let Some(status) = gateway.exited() {
         bail!("the gateway exited during the run: {status}");
     }

@@ -59,6 +59,13 @@ pub struct CpuPerRequest {
     pub gateway_total_ms: f64,
 }
 
+impl CpuPerRequest {
+    /// CPU of the process in the middle: the bare proxy for its own target, else the gateway.
+    pub fn hop_us(&self, bare: bool) -> f64 {
+        if bare { self.bare_us } else { self.gateway_us }
+    }
+}
+
 /// Cumulative CPU ticks of the three processes at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSnapshot {
@@ -339,11 +346,7 @@ pub fn table(r: &Report) -> String {
                 f.latency.max_us,
                 f.service.p50_us,
                 ttfb,
-                if label == "bare" {
-                    f.cpu.bare_us
-                } else {
-                    f.cpu.gateway_us
-                },
+                f.cpu.hop_us(label == "bare"),
                 f.cpu.mock_us,
                 f.cpu.loadgen_us
             );
@@ -443,11 +446,7 @@ pub fn table(r: &Report) -> String {
                     x.errors,
                     x.latency.p50_us,
                     x.latency.p99_us,
-                    if label == "bare" {
-                        x.cpu.bare_us
-                    } else {
-                        x.cpu.gateway_us
-                    },
+                    x.cpu.hop_us(label == "bare"),
                     x.cpu.mock_us,
                     x.cpu.loadgen_us
                 );
