@@ -55,6 +55,9 @@ pub struct RunOptions {
     pub host: String,
     /// `--port` (0 picks a free port).
     pub port: u16,
+    /// Event loops serving requests, each on a thread of its own (`--num_workers`, 1 or
+    /// more). The caller's runtime is the first; see [`run`].
+    pub event_loops: usize,
 }
 
 /// Load everything and build the gateway (no listening yet).
@@ -109,11 +112,22 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     let ledger = ledger::Ledger::open(store, settings).await?;
     tracing::info!(db = %config.database_path.display(), "store ready");
     Ok(Arc::new(gateway::Gateway::new(
-        config, registry, runtime, ledger,
+        config,
+        registry,
+        runtime,
+        ledger,
+        opts.event_loops.max(1),
     )?))
 }
 
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
+///
+/// The caller's runtime is the first event loop. With `event_loops` N > 1, N − 1 more threads
+/// each run a single-threaded runtime of their own, all accepting on the one listening
+/// socket (as LiteLLM's `--num_workers` runs one event loop per worker). A connection stays
+/// on the loop that accepted it, and each loop has its own upstream connection pool
+/// ([`gateway::Gateway`]), so a request is served start to end on one thread: no task hops
+/// between threads, no wake-up of a second thread on its path.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gw = build(&opts).await?;
     let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
@@ -121,12 +135,41 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("resolving --host {}", opts.host))?
         .next()
         .with_context(|| format!("--host {} resolves to no address", opts.host))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let grace = gw.config().shutdown_grace;
-    tracing::info!(%local, "llmgate listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The other event loops, each on its own thread with its own copy of the listener.
+    let mut loops = Vec::new();
+    for index in 1..opts.event_loops.max(1) {
+        let socket = listener
+            .try_clone()
+            .context("sharing the listening socket with an event loop")?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (gw, stop) = (gw.clone(), stop_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("llmgate-loop-{index}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting an event loop")
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            gateway::set_event_loop(index);
+                            serve(gw, tokio::net::TcpListener::from_std(socket)?, stop).await
+                        })
+                    });
+                if let Err(e) = &served {
+                    tracing::error!("event loop {index} stopped: {e:#}");
+                }
+                let _ = done_tx.send(served);
+            })
+            .context("starting an event loop thread")?;
+        loops.push(done_rx);
+    }
+    tracing::info!(%local, event_loops = opts.event_loops.max(1), "llmgate listening");
     // The one line on stdout: tests and scripts read the address from it.
     {
         use std::io::Write as _;
@@ -138,23 +181,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .config()
         .hot_reload
         .then(|| plugins::reload::watch(gw.clone()));
-    let app = server::app(gw.clone());
-    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the
-    // client's delayed ACK hold tokens back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
-        }
-    });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server = std::pin::pin!(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let mut rx = stop_rx;
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .into_future()
+    let first = serve(
+        gw.clone(),
+        tokio::net::TcpListener::from_std(listener)?,
+        stop_rx,
     );
+    // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
+    let all = async move {
+        let mut result = first.await;
+        for done in loops {
+            let r = done
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an event loop thread died")));
+            result = result.and(r);
+        }
+        result
+    };
+    let mut server = std::pin::pin!(all);
     tokio::select! {
         r = &mut server => {
             let _ = gw.ledger().store().close().await;
@@ -181,6 +224,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serve HTTP on `listener` until `stop` turns true, then finish the requests in flight.
+async fn serve(
+    gw: Arc<gateway::Gateway>,
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let app = server::app(gw);
+    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the
+    // client's delayed ACK hold tokens back for up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let mut rx = stop;
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+        .context("serving")
 }
 
 async fn shutdown_signal() {

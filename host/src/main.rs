@@ -40,16 +40,30 @@ struct Cli {
         env = "LLMGATE_PLUGINS_DIR"
     )]
     plugins_dir: Option<PathBuf>,
-    /// Worker threads (default: one per core). 1 runs everything on a single thread (tokio's
-    /// current-thread scheduler): no cross-thread wakeups, the lowest latency at low load.
+    /// Event loops (default: one per core). Each runs on a thread of its own and serves the
+    /// connections it accepts start to end, like LiteLLM's worker processes.
     #[arg(long = "num_workers", alias = "num-workers")]
     num_workers: Option<usize>,
+    /// How the workers share work: `per-worker` (default: one single-threaded event loop
+    /// per worker, no task moves between threads) or `shared` (one work-stealing runtime
+    /// with that many threads).
+    #[arg(long, value_enum, default_value_t = Scheduler::PerWorker)]
+    scheduler: Scheduler,
     /// Debug logging.
     #[arg(long, alias = "detailed_debug")]
     debug: bool,
     /// Logs as JSON lines.
     #[arg(long = "json-logs", alias = "json_logs")]
     json_logs: bool,
+}
+
+/// `--scheduler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scheduler {
+    /// One single-threaded event loop per worker thread.
+    PerWorker,
+    /// One work-stealing runtime over all worker threads.
+    Shared,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,16 +85,19 @@ fn main() -> std::process::ExitCode {
         builder.init();
     }
 
-    let workers = cli.num_workers.filter(|n| *n > 0);
-    let mut rt = if workers == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
+    let workers = cli
+        .num_workers
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let shared = cli.scheduler == Scheduler::Shared && workers > 1;
+    let mut rt = if shared {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        tokio::runtime::Builder::new_current_thread()
     };
     rt.enable_all();
-    if let Some(n) = workers.filter(|n| *n > 1) {
-        rt.worker_threads(n);
-    }
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,6 +115,7 @@ fn main() -> std::process::ExitCode {
         },
         host: cli.host,
         port: cli.port,
+        event_loops: if shared { 1 } else { workers },
     };
     match rt.block_on(run(opts)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -56,11 +56,25 @@ pub struct Gateway {
     config: ArcSwap<Config>,
     registry: ArcSwap<Registry>,
     runtime: Arc<Runtime>,
-    http: reqwest::Client,
+    /// One upstream client (and so one connection pool) per event loop: a pooled connection
+    /// is driven by a task on the loop that opened it, so sharing one pool between loops
+    /// would hand each response from one thread to another.
+    http: Box<[reqwest::Client]>,
     stats: Stats,
     ledger: Arc<Ledger>,
     started_at: u64,
     reload: ReloadStats,
+}
+
+thread_local! {
+    /// Index of the event loop this thread runs (0 unless [`set_event_loop`] said otherwise).
+    static EVENT_LOOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as running event loop `index`: its requests use that loop's upstream
+/// connection pool.
+pub fn set_event_loop(index: usize) {
+    EVENT_LOOP.set(index);
 }
 
 /// What hot reload has done, for `GET /plugins`.
@@ -86,20 +100,27 @@ pub struct Request {
 
 impl Gateway {
     /// Assemble a gateway from loaded parts.
+    /// `event_loops`: how many event loops will serve it (see [`set_event_loop`]).
     pub fn new(
         config: Config,
         registry: Registry,
         runtime: Arc<Runtime>,
         ledger: Arc<Ledger>,
+        event_loops: usize,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            // A redirect would take the request (and its credentials) past the origin check
-            // of `api_base`; an upstream's 3xx is answered like any other non-2xx status.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build()?;
+        let http = (0..event_loops.max(1))
+            .map(|_| {
+                reqwest::Client::builder()
+                    .tcp_nodelay(true)
+                    // A redirect would take the request (and its credentials) past the
+                    // origin check of `api_base`; an upstream's 3xx is answered like any
+                    // other non-2xx status.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .pool_idle_timeout(std::time::Duration::from_secs(90))
+                    .build()
+            })
+            .collect::<Result<Box<[_]>, _>>()?;
         let stats = Stats::new(&config.deployments);
         Ok(Self {
             config: ArcSwap::from_pointee(config),
@@ -113,6 +134,12 @@ impl Gateway {
                 .map_or(0, |d| d.as_secs()),
             reload: ReloadStats::default(),
         })
+    }
+
+    /// The upstream client of the event loop running on this thread.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        let i = EVENT_LOOP.get();
+        self.http.get(i).unwrap_or(&self.http[0])
     }
 
     /// The current configuration.

@@ -194,7 +194,7 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
     let sent_at = Instant::now();
     let request = ctx
         .gateway
-        .http
+        .http()
         .request(method, url)
         .headers(headers)
         .body(plan.body);
