@@ -123,11 +123,12 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
 ///
 /// The caller's runtime is the first event loop. With `event_loops` N > 1, N − 1 more threads
-/// each run a single-threaded runtime of their own, all accepting on the one listening
-/// socket (as LiteLLM's `--num_workers` runs one event loop per worker). A connection stays
-/// on the loop that accepted it, and each loop has its own upstream connection pool
-/// ([`gateway::Gateway`]), so a request is served start to end on one thread: no task hops
-/// between threads, no wake-up of a second thread on its path.
+/// each run a single-threaded runtime of their own (as LiteLLM's `--num_workers` runs one
+/// event loop per worker), and an acceptor on the first loop hands each new connection to
+/// the loop with the fewest open ones ([`server::loops`]). A connection stays on its loop,
+/// and each loop has its own upstream connection pool ([`gateway::Gateway`]), so a request
+/// is served start to end on one thread: no task hops between threads, no wake-up of a
+/// second thread on its path.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let gw = build(&opts).await?;
     let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
@@ -140,12 +141,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let grace = gw.config().shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The other event loops, each on its own thread with its own copy of the listener.
-    let mut loops = Vec::new();
-    for index in 1..opts.event_loops.max(1) {
-        let socket = listener
-            .try_clone()
-            .context("sharing the listening socket with an event loop")?;
+    let event_loops = opts.event_loops.max(1);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // One loop serves the listener itself; several get their connections from an acceptor
+    // on this loop, which hands each to the least busy loop.
+    let (first, mut loops) = if event_loops == 1 {
+        (Serving::Direct(listener), Vec::new())
+    } else {
+        let (acceptor, mut handoffs) = server::loops::split(listener, event_loops)?;
+        tokio::spawn(acceptor.run(stop_rx.clone()));
+        let first = handoffs.remove(0);
+        (Serving::Handoff(first), handoffs)
+    };
+    let mut threads = Vec::new();
+    for (i, handoff) in loops.drain(..).enumerate() {
+        let index = i + 1;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let (gw, stop) = (gw.clone(), stop_rx.clone());
         std::thread::Builder::new()
@@ -158,7 +168,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .and_then(|rt| {
                         rt.block_on(async move {
                             gateway::set_event_loop(index);
-                            serve(gw, tokio::net::TcpListener::from_std(socket)?, stop).await
+                            serve(gw, Serving::Handoff(handoff), stop).await
                         })
                     });
                 if let Err(e) = &served {
@@ -167,9 +177,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 let _ = done_tx.send(served);
             })
             .context("starting an event loop thread")?;
-        loops.push(done_rx);
+        threads.push(done_rx);
     }
-    tracing::info!(%local, event_loops = opts.event_loops.max(1), "llmgate listening");
+    tracing::info!(%local, event_loops, "llmgate listening");
     // The one line on stdout: tests and scripts read the address from it.
     {
         use std::io::Write as _;
@@ -181,15 +191,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .config()
         .hot_reload
         .then(|| plugins::reload::watch(gw.clone()));
-    let first = serve(
-        gw.clone(),
-        tokio::net::TcpListener::from_std(listener)?,
-        stop_rx,
-    );
+    let first = serve(gw.clone(), first, stop_rx);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {
         let mut result = first.await;
-        for done in loops {
+        for done in threads {
             let r = done
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("an event loop thread died")));
@@ -226,27 +232,45 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an event loop's connections come from.
+enum Serving {
+    /// The listening socket itself (a single loop).
+    Direct(tokio::net::TcpListener),
+    /// Connections handed over by the acceptor.
+    Handoff(server::loops::Handoff),
+}
+
 /// Serve HTTP on `listener` until `stop` turns true, then finish the requests in flight.
 async fn serve(
     gw: Arc<gateway::Gateway>,
-    listener: tokio::net::TcpListener,
+    listener: Serving,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let app = server::app(gw);
-    // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and the
-    // client's delayed ACK hold tokens back for up to 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY not set: {e}");
+    let stopped = async move {
+        let mut rx = stop;
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    match listener {
+        Serving::Direct(listener) => {
+            // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and
+            // the client's delayed ACK hold tokens back for up to 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY not set: {e}");
+                }
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let mut rx = stop;
-            let _ = rx.wait_for(|s| *s).await;
-        })
-        .await
-        .context("serving")
+        Serving::Handoff(handoff) => {
+            axum::serve(handoff, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
+    .context("serving")
 }
 
 async fn shutdown_signal() {

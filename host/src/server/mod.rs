@@ -7,6 +7,8 @@
 //!
 //! Handlers stay thin: they read the body (bounded), call [`Gateway`], and render.
 
+pub mod loops;
+
 use std::sync::Arc;
 use std::time::Instant;
 
