@@ -149,6 +149,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         (Serving::Direct(listener), Vec::new())
     } else {
         let (acceptor, mut handoffs) = server::loops::split(listener, event_loops)?;
+        gw.set_loop_connections(acceptor.open_connections());
         tokio::spawn(acceptor.run(stop_rx.clone()));
         let first = handoffs.remove(0);
         (Serving::Handoff(first), handoffs)

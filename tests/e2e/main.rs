@@ -8,6 +8,7 @@
 mod anthropic;
 mod harness;
 mod keys;
+mod loops;
 mod openai;
 mod policy_js;
 mod providers;

@@ -13,7 +13,8 @@ pub async fn liveliness() -> Json<&'static str> {
     Json("I'm alive!")
 }
 
-/// `GET /health/readiness`: ready to serve, with what is loaded.
+/// `GET /health/readiness`: ready to serve, with what is loaded and how the event loops
+/// share the open connections (this request's own included).
 pub async fn readiness(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
     let reg = gw.registry();
     let config = gw.config();
@@ -25,5 +26,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value
         "model_groups": config.groups.len() + config.wildcards.len(),
         "providers": reg.prefixes(),
         "policies": reg.policy_names(),
+        "event_loops": gw.event_loops(),
+        "open_connections_per_loop": gw.loop_connections(),
     }))
 }

@@ -60,6 +60,8 @@ pub struct Gateway {
     /// is driven by a task on the loop that opened it, so sharing one pool between loops
     /// would hand each response from one thread to another.
     http: Box<[reqwest::Client]>,
+    /// Open connections per event loop, once the loops are running (several loops only).
+    loop_connections: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicUsize]>>,
     stats: Stats,
     ledger: Arc<Ledger>,
     started_at: u64,
@@ -127,6 +129,7 @@ impl Gateway {
             registry: ArcSwap::from_pointee(registry),
             runtime,
             http,
+            loop_connections: std::sync::OnceLock::new(),
             stats,
             ledger,
             started_at: SystemTime::now()
@@ -140,6 +143,25 @@ impl Gateway {
     pub(crate) fn http(&self) -> &reqwest::Client {
         let i = EVENT_LOOP.get();
         self.http.get(i).unwrap_or(&self.http[0])
+    }
+
+    /// How many event loops serve this gateway.
+    pub fn event_loops(&self) -> usize {
+        self.http.len()
+    }
+
+    /// Where the event loops' open-connection counts are kept (set once, when they start).
+    pub fn set_loop_connections(&self, open: Arc<[std::sync::atomic::AtomicUsize]>) {
+        let _ = self.loop_connections.set(open);
+    }
+
+    /// Open connections per event loop, when several loops share the connections.
+    pub fn loop_connections(&self) -> Option<Vec<usize>> {
+        self.loop_connections.get().map(|open| {
+            open.iter()
+                .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+                .collect()
+        })
     }
 
     /// The current configuration.

@@ -60,6 +60,11 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
+    /// Open connections per loop, as the acceptor counts them.
+    pub fn open_connections(&self) -> Arc<[AtomicUsize]> {
+        self.open.clone()
+    }
+
     /// Accept until `stop` turns true.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut next = 0usize;
