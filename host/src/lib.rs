@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 
 /// Lower-case hex of `bytes` (content hashes, signatures).
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -124,8 +123,8 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 ///
 /// The caller's runtime is the first event loop. With `event_loops` N > 1, N − 1 more threads
 /// each run a single-threaded runtime of their own (as LiteLLM's `--num_workers` runs one
-/// event loop per worker), and an acceptor on the first loop hands each new connection to
-/// the loop with the fewest open ones ([`server::loops`]). A connection stays on its loop,
+/// event loop per worker). An acceptor on the first loop hands each new connection to the
+/// loop with the fewest open ones ([`server::loops`]). A connection stays on its loop,
 /// and each loop has its own upstream connection pool ([`gateway::Gateway`]), so a request
 /// is served start to end on one thread: no task hops between threads, no wake-up of a
 /// second thread on its path.
@@ -136,26 +135,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("resolving --host {}", opts.host))?
         .next()
         .with_context(|| format!("--host {} resolves to no address", opts.host))?;
-    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let grace = gw.config().shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let event_loops = opts.event_loops.max(1);
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    // One loop serves the listener itself; several get their connections from an acceptor
-    // on this loop, which hands each to the least busy loop.
-    let (first, mut loops) = if event_loops == 1 {
-        (Serving::Direct(listener), Vec::new())
-    } else {
-        let (acceptor, mut handoffs) = server::loops::split(listener, event_loops)?;
-        gw.set_loop_connections(acceptor.open_connections());
-        tokio::spawn(acceptor.run(stop_rx.clone()));
-        let first = handoffs.remove(0);
-        (Serving::Handoff(first), handoffs)
-    };
+    // An acceptor on this loop hands each connection to the least busy loop (this one too).
+    let (acceptor, mut loops) = server::loops::split(listener, event_loops)?;
+    gw.set_loop_connections(acceptor.open_connections());
+    tokio::spawn(acceptor.run(stop_rx.clone()));
+    let first = loops.remove(0);
     let mut threads = Vec::new();
-    for (i, handoff) in loops.drain(..).enumerate() {
+    for (i, handoff) in loops.into_iter().enumerate() {
         let index = i + 1;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let (gw, stop) = (gw.clone(), stop_rx.clone());
@@ -169,7 +162,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .and_then(|rt| {
                         rt.block_on(async move {
                             gateway::set_event_loop(index);
-                            serve(gw, Serving::Handoff(handoff), stop).await
+                            serve(gw, handoff, stop).await
                         })
                     });
                 if let Err(e) = &served {
@@ -233,45 +226,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where an event loop's connections come from.
-enum Serving {
-    /// The listening socket itself (a single loop).
-    Direct(tokio::net::TcpListener),
-    /// Connections handed over by the acceptor.
-    Handoff(server::loops::Handoff),
-}
-
-/// Serve HTTP on `listener` until `stop` turns true, then finish the requests in flight.
+/// Serve HTTP on the connections handed to this loop until `stop` turns true, then finish
+/// the requests in flight.
 async fn serve(
     gw: Arc<gateway::Gateway>,
-    listener: Serving,
+    connections: server::loops::Handoff,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let app = server::app(gw);
-    let stopped = async move {
-        let mut rx = stop;
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    match listener {
-        Serving::Direct(listener) => {
-            // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and
-            // the client's delayed ACK hold tokens back for up to 40 ms.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("TCP_NODELAY not set: {e}");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-        Serving::Handoff(handoff) => {
-            axum::serve(handoff, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-    }
-    .context("serving")
+    axum::serve(connections, server::app(gw))
+        .with_graceful_shutdown(async move {
+            let mut rx = stop;
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+        .context("serving")
 }
 
 async fn shutdown_signal() {

@@ -153,3 +153,29 @@ async fn a_graceful_stop_drains_requests_in_flight_on_every_loop() {
         gw.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_event_loop_takes_every_connection() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        args: &["--num_workers", "1"],
+        ..Spec::default()
+    });
+    let clients: Vec<reqwest::Client> = (0..3).map(|_| own_connection()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        let (status, body) = chat(c, &gw.url, &format!("one loop {i}"), i == 1).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let v = own_connection()
+        .get(format!("{}/health/readiness", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(v["event_loops"], 1, "{v}");
+    assert_eq!(v["open_connections_per_loop"], json!([4]), "{v}");
+}

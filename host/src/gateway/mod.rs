@@ -60,7 +60,7 @@ pub struct Gateway {
     /// is driven by a task on the loop that opened it, so sharing one pool between loops
     /// would hand each response from one thread to another.
     http: Box<[reqwest::Client]>,
-    /// Open connections per event loop, once the loops are running (several loops only).
+    /// Open connections per event loop, once the loops are running.
     loop_connections: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicUsize]>>,
     stats: Stats,
     ledger: Arc<Ledger>,
@@ -155,7 +155,7 @@ impl Gateway {
         let _ = self.loop_connections.set(open);
     }
 
-    /// Open connections per event loop, when several loops share the connections.
+    /// Open connections per event loop, once the loops are running.
     pub fn loop_connections(&self) -> Option<Vec<usize>> {
         self.loop_connections.get().map(|open| {
             open.iter()

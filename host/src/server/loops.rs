@@ -4,7 +4,8 @@
 //! with the fewest open connections; that loop serves it start to end. Without it, loops
 //! that all wait on the one listening socket take connections in whatever order they wake,
 //! and a client's pool of keep-alive connections can land on one loop while the others
-//! idle. Handing over costs one message per connection, not per request.
+//! idle. Handing over costs one message per connection, not per request; a single loop takes
+//! its connections the same way.
 
 use std::io;
 use std::net::SocketAddr;
