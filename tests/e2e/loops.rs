@@ -34,15 +34,32 @@ fn own_connection() -> reqwest::Client {
         .unwrap()
 }
 
+/// The gateway in front of `m` with `loops` event loops.
+fn gateway(m: &MockServer, loops: &str) -> Gateway {
+    let cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
+    Gateway::start_spec(Spec {
+        config: &cfg,
+        args: &["--num_workers", loops],
+        ..Spec::default()
+    })
+}
+
+/// `GET /health/readiness` over a connection of its own.
+async fn readiness_on_a_new_connection(gw: &Gateway) -> Value {
+    own_connection()
+        .get(format!("{}/health/readiness", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_spread_over_the_event_loops_and_each_loop_serves() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
-    let gw = Gateway::start_spec(Spec {
-        config: &cfg,
-        args: &["--num_workers", "3"],
-        ..Spec::default()
-    });
+    let gw = gateway(&m, "3");
     // Six clients, six keep-alive connections, opened one after the other.
     let clients: Vec<reqwest::Client> = (0..6).map(|_| own_connection()).collect();
     for (i, c) in clients.iter().enumerate() {
@@ -50,14 +67,7 @@ async fn connections_are_spread_over_the_event_loops_and_each_loop_serves() {
         assert_eq!(status, 200, "{body}");
     }
     // Asked over a seventh connection: 7 open, shared out as evenly as they can be.
-    let v = own_connection()
-        .get(format!("{}/health/readiness", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let v = readiness_on_a_new_connection(&gw).await;
     assert_eq!(v["event_loops"], 3, "{v}");
     let open: Vec<u64> = v["open_connections_per_loop"]
         .as_array()
@@ -116,12 +126,7 @@ async fn a_graceful_stop_drains_requests_in_flight_on_every_loop() {
     })
     .await
     .unwrap();
-    let cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
-    let mut gw = Gateway::start_spec(Spec {
-        config: &cfg,
-        args: &["--num_workers", "3"],
-        ..Spec::default()
-    });
+    let mut gw = gateway(&m, "3");
     let mut tasks = Vec::new();
     for i in 0..6 {
         let url = gw.url.clone();
@@ -157,25 +162,13 @@ async fn a_graceful_stop_drains_requests_in_flight_on_every_loop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_event_loop_takes_every_connection() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
-    let gw = Gateway::start_spec(Spec {
-        config: &cfg,
-        args: &["--num_workers", "1"],
-        ..Spec::default()
-    });
+    let gw = gateway(&m, "1");
     let clients: Vec<reqwest::Client> = (0..3).map(|_| own_connection()).collect();
     for (i, c) in clients.iter().enumerate() {
         let (status, body) = chat(c, &gw.url, &format!("one loop {i}"), i == 1).await;
         assert_eq!(status, 200, "{body}");
     }
-    let v = own_connection()
-        .get(format!("{}/health/readiness", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let v = readiness_on_a_new_connection(&gw).await;
     assert_eq!(v["event_loops"], 1, "{v}");
     assert_eq!(v["open_connections_per_loop"], json!([4]), "{v}");
 }
