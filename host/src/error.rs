@@ -29,6 +29,14 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The client did not send the whole request body in time.
+    #[error(
+        "the request body did not arrive within {seconds} s (llmgate.client_body_timeout_seconds)"
+    )]
+    RequestTimeout {
+        /// The configured timeout.
+        seconds: f64,
+    },
     /// No model group, alias or wildcard matches the requested model.
     #[error("model `{0}` is not served by this gateway; GET /v1/models lists the models")]
     ModelNotFound(String),
@@ -117,6 +125,7 @@ impl Error {
         let code = match self {
             Self::BadRequest(_) => 400,
             Self::PayloadTooLarge { .. } => 413,
+            Self::RequestTimeout { .. } => 408,
             Self::ModelNotFound(_) | Self::RouteNotFound { .. } => 404,
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => 500,
             Self::Upstream { status, .. } => *status,
@@ -133,7 +142,9 @@ impl Error {
     /// The error's class, for retry and fallback decisions.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => ErrorClass::BadRequest,
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } | Self::RequestTimeout { .. } => {
+                ErrorClass::BadRequest
+            }
             Self::ModelNotFound(_) | Self::RouteNotFound { .. } => ErrorClass::NotFound,
             Self::Upstream { class, .. } => *class,
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => {
@@ -152,6 +163,7 @@ impl Error {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::ModelNotFound(_) => "model_not_found",
             Self::RouteNotFound { .. } => "route_not_found",
             Self::NoProvider { .. } => "no_provider",
@@ -172,6 +184,7 @@ impl Error {
         match self {
             Self::BadRequest(_)
             | Self::PayloadTooLarge { .. }
+            | Self::RequestTimeout { .. }
             | Self::ModelNotFound(_)
             | Self::RouteNotFound { .. } => "invalid_request_error",
             Self::Upstream { class, .. } => match class {

@@ -129,6 +129,7 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 /// is served start to end on one thread: no task hops between threads, no wake-up of a
 /// second thread on its path.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let fd_limit = server::raise_fd_limit();
     let gw = build(&opts).await?;
     let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
         .await
@@ -143,7 +144,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let event_loops = opts.event_loops.max(1);
     // An acceptor on this loop hands each connection to the least busy loop (this one too).
-    let (acceptor, mut loops) = server::loops::split(listener, event_loops)?;
+    let limits = gw.config().client;
+    let max_connections = limits
+        .max_connections
+        .unwrap_or_else(|| server::default_max_connections(fd_limit));
+    tracing::info!(
+        max_connections,
+        fd_limit,
+        header_timeout_s = limits.header_read_timeout.as_secs_f64(),
+        idle_timeout_s = limits.idle_timeout.as_secs_f64(),
+        body_timeout_s = limits.body_read_timeout.as_secs_f64(),
+        "client connection limits"
+    );
+    let (acceptor, mut loops) = server::loops::split(listener, event_loops, max_connections)?;
     gw.set_loop_connections(acceptor.open_connections());
     tokio::spawn(acceptor.run(stop_rx.clone()));
     let first = loops.remove(0);
@@ -162,7 +175,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     .and_then(|rt| {
                         rt.block_on(async move {
                             gateway::set_event_loop(index);
-                            serve(gw, handoff, stop).await
+                            serve(gw, handoff, stop, limits).await
                         })
                     });
                 if let Err(e) = &served {
@@ -185,7 +198,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .config()
         .hot_reload
         .then(|| plugins::reload::watch(gw.clone()));
-    let first = serve(gw.clone(), first, stop_rx);
+    let first = serve(gw.clone(), first, stop_rx, limits);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {
         let mut result = first.await;
@@ -232,14 +245,10 @@ async fn serve(
     gw: Arc<gateway::Gateway>,
     connections: server::loops::Handoff,
     stop: tokio::sync::watch::Receiver<bool>,
+    limits: config::ClientLimits,
 ) -> anyhow::Result<()> {
-    axum::serve(connections, server::app(gw))
-        .with_graceful_shutdown(async move {
-            let mut rx = stop;
-            let _ = rx.wait_for(|s| *s).await;
-        })
-        .await
-        .context("serving")
+    server::conn::serve(server::app(gw), connections, stop, limits).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

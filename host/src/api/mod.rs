@@ -37,8 +37,14 @@ pub fn openai_error(e: Error) -> Response {
     ApiError(e, Dialect::OpenAi).into_response()
 }
 
-/// Read a request body up to `limit` bytes; larger bodies are refused with 413.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+/// Read a request body up to `limit` bytes within `timeout`; larger bodies are refused with
+/// 413, slower ones with 408 (`llmgate.client_body_timeout_seconds`).
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Error> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -46,7 +52,12 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    match axum::body::to_bytes(body, limit).await {
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(Error::RequestTimeout {
+            seconds: timeout.as_secs_f64(),
+        });
+    };
+    match read {
         Ok(b) => Ok(b),
         Err(e) => {
             let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);

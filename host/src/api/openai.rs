@@ -56,8 +56,12 @@ async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Respon
         Ok(c) => c,
         Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
     };
-    let limit = gw.config().max_request_body_bytes;
-    let body = match super::read_body(&headers, body, limit).await {
+    let config = gw.config();
+    let (limit, timeout) = (
+        config.max_request_body_bytes,
+        config.client.body_read_timeout,
+    );
+    let body = match super::read_body(&headers, body, limit, timeout).await {
         Ok(b) => b,
         Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
     };

@@ -162,8 +162,37 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Watch the plugins folder and reload changed plugins.
     pub hot_reload: bool,
+    /// Timeouts and the cap on client connections.
+    pub client: ClientLimits,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
+}
+
+/// How long a client may take, and how many may be connected at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// From the first byte of a request head to its end (`client_header_timeout_seconds`,
+    /// default 30 s).
+    pub header_read_timeout: Duration,
+    /// From connect, or the end of a response, to the next request's first byte
+    /// (`client_idle_timeout_seconds`, default 75 s).
+    pub idle_timeout: Duration,
+    /// To read a whole request body (`client_body_timeout_seconds`, default 120 s).
+    pub body_read_timeout: Duration,
+    /// Connections open at once (`max_client_connections`); `None`: derived from the
+    /// process's file descriptor limit at start.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            body_read_timeout: Duration::from_secs(120),
+            max_connections: None,
+        }
+    }
 }
 
 /// The command-line overrides and quick-start models (`--model`, `--alias`, ...).
@@ -446,12 +475,16 @@ pub fn validate(
         };
         group_policies.insert(group, choice);
     }
-    let master_key = raw
-        .general_settings
-        .get("master_key")
-        .and_then(|k| v.secret("general_settings.master_key", k, &lookup))
-        .or_else(|| lookup("LLMGATE_MASTER_KEY").map(Secret))
-        .or_else(|| lookup("LITELLM_MASTER_KEY").map(Secret));
+    let master_key = match raw.general_settings.get("master_key") {
+        // A master key the config names but that cannot be had must not start the gateway
+        // with authentication off.
+        Some(k) => master_key(&mut v, k, &lookup),
+        None => lookup("LLMGATE_MASTER_KEY")
+            .or_else(|| lookup("LITELLM_MASTER_KEY"))
+            .filter(|k| !k.is_empty())
+            .map(Secret),
+    };
+    refuse_unsupported_auth(&mut v, &raw.general_settings);
 
     let database_path = match raw.general_settings.get("database_url") {
         Some(u) => match scalar_string(u) {
@@ -532,6 +565,41 @@ pub fn validate(
             .filter(|(_, idx)| !idx.is_empty())
             .collect()
     };
+    let client = {
+        let d = ClientLimits::default();
+        let mut secs = |at: &str, n: Option<f64>, default: Duration| match n {
+            None => default,
+            Some(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            Some(_) => {
+                v.problem(at, "must be a positive number of seconds");
+                default
+            }
+        };
+        ClientLimits {
+            header_read_timeout: secs(
+                "llmgate.client_header_timeout_seconds",
+                ll.client_header_timeout_seconds,
+                d.header_read_timeout,
+            ),
+            idle_timeout: secs(
+                "llmgate.client_idle_timeout_seconds",
+                ll.client_idle_timeout_seconds,
+                d.idle_timeout,
+            ),
+            body_read_timeout: secs(
+                "llmgate.client_body_timeout_seconds",
+                ll.client_body_timeout_seconds,
+                d.body_read_timeout,
+            ),
+            max_connections: match ll.max_client_connections {
+                Some(0) => {
+                    v.problem("llmgate.max_client_connections", "must be at least 1");
+                    None
+                }
+                n => n,
+            },
+        }
+    };
     let Validator {
         problems, warnings, ..
     } = v;
@@ -560,8 +628,82 @@ pub fn validate(
         store_prompts,
         shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),
         hot_reload: ll.hot_reload.unwrap_or(true),
+        client,
         warnings,
     })
+}
+
+/// `general_settings.master_key`: a literal or `os.environ/VAR`. Unset, empty or not a
+/// string is a problem that stops the start, naming the variable.
+fn master_key(
+    v: &mut Validator,
+    k: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Secret> {
+    const AT: &str = "general_settings.master_key";
+    let Some(s) = scalar_string(k) else {
+        v.problem(AT, "must be a string (the key itself, or os.environ/VAR)");
+        return None;
+    };
+    let key = match s.strip_prefix("os.environ/") {
+        Some(var) => match env(var) {
+            Some(val) if !val.is_empty() => val,
+            Some(_) => {
+                v.problem(AT, &format!("environment variable {var} is empty: refusing to start with authentication off"));
+                return None;
+            }
+            None => {
+                v.problem(AT, &format!("environment variable {var} is not set: refusing to start with authentication off"));
+                return None;
+            }
+        },
+        None if s.is_empty() => {
+            v.problem(AT, "is empty: refusing to start with authentication off (remove it to run without a master key)");
+            return None;
+        }
+        None => s,
+    };
+    Some(Secret(key))
+}
+
+/// `general_settings` keys that change who may call the gateway and that llmgate does not
+/// implement yet. Ignoring one could run the gateway with weaker authentication than the
+/// config asks for, so each stops the start.
+const UNSUPPORTED_AUTH_SETTINGS: &[(&str, &str)] = &[
+    ("custom_auth", "a custom authentication function"),
+    (
+        "custom_auth_settings",
+        "settings of a custom authentication function",
+    ),
+    ("enable_jwt_auth", "JWT authentication"),
+    ("litellm_jwtauth", "JWT authentication"),
+    ("enable_oauth2_auth", "OAuth2 authentication"),
+    ("enable_oauth2_proxy_auth", "OAuth2 proxy authentication"),
+    ("custom_sso", "a custom SSO handler"),
+    ("allowed_ips", "an IP allow-list"),
+    ("allowed_routes", "a route allow-list"),
+    ("admin_only_routes", "routes restricted to admins"),
+    (
+        "enforce_user_param",
+        "requiring the `user` field on every request",
+    ),
+];
+
+fn refuse_unsupported_auth(v: &mut Validator, general: &BTreeMap<String, Value>) {
+    for (key, what) in UNSUPPORTED_AUTH_SETTINGS {
+        let set = match general.get(*key) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::String(s)) => !s.is_empty() && !s.eq_ignore_ascii_case("false"),
+            Some(Value::Sequence(items)) => !items.is_empty(),
+            Some(_) => true,
+        };
+        if set {
+            v.problem(
+                &format!("general_settings.{key}"),
+                &format!("{what} is not supported by llmgate yet; refusing to start rather than serve with weaker authentication than the config asks for (remove the setting to use master and virtual keys)"),
+            );
+        }
+    }
 }
 
 /// `plugins/dist` next to the executable's workspace when run from a checkout, else `./plugins`.

@@ -77,6 +77,14 @@ pub struct RawLlmgate {
     pub database_path: Option<String>,
     /// Budget admission rule: `reserve` (default) or `strict`.
     pub budget_admission: Option<String>,
+    /// Seconds a client may take to send a request head, from its first byte.
+    pub client_header_timeout_seconds: Option<f64>,
+    /// Seconds an idle client connection is kept open.
+    pub client_idle_timeout_seconds: Option<f64>,
+    /// Seconds a client may take to send a whole request body.
+    pub client_body_timeout_seconds: Option<f64>,
+    /// Client connections open at once (default: from the file descriptor limit).
+    pub max_client_connections: Option<usize>,
 }
 
 /// `llmgate.plugin_limits`.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// A connection accepted by the acceptor, on its way to a loop.
 type Accepted = (std::net::TcpStream, SocketAddr);
@@ -25,12 +25,15 @@ type Accepted = (std::net::TcpStream, SocketAddr);
 /// Split `listener` (registered on the calling loop) between `loops` event loops: the
 /// acceptor to spawn on this loop, and one [`Handoff`] listener per loop (the first is this
 /// loop's).
+/// At most `max_connections` connections are open at once.
 pub fn split(
     listener: tokio::net::TcpListener,
     loops: usize,
+    max_connections: usize,
 ) -> io::Result<(Acceptor, Vec<Handoff>)> {
     let local = listener.local_addr()?;
     let open: Arc<[AtomicUsize]> = (0..loops.max(1)).map(|_| AtomicUsize::new(0)).collect();
+    let closed = Arc::new(Notify::new());
     let mut senders = Vec::with_capacity(open.len());
     let mut handoffs = Vec::with_capacity(open.len());
     for index in 0..open.len() {
@@ -40,6 +43,7 @@ pub fn split(
             rx,
             local,
             open: open.clone(),
+            closed: closed.clone(),
             index,
         });
     }
@@ -48,6 +52,8 @@ pub fn split(
             listener,
             senders,
             open,
+            closed,
+            max_connections: max_connections.max(1),
         },
         handoffs,
     ))
@@ -58,6 +64,9 @@ pub struct Acceptor {
     listener: tokio::net::TcpListener,
     senders: Vec<mpsc::UnboundedSender<Accepted>>,
     open: Arc<[AtomicUsize]>,
+    /// Signalled when a connection closes.
+    closed: Arc<Notify>,
+    max_connections: usize,
 }
 
 impl Acceptor {
@@ -69,15 +78,22 @@ impl Acceptor {
     /// Accept until `stop` turns true.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut next = 0usize;
+        let mut backoff = Backoff::default();
         loop {
+            if !self.wait_below_cap(&mut stop).await {
+                return;
+            }
             let accepted = tokio::select! {
                 r = self.listener.accept() => r,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let (tcp, addr) = match accepted {
-                Ok(c) => c,
+                Ok(c) => {
+                    backoff.reset();
+                    c
+                }
                 Err(e) => {
-                    accept_error(e).await;
+                    backoff.after(e, self.open_total()).await;
                     continue;
                 }
             };
@@ -109,19 +125,83 @@ impl Acceptor {
     }
 }
 
-/// What an accept error means for the loop: a failed connection is skipped; anything else
-/// (out of file descriptors, ...) is logged and retried after a pause, as axum does.
-async fn accept_error(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
+impl Acceptor {
+    fn open_total(&self) -> usize {
+        self.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
-    tracing::error!("accepting a connection failed: {e}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    /// Wait until fewer than `max_connections` are open; false if `stop` turned true first.
+    async fn wait_below_cap(&self, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        let mut logged = false;
+        loop {
+            // Registered before the count is read, so a close in between is not missed.
+            let closed = self.closed.notified();
+            let open = self.open_total();
+            if open < self.max_connections {
+                if logged {
+                    tracing::info!(open, "below the client connection limit again: accepting");
+                }
+                return true;
+            }
+            if !logged {
+                logged = true;
+                tracing::warn!(
+                    open,
+                    limit = self.max_connections,
+                    "client connection limit reached (llmgate.max_client_connections): new connections wait until one closes"
+                );
+            }
+            tokio::select! {
+                () = closed => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+}
+
+/// The pause after a failed accept.
+#[derive(Default)]
+struct Backoff {
+    pause: Duration,
+    logged: bool,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        if self.logged {
+            tracing::info!("accepting connections again");
+        }
+        *self = Self::default();
+    }
+
+    /// A connection that failed before it was accepted is skipped. Anything else (out of
+    /// file descriptors, ...) pauses accepting: 10 ms, doubling up to 1 s, logged once
+    /// until an accept succeeds again.
+    async fn after(&mut self, e: io::Error, open: usize) {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+        ) {
+            return;
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        if !self.logged {
+            self.logged = true;
+            let fds = matches!(e.raw_os_error(), Some(23 | 24));
+            tracing::error!(
+                open,
+                "accepting a connection failed: {e}{}; pausing accepts",
+                if fds {
+                    " (out of file descriptors: lower llmgate.max_client_connections or raise the process's RLIMIT_NOFILE)"
+                } else {
+                    ""
+                }
+            );
+        }
+        tokio::time::sleep(self.pause).await;
+    }
 }
 
 /// One loop's listener: the connections the acceptor hands to it.
@@ -129,14 +209,13 @@ pub struct Handoff {
     rx: mpsc::UnboundedReceiver<Accepted>,
     local: SocketAddr,
     open: Arc<[AtomicUsize]>,
+    closed: Arc<Notify>,
     index: usize,
 }
 
-impl axum::serve::Listener for Handoff {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Handoff {
+    /// The next connection handed to this loop (pending forever once the acceptor stopped).
+    pub async fn next(&mut self) -> (Conn, SocketAddr) {
         loop {
             let Some((std, addr)) = self.rx.recv().await else {
                 // The acceptor has stopped: no more connections come to this loop.
@@ -148,6 +227,7 @@ impl axum::serve::Listener for Handoff {
                         Conn {
                             io,
                             open: self.open.clone(),
+                            closed: self.closed.clone(),
                             index: self.index,
                         },
                         addr,
@@ -155,10 +235,20 @@ impl axum::serve::Listener for Handoff {
                 }
                 Err(e) => {
                     self.open[self.index].fetch_sub(1, Ordering::Relaxed);
+                    self.closed.notify_one();
                     tracing::warn!("an event loop could not take a connection: {e}");
                 }
             }
         }
+    }
+}
+
+impl axum::serve::Listener for Handoff {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.next().await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -170,12 +260,14 @@ impl axum::serve::Listener for Handoff {
 pub struct Conn {
     io: TcpStream,
     open: Arc<[AtomicUsize]>,
+    closed: Arc<Notify>,
     index: usize,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         self.open[self.index].fetch_sub(1, Ordering::Relaxed);
+        self.closed.notify_one();
     }
 }
 
@@ -231,7 +323,7 @@ mod tests {
     async fn connections_go_to_the_least_busy_loop() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (acceptor, mut handoffs) = split(listener, 3)?;
+        let (acceptor, mut handoffs) = split(listener, 3, 1000)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(acceptor.run(stop_rx));
         let mut clients = Vec::new();
@@ -267,6 +359,36 @@ mod tests {
         conn.write_all(b"pong").await?;
         client.read_exact(&mut buf).await?;
         assert_eq!(&buf, b"pong");
+        stop_tx.send(true)?;
+        tokio::time::timeout(Duration::from_secs(5), task).await??;
+        Ok(())
+    }
+
+    /// At the cap, a new connection is not handed to any loop until an open one closes.
+    #[tokio::test]
+    async fn the_acceptor_waits_at_the_connection_cap() -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (acceptor, mut handoffs) = split(listener, 1, 2)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(acceptor.run(stop_rx));
+        let h = &mut handoffs[0];
+        let _c1 = tokio::net::TcpStream::connect(addr).await?;
+        let _c2 = tokio::net::TcpStream::connect(addr).await?;
+        let _c3 = tokio::net::TcpStream::connect(addr).await?;
+        let first = tokio::time::timeout(Duration::from_secs(5), h.next()).await?;
+        let _second = tokio::time::timeout(Duration::from_secs(5), h.next()).await?;
+        // The third waits while two are open...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), h.next())
+                .await
+                .is_err(),
+            "a third connection was handed over at a cap of 2"
+        );
+        // ...and is handed over once one closes.
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), h.next()).await;
+        assert!(third.is_ok(), "not handed over after a connection closed");
         stop_tx.send(true)?;
         tokio::time::timeout(Duration::from_secs(5), task).await??;
         Ok(())

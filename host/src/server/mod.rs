@@ -7,6 +7,7 @@
 //!
 //! Handlers stay thin: they read the body (bounded), call [`Gateway`], and render.
 
+pub mod conn;
 pub mod loops;
 
 use std::sync::Arc;
@@ -71,6 +72,40 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// The path as logs show it: the matched route's template (`/key/{key}/regenerate`), so a
+/// key or other value in the path never reaches a log line; for a path no route matched,
+/// the path with every segment that could be a credential masked. Query strings are never
+/// logged.
+fn loggable_path(req: &Request) -> String {
+    if let Some(route) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return route.as_str().to_string();
+    }
+    let path = req.uri().path();
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(if could_be_secret(segment) {
+            "<redacted>"
+        } else {
+            segment
+        });
+    }
+    out
+}
+
+/// A path segment that may be a key: `sk-…` as LiteLLM's keys are, or a long run of
+/// token characters mixing letters and digits.
+fn could_be_secret(segment: &str) -> bool {
+    let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '%');
+    segment.starts_with("sk-")
+        || (segment.len() >= 20
+            && segment.chars().all(token)
+            && segment.chars().any(|c| c.is_ascii_digit())
+            && segment.chars().any(|c| c.is_ascii_alphabetic()))
+}
+
 fn dialect_for(path: &str) -> Dialect {
     if path.contains("/messages") {
         Dialect::Anthropic
@@ -109,7 +144,7 @@ async fn method_not_allowed(req: Request) -> Response {
 async fn log_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = loggable_path(&req);
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
@@ -120,4 +155,23 @@ async fn log_requests(req: Request, next: Next) -> Response {
         None => tracing::debug!(%method, %path, status, micros, "request"),
     }
     resp
+}
+
+/// Raise the soft limit on open file descriptors to the hard limit (each client connection
+/// and each upstream connection holds one); returns the soft limit in force.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("could not raise the open file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// The client connection cap when the config sets none: half of the descriptors left after
+/// a reserve for the store, plugins and listeners (every client connection may need an
+/// upstream one too), at most 10,000.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(128) / 2).clamp(16, 10_000) as usize
 }
