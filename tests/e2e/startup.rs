@@ -61,6 +61,120 @@ fn unknown_llmgate_keys_and_yaml_errors_are_refused() {
     assert!(err.contains("c.yaml"), "{err}");
 }
 
+/// Run the binary with a config text: `Some((success, stderr))` if it exited, `None` if it
+/// started serving instead (it is then stopped).
+fn run_config(config: &str, env: &[(&str, &str)]) -> Option<(bool, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmgate"));
+    let plugins = crate::harness::plugin("openai");
+    cmd.args([
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ])
+    .arg("--plugins-dir")
+    .arg(plugins.parent().unwrap())
+    .env_remove("LLMGATE_CONFIG")
+    .env_remove("LITELLM_MASTER_KEY")
+    .env_remove("LLMGATE_MASTER_KEY")
+    .env("LLMGATE_DB", dir.path().join("db"))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        let _ = tx.send(line);
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return Some((status.success(), err));
+        }
+        if rx
+            .try_recv()
+            .is_ok_and(|l| l.starts_with("llmgate listening"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_master_key_that_cannot_be_resolved_refuses_to_start() {
+    let models = "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/m\n      api_key: sk-x\n";
+    for (config, env, needle) in [
+        (
+            format!(
+                "{models}general_settings:\n  master_key: os.environ/LLMGATE_TEST_NO_SUCH_VAR\n"
+            ),
+            vec![],
+            "LLMGATE_TEST_NO_SUCH_VAR is not set",
+        ),
+        (
+            format!("{models}general_settings:\n  master_key: os.environ/LLMGATE_TEST_EMPTY_VAR\n"),
+            vec![("LLMGATE_TEST_EMPTY_VAR", "")],
+            "LLMGATE_TEST_EMPTY_VAR is empty",
+        ),
+        (
+            format!("{models}general_settings:\n  master_key: \"\"\n"),
+            vec![],
+            "general_settings.master_key: is empty",
+        ),
+    ] {
+        let outcome = run_config(&config, &env);
+        let Some((ok, err)) = outcome else {
+            panic!("started (with authentication off) for: {config}");
+        };
+        assert!(!ok, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(err.contains("authentication off"), "{err}");
+    }
+}
+
+#[test]
+fn auth_settings_llmgate_cannot_honour_refuse_to_start() {
+    for (setting, value) in [
+        ("custom_auth", "custom_auth.user_api_key_auth"),
+        ("enable_jwt_auth", "true"),
+        ("allowed_ips", "[\"10.0.0.1\"]"),
+    ] {
+        let config = format!("general_settings:\n  master_key: sk-1234\n  {setting}: {value}\n");
+        let Some((ok, err)) = run_config(&config, &[]) else {
+            panic!("started, ignoring general_settings.{setting}");
+        };
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains(&format!("general_settings.{setting}")),
+            "{err}"
+        );
+        assert!(err.contains("weaker authentication"), "{err}");
+    }
+    // Switched off, the same keys are no reason to refuse.
+    let config =
+        "general_settings:\n  master_key: sk-1234\n  enable_jwt_auth: false\n  allowed_ips: []\n";
+    assert!(
+        run_config(config, &[]).is_none(),
+        "a config with the settings switched off did not start"
+    );
+}
+
 #[test]
 fn missing_plugins_folder_is_a_clear_error() {
     let (ok, err) = run(&[
