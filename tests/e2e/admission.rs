@@ -129,7 +129,12 @@ impl Resp {
             .is_some_and(|t| t.starts_with("text/event-stream"))
         {
             let data = sse_data(&self.text);
-            assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{}", self.text);
+            assert_eq!(
+                data.last().map(String::as_str),
+                Some("[DONE]"),
+                "{}",
+                self.text
+            );
             data.iter()
                 .filter(|d| d.as_str() != "[DONE]")
                 .map(|d| serde_json::from_str::<Value>(d).unwrap())
@@ -348,11 +353,18 @@ async fn budget_held_by_requests_in_flight_is_a_429_not_budget_exceeded() {
     // and within the documented bound (budget + one reservation).
     let spend = key_spend(&gw, &key).await;
     let rows = spend_rows(&gw, &key).await;
-    assert_eq!(rows.len(), ok.len(), "one spend log row per admitted request");
+    assert_eq!(
+        rows.len(),
+        ok.len(),
+        "one spend log row per admitted request"
+    );
     let logged: f64 = rows.iter().map(|r| r["spend"].as_f64().unwrap()).sum();
     assert_eq!(spend, logged, "key spend vs sum of spend log rows");
     assert_eq!(spend, answered, "key spend vs the answers' costs");
-    assert!(spend < budget + r, "spend {spend} over budget {budget} + {r}");
+    assert!(
+        spend < budget + r,
+        "spend {spend} over budget {budget} + {r}"
+    );
 
     // Once nothing is in flight the key is admitted again, and a spent budget is still the
     // 400 with the real spend (reservations do not count in "Current cost").
@@ -643,10 +655,7 @@ llmgate:
     let plugins = gw.get_json("/plugins").await;
     let pool = &plugins["instance_pool"];
     assert_eq!(pool["max_instances"], 64, "{plugins}");
-    assert!(
-        pool["exhausted_total"].as_u64().unwrap() >= 3,
-        "{plugins}"
-    );
+    assert!(pool["exhausted_total"].as_u64().unwrap() >= 3, "{plugins}");
     assert!(
         gw.logs().contains("plugin instance pool exhausted"),
         "no log line"

@@ -77,6 +77,8 @@ pub struct RawLlmgate {
     pub database_path: Option<String>,
     /// Budget admission rule: `reserve` (default) or `strict`.
     pub budget_admission: Option<String>,
+    /// Output tokens reserved for a request without `max_tokens` (reserve admission).
+    pub default_reserved_output_tokens: Option<u64>,
 }
 
 /// `llmgate.plugin_limits`.
