@@ -196,7 +196,8 @@ async fn main() {
                 &caller,
                 Admit {
                     group: "gpt-4o",
-                    worst_case: 0.7,
+                    reserve: 0.7,
+                    tokens: 1000,
                     log: l,
                 },
             )

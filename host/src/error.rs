@@ -82,9 +82,13 @@ pub enum Error {
         /// What happened.
         message: String,
     },
-    /// The gateway is out of capacity (plugin instance pool exhausted, shutting down).
+    /// The gateway cannot serve the request (no deployment available, shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// Every plugin instance (`llmgate.plugin_limits.max_instances`) is in use by requests
+    /// in flight: the gateway is at capacity, not the deployment at fault.
+    #[error("{0}")]
+    PluginCapacity(String),
     /// A bug or an unexpected condition.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,11 +103,24 @@ pub enum Error {
     BudgetExceeded {
         /// What ran out (`Key=sk-...abcd over budget.`).
         scope: String,
-        /// USD spent (plus reserved for requests in flight).
+        /// USD spent (settled requests only).
         spend: f64,
         /// The cap, USD.
         max_budget: f64,
     },
+    /// The key's budget is not spent, but requests in flight have reserved the rest of it:
+    /// a retry once they settle can succeed.
+    #[error("{message}")]
+    BudgetHeld {
+        /// The real spend, the reservations and the budget.
+        message: String,
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
+    /// Strict admission: this request's worst case does not fit in what is left of the
+    /// budget, whatever else is in flight (waiting does not help; a smaller `max_tokens` may).
+    #[error("{0}")]
+    BudgetTooSmall(String),
     /// A key's rpm, tpm or parallel-request limit is reached.
     #[error("{message}")]
     RateLimited {
@@ -129,11 +146,11 @@ impl Error {
             Self::ModelNotFound(_) | Self::RouteNotFound { .. } => 404,
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => 500,
             Self::Upstream { status, .. } => *status,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::PluginCapacity(_) => 503,
             Self::Unauthorized(_) => 401,
             Self::Forbidden(_) => 403,
-            Self::BudgetExceeded { .. } => 400,
-            Self::RateLimited { .. } => 429,
+            Self::BudgetExceeded { .. } | Self::BudgetTooSmall(_) => 400,
+            Self::RateLimited { .. } | Self::BudgetHeld { .. } => 429,
             Self::NotFound(_) => 404,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -150,10 +167,12 @@ impl Error {
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => {
                 ErrorClass::Upstream
             }
-            Self::Unavailable(_) => ErrorClass::Overloaded,
+            Self::Unavailable(_) | Self::PluginCapacity(_) => ErrorClass::Overloaded,
             Self::Unauthorized(_) => ErrorClass::Auth,
-            Self::Forbidden(_) | Self::BudgetExceeded { .. } => ErrorClass::Permission,
-            Self::RateLimited { .. } => ErrorClass::RateLimited,
+            Self::Forbidden(_) | Self::BudgetExceeded { .. } | Self::BudgetTooSmall(_) => {
+                ErrorClass::Permission
+            }
+            Self::RateLimited { .. } | Self::BudgetHeld { .. } => ErrorClass::RateLimited,
             Self::NotFound(_) => ErrorClass::NotFound,
         }
     }
@@ -170,10 +189,13 @@ impl Error {
             Self::Upstream { .. } => "upstream",
             Self::Plugin { .. } => "plugin_fault",
             Self::Unavailable(_) => "unavailable",
+            Self::PluginCapacity(_) => "plugin_capacity",
             Self::Internal(_) => "internal",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::BudgetHeld { .. } => "budget_held",
+            Self::BudgetTooSmall(_) => "budget_too_small",
             Self::RateLimited { .. } => "rate_limited",
             Self::NotFound(_) => "not_found",
         }
@@ -199,11 +221,11 @@ impl Error {
                 ErrorClass::Timeout => "timeout_error",
             },
             Self::NoProvider { .. } | Self::Plugin { .. } | Self::Internal(_) => "server_error",
-            Self::Unavailable(_) => "service_unavailable",
+            Self::Unavailable(_) | Self::PluginCapacity(_) => "service_unavailable",
             Self::Unauthorized(_) => "auth_error",
             Self::Forbidden(_) => "permission_error",
-            Self::BudgetExceeded { .. } => "budget_exceeded",
-            Self::RateLimited { .. } => "rate_limit_error",
+            Self::BudgetExceeded { .. } | Self::BudgetTooSmall(_) => "budget_exceeded",
+            Self::RateLimited { .. } | Self::BudgetHeld { .. } => "rate_limit_error",
             Self::NotFound(_) => "not_found_error",
         }
     }
@@ -236,6 +258,9 @@ impl Error {
             Self::Unauthorized(_) => Some("401".into()),
             Self::Forbidden(_) => Some("403".into()),
             Self::BudgetExceeded { .. } => Some("budget_exceeded".into()),
+            Self::BudgetTooSmall(_) => Some("budget_too_small_for_request".into()),
+            Self::BudgetHeld { .. } => Some("budget_held_by_requests_in_flight".into()),
+            Self::PluginCapacity(_) => Some("plugin_instances_exhausted".into()),
             Self::RateLimited { .. } => Some("429".into()),
             _ => None,
         }
@@ -272,6 +297,18 @@ impl Error {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert("retry-after", v);
             }
+        }
+        let retry_after = match self {
+            Self::BudgetHeld {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Self::PluginCapacity(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            resp.headers_mut().insert("retry-after", v);
         }
         if let Self::RateLimited {
             retry_after_secs,

@@ -1718,6 +1718,7 @@ async fn costs_headers_and_spend_log_rows() {
 struct Answer {
     stream: bool,
     status: u16,
+    headers: reqwest::header::HeaderMap,
     text: String,
     /// `x-litellm-response-cost` (non-streamed 200s).
     header_cost: Option<f64>,
@@ -1759,6 +1760,7 @@ async fn storm(gw: &Gateway, key: &str) -> Vec<Answer> {
             let mut a = Answer {
                 stream,
                 status: resp.status,
+                headers: resp.headers.clone(),
                 text: resp.text.clone(),
                 header_cost: None,
                 usage_cost: None,
@@ -1794,14 +1796,23 @@ struct StormResult {
 }
 
 async fn check_storm(gw: &Gateway, key: &str, answers: &[Answer]) -> StormResult {
-    // Every answer is a 200 or the budget refusal.
+    // Every answer is a 200 or a budget refusal: the 400 of a budget spent (or, strict, of
+    // a request too large for what is left), or the 429 of a budget held by requests in
+    // flight.
     for a in answers.iter().filter(|a| a.status != 200) {
         let r = Resp {
             status: a.status,
-            headers: reqwest::header::HeaderMap::new(),
+            headers: a.headers.clone(),
             text: a.text.clone(),
         };
-        assert_budget_exceeded(&r);
+        if r.status == 429 {
+            let e = r.openai_error(429);
+            assert_eq!(e["code"], "budget_held_by_requests_in_flight", "{}", r.text);
+            assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+        } else {
+            let e = r.openai_error(400);
+            assert_eq!(e["type"], "budget_exceeded", "{}", r.text);
+        }
     }
     let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
     let admitted = ok.len();
@@ -1950,9 +1961,15 @@ async fn strict_admission_never_exceeds_the_budget_under_concurrency() {
     update(&gw, json!({"key": key, "max_budget": r.spend + w_ns})).await;
     let c = chat(&gw, Some(&key), &storm_body(false)).await;
     assert_eq!(c.resp.status, 200, "a reservation leaked: {}", c.resp.text);
-    // ... and then there is less than one worst case left: refused.
-    assert_budget_exceeded(
-        &post(&gw, "/v1/chat/completions", Some(&key), &storm_body(false)).await,
+    // ... and then there is less than one worst case left: refused, as a request too large
+    // for what is left (the budget is not spent).
+    let refused = post(&gw, "/v1/chat/completions", Some(&key), &storm_body(false)).await;
+    let e = refused.openai_error(400);
+    assert_eq!(e["type"], "budget_exceeded", "{}", refused.text);
+    assert_eq!(
+        e["code"], "budget_too_small_for_request",
+        "{}",
+        refused.text
     );
     assert_eq!(key_spend(&gw, &key).await, r.spend + c.cost());
     assert!(key_spend(&gw, &key).await <= r.spend + w_ns);

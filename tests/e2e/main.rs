@@ -5,6 +5,7 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod admission;
 mod anthropic;
 mod clients;
 mod harness;

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::gateway::Gateway;
 
 /// `GET /plugins`: every plugin file with name, version, kind, hash, load time, last error,
-/// and how many hot-reload rescans have run.
+/// how many hot-reload rescans have run, and the instance pool (its size, and how many
+/// requests were refused because it was full).
 pub async fn plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     if let Err(e) = super::admin(&gw, &headers) {
         return super::openai_error(e);
@@ -23,6 +24,10 @@ pub async fn plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         "hot_reload": {
             "enabled": config.hot_reload,
             "rescans": gw.reload_stats().scans.load(std::sync::atomic::Ordering::Relaxed),
+        },
+        "instance_pool": {
+            "max_instances": gw.runtime().max_instances(),
+            "exhausted_total": gw.runtime().pool_exhausted_total(),
         },
         "plugins": reg.status,
     }))

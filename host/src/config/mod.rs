@@ -153,6 +153,9 @@ pub struct Config {
     pub database_path: PathBuf,
     /// Budget admission rule.
     pub budget_admission: crate::ledger::Admission,
+    /// Output tokens a request without `max_tokens` reserves under `reserve` admission
+    /// (capped at the model's output cap; see [`crate::ledger::cost`]).
+    pub default_reserved_output_tokens: u64,
     /// Write spend log rows (`general_settings.disable_spend_logs: true` turns them off).
     pub spend_logs: bool,
     /// Keep request and response bodies in spend logs
@@ -529,6 +532,17 @@ pub fn validate(
             crate::ledger::Admission::Reserve
         }
     };
+    let default_reserved_output_tokens = match ll.default_reserved_output_tokens {
+        None => crate::ledger::cost::DEFAULT_RESERVED_OUTPUT_TOKENS,
+        Some(n) if (1..=10_000_000).contains(&n) => n,
+        Some(_) => {
+            v.problem(
+                "llmgate.default_reserved_output_tokens",
+                "must be between 1 and 10000000",
+            );
+            crate::ledger::cost::DEFAULT_RESERVED_OUTPUT_TOKENS
+        }
+    };
     let flag = |v: &mut Validator, k: &str| -> bool {
         match raw.general_settings.get(k) {
             None | Some(Value::Null) => false,
@@ -624,6 +638,7 @@ pub fn validate(
         master_key,
         database_path,
         budget_admission,
+        default_reserved_output_tokens,
         spend_logs,
         store_prompts,
         shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),

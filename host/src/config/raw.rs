@@ -85,6 +85,8 @@ pub struct RawLlmgate {
     pub client_body_timeout_seconds: Option<f64>,
     /// Client connections open at once (default: from the file descriptor limit).
     pub max_client_connections: Option<usize>,
+    /// Output tokens reserved for a request without `max_tokens` (reserve admission).
+    pub default_reserved_output_tokens: Option<u64>,
 }
 
 /// `llmgate.plugin_limits`.

@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
 use crate::ledger::cost::input_tokens_upper_bound;
-use crate::ledger::{Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
+use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
 use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
 use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
 use crate::plugins::bindings::types::Api;
@@ -225,7 +225,7 @@ impl Gateway {
         let group = resolved.group.to_string();
         let span = tracing::info_span!("request", call_id = %call_id, model = %model, group = %group, stream);
 
-        // Admission: the key's checks and the worst-case reservation, in memory.
+        // Admission: the key's checks and the reservation (cost and tokens), in memory.
         let input_bound = input_tokens_upper_bound(req.body.len());
         let related = config.related_deployments(resolved.group);
         let all = || resolved.deployments.iter().chain(related);
@@ -234,13 +234,22 @@ impl Gateway {
                 "no deployment serves `{group}`"
             )));
         }
-        let worst_case = all()
+        // Without max_tokens: the bounded default output, or the whole cap under strict
+        // admission (the rule is in ledger::cost). The dearest candidate sets the amount.
+        let unset_output = match self.ledger.settings().admission {
+            Admission::Reserve => config.default_reserved_output_tokens,
+            Admission::Strict => u64::MAX,
+        };
+        let (reserve, tokens) = all()
             .map(|&i| {
-                config.deployments[i]
-                    .prices
-                    .worst_case(input_bound, max_output)
+                let prices = &config.deployments[i].prices;
+                let output = prices.output_reservation(max_output, unset_output);
+                (
+                    prices.reservation(input_bound, output),
+                    input_bound.saturating_add(output),
+                )
             })
-            .fold(0.0, f64::max);
+            .fold((0.0, 0), |(c, t), (c2, t2)| (f64::max(c, c2), t.max(t2)));
         let settings = self.ledger.settings();
         let mut log_meta = serde_json::Map::new();
         let mut tags = Vec::new();
@@ -276,7 +285,8 @@ impl Gateway {
             &req.caller,
             Admit {
                 group: &group,
-                worst_case,
+                reserve,
+                tokens,
                 log,
             },
         )?);
@@ -378,6 +388,9 @@ impl Gateway {
                 let attempt_span = tracing::info_span!("attempt", deployment = %dep.id, provider = %dep.provider);
                 match upstream::run(ctx, inbound).instrument(attempt_span).await {
                     Ok(resp) => return Ok(resp),
+                    // The gateway is at capacity, not the deployment at fault: no cooldown,
+                    // and no other attempt (they share the pool). Logged where counted.
+                    Err(e @ Error::PluginCapacity(_)) => return Err(e),
                     Err(e) => {
                         tracing::warn!(deployment = %dep.id, kind = e.kind(), status = e.status().as_u16(), "attempt failed: {e}");
                         let retry_after = match &e {

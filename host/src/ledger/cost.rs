@@ -1,14 +1,34 @@
 //! What a request costs: token usage times the deployment's prices (built-in table,
-//! overridden per deployment in `litellm_params` or `model_info`), and the worst case
-//! reserved before a request goes out.
+//! overridden per deployment in `litellm_params` or `model_info`), and what is reserved
+//! before a request goes out.
+//!
+//! **The reservation rule.** A request reserves its input upper bound
+//! ([`input_tokens_upper_bound`]) at the dearest input price, plus an output allowance at
+//! the output price ([`Prices::output_reservation`]):
+//! - the request's `max_tokens` (or `max_completion_tokens`) when it sets one: then the
+//!   reservation is the request's worst case;
+//! - without one, under `budget_admission: reserve`, the model's output cap but at most
+//!   `llmgate.default_reserved_output_tokens` ([`DEFAULT_RESERVED_OUTPUT_TOKENS`], 4096):
+//!   a typical answer is far shorter than a 16k-token cap, and reserving the whole cap
+//!   would let a small budget admit one request at a time;
+//! - without one, under `budget_admission: strict`, the model's whole output cap
+//!   ([`DEFAULT_MAX_OUTPUT_TOKENS`] when unknown): strict promises never to pass the
+//!   budget, so it reserves the true worst case.
+//!
+//! The same token count (input bound + output allowance) is what a request holds of its
+//! key's `tpm_limit` until it settles.
 
 use serde_json::Value;
 
 use crate::plugins::Usage;
 
-/// Output tokens assumed for the reservation when a request sets no `max_tokens` and the
-/// model's output cap is unknown.
+/// The output cap assumed when a model's is unknown.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+/// Output tokens reserved for a request without `max_tokens` under `reserve` admission,
+/// unless `llmgate.default_reserved_output_tokens` says otherwise (capped at the model's
+/// output cap).
+pub const DEFAULT_RESERVED_OUTPUT_TOKENS: u64 = 4096;
 
 /// USD per token of one deployment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -63,18 +83,31 @@ impl Prices {
             + reasoning as f64 * self.reasoning
     }
 
-    /// The most a request can cost: every input token at the dearest input price and the
-    /// whole output allowance.
-    pub fn worst_case(&self, input_tokens: u64, max_output: u64) -> f64 {
-        let out = if max_output > 0 {
-            max_output
-        } else if self.max_output_tokens > 0 {
+    /// The model's output cap, or [`DEFAULT_MAX_OUTPUT_TOKENS`] when it is unknown.
+    pub fn output_cap(&self) -> u64 {
+        if self.max_output_tokens > 0 {
             self.max_output_tokens
         } else {
             DEFAULT_MAX_OUTPUT_TOKENS
-        };
+        }
+    }
+
+    /// The output tokens reserved for a request (the rule in the module docs):
+    /// `max_output` when the request sets it (non-zero), else the output cap, at most
+    /// `unset_default` (`u64::MAX` for the whole cap).
+    pub fn output_reservation(&self, max_output: u64, unset_default: u64) -> u64 {
+        if max_output > 0 {
+            max_output
+        } else {
+            self.output_cap().min(unset_default)
+        }
+    }
+
+    /// USD reserved for `input_tokens` of input and `output_tokens` of output: every input
+    /// token at the dearest input price, every output token at the dearest output price.
+    pub fn reservation(&self, input_tokens: u64, output_tokens: u64) -> f64 {
         input_tokens as f64 * self.input.max(self.cache_write)
-            + out as f64 * self.output.max(self.reasoning)
+            + output_tokens as f64 * self.output.max(self.reasoning)
     }
 }
 
@@ -117,13 +150,23 @@ mod tests {
     }
 
     #[test]
-    fn worst_case_uses_the_output_allowance() {
+    fn reservation_uses_the_output_allowance() {
         let p = Prices::from_info(&serde_json::json!({
-            "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "max_output_tokens": 1000
+            "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "max_output_tokens": 16384
         }));
-        assert!((p.worst_case(100, 0) - (100e-6 + 2000e-6)).abs() < 1e-12);
-        assert!((p.worst_case(100, 10) - (100e-6 + 20e-6)).abs() < 1e-12);
+        // max_tokens set: exactly that.
+        assert_eq!(p.output_reservation(10, 4096), 10);
+        assert_eq!(p.output_reservation(20000, 4096), 20000);
+        // Unset: the bounded default, or the whole cap (strict).
+        assert_eq!(p.output_reservation(0, 4096), 4096);
+        assert_eq!(p.output_reservation(0, u64::MAX), 16384);
+        let small = Prices::from_info(&serde_json::json!({"max_output_tokens": 1000}));
+        assert_eq!(small.output_reservation(0, 4096), 1000);
         let unknown = Prices::from_info(&serde_json::json!({"output_cost_per_token": 1.0}));
-        assert_eq!(unknown.worst_case(0, 0), DEFAULT_MAX_OUTPUT_TOKENS as f64);
+        assert_eq!(
+            unknown.output_reservation(0, u64::MAX),
+            DEFAULT_MAX_OUTPUT_TOKENS
+        );
+        assert!((p.reservation(100, 10) - (100e-6 + 20e-6)).abs() < 1e-12);
     }
 }

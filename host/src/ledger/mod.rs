@@ -7,19 +7,40 @@
 //!
 //! **Budgets hold under concurrency.** Admission and settlement are atomic per key:
 //! - [`Ledger::admit`] checks the key (blocked, expired, model allowed), resets budget
-//!   windows that are due, checks the budget against `spend + reserved`, checks the rpm,
-//!   tpm and parallel limits, and then *reserves* the request's worst-case cost (all input
-//!   tokens at the dearest input price plus the whole `max_tokens` allowance) before it goes
-//!   out.
+//!   windows that are due, checks the budget, the rpm, tpm and parallel limits, and then
+//!   *reserves* the request's cost and tokens before it goes out: its input upper bound at
+//!   the dearest input price plus its output allowance (`max_tokens`, else the bounded
+//!   default; the rule is in [`cost`]).
 //! - [`Ticket::settle`] (or dropping the ticket) releases the reservation and adds the real
-//!   cost, success or failure, exactly once.
+//!   cost and tokens, success or failure, exactly once.
 //!
-//! With the default admission rule a request is admitted while `spend + reserved` is below
-//! `max_budget`, so final spend exceeds the budget by at most the cost of the requests
-//! admitted before the reservations used it up (in practice, the last one). With
-//! `llmgate.budget_admission: strict` a request is admitted only if its worst case fits
-//! (`spend + reserved + worst_case <= max_budget`): spend then never exceeds the budget,
-//! at the price of refusing requests whose `max_tokens` allowance is large.
+//! **Refusals say why.** The budget check answers, in this order:
+//! - real spend alone at or over the budget: 400 `budget_exceeded`, "Budget has been
+//!   exceeded! ... Current cost: <spend>, Max budget: <budget>" (LiteLLM's message; the
+//!   cost is the settled spend, never the reservations);
+//! - strict only: the request's own reservation does not fit in `budget - spend`: 400
+//!   `budget_too_small_for_request` (waiting cannot help; a smaller `max_tokens` can);
+//! - otherwise, if the reservations of the requests in flight leave no room: 429
+//!   `budget_held_by_requests_in_flight` with `Retry-After`, since a retry once they settle
+//!   can succeed.
+//!
+//! **The bound.** With the default rule (`reserve`) a request is admitted while
+//! `spend + reserved < max_budget`. Take the last request admitted: every request admitted
+//! before it had settled (its cost is in `spend`) or was in flight (its reservation is in
+//! `reserved`). So if every request costs at most what it reserved, the final spend is below
+//! `max_budget + R`, R the largest single reservation: at most one request over the budget,
+//! however many run at once. A request with `max_tokens` never costs more than it reserved;
+//! one without it that writes more than the reserved default (4096 tokens) adds the excess
+//! output at the output price to the bound. With `llmgate.budget_admission: strict` a
+//! request is admitted only if `spend + reserved + R <= max_budget` and a request without
+//! `max_tokens` reserves the model's whole output cap, so spend never exceeds the budget, at
+//! the price of refusing requests whose worst case is large.
+//!
+//! **Token limits** work the same way: a request holds its token estimate (input bound +
+//! output allowance) against its key's `tpm_limit` from admission to settlement, and is
+//! admitted while `tokens used this minute + tokens held < tpm_limit`; tokens served in a
+//! minute stay below `tpm_limit` plus one request's estimate. `rpm_limit` counts a request
+//! at admission, so it is exact.
 
 pub mod cost;
 pub mod window;
@@ -38,10 +59,12 @@ use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
 /// How the budget check treats a request's worst-case cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Admission {
-    /// Admit while `spend + reserved < max_budget`; reserve the worst case.
+    /// Admit while `spend + reserved < max_budget`; a request without `max_tokens`
+    /// reserves the bounded default output.
     #[default]
     Reserve,
-    /// Admit only if `spend + reserved + worst_case <= max_budget`.
+    /// Admit only if `spend + reserved + this request's reservation <= max_budget`; a
+    /// request without `max_tokens` reserves the model's whole output cap.
     Strict,
 }
 
@@ -89,6 +112,8 @@ struct KeyState {
     /// Reserved per model group, for model budgets.
     model_reserved: HashMap<String, f64>,
     in_flight: u64,
+    /// Tokens held by requests in flight (their estimates), for tpm.
+    reserved_tokens: u64,
     /// Current minute (unix seconds / 60) of the rpm/tpm counters.
     minute: i64,
     requests_this_minute: u64,
@@ -214,6 +239,8 @@ pub struct Ticket {
     key: Option<Arc<KeyEntry>>,
     group: String,
     reserved: f64,
+    /// Tokens held against the key's tpm window.
+    reserved_tokens: u64,
     /// The spend log row; completed at settlement.
     pub log: SpendLog,
     /// `x-ratelimit-*` headers for the response.
@@ -281,6 +308,7 @@ impl Ticket {
                 *r = (*r - self.reserved).max(0.0);
             }
             st.in_flight = st.in_flight.saturating_sub(1);
+            st.reserved_tokens = st.reserved_tokens.saturating_sub(self.reserved_tokens);
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
@@ -328,8 +356,10 @@ impl Drop for Ticket {
 pub struct Admit<'a> {
     /// The model group.
     pub group: &'a str,
-    /// Worst-case cost, USD.
-    pub worst_case: f64,
+    /// USD to reserve (the rule in [`cost`]).
+    pub reserve: f64,
+    /// Tokens to hold against the key's tpm window: input bound + output allowance.
+    pub tokens: u64,
     /// The spend log row template (request id, call type, times, user, ...).
     pub log: SpendLog,
 }
@@ -486,9 +516,10 @@ impl Ledger {
         let ticket =
             |log: SpendLog, key: Option<Arc<KeyEntry>>, reserved: f64, rate_headers| Ticket {
                 ledger: self.clone(),
-                key,
                 group: req.group.to_string(),
                 reserved,
+                reserved_tokens: if key.is_some() { req.tokens } else { 0 },
+                key,
                 log,
                 rate_headers,
                 fallback_cost: 0.0,
@@ -530,34 +561,27 @@ impl Ledger {
                 st.rec.models.join(", ")
             )));
         }
-        let worst = if req.worst_case.is_finite() {
-            req.worst_case.max(0.0)
+        let worst = if req.reserve.is_finite() {
+            req.reserve.max(0.0)
         } else {
             f64::MAX
         };
-        let fits = |spend: f64, reserved: f64, cap: f64| match self.settings.admission {
-            Admission::Reserve => spend + reserved < cap,
-            Admission::Strict => spend + reserved + worst <= cap,
-        };
-        if let Some(cap) = st.rec.max_budget
-            && !fits(st.rec.spend, st.reserved, cap)
-        {
-            return Err(Error::BudgetExceeded {
-                scope: format!("Key={name} over budget."),
-                spend: st.rec.spend + st.reserved,
-                max_budget: cap,
-            });
+        let admission = self.settings.admission;
+        if let Some(cap) = st.rec.max_budget {
+            let scope = format!("Key={name}");
+            check_budget(admission, &scope, st.rec.spend, st.reserved, worst, cap)?;
         }
         if let Some(cap) = model_budget(&st.rec, req.group) {
             let reserved = st.model_reserved.get(req.group).copied().unwrap_or(0.0);
-            let spend = st.model_spend(req.group);
-            if !fits(spend, reserved, cap) {
-                return Err(Error::BudgetExceeded {
-                    scope: format!("Key={name} over budget for model {}.", req.group),
-                    spend: spend + reserved,
-                    max_budget: cap,
-                });
-            }
+            let scope = format!("Key={name} for model {}", req.group);
+            check_budget(
+                admission,
+                &scope,
+                st.model_spend(req.group),
+                reserved,
+                worst,
+                cap,
+            )?;
         }
         let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
         if let Some(limit) = st.rec.max_parallel_requests
@@ -583,17 +607,29 @@ impl Ledger {
                 headers: rate_headers(&st, reset_secs),
             });
         }
-        if let Some(limit) = st.rec.tpm_limit
-            && st.tokens_this_minute >= limit
-        {
-            return Err(Error::RateLimited {
-                message: format!(
-                    "key {name} reached its tpm_limit of {limit} tokens per minute ({} used); retry in {reset_secs}s",
-                    st.tokens_this_minute
-                ),
-                retry_after_secs: reset_secs,
-                headers: rate_headers(&st, reset_secs),
-            });
+        if let Some(limit) = st.rec.tpm_limit {
+            let used = st.tokens_this_minute;
+            if used >= limit {
+                return Err(Error::RateLimited {
+                    message: format!(
+                        "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used); retry in {reset_secs}s"
+                    ),
+                    retry_after_secs: reset_secs,
+                    headers: rate_headers(&st, reset_secs),
+                });
+            }
+            // Not used up, but held by requests in flight: they settle (usually for less
+            // than they hold) well before the minute ends.
+            if used.saturating_add(st.reserved_tokens) >= limit {
+                return Err(Error::RateLimited {
+                    message: format!(
+                        "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used, {} held by {} requests in flight); retry in 1s",
+                        st.reserved_tokens, st.in_flight
+                    ),
+                    retry_after_secs: 1,
+                    headers: rate_headers(&st, reset_secs),
+                });
+            }
         }
         // Admitted: reserve.
         st.reserved += worst;
@@ -606,6 +642,7 @@ impl Ledger {
             *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
         }
         st.in_flight += 1;
+        st.reserved_tokens = st.reserved_tokens.saturating_add(req.tokens);
         st.requests_this_minute += 1;
         let headers = rate_headers(&st, reset_secs);
         log.api_key = st.rec.token.clone();
@@ -626,6 +663,44 @@ impl Ledger {
     }
 }
 
+/// The budget check of one scope (the key, or one of its model budgets): `spend` settled,
+/// `reserved` by requests in flight, `this` the request's reservation, `cap` the budget.
+/// See the module docs for the three refusals and their order.
+fn check_budget(
+    admission: Admission,
+    scope: &str,
+    spend: f64,
+    reserved: f64,
+    this: f64,
+    cap: f64,
+) -> Result<(), Error> {
+    if spend >= cap {
+        return Err(Error::BudgetExceeded {
+            scope: format!("{scope} over budget."),
+            spend,
+            max_budget: cap,
+        });
+    }
+    if admission == Admission::Strict && spend + this > cap {
+        return Err(Error::BudgetTooSmall(format!(
+            "Request over the remaining budget: {scope} has spent {spend} of its max budget {cap}, and this request may cost up to {this}. budget_admission: strict admits a request only if its worst case fits (a request without max_tokens reserves the model's whole output cap): send a smaller max_tokens, or raise max_budget."
+        )));
+    }
+    let fits = match admission {
+        Admission::Reserve => spend + reserved < cap,
+        Admission::Strict => spend + reserved + this <= cap,
+    };
+    if !fits {
+        return Err(Error::BudgetHeld {
+            message: format!(
+                "Budget held by requests in flight: {scope} has spent {spend} of its max budget {cap}; requests in flight have reserved {reserved} and this request reserves {this}. Retry once they have settled."
+            ),
+            retry_after_secs: 1,
+        });
+    }
+    Ok(())
+}
+
 fn rate_headers(st: &KeyState, reset_secs: u64) -> Vec<(&'static str, String)> {
     let mut h = Vec::new();
     if let Some(l) = st.rec.rpm_limit {
@@ -640,7 +715,8 @@ fn rate_headers(st: &KeyState, reset_secs: u64) -> Vec<(&'static str, String)> {
         h.push(("x-ratelimit-limit-tokens", l.to_string()));
         h.push((
             "x-ratelimit-remaining-tokens",
-            l.saturating_sub(st.tokens_this_minute).to_string(),
+            l.saturating_sub(st.tokens_this_minute.saturating_add(st.reserved_tokens))
+                .to_string(),
         ));
         h.push(("x-ratelimit-reset-tokens", format!("{reset_secs}s")));
     }
@@ -666,6 +742,7 @@ impl KeyState {
             reserved: 0.0,
             model_reserved: HashMap::new(),
             in_flight: 0,
+            reserved_tokens: 0,
             minute: 0,
             requests_this_minute: 0,
             tokens_this_minute: 0,

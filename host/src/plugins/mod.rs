@@ -7,6 +7,12 @@
 //! memory cap per store, a CPU deadline per call, and caps on what crosses the boundary. A
 //! trap fails that use only and is reported as a plugin fault naming the plugin.
 //!
+//! Instances come from a fixed pool (`llmgate.plugin_limits.max_instances`). When every
+//! one is in use by requests in flight, a request that needs one is refused with
+//! [`Error::PluginCapacity`](crate::error::Error::PluginCapacity) (503 with `Retry-After`):
+//! the gateway is at capacity, which says nothing about the plugin or the deployment. Each
+//! refusal is counted ([`Runtime::pool_exhausted_total`], in `GET /plugins`) and logged.
+//!
 //! Calls are async (wasmtime fibers): at every epoch tick a running guest yields to the
 //! executor, so a plugin that spins never blocks a worker thread for more than one tick, and
 //! it is interrupted once its call has run longer than the deadline.
@@ -19,7 +25,7 @@ pub mod reload;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -169,11 +175,21 @@ impl From<Fault> for crate::error::Error {
     }
 }
 
+/// Why no instance could be made.
+pub(crate) enum NoInstance {
+    /// Every slot of the instance pool is in use (`max_instances`).
+    PoolFull,
+    /// The plugin faulted while being instantiated.
+    Fault(Fault),
+}
+
 /// The engine, linker and limits shared by every plugin.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     limits: PluginLimits,
+    /// Requests refused because the instance pool was full.
+    pool_exhausted: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
@@ -244,6 +260,7 @@ impl Runtime {
             engine,
             linker,
             limits: limits.clone(),
+            pool_exhausted: AtomicU64::new(0),
             stop_ticker,
             ticker: Some(ticker),
         })
@@ -356,6 +373,50 @@ impl Runtime {
             plugin: store.data().plugin.clone(),
             message,
         }
+    }
+
+    /// Why making an instance (or starting a call, which takes a fiber stack from the same
+    /// pool) failed: the pool is full, or the plugin faulted.
+    fn no_instance(&self, store: &Store<State>, err: &wasmtime::Error) -> NoInstance {
+        if err
+            .chain()
+            .any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+        {
+            NoInstance::PoolFull
+        } else {
+            NoInstance::Fault(self.fault(store, err))
+        }
+    }
+
+    /// Refuse a request that needs an instance of `plugin` when there is none: count it,
+    /// log it (once, here), and answer 503 with `Retry-After`.
+    fn refuse(&self, plugin: &str, why: NoInstance) -> crate::error::Error {
+        match why {
+            NoInstance::Fault(f) => f.into(),
+            NoInstance::PoolFull => {
+                let total = self.pool_exhausted.fetch_add(1, Ordering::Relaxed) + 1;
+                let max = self.limits.max_instances;
+                tracing::warn!(
+                    plugin,
+                    max_instances = max,
+                    exhausted_total = total,
+                    "plugin instance pool exhausted: all {max} instances are in use; answering 503 with Retry-After (raise llmgate.plugin_limits.max_instances to serve more requests at once)"
+                );
+                crate::error::Error::PluginCapacity(format!(
+                    "The gateway is at capacity: all {max} plugin instances (llmgate.plugin_limits.max_instances) are in use by requests in flight. Retry shortly."
+                ))
+            }
+        }
+    }
+
+    /// Requests refused since start because every plugin instance was in use.
+    pub fn pool_exhausted_total(&self) -> u64 {
+        self.pool_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// The size of the instance pool (`llmgate.plugin_limits.max_instances`).
+    pub fn max_instances(&self) -> u32 {
+        self.limits.max_instances
     }
 
     /// Compile a component from bytes (uses the disk cache when configured).

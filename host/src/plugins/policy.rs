@@ -17,6 +17,7 @@ use super::bindings::policy_api::{Attempt, Candidate, RouteRequest};
 use super::bindings::policy_world::{RoutingPolicy, RoutingPolicyPre};
 use super::bindings::types::GatewayError;
 use super::{Fault, LOG_LINES_PER_STORE, Origin, PluginStatus, Runtime, State};
+use crate::error::Error;
 
 /// Most attempts a policy may plan for one request.
 pub const MAX_ATTEMPTS: usize = 64;
@@ -93,12 +94,13 @@ impl PolicyPlugin {
     }
 
     /// Plan the attempts for one request. The plan is checked: every id must be a candidate.
+    /// A fault is [`Error::Plugin`]; a full instance pool is [`Error::PluginCapacity`].
     pub async fn route(
         &self,
         config_json: &str,
         req: &RouteRequest,
         candidates: &[Candidate],
-    ) -> Result<Result<Vec<Attempt>, GatewayError>, Fault> {
+    ) -> Result<Result<Vec<Attempt>, GatewayError>, Error> {
         let rt = &self.runtime;
         let mut warm = match self.take_idle() {
             Some(w) => w,
@@ -108,7 +110,7 @@ impl PolicyPlugin {
                     .pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| rt.fault(&store, &e))?;
+                    .map_err(|e| rt.refuse(&self.id, rt.no_instance(&store, &e)))?;
                 Warm {
                     store,
                     world,
@@ -123,13 +125,14 @@ impl PolicyPlugin {
             .llmgate_plugin_policy()
             .call_route(&mut warm.store, config_json, req, candidates)
             .await
-            .map_err(|e| rt.fault(&warm.store, &e))?;
+            .map_err(|e| rt.refuse(&self.id, rt.no_instance(&warm.store, &e)))?;
         if let Ok(plan) = &r {
             if plan.len() > MAX_ATTEMPTS {
                 return Err(Fault {
                     plugin: self.id.clone(),
                     message: format!("planned {} attempts (cap {MAX_ATTEMPTS})", plan.len()),
-                });
+                }
+                .into());
             }
             if let Some(bad) = plan
                 .iter()
@@ -141,7 +144,8 @@ impl PolicyPlugin {
                         "named deployment `{}`, which is not a candidate",
                         bad.candidate_id.chars().take(80).collect::<String>()
                     ),
-                });
+                }
+                .into());
             }
         }
         warm.uses += 1;

@@ -13,7 +13,8 @@ use wasmtime::component::{Component, ResourceAny};
 use super::bindings::provider_api::{ClientResponse, Inbound, Prefix, UpstreamRequest};
 use super::bindings::provider_world::{ProviderPlugin as World, ProviderPluginPre};
 use super::bindings::types::{Api, GatewayError, SseEvent, Usage};
-use super::{Fault, Origin, PluginStatus, Runtime, State};
+use super::{Fault, NoInstance, Origin, PluginStatus, Runtime, State};
+use crate::error::Error;
 
 /// Most bytes a plugin may hand back in one body or event batch.
 const MAX_OUTPUT_BYTES: usize = 64 << 20;
@@ -125,12 +126,12 @@ impl ProviderPlugin {
     }
 
     /// A fresh store and instance, never used.
-    async fn instantiate(&self) -> Result<Ready, Fault> {
+    async fn instantiate(&self) -> Result<Ready, NoInstance> {
         let rt = &self.runtime;
         let mut store = rt.store(&self.id);
         match self.pre.instantiate_async(&mut store).await {
             Ok(world) => Ok(Ready { store, world }),
-            Err(e) => Err(rt.fault(&store, &e)),
+            Err(e) => Err(rt.no_instance(&store, &e)),
         }
     }
 
@@ -143,7 +144,9 @@ impl ProviderPlugin {
                     Ok(mut ready) if ready.len() < cap => ready.push(r),
                     _ => return,
                 },
-                Err(f) => {
+                // Spares are made only from free slots; a full pool is for requests.
+                Err(NoInstance::PoolFull) => return,
+                Err(NoInstance::Fault(f)) => {
                     tracing::warn!(plugin = %f.plugin, "making a spare instance failed: {}", f.message);
                     return;
                 }
@@ -164,13 +167,17 @@ impl ProviderPlugin {
     }
 
     /// Start one attempt: a fresh instance (made ahead of need when one is waiting), and the
-    /// plugin's `exchange` resource.
-    pub async fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Fault> {
+    /// plugin's `exchange` resource. A plugin fault is [`Error::Plugin`]; a full instance
+    /// pool is [`Error::PluginCapacity`].
+    pub async fn exchange(self: &Arc<Self>, req: &Inbound) -> Result<Exchange, Error> {
         let rt = &self.runtime;
         let waiting = self.ready.lock().ok().and_then(|mut r| r.pop());
         let Ready { mut store, world } = match waiting {
             Some(r) => r,
-            None => self.instantiate().await?,
+            None => self
+                .instantiate()
+                .await
+                .map_err(|why| rt.refuse(&self.id, why))?,
         };
         rt.arm(&mut store);
         let res = match world
@@ -180,7 +187,7 @@ impl ProviderPlugin {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Err(rt.fault(&store, &e)),
+            Err(e) => return Err(rt.refuse(&self.id, rt.no_instance(&store, &e))),
         };
         Ok(Exchange {
             store,
