@@ -15,4 +15,5 @@ mod providers;
 mod reload;
 mod routing;
 mod sandbox;
+mod secrets;
 mod startup;
