@@ -175,11 +175,19 @@ async fn gemini_wildcard_model_cannot_leave_the_api_base_path() {
             );
         }
     }
-    assert_eq!(m.count(), 0, "refused requests reached the upstream: {:?}", seen(&m));
+    assert_eq!(
+        m.count(),
+        0,
+        "refused requests reached the upstream: {:?}",
+        seen(&m)
+    );
     // No cooldown: the deployment still serves.
     let r = chat(&gw, None, "gemini/gemini-2.5-flash").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(seen(&m), ["/v1beta/models/gemini-2.5-flash:generateContent"]);
+    assert_eq!(
+        seen(&m),
+        ["/v1beta/models/gemini-2.5-flash:generateContent"]
+    );
 }
 
 /// Azure and Bedrock wildcards: a bare `..` (or `.`) model is refused before anything is sent.
@@ -217,9 +225,13 @@ async fn azure_and_bedrock_dot_segment_models_are_refused() {
     // Well-formed models still go where they should.
     assert_eq!(chat(&gw, None, "azure/my-dep").await.status, 200);
     assert_eq!(
-        chat(&gw, None, "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0")
-            .await
-            .status,
+        chat(
+            &gw,
+            None,
+            "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"
+        )
+        .await
+        .status,
         200
     );
     let paths = seen(&m);
@@ -295,7 +307,10 @@ async fn model_info_never_shows_secret_params() {
             assert_eq!(params["model"], "openai/mock-gpt", "{}", r.text);
             assert_eq!(params["temperature"], 0.25, "{}", r.text);
             let base = params["api_base"].as_str().unwrap();
-            assert!(base.contains("127.0.0.1") && base.ends_with("/v1"), "{base}");
+            assert!(
+                base.contains("127.0.0.1") && base.ends_with("/v1"),
+                "{base}"
+            );
         }
     }
 }
@@ -320,10 +335,20 @@ async fn blocked_and_expired_keys_cannot_list_models() {
         if r.status == 401 {
             break;
         }
-        assert!(Instant::now() < deadline, "the key never expired: {}", r.text);
+        assert!(
+            Instant::now() < deadline,
+            "the key never expired: {}",
+            r.text
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for path in ["/model/info", "/v1/model/info", "/v1/models", "/models", "/v1/models/guarded"] {
+    for path in [
+        "/model/info",
+        "/v1/model/info",
+        "/v1/models",
+        "/models",
+        "/v1/models/guarded",
+    ] {
         assert_eq!(get(&gw, path, Some(&good)).await.status, 200, "{path}");
         for (what, k) in [("blocked", &blocked), ("expired", &expired)] {
             let r = get(&gw, path, Some(k)).await;
@@ -358,7 +383,9 @@ async fn plugins_are_given_no_secret_and_no_gateway_key() {
                     .post(format!("{}/v1/chat/completions", gw.url))
                     .header(name, &value)
                     .header("x-trace-me", "visible-header")
-                    .json(&json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})),
+                    .json(
+                        &json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}),
+                    ),
             )
             .await;
             assert_eq!(r.status, 200, "{name}: {}", r.text);
@@ -374,8 +401,14 @@ async fn plugins_are_given_no_secret_and_no_gateway_key() {
                 given["headers"].to_string().contains("visible-header"),
                 "{given}"
             );
-            assert!(!r.text.contains(MASTER), "{name}: the master key reached the plugin: {given}");
-            assert!(!r.text.contains(&key), "{name}: the virtual key reached the plugin: {given}");
+            assert!(
+                !r.text.contains(MASTER),
+                "{name}: the master key reached the plugin: {given}"
+            );
+            assert!(
+                !r.text.contains(&key),
+                "{name}: the virtual key reached the plugin: {given}"
+            );
             assert_no_secret("the plugin's input", &r.text);
         }
     }
@@ -383,8 +416,14 @@ async fn plugins_are_given_no_secret_and_no_gateway_key() {
     let last = m.requests().pop().unwrap();
     assert_eq!(last.path, "/v1/chat/completions");
     assert_eq!(last.query.as_deref(), Some("key=query-key-secret-0013"));
-    assert_eq!(last.header("authorization"), Some("Bearer sk-upstream-secret-0001"));
-    assert_eq!(last.header("x-upstream-token"), Some("tok-extra-header-secret-0002"));
+    assert_eq!(
+        last.header("authorization"),
+        Some("Bearer sk-upstream-secret-0001")
+    );
+    assert_eq!(
+        last.header("x-upstream-token"),
+        Some("tok-extra-header-secret-0002")
+    );
     assert_eq!(last.header("x-custom"), Some("custom-value-ok"));
 }
 

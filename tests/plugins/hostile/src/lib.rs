@@ -99,7 +99,10 @@ impl GuestExchange for Exchange {
             "bad-header" => headers.push(("bad header\n".into(), "x".into())),
             "escape" => url = format!("{}/../escaped/chat/completions", base.trim_end_matches('/')),
             "escape-encoded" => {
-                url = format!("{}/%2e%2e/escaped/chat/completions", base.trim_end_matches('/'));
+                url = format!(
+                    "{}/%2e%2e/escaped/chat/completions",
+                    base.trim_end_matches('/')
+                );
             }
             "escape-query" => url.push_str("?injected=1#frag"),
             _ => {}
