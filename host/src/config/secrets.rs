@@ -235,6 +235,9 @@ fn leaves(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Query parameters, in order.
+type Pairs = Vec<(String, String)>;
+
 /// An `api_base` split into what may be shown (and handed to plugins) and the credentials
 /// only the host applies.
 #[derive(Debug, Clone, Default)]
@@ -244,7 +247,7 @@ pub struct ApiBase {
     /// `user:password@` of the base, applied to the upstream URL by the host.
     pub userinfo: Option<(String, Option<String>)>,
     /// Credential-like query parameters (`?key=...`), appended by the host.
-    pub secret_query: Vec<(String, String)>,
+    pub secret_query: Pairs,
 }
 
 impl ApiBase {
@@ -260,7 +263,7 @@ impl ApiBase {
             .then(|| (decode(url.username()), url.password().map(decode)));
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        let (secret_query, kept): (Vec<(String, String)>, Vec<(String, String)>) = url
+        let (secret_query, kept): (Pairs, Pairs) = url
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .partition(|(k, v)| is_secret_name(k) || looks_secret(v));
