@@ -10,6 +10,7 @@
 //! - [`openai`]: OpenAI wire helpers: usage and error bodies, status classification.
 //! - [`errors`]: mapping HTTP statuses and provider error codes to error classes.
 //! - [`anthropic`]: conversion between Anthropic Messages and OpenAI Chat Completions.
+//! - [`url`]: a model name as exactly one URL path segment ([`url::path_segment`]).
 //!
 //! A provider plugin in full:
 //!
@@ -27,6 +28,7 @@ pub mod anthropic;
 pub mod errors;
 pub mod json;
 pub mod openai;
+pub mod url;
 
 /// Guest bindings for the `provider-plugin` world.
 #[cfg(feature = "guest")]
@@ -111,6 +113,13 @@ impl GatewayError {
     /// A 502 for an upstream answer the plugin cannot understand.
     pub fn upstream(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Upstream, 502, message)
+    }
+}
+
+#[cfg(feature = "guest")]
+impl From<url::NotASegment> for GatewayError {
+    fn from(e: url::NotASegment) -> Self {
+        Self::bad_request(e.to_string())
     }
 }
 

@@ -17,4 +17,5 @@ mod providers;
 mod reload;
 mod routing;
 mod sandbox;
+mod secrets;
 mod startup;

@@ -20,6 +20,17 @@ pub fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
     gw.ledger().authenticate(headers)
 }
 
+/// Authenticate a model-listing request (`/v1/models`, `/model/info`): like [`caller`], and a
+/// virtual key must be usable (not blocked, expired or deleted), as the routes that serve
+/// requests demand.
+pub fn lister(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
+    let c = caller(gw, headers)?;
+    if let Caller::Key(k) = &c {
+        k.usable()?;
+    }
+    Ok(c)
+}
+
 /// Authenticate an admin request: the master key (or no master key configured).
 pub fn admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
     let c = caller(gw, headers)?;

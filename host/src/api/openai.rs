@@ -128,7 +128,7 @@ pub async fn model(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = match super::caller(&gw, &headers) {
+    let caller = match super::lister(&gw, &headers) {
         Ok(c) => c,
         Err(e) => return super::openai_error(e),
     };
@@ -160,7 +160,7 @@ fn visible(caller: &Caller, group: &str) -> bool {
 /// `GET /v1/models`: every model group the caller may use (wildcards included, as LiteLLM
 /// lists them).
 pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match super::caller(&gw, &headers) {
+    let caller = match super::lister(&gw, &headers) {
         Ok(c) => c,
         Err(e) => return super::openai_error(e),
     };
@@ -197,9 +197,11 @@ pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 
-/// `GET /model/info` (and `/v1/model/info`): every deployment, LiteLLM's shape, no secrets.
+/// `GET /model/info` (and `/v1/model/info`): every deployment, LiteLLM's shape, no secrets:
+/// credential-like params and `extra_headers` values are masked, and `api_base` is shown
+/// without userinfo or credential query parameters.
 pub async fn model_info(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match super::caller(&gw, &headers) {
+    let caller = match super::lister(&gw, &headers) {
         Ok(c) => c,
         Err(e) => return super::openai_error(e),
     };
@@ -209,8 +211,8 @@ pub async fn model_info(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> R
         .iter()
         .filter(|d| visible(&caller, &d.model_name))
         .map(|d| {
-            let mut params: serde_json::Value =
-                serde_json::from_str(&d.params_json).unwrap_or_else(|_| json!({}));
+            // Host params left out, every credential-like param masked (config::secrets).
+            let mut params = d.public_params.clone();
             params["model"] = json!(format!("{}/{}", d.provider, d.model));
             if let Some(b) = &d.api_base {
                 params["api_base"] = json!(b);

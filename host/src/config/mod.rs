@@ -6,6 +6,7 @@
 
 pub mod raw;
 pub mod routing;
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -48,8 +49,12 @@ pub struct Deployment {
     pub provider: String,
     /// Upstream model without the prefix; may contain `*` for wildcard groups.
     pub model: String,
-    /// `api_base`.
+    /// `api_base` as anyone may see it (and plugins get it): without userinfo and without
+    /// credential-like query parameters, which are in [`Self::api_base_credentials`].
     pub api_base: Option<String>,
+    /// The credentials `api_base` carried (`user:pass@`, `?key=...`): applied by the host to
+    /// the upstream URL only.
+    pub api_base_credentials: secrets::ApiBase,
     /// `api_version`.
     pub api_version: Option<String>,
     /// `api_key` from the config (literal or `os.environ/VAR`).
@@ -60,8 +65,17 @@ pub struct Deployment {
     pub aws_secret_access_key: Option<Secret>,
     /// `aws_session_token`.
     pub aws_session_token: Option<Secret>,
-    /// Non-secret `litellm_params`, JSON object text, handed to the provider plugin.
+    /// Non-secret `litellm_params`, JSON object text, handed to the provider plugin
+    /// ([`secrets::plugin_params`]: no credential-like param, no `extra_headers`).
     pub params_json: String,
+    /// `extra_headers`: applied by the host to every upstream request (after the plugin's
+    /// own headers), never shown to plugins or in `/model/info`.
+    pub extra_headers: Vec<(String, Secret)>,
+    /// The `litellm_params` `/model/info` shows: host params left out, secrets masked
+    /// ([`secrets::masked_params`]).
+    pub public_params: serde_json::Value,
+    /// Masks every secret of this deployment in text leaving the host.
+    pub scrubber: secrets::Scrubber,
     /// Per-attempt timeout (`timeout`).
     pub timeout: Duration,
     /// Time allowed to the first streamed byte (`stream_timeout`, else `timeout`).
@@ -1080,6 +1094,62 @@ impl Validator {
             };
             extra.insert(k.clone(), json);
         }
+        let mut extra_headers = Vec::new();
+        match params.get("extra_headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, val) in m {
+                    let at_h = format!("{at}.litellm_params.extra_headers");
+                    let Some(name) = scalar_string(k) else {
+                        self.problem(&at_h, "header names must be strings");
+                        continue;
+                    };
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        self.problem(&at_h, &format!("`{name}` is not a valid header name"));
+                        continue;
+                    }
+                    if let Some(v) = self.string(&format!("{at_h}.{name}"), val, env) {
+                        if http::HeaderValue::from_str(&v).is_err() {
+                            self.problem(&format!("{at_h}.{name}"), "is not valid header text");
+                            continue;
+                        }
+                        extra_headers.push((name.to_ascii_lowercase(), Secret(v)));
+                    }
+                }
+            }
+            Some(_) => self.problem(
+                &format!("{at}.litellm_params.extra_headers"),
+                "must be a mapping of header names to values",
+            ),
+        }
+        let base_parts = api_base
+            .as_deref()
+            .map(secrets::ApiBase::split)
+            .unwrap_or_default();
+        let mut secret_texts = secrets::secret_texts(&extra);
+        secret_texts.extend(extra_headers.iter().map(|(_, v)| v.0.clone()));
+        secret_texts.extend(base_parts.secrets());
+        secret_texts.extend(
+            [
+                &api_key,
+                &aws_access_key_id,
+                &aws_secret_access_key,
+                &aws_session_token,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.0.clone()),
+        );
+        let mut shown = extra.clone();
+        for k in SECRET_PARAMS {
+            if params.contains_key(*k) {
+                shown.insert(
+                    (*k).to_string(),
+                    serde_json::Value::String(secrets::MASK.into()),
+                );
+            }
+        }
+        let public_params = serde_json::Value::Object(secrets::masked_params(&shown));
         let model_info = d
             .model_info
             .as_ref()
@@ -1110,7 +1180,10 @@ impl Validator {
             aws_access_key_id,
             aws_secret_access_key,
             aws_session_token,
-            params_json: serde_json::Value::Object(extra).to_string(),
+            params_json: serde_json::Value::Object(secrets::plugin_params(&extra)).to_string(),
+            extra_headers,
+            public_params,
+            scrubber: secrets::Scrubber::new(secret_texts),
             timeout,
             stream_timeout,
             weight,
@@ -1120,7 +1193,8 @@ impl Validator {
             model_info,
             prices: crate::ledger::cost::Prices::from_info(&info),
             api_base_origin: api_base.as_deref().and_then(crate::gateway::origin_of),
-            api_base,
+            api_base: api_base.is_some().then(|| base_parts.public.clone()),
+            api_base_credentials: base_parts,
             info,
         })
     }

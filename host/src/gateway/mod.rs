@@ -33,11 +33,9 @@ use crate::store::SpendLog;
 pub use stats::Stats;
 pub use upstream::origin_of;
 
-/// Client headers never handed to plugins.
+/// Client headers never handed to plugins, besides every header a gateway key is accepted
+/// from ([`crate::ledger::KEY_HEADERS`], see [`forwardable_headers`]).
 const PRIVATE_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
     "cookie",
     "host",
     "content-length",
@@ -509,10 +507,15 @@ fn plugin_deployment(dep: &Deployment, capture: Option<&str>) -> PluginDeploymen
     }
 }
 
+/// The client headers a plugin may see: neither a gateway key (in any header the host reads
+/// keys from) nor credentials nor hop-by-hop headers.
 fn forwardable_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(k, _)| !PRIVATE_HEADERS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !PRIVATE_HEADERS.contains(&k.as_str())
+                && !crate::ledger::KEY_HEADERS.contains(&k.as_str())
+        })
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect()
 }

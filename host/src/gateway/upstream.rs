@@ -13,11 +13,12 @@ use futures_util::StreamExt as _;
 
 use super::sse::{self, Framer};
 use super::{Gateway, plugin_error, response, set_header};
+use crate::config::secrets::Scrubber;
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
 use crate::ledger::Ticket;
 use crate::ledger::cost::Prices;
-use crate::plugins::bindings::provider_api::Inbound;
+use crate::plugins::bindings::provider_api::{Inbound, Prefix};
 use crate::plugins::bindings::types::{Auth, ErrorClass, Framing};
 use crate::plugins::provider::Exchange;
 use crate::plugins::{Fault, Registry, SseEvent};
@@ -52,8 +53,152 @@ fn url_origin(u: &reqwest::Url) -> Option<String> {
     Some(u.origin().ascii_serialization())
 }
 
-/// Run one attempt to completion (non-streamed) or to the start of the stream.
+/// Run one attempt to completion (non-streamed) or to the start of the stream. Its error,
+/// whatever made it, has the deployment's secrets masked before anyone (client, log, spend
+/// log, the routing loop) sees it.
 pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Error> {
+    let dep = ctx.dep.clone();
+    let env_key = match &dep.api_key {
+        Some(_) => None,
+        None => ctx
+            .registry
+            .provider(&dep.provider)
+            .and_then(|p| upstream_key(&dep, p.prefix(&dep.provider))),
+    };
+    attempt(ctx, inbound)
+        .await
+        .map_err(|e| scrub_error(e, &dep.scrubber, env_key.as_deref()))
+}
+
+/// The key sent upstream: the deployment's `api_key`, else the prefix's environment variables.
+fn upstream_key(dep: &Deployment, prefix: Option<&Prefix>) -> Option<String> {
+    dep.api_key
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .or_else(|| {
+            prefix.and_then(|p| {
+                p.api_key_env
+                    .iter()
+                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+            })
+        })
+}
+
+/// `e` with the deployment's secrets (and `extra`, a key read from the environment) masked
+/// in every text it carries.
+fn scrub_error(e: Error, scrubber: &Scrubber, extra: Option<&str>) -> Error {
+    let clean = |t: String| -> String {
+        let t = scrubber.scrub(&t).into_owned();
+        match extra {
+            Some(k) if k.len() >= 4 => t.replace(k, crate::config::secrets::MASK),
+            _ => t,
+        }
+    };
+    match e {
+        Error::BadRequest(m) => Error::BadRequest(clean(m)),
+        Error::Upstream {
+            class,
+            status,
+            message,
+            code,
+            retry_after_ms,
+        } => Error::Upstream {
+            class,
+            status,
+            message: clean(message),
+            code: code.map(clean),
+            retry_after_ms,
+        },
+        Error::Plugin { plugin, message } => Error::Plugin {
+            plugin,
+            message: clean(message),
+        },
+        Error::Unavailable(m) => Error::Unavailable(clean(m)),
+        Error::Internal(m) => Error::Internal(clean(m)),
+        Error::Forbidden(m) => Error::Forbidden(clean(m)),
+        Error::NotFound(m) => Error::NotFound(clean(m)),
+        other => other,
+    }
+}
+
+/// Where a planned URL may go, besides its origin (checked first), and what it may carry:
+///
+/// - **path**: under the path of the deployment's `api_base` (else the prefix's
+///   `default-api-base`), segment-wise: `/v1` admits `/v1` and `/v1/...`, not `/v1x`;
+/// - **no dot segments**: no `.` or `..` segment in the URL as the plugin wrote it, read the
+///   way any server might ([`llmgate_sdk::url::dot_segment`]: percent escapes such as
+///   `%2e%2e` and `%252e` decoded, `\` taken as `/`, tabs and newlines dropped), nor in the
+///   normalized path;
+/// - **query**: only the `api_base`'s own (non-secret) query parameters, `api-version` (or
+///   `api_version`) with the deployment's `api_version` when it sets one (any value made of
+///   letters, digits, `.`, `-` and `_` when it does not), and `alt=sse` (Gemini's streaming
+///   switch); the host adds the `api_base`'s credential parameters and an `auth: query` key
+///   itself, after this check;
+/// - **no fragment** (not even an empty `#`).
+///
+/// A refusal is a client error (400, class `bad-request`): what moves a URL is the client's
+/// model name, so it is never sent, retried elsewhere, or counted against the deployment
+/// (no cooldown).
+fn check_planned_url(
+    planned: &str,
+    url: &reqwest::Url,
+    base: Option<&str>,
+    dep: &Deployment,
+) -> Result<(), String> {
+    if planned.contains('#') {
+        return Err("has a fragment".into());
+    }
+    let raw_path = planned.split('?').next().unwrap_or(planned);
+    let raw_path = raw_path.split_once("://").map_or(raw_path, |(_, rest)| {
+        rest.find(['/', '\\']).map_or("", |i| &rest[i..])
+    });
+    if llmgate_sdk::url::dot_segment(raw_path) || llmgate_sdk::url::dot_segment(url.path()) {
+        return Err(format!("has a `.` or `..` path segment ({raw_path})"));
+    }
+    let base = base.and_then(|b| reqwest::Url::parse(b).ok());
+    if let Some(b) = &base {
+        let prefix = b.path().trim_end_matches('/');
+        let path = url.path();
+        let under = prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if !under {
+            return Err(format!(
+                "goes to {path}, outside the api_base path {prefix}"
+            ));
+        }
+    }
+    let own: Vec<(String, String)> = base
+        .as_ref()
+        .map(|b| {
+            b.query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in url.query_pairs() {
+        let allowed = own.iter().any(|(ok, ov)| *ok == *k && *ov == *v)
+            || (matches!(&*k, "api-version" | "api_version")
+                && match dep.api_version.as_deref() {
+                    Some(want) => *v == *want,
+                    None => {
+                        !v.is_empty()
+                            && v.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+                            })
+                    }
+                })
+            || (k == "alt" && v == "sse");
+        if !allowed {
+            return Err(format!("adds the query parameter `{k}`"));
+        }
+    }
+    Ok(())
+}
+
+async fn attempt(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Error> {
     let dep = ctx.dep;
     let plugin = ctx
         .registry
@@ -107,19 +252,30 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         message: format!("planned an invalid HTTP method `{}`", plan.method),
     })?;
     let mut url = parsed.ok_or_else(|| Error::Internal(format!("unparsable URL {}", plan.url)))?;
+    let base = match &dep.api_base {
+        Some(b) => Some(b.as_str()),
+        None => prefix.and_then(|p| p.default_api_base.as_deref()),
+    };
+    if let Err(why) = check_planned_url(&plan.url, &url, base, dep) {
+        return Err(Error::BadRequest(format!(
+            "refused to send the request: the upstream URL planned by {} {why}; a request may only go under the deployment's api_base {} (deployment {})",
+            plugin.id(),
+            base.unwrap_or("(none)"),
+            dep.id
+        )));
+    }
+    // The api_base's own credentials, which the plugin never saw.
+    let creds = &dep.api_base_credentials;
+    if let Some((user, pass)) = &creds.userinfo {
+        let _ = url.set_username(user);
+        let _ = url.set_password(pass.as_deref());
+    }
+    if !creds.secret_query.is_empty() {
+        url.query_pairs_mut().extend_pairs(&creds.secret_query);
+    }
 
     // The secret: from the deployment, else the prefix's environment variables.
-    let key = dep
-        .api_key
-        .as_ref()
-        .map(|s| s.expose().to_string())
-        .or_else(|| {
-            prefix.and_then(|p| {
-                p.api_key_env
-                    .iter()
-                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-            })
-        });
+    let key = upstream_key(dep, prefix);
     let mut headers = reqwest::header::HeaderMap::with_capacity(plan.headers.len() + 1);
     for (k, v) in &plan.headers {
         let lk = k.to_ascii_lowercase();
@@ -134,6 +290,15 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
             reqwest::header::HeaderValue::from_str(v),
         ) {
             headers.append(k, v);
+        }
+    }
+    // `extra_headers`, applied by the host (plugins never see their values).
+    for (k, v) in &dep.extra_headers {
+        if !matches!(
+            k.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            insert_secret(&mut headers, k, v.expose())?;
         }
     }
     if let Some(key) = &key {
@@ -237,6 +402,13 @@ pub(super) async fn run(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Respons
         let answer = ex.on_body(status, &up_headers, &body).await?;
         let latency = sent_at.elapsed().as_micros() as u64;
         let cr = match answer {
+            // An error answer the plugin passes on may echo a credential.
+            Ok(mut cr) if !(200..300).contains(&status) || !(200..300).contains(&cr.status) => {
+                if let std::borrow::Cow::Owned(clean) = dep.scrubber.scrub_bytes(&cr.body) {
+                    cr.body = clean;
+                }
+                cr
+            }
             Ok(cr) => cr,
             Err(e) => {
                 in_flight.done(false, latency);
@@ -623,6 +795,8 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
                 yield Ok::<Bytes, Infallible>(out.split().freeze());
             }
         }
+        // What reaches the client, the log and the spend log has the secrets masked.
+        failed = failed.map(|e| scrub_error(e, &dep.scrubber, None));
         // The upstream is done (or broke): the plugin's closing events and usage.
         match ex.finish().await {
             Ok(Ok((events, usage))) => {
@@ -661,6 +835,7 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
                 }
             }
         }
+        failed = failed.map(|e| scrub_error(e, &dep.scrubber, None));
         if let (Some(t), Some(err)) = (ticket.as_mut(), &failed)
             && let Some(m) = t.log.metadata.as_object_mut()
         {

@@ -129,6 +129,11 @@ impl KeyEntry {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `Ok` unless the key is deleted, blocked or expired: the 401 every route answers then.
+    pub fn usable(&self) -> Result<(), Error> {
+        self.lock().refusal(unix_now()).map_or(Ok(()), Err)
+    }
+
     /// A snapshot of the record with windows that are due reset.
     pub fn record(&self) -> KeyRecord {
         let mut st = self.lock();
@@ -143,6 +148,26 @@ impl KeyEntry {
 }
 
 impl KeyState {
+    /// Why the key may not be used at `now` (deleted, blocked, expired), if it may not.
+    fn refusal(&self, now: i64) -> Option<Error> {
+        let name = &self.rec.key_name;
+        if self.deleted {
+            return Some(Error::Unauthorized(format!("key {name} was deleted")));
+        }
+        if self.rec.blocked {
+            return Some(Error::Unauthorized(format!(
+                "key {name} is blocked; unblock it with POST /key/update {{\"blocked\": false}}"
+            )));
+        }
+        match self.rec.expires {
+            Some(exp) if now >= exp => Some(Error::Unauthorized(format!(
+                "Expired Key: key {name} expired at {}",
+                window::iso(exp)
+            ))),
+            _ => None,
+        }
+    }
+
     /// Reset budget windows that are due. Returns whether anything changed.
     fn roll(&mut self, now: i64) -> bool {
         let mut changed = false;
@@ -391,27 +416,29 @@ pub fn key_name(key: &str) -> String {
     format!("sk-...{tail}")
 }
 
-/// The key a request presents: `Authorization: Bearer`, `x-api-key` (Anthropic),
-/// `api-key` (Azure) or `x-litellm-api-key`.
+/// Every request header a gateway key is accepted from, in the order [`presented_key`]
+/// reads them. The gateway never hands these to plugins (it derives its deny-list from
+/// this list, so the two cannot drift).
+pub const KEY_HEADERS: &[&str] = &["x-litellm-api-key", "authorization", "x-api-key", "api-key"];
+
+/// The key a request presents: `x-litellm-api-key`, `Authorization: Bearer`, `x-api-key`
+/// (Anthropic) or `api-key` (Azure), the first one set ([`KEY_HEADERS`]).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let get = |k: &str| {
-        headers
+    KEY_HEADERS.iter().find_map(|&k| {
+        let v = headers
             .get(k)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    get("x-litellm-api-key")
-        .or_else(|| {
-            get("authorization").map(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-                    .unwrap_or(v)
-                    .trim()
-            })
+            .filter(|v| !v.is_empty())?;
+        Some(match k {
+            "authorization" => v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+                .trim(),
+            _ => v,
         })
-        .or_else(|| get("x-api-key"))
-        .or_else(|| get("api-key"))
+    })
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -537,23 +564,10 @@ impl Ledger {
         if st.roll(now) {
             self.store.record(st.spend_event());
         }
+        if let Some(refused) = st.refusal(now) {
+            return Err(refused);
+        }
         let name = &st.rec.key_name;
-        if st.deleted {
-            return Err(Error::Unauthorized(format!("key {name} was deleted")));
-        }
-        if st.rec.blocked {
-            return Err(Error::Unauthorized(format!(
-                "key {name} is blocked; unblock it with POST /key/update {{\"blocked\": false}}"
-            )));
-        }
-        if let Some(exp) = st.rec.expires
-            && now >= exp
-        {
-            return Err(Error::Unauthorized(format!(
-                "Expired Key: key {name} expired at {}",
-                window::iso(exp)
-            )));
-        }
         if !model_allowed(&st.rec.models, req.group) {
             return Err(Error::Forbidden(format!(
                 "key {name} is not allowed to access model `{}`; it may use: {}",

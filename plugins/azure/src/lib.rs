@@ -22,6 +22,7 @@ pub mod exchange;
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
+use llmgate_sdk::url::{NotASegment, path_segment};
 use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
 
 use crate::exchange::{Endpoint, Operation};
@@ -61,30 +62,23 @@ impl Guest for Azure {
     }
 }
 
-/// RFC 3986 unreserved characters stay; everything else is `%XX`.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `{api_base}/openai/deployments/{deployment}{path}?api-version={version}`. An `api_base`
-/// that already ends in `/openai` is accepted.
-pub fn azure_url(api_base: &str, deployment: &str, op: Operation, api_version: &str) -> String {
+/// that already ends in `/openai` is accepted. The deployment is one path segment (the SDK's
+/// [`path_segment`]): a `.` or `..` deployment is refused.
+pub fn azure_url(
+    api_base: &str,
+    deployment: &str,
+    op: Operation,
+    api_version: &str,
+) -> Result<String, NotASegment> {
     let base = api_base.trim().trim_end_matches('/');
     let base = base.strip_suffix("/openai").unwrap_or(base);
-    format!(
+    Ok(format!(
         "{base}/openai/deployments/{}{}?api-version={}",
-        encode_segment(deployment),
+        path_segment(deployment)?,
         op.path(),
-        encode_segment(api_version)
-    )
+        path_segment(api_version)?
+    ))
 }
 
 /// The API version: the deployment's `api_version`, else an `api_version` param, else
@@ -121,7 +115,7 @@ fn url(req: &Inbound, op: Operation) -> Result<String, GatewayError> {
         &req.deployment.model,
         op,
         &api_version(req),
-    ))
+    )?)
 }
 
 /// Azure OpenAI: deployment URLs, the key in `api-key`.
@@ -224,7 +218,8 @@ mod tests {
                 "gpt-4o",
                 Operation::ChatCompletions,
                 "2024-10-21"
-            ),
+            )
+            .unwrap(),
             "https://myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(
@@ -233,13 +228,17 @@ mod tests {
                 "my dep",
                 Operation::ImagesEdits,
                 "2025-04-01-preview"
-            ),
+            )
+            .unwrap(),
             "https://myres.openai.azure.com/openai/deployments/my%20dep/images/edits?api-version=2025-04-01-preview"
         );
         assert_eq!(
-            azure_url("http://127.0.0.1:9/", "e", Operation::Embeddings, "v"),
+            azure_url("http://127.0.0.1:9/", "e", Operation::Embeddings, "v").unwrap(),
             "http://127.0.0.1:9/openai/deployments/e/embeddings?api-version=v"
         );
+        for bad in ["..", ".", "../../v1/chat/completions"] {
+            assert!(azure_url("http://x", bad, Operation::ChatCompletions, "v").is_err());
+        }
     }
 
     #[test]

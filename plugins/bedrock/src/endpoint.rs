@@ -4,29 +4,13 @@
 //! percent-encoded as one path segment: `anthropic.claude-3-5-sonnet-20240620-v1:0` becomes
 //! `anthropic.claude-3-5-sonnet-20240620-v1%3A0`, and an inference-profile ARN keeps its `/`
 //! only as `%2F`. (The host's SigV4 signer encodes the path once more for the canonical
-//! request, as AWS expects of every service but S3.)
+//! request, as AWS expects of every service but S3.) The encoding is the SDK's
+//! [`path_segment`], which also refuses a `.` or `..` model id.
 
 /// The prefix's `default-api-base`: the us-east-1 runtime endpoint.
 pub const DEFAULT_API_BASE: &str = "https://bedrock-runtime.us-east-1.amazonaws.com";
 
-/// RFC 3986 unreserved characters stay; every other byte becomes `%XX` (upper-case hex).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 15)]));
-            }
-        }
-    }
-    out
-}
+use llmgate_sdk::url::{NotASegment, path_segment};
 
 /// The Bedrock model id of a deployment model: LiteLLM's route prefixes `converse/` and
 /// `invoke/` are dropped (this plugin always speaks Converse).
@@ -64,17 +48,17 @@ pub fn base_url(api_base: Option<&str>, region: Option<&str>) -> Result<String, 
 }
 
 /// `{base}/model/{encoded model id}/converse[-stream]`.
-pub fn converse_url(base: &str, model_id: &str, stream: bool) -> String {
-    format!(
+pub fn converse_url(base: &str, model_id: &str, stream: bool) -> Result<String, NotASegment> {
+    Ok(format!(
         "{}/model/{}/{}",
         base.trim_end_matches('/'),
-        percent_encode(model_id),
+        path_segment(model_id)?,
         if stream {
             "converse-stream"
         } else {
             "converse"
         }
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -84,16 +68,18 @@ mod tests {
     #[test]
     fn encodes_model_ids() {
         assert_eq!(
-            percent_encode("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            path_segment("anthropic.claude-3-5-sonnet-20240620-v1:0").unwrap(),
             "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
         );
         assert_eq!(
-            percent_encode(
+            path_segment(
                 "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-7-sonnet-20250219-v1:0"
-            ),
+            )
+            .unwrap(),
             "arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-7-sonnet-20250219-v1%3A0"
         );
-        assert_eq!(percent_encode("a b~é"), "a%20b~%C3%A9");
+        assert_eq!(path_segment("a b~é").unwrap(), "a%20b~%C3%A9");
+        assert!(converse_url("http://x", "..", false).is_err());
     }
 
     #[test]
@@ -103,7 +89,8 @@ mod tests {
                 DEFAULT_API_BASE,
                 "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
                 false
-            ),
+            )
+            .unwrap(),
             "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-sonnet-20241022-v2%3A0/converse"
         );
         assert_eq!(
@@ -111,7 +98,8 @@ mod tests {
                 "http://127.0.0.1:9000/",
                 "meta.llama3-70b-instruct-v1:0",
                 true
-            ),
+            )
+            .unwrap(),
             "http://127.0.0.1:9000/model/meta.llama3-70b-instruct-v1%3A0/converse-stream"
         );
     }

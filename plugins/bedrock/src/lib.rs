@@ -127,7 +127,7 @@ impl GuestExchange for Exchange {
         let region = params.get("aws_region_name").and_then(|v| v.as_str());
         let base = endpoint::base_url(dep.api_base.as_deref(), region)
             .map_err(GatewayError::bad_request)?;
-        let url = endpoint::converse_url(&base, model_id, req.stream);
+        let url = endpoint::converse_url(&base, model_id, req.stream)?;
 
         if req.stream {
             let mut st = self.state.borrow_mut();

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use llmgate_sdk::errors::{self, Class};
 use llmgate_sdk::openai::Usage;
+use llmgate_sdk::url::{NotASegment, path_segment};
 use serde_json::{Map, Value, json};
 
 /// Google's documented placeholder for a `thoughtSignature` the client did not keep. Gemini 3
@@ -67,8 +68,15 @@ fn bad(message: impl Into<String>) -> Failure {
 /// The `generateContent` (or streaming) URL for `model` under `base`.
 ///
 /// `base` may already end in an API version (`.../v1beta`); otherwise `api_version` (default
-/// `v1beta`) is appended. `model` may be a bare name, `models/<name>` or `tunedModels/<name>`.
-pub fn endpoint_url(base: &str, api_version: Option<&str>, model: &str, stream: bool) -> String {
+/// `v1beta`) is appended. `model` may be a bare name, `models/<name>` or `tunedModels/<name>`;
+/// the name is one path segment ([`path_segment`]), so a model can never reach another
+/// path, a query or a fragment.
+pub fn endpoint_url(
+    base: &str,
+    api_version: Option<&str>,
+    model: &str,
+    stream: bool,
+) -> Result<String, NotASegment> {
     let base = base.trim_end_matches('/');
     let last = base.rsplit('/').next().unwrap_or("");
     let versioned = matches!(last, "v1" | "v1beta" | "v1alpha");
@@ -78,18 +86,20 @@ pub fn endpoint_url(base: &str, api_version: Option<&str>, model: &str, stream: 
         url.push_str(api_version.filter(|v| !v.is_empty()).unwrap_or("v1beta"));
     }
     let model = model.trim_start_matches('/');
-    if model.starts_with("models/") || model.starts_with("tunedModels/") {
-        url.push('/');
-    } else {
-        url.push_str("/models/");
-    }
-    url.push_str(model);
+    let (collection, name) = match model.split_once('/') {
+        Some((c @ ("models" | "tunedModels"), name)) => (c, name),
+        _ => ("models", model),
+    };
+    url.push('/');
+    url.push_str(collection);
+    url.push('/');
+    url.push_str(&path_segment(name)?);
     url.push_str(if stream {
         ":streamGenerateContent?alt=sse"
     } else {
         ":generateContent"
     });
-    url
+    Ok(url)
 }
 
 // ---------------------------------------------------------------------------------------

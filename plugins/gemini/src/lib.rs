@@ -161,7 +161,7 @@ impl GuestExchange for Exchange {
         }
 
         let base = dep.api_base.as_deref().unwrap_or(DEFAULT_BASE);
-        let url = convert::endpoint_url(base, dep.api_version.as_deref(), &dep.model, req.stream);
+        let url = convert::endpoint_url(base, dep.api_version.as_deref(), &dep.model, req.stream)?;
         let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
         if let Some(extra) = params.get("extra_headers").and_then(Value::as_object) {
             for (k, v) in extra {

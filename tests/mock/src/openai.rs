@@ -512,7 +512,17 @@ fn stream_response(
 }
 
 /// Fallback for unknown paths: OpenAI's 404 shape.
-pub async fn not_found(method: Method, uri: Uri) -> Response {
+pub async fn not_found(
+    State(state): State<Arc<MockState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Recorded too, so a test can prove nothing reached a path the mock does not serve.
+    state
+        .recorder
+        .push(RecordedRequest::new(&method, &uri, &headers, &body));
     error_response(
         StatusCode::NOT_FOUND,
         &format!("Invalid URL ({method} {})", uri.path()),

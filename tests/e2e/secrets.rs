@@ -1,0 +1,541 @@
+//! Secrets and upstream paths through the real binary: a client's model name cannot move a
+//! request out of the deployment's `api_base` path (plugins encode it, the host checks the
+//! planned URL on its own), credential-like params, `api_base` credentials and gateway keys
+//! never reach `/model/info`, headers, errors, logs, spend logs or plugins, and blocked or
+//! expired keys cannot list models.
+
+use std::time::{Duration, Instant};
+
+use llmgate_mock::{MockOptions, MockServer};
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Spec, client};
+
+const MASTER: &str = "sk-master-secrets-e2e-9876";
+
+/// Every secret the deployments of [`secret_params`] carry, as the tests look for them.
+const SECRETS: &[&str] = &[
+    "sk-upstream-secret-0001",
+    "tok-extra-header-secret-0002",
+    "azure-password-secret-0003",
+    "azure-client-secret-0004",
+    "web-identity-token-secret-0005",
+    "azure-ad-token-secret-0006",
+    "vertex-credentials-secret-0007",
+    "my-service-token-secret-0008",
+    "sk-proj-valuepattern0009secret",
+    "AKIAIOSFODNN7SECRET10",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQxMSJ9.c2lnbmF0dXJlMTE",
+    "userinfo-password-0012",
+    "query-key-secret-0013",
+    "aws-secret-access-key-0014",
+];
+
+/// `litellm_params` lines (6-space indent) with every kind of credential-like param, plus
+/// the non-secret `temperature` and `x-custom` header the tests expect to still work.
+fn secret_params() -> String {
+    "      api_key: sk-upstream-secret-0001
+      temperature: 0.25
+      extra_headers:
+        X-Upstream-Token: tok-extra-header-secret-0002
+        X-Custom: custom-value-ok
+      azure_password: azure-password-secret-0003
+      azure_client_secret: azure-client-secret-0004
+      aws_web_identity_token: web-identity-token-secret-0005
+      azure_ad_token: azure-ad-token-secret-0006
+      vertex_credentials: vertex-credentials-secret-0007
+      my_service_token: my-service-token-secret-0008
+      note: sk-proj-valuepattern0009secret
+      aws_access_key_id: AKIAIOSFODNN7SECRET10
+      aws_secret_access_key: aws-secret-access-key-0014
+      id_hint: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQxMSJ9.c2lnbmF0dXJlMTE
+"
+    .to_string()
+}
+
+/// `http://user:pass@host:port{path}?key=...`: an api_base carrying credentials.
+fn base_with_credentials(url: &str, path: &str) -> String {
+    let host = url.strip_prefix("http://").unwrap();
+    format!("http://llm-user:userinfo-password-0012@{host}{path}?key=query-key-secret-0013")
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} carries the secret `{s}`: {text}");
+    }
+}
+
+fn start(config: &str, plugins: &[&str]) -> Gateway {
+    Gateway::start_spec(Spec {
+        config,
+        plugins,
+        ..Spec::default()
+    })
+}
+
+struct Resp {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text))
+    }
+}
+
+async fn send(rb: reqwest::RequestBuilder) -> Resp {
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    Resp {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn get(gw: &Gateway, path: &str, key: Option<&str>) -> Resp {
+    let mut rb = client().get(format!("{}{path}", gw.url));
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    send(rb).await
+}
+
+async fn chat(gw: &Gateway, key: Option<&str>, model: &str) -> Resp {
+    let mut rb = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    send(rb).await
+}
+
+async fn generate(gw: &Gateway, body: Value) -> String {
+    let r = send(
+        client()
+            .post(format!("{}/key/generate", gw.url))
+            .bearer_auth(MASTER)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+/// The paths (with query) the mock was asked for.
+fn seen(m: &MockServer) -> Vec<String> {
+    m.requests().iter().map(|r| r.path_and_query()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 2: a client's model name can rewrite the upstream path.
+// ---------------------------------------------------------------------------------------
+
+/// The issue's exact attack against a `gemini/*` wildcard: nothing reaches the mock outside
+/// `/v1beta/`, the client gets an error, and repeating it puts the deployment in no
+/// cooldown (a well-formed model still works afterwards).
+#[tokio::test]
+async fn gemini_wildcard_model_cannot_leave_the_api_base_path() {
+    let m = MockServer::start(MockOptions {
+        require_key: Some("goog-upstream-key-42".into()),
+        ..MockOptions::default()
+    })
+    .await
+    .unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: gemini/*\n    litellm_params: {{model: gemini/*, api_base: '{}/v1beta', api_key: goog-upstream-key-42}}\n",
+        m.url()
+    );
+    let gw = start(&cfg, &["gemini"]);
+    for model in [
+        "gemini/../../../../fail/418/x?y=1#",
+        "gemini/..",
+        "gemini/models/../../fail/418",
+    ] {
+        for _ in 0..4 {
+            let r = chat(&gw, None, model).await;
+            assert!(
+                (400..500).contains(&r.status),
+                "{model}: a client error expected, got {}: {}",
+                r.status,
+                r.text
+            );
+            assert!(r.json()["error"]["message"].is_string(), "{}", r.text);
+        }
+        for p in seen(&m) {
+            assert!(
+                p.starts_with("/v1beta/models/") && !p.contains('?'),
+                "{model} reached {p} on the provider origin"
+            );
+        }
+    }
+    assert_eq!(
+        m.count(),
+        0,
+        "refused requests reached the upstream: {:?}",
+        seen(&m)
+    );
+    // No cooldown: the deployment still serves.
+    let r = chat(&gw, None, "gemini/gemini-2.5-flash").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        seen(&m),
+        ["/v1beta/models/gemini-2.5-flash:generateContent"]
+    );
+}
+
+/// Azure and Bedrock wildcards: a bare `..` (or `.`) model is refused before anything is sent.
+#[tokio::test]
+async fn azure_and_bedrock_dot_segment_models_are_refused() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let u = m.url();
+    let cfg = format!(
+        "model_list:
+  - model_name: azure/*
+    litellm_params: {{model: azure/*, api_base: '{u}', api_key: az-key-1}}
+  - model_name: bedrock/*
+    litellm_params: {{model: bedrock/*, api_base: '{u}', aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret-example, aws_region_name: us-east-1}}
+"
+    );
+    let gw = start(&cfg, &["azure", "bedrock"]);
+    for model in [
+        "azure/..",
+        "azure/.",
+        "azure/../../v1/chat/completions",
+        "bedrock/..",
+        "bedrock/.",
+        "bedrock/../../v1/chat/completions",
+    ] {
+        let r = chat(&gw, None, model).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "{model}: a client error expected, got {}: {}",
+            r.status,
+            r.text
+        );
+        assert!(r.json()["error"]["message"].is_string(), "{}", r.text);
+        assert_eq!(m.count(), 0, "{model} reached the upstream: {:?}", seen(&m));
+    }
+    // Well-formed models still go where they should.
+    assert_eq!(chat(&gw, None, "azure/my-dep").await.status, 200);
+    assert_eq!(
+        chat(
+            &gw,
+            None,
+            "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"
+        )
+        .await
+        .status,
+        200
+    );
+    let paths = seen(&m);
+    assert!(
+        paths[0].starts_with("/openai/deployments/my-dep/chat/completions?api-version="),
+        "{paths:?}"
+    );
+    assert_eq!(
+        paths[1],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
+}
+
+/// The host's own check, with a plugin that plans escaping URLs itself: a `..` path (raw or
+/// `%2e%2e`), an added query and a fragment are refused with a client error in OpenAI's
+/// shape, nothing is sent, and the deployment does not cool down.
+#[tokio::test]
+async fn host_refuses_planned_urls_outside_the_api_base() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let u = m.url();
+    let mut cfg = String::from("model_list:\n");
+    for mode in ["escape", "escape-encoded", "escape-query", "plain"] {
+        cfg.push_str(&format!(
+            "  - model_name: {mode}\n    litellm_params: {{model: hostile/{mode}, api_base: '{u}/v1'}}\n"
+        ));
+    }
+    let gw = start(&cfg, &["hostile"]);
+    for mode in ["escape", "escape-encoded", "escape-query"] {
+        for _ in 0..5 {
+            let r = chat(&gw, None, mode).await;
+            assert_eq!(r.status, 400, "{mode}: {}", r.text);
+            let e = &r.json()["error"];
+            assert_eq!(e["type"], "invalid_request_error", "{mode}: {}", r.text);
+            assert!(
+                e["message"].as_str().unwrap().contains("api_base"),
+                "{mode}: {}",
+                r.text
+            );
+        }
+        assert_eq!(m.count(), 0, "{mode} reached the upstream: {:?}", seen(&m));
+    }
+    let logs = gw.logs();
+    assert!(
+        !logs.contains("cooling down"),
+        "a refused plan put a deployment in cooldown:\n{logs}"
+    );
+    assert_eq!(chat(&gw, None, "plain").await.status, 200);
+    assert_eq!(seen(&m), ["/v1/chat/completions"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Defects 4 and 5: secrets readable by any key; the gateway credential reaches plugins.
+// ---------------------------------------------------------------------------------------
+
+/// `/model/info` shows no credential-like param, header value or `api_base` credential, to a
+/// virtual key or to the master key, and still shows the rest.
+#[tokio::test]
+async fn model_info_never_shows_secret_params() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: guarded\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
+        base_with_credentials(&m.url(), "/v1"),
+        secret_params()
+    );
+    let gw = start(&cfg, &["openai"]);
+    let key = generate(&gw, json!({})).await;
+    for k in [key.as_str(), MASTER] {
+        for path in ["/model/info", "/v1/model/info"] {
+            let r = get(&gw, path, Some(k)).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_no_secret(path, &r.text);
+            let params = &r.json()["data"][0]["litellm_params"];
+            assert_eq!(params["model"], "openai/mock-gpt", "{}", r.text);
+            assert_eq!(params["temperature"], 0.25, "{}", r.text);
+            let base = params["api_base"].as_str().unwrap();
+            assert!(
+                base.contains("127.0.0.1") && base.ends_with("/v1"),
+                "{base}"
+            );
+        }
+    }
+}
+
+/// Blocked and expired keys get the authentication error on the model listing routes, like
+/// on every other route.
+#[tokio::test]
+async fn blocked_and_expired_keys_cannot_list_models() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: guarded\n    litellm_params: {{model: openai/mock-gpt, api_base: '{}/v1', api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n",
+        m.url()
+    );
+    let gw = start(&cfg, &["openai"]);
+    let blocked = generate(&gw, json!({"blocked": true})).await;
+    let expired = generate(&gw, json!({"duration": "1s"})).await;
+    let good = generate(&gw, json!({})).await;
+    // Wait (generously) until the short key has expired for the chat route.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = chat(&gw, Some(&expired), "guarded").await;
+        if r.status == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key never expired: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for path in [
+        "/model/info",
+        "/v1/model/info",
+        "/v1/models",
+        "/models",
+        "/v1/models/guarded",
+    ] {
+        assert_eq!(get(&gw, path, Some(&good)).await.status, 200, "{path}");
+        for (what, k) in [("blocked", &blocked), ("expired", &expired)] {
+            let r = get(&gw, path, Some(k)).await;
+            assert_eq!(r.status, 401, "{what} key on {path}: {}", r.text);
+            assert!(r.json()["error"]["message"].is_string(), "{}", r.text);
+        }
+    }
+}
+
+/// A plugin that reports what it was given sees no secret param, no `api_base` credential
+/// and no gateway key, whichever accepted header the key came in; the upstream still gets
+/// the deployment's headers and credentials, applied by the host.
+#[tokio::test]
+async fn plugins_are_given_no_secret_and_no_gateway_key() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "model_list:\n  - model_name: echo\n    litellm_params:\n      model: hostile/echo\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
+        base_with_credentials(&m.url(), "/v1"),
+        secret_params()
+    );
+    let gw = start(&cfg, &["hostile"]);
+    let key = generate(&gw, json!({})).await;
+    for k in [MASTER, key.as_str()] {
+        for (name, value) in [
+            ("authorization", format!("Bearer {k}")),
+            ("x-api-key", k.to_string()),
+            ("api-key", k.to_string()),
+            ("x-litellm-api-key", k.to_string()),
+        ] {
+            let r = send(
+                client()
+                    .post(format!("{}/v1/chat/completions", gw.url))
+                    .header(name, &value)
+                    .header("x-trace-me", "visible-header")
+                    .json(
+                        &json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}),
+                    ),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{name}: {}", r.text);
+            let given = r.json();
+            assert!(
+                given["deployment"]["params_json"]
+                    .as_str()
+                    .unwrap()
+                    .contains("temperature"),
+                "{given}"
+            );
+            assert!(
+                given["headers"].to_string().contains("visible-header"),
+                "{given}"
+            );
+            assert!(
+                !r.text.contains(MASTER),
+                "{name}: the master key reached the plugin: {given}"
+            );
+            assert!(
+                !r.text.contains(&key),
+                "{name}: the virtual key reached the plugin: {given}"
+            );
+            assert_no_secret("the plugin's input", &r.text);
+        }
+    }
+    // The host applied what the plugin was not given.
+    let last = m.requests().pop().unwrap();
+    assert_eq!(last.path, "/v1/chat/completions");
+    assert_eq!(last.query.as_deref(), Some("key=query-key-secret-0013"));
+    assert_eq!(
+        last.header("authorization"),
+        Some("Bearer sk-upstream-secret-0001")
+    );
+    assert_eq!(
+        last.header("x-upstream-token"),
+        Some("tok-extra-header-secret-0002")
+    );
+    assert_eq!(last.header("x-custom"), Some("custom-value-ok"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Defect 8: upstream secrets are not redacted.
+// ---------------------------------------------------------------------------------------
+
+/// An upstream that answers 401 with a body echoing the key and the URL it was sent.
+async fn echo_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    async fn echo(uri: Uri, headers: HeaderMap) -> (StatusCode, axum::Json<Value>) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {
+                "message": format!("Incorrect API key provided: {auth} (for {uri})"),
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }})),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(echo);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+/// Spend log rows, once `want` of them are there (the store writes in batches).
+async fn spend_rows(gw: &Gateway, want: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = get(gw, "/spend/logs", Some(MASTER)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        if r.json().as_array().is_some_and(|a| a.len() >= want) {
+            return r.text;
+        }
+        assert!(Instant::now() < deadline, "no spend rows: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An upstream error echoing the key, and errors naming an `api_base` with credentials,
+/// reach neither the client nor the gateway's log nor the spend logs; the
+/// `x-litellm-model-api-base` header carries no credential either.
+#[tokio::test]
+async fn upstream_secrets_are_scrubbed_from_errors_logs_headers_and_spend_logs() {
+    let (echo, _task) = echo_upstream().await;
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "model_list:
+  - model_name: echoing
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: '{echo_base}'
+{params}  - model_name: unreachable
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: 'http://llm-user:userinfo-password-0012@127.0.0.1:1/v1?key=query-key-secret-0013'
+      api_key: sk-upstream-secret-0001
+  - model_name: served
+    litellm_params:
+      model: openai/mock-gpt
+      api_base: '{served_base}'
+      api_key: sk-upstream-secret-0001
+general_settings:
+  master_key: {MASTER}
+llmgate:
+  routing:
+    default_policy: ordered
+",
+        echo_base = base_with_credentials(&echo, "/v1"),
+        params = secret_params(),
+        served_base = base_with_credentials(&m.url(), "/v1"),
+    );
+    let gw = start(&cfg, &["openai", "policy-ordered"]);
+    let r = chat(&gw, Some(MASTER), "echoing").await;
+    assert!(r.status >= 400, "{}", r.text);
+    assert!(r.text.contains("Incorrect API key provided"), "{}", r.text);
+    assert_no_secret("the client's error", &r.text);
+    let r = chat(&gw, Some(MASTER), "unreachable").await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert_no_secret("the client's error", &r.text);
+    // Streamed too.
+    let r = send(
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(MASTER)
+            .json(&json!({"model": "echoing", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await;
+    assert!(r.status >= 400, "{}", r.text);
+    assert_no_secret("the client's streamed error", &r.text);
+    let r = chat(&gw, Some(MASTER), "served").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let base = r
+        .headers
+        .get("x-litellm-model-api-base")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_string();
+    assert!(base.contains("127.0.0.1"), "{base}");
+    assert_no_secret("x-litellm-model-api-base", &base);
+    let rows = spend_rows(&gw, 4).await;
+    assert_no_secret("the spend logs", &rows);
+    assert!(rows.contains("Incorrect API key provided"), "{rows}");
+    let logs = gw.logs();
+    assert!(logs.contains("Incorrect API key provided"), "{logs}");
+    assert_no_secret("the gateway's log", &logs);
+}
