@@ -6,6 +6,7 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod anthropic;
+mod faults;
 mod harness;
 mod keys;
 mod loops;
