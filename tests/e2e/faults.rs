@@ -226,9 +226,15 @@ fn fault_config(mock: &str) -> String {
     let mut s = String::from("model_list:\n");
     let mut fallbacks = Vec::new();
     for f in FAULTS {
+        // Only slow headers need a short attempt timeout; the others fail on their own.
+        let timeout = if f.marker.starts_with("slowheaders") {
+            "timeout: 1, "
+        } else {
+            ""
+        };
         for prefix in ["f", "fb"] {
             s.push_str(&format!(
-                "  - model_name: {prefix}-{m}\n    litellm_params: {{model: openai/mock-{m}, api_base: '{mock}/v1', api_key: sk-up, timeout: 1, {PRICES}}}\n",
+                "  - model_name: {prefix}-{m}\n    litellm_params: {{model: openai/mock-{m}, api_base: '{mock}/v1', api_key: sk-up, {timeout}{PRICES}}}\n",
                 m = f.marker
             ));
         }

@@ -17,7 +17,7 @@
 //! - `reset-body`: non-streamed: the headers and half the body, then the connection drops.
 //! - `comments-only`: streams: the headers, then an SSE comment every 100 ms, forever.
 //! - `endless`: streams: a content chunk every 50 ms, forever.
-//! - `oversize`: non-streamed: a valid answer of several MiB; streamed: one 17 MiB event.
+//! - `oversize`: non-streamed: a valid answer of 2 MiB; streamed: one 17 MiB event.
 //! - `slowheaders-NNN`: wait NNN ms before the response headers (streams too).
 //!
 //! Every provider module applies them, each with its own error body shapes and statuses.

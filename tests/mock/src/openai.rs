@@ -352,7 +352,7 @@ pub(crate) async fn chat_answer(
         stream_response(&env, &answer, &usage, include_usage, behaviour, flavor)
     } else {
         let answer = match (behaviour.oversize, answer) {
-            (true, Answer::Text(t)) => Answer::Text(t + &" pad".repeat(OVERSIZE_BYTES / 4)),
+            (true, Answer::Text(t)) => Answer::Text(t + &" pad".repeat(OVERSIZE_PLAIN_BYTES / 4)),
             (_, a) => a,
         };
         let body = completion_json(&env, &answer, &usage, flavor).to_string();
@@ -368,8 +368,11 @@ pub(crate) async fn chat_answer(
     }
 }
 
-/// Size of an `oversize` answer (bytes, about).
+/// Size of an `oversize` stream event (bytes, about): above the gateway's 16 MiB event cap.
 const OVERSIZE_BYTES: usize = 17 << 20;
+/// Size of an `oversize` non-streamed answer (bytes, about): set `max_response_body_bytes`
+/// below it.
+const OVERSIZE_PLAIN_BYTES: usize = 2 << 20;
 
 fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage, flavor: Flavor) -> Value {
     let (message, finish) = match answer {
