@@ -177,6 +177,10 @@ pub struct Config {
     pub store_prompts: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Longest a started stream may go without an upstream event (SSE comments do not count).
+    pub stream_idle_timeout: Duration,
+    /// Longest a stream may run (`None`: no limit).
+    pub max_stream_duration: Option<Duration>,
     /// Watch the plugins folder and reload changed plugins.
     pub hot_reload: bool,
     /// Timeouts and the cap on client connections.
@@ -557,6 +561,12 @@ pub fn validate(
             crate::ledger::cost::DEFAULT_RESERVED_OUTPUT_TOKENS
         }
     };
+    if ll.stream_idle_timeout_seconds == Some(0) {
+        v.problem(
+            "llmgate.stream_idle_timeout_seconds",
+            "must be at least 1 (seconds without an upstream event before a stream fails)",
+        );
+    }
     let flag = |v: &mut Validator, k: &str| -> bool {
         match raw.general_settings.get(k) {
             None | Some(Value::Null) => false,
@@ -656,6 +666,10 @@ pub fn validate(
         spend_logs,
         store_prompts,
         shutdown_grace: Duration::from_secs(ll.shutdown_grace_seconds.unwrap_or(30)),
+        stream_idle_timeout: Duration::from_secs(ll.stream_idle_timeout_seconds.unwrap_or(600)),
+        max_stream_duration: Some(ll.max_stream_duration_seconds.unwrap_or(3600))
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
         hot_reload: ll.hot_reload.unwrap_or(true),
         client,
         warnings,

@@ -71,6 +71,11 @@ pub struct RawLlmgate {
     pub max_response_body_bytes: Option<usize>,
     /// Seconds to wait for requests in flight on shutdown.
     pub shutdown_grace_seconds: Option<u64>,
+    /// A started stream fails when no event (data, not SSE comments) arrives for this many
+    /// seconds (default 600).
+    pub stream_idle_timeout_seconds: Option<u64>,
+    /// A started stream fails once it has run this many seconds (default 3600; 0: no limit).
+    pub max_stream_duration_seconds: Option<u64>,
     /// Watch the plugins folder and reload changed plugins (default true).
     pub hot_reload: Option<bool>,
     /// The SQLite database file (keys, spend logs).

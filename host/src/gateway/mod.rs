@@ -377,8 +377,8 @@ impl Gateway {
                     dialect: req.dialect,
                     call_id: &call_id,
                     started,
-                    retries: tried.iter().filter(|d| d.model_name == dep.model_name).count(),
-                    fallbacks: tried.iter().filter(|d| d.model_name != dep.model_name).count(),
+                    retries: attempt_counts(&tried, dep).0,
+                    fallbacks: attempt_counts(&tried, dep).1,
                     ticket: &mut ticket,
                     input_bound,
                 };
@@ -420,6 +420,24 @@ impl Gateway {
         }
         result
     }
+}
+
+/// `(retries, fallbacks)` made before `current`, LiteLLM's way: switching to another model
+/// group (a fallback group) is a fallback; every other extra attempt (the same deployment
+/// again, or another deployment of a group already tried) is a retry.
+fn attempt_counts(tried: &[&Arc<Deployment>], current: &Deployment) -> (usize, usize) {
+    let mut groups: Vec<&str> = Vec::with_capacity(tried.len() + 1);
+    for name in tried
+        .iter()
+        .map(|d| d.model_name.as_str())
+        .chain([current.model_name.as_str()])
+    {
+        if !groups.contains(&name) {
+            groups.push(name);
+        }
+    }
+    let fallbacks = groups.len() - 1;
+    (tried.len() - fallbacks, fallbacks)
 }
 
 /// LiteLLM's `call_type` for an API.

@@ -126,6 +126,11 @@ impl Parser {
                     }
                     self.data.push_str(value);
                     self.has_data = true;
+                    if self.data.len() > MAX_EVENT_BYTES {
+                        return Err(FrameError(format!(
+                            "upstream event larger than {MAX_EVENT_BYTES} bytes"
+                        )));
+                    }
                 }
                 "event" => self.event = Some(value.to_string()),
                 _ => {}

@@ -27,6 +27,13 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
     if api == Api::ImagesEdits {
         return multipart_summary(content_type, body);
     }
+    // JSON text is UTF-8 (RFC 8259 §8.1); the scanner below does not look inside strings.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(Error::BadRequest(format!(
+            "request body is not valid JSON: invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
+    }
     let top = TopLevel::parse(body)
         .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?;
     let model = match top.get("model") {
@@ -66,10 +73,10 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
         }
         _ => {}
     }
-    let max_output = top
-        .get_u64("max_completion_tokens")
-        .or_else(|| top.get_u64("max_tokens"))
-        .unwrap_or(0);
+    let max_output = match output_cap(&top, "max_completion_tokens")? {
+        Some(n) => n,
+        None => output_cap(&top, "max_tokens")?.unwrap_or(0),
+    };
     let metadata = top
         .get("metadata")
         .filter(|raw| raw.first() == Some(&b'{'))
@@ -88,6 +95,26 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
         user,
         metadata,
     })
+}
+
+/// An output-token cap (`max_tokens`, `max_completion_tokens`): absent or `null`, else a
+/// non-negative integer; anything else (`"100"`, `-1`, `1.5`) is the client's error, not
+/// something to forward (it would also escape the budget reservation).
+fn output_cap(top: &TopLevel<'_>, key: &str) -> Result<Option<u64>, Error> {
+    match top.get(key) {
+        None | Some(b"null") => Ok(None),
+        Some(raw) => std::str::from_utf8(raw)
+            .ok()
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "`{key}` must be a non-negative integer, got {}",
+                    String::from_utf8_lossy(&raw[..raw.len().min(40)])
+                ))
+            }),
+    }
 }
 
 /// Longest last-user-text handed to a routing policy, in bytes.
@@ -258,6 +285,37 @@ mod tests {
             }
         );
         assert!(summarize(Api::ImagesGenerations, "", br#"{"model":"m"}"#).is_err());
+    }
+
+    #[test]
+    fn wrong_types_and_bytes_are_refused() {
+        let ok = |extra: &str| {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+            summarize(Api::ChatCompletions, "application/json", body.as_bytes())
+        };
+        assert_eq!(ok(r#","max_tokens":null"#).unwrap().max_output, 0);
+        assert_eq!(
+            ok(r#","max_completion_tokens":7,"max_tokens":9"#)
+                .unwrap()
+                .max_output,
+            7
+        );
+        for bad in [
+            r#","max_tokens":"100""#,
+            r#","max_tokens":-1"#,
+            r#","max_tokens":1.5"#,
+            r#","max_tokens":1e3"#,
+            r#","max_tokens":true"#,
+            r#","max_completion_tokens":"5""#,
+            r#","max_tokens":99999999999999999999999"#,
+            r#","stream":"yes""#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+        let mut body = br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#.to_vec();
+        body[51] = 0xff; // the `x` of the content: still well-formed JSON structure
+        assert!(summarize(Api::Messages, "application/json", &body).is_err());
     }
 
     #[test]

@@ -452,6 +452,8 @@ async fn attempt(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Erro
         .await?
         .map_err(|e| plugin_error(e, Some(&dep.id)))?;
     let idle = dep.timeout;
+    let idle_event = ctx.config.stream_idle_timeout;
+    let max_duration = ctx.config.max_stream_duration;
     let prices = dep.prices;
     let mut ticket = ctx.ticket.take();
     let mut spend_headers = Vec::new();
@@ -473,6 +475,8 @@ async fn attempt(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Erro
             framing,
             dialect: ctx.dialect,
             idle,
+            idle_event,
+            max_duration,
             in_flight,
             sent_at,
             dep: dep.clone(),
@@ -680,6 +684,17 @@ fn error_event(dialect: Dialect, err: &Error) -> SseEvent {
     }
 }
 
+/// A started stream that ran out of time.
+fn stream_timeout(message: String) -> Error {
+    Error::Upstream {
+        class: ErrorClass::Timeout,
+        status: 504,
+        message,
+        code: Some("timeout".into()),
+        retry_after_ms: None,
+    }
+}
+
 fn stream_error(message: String) -> Error {
     Error::Upstream {
         class: ErrorClass::Upstream,
@@ -699,7 +714,13 @@ const LOGGED_STREAM_CAP: usize = 1 << 20;
 struct StreamCtx {
     framing: Framing,
     dialect: Dialect,
+    /// Longest wait for the next upstream bytes (the deployment's `timeout`).
     idle: Duration,
+    /// Longest wait for the next upstream event: bytes that frame no event (SSE comments,
+    /// keep-alive blank lines) do not count.
+    idle_event: Duration,
+    /// Longest the whole stream may run, from the request being sent.
+    max_duration: Option<Duration>,
     in_flight: super::stats::InFlight,
     sent_at: Instant,
     dep: Arc<Deployment>,
@@ -712,12 +733,15 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
         framing,
         dialect,
         idle,
+        idle_event,
+        max_duration,
         in_flight,
         sent_at,
         dep,
         mut ticket,
         prices,
     } = sc;
+    let ends_at = max_duration.map(|d| sent_at + d);
     let deployment = dep.id.clone();
     let stream = async_stream::stream! {
         let mut emitted: u64 = 0;
@@ -727,11 +751,26 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
         let mut first = true;
         let mut failed: Option<Error> = None;
         let mut out = BytesMut::new();
+        let mut last_event = Instant::now();
         'read: loop {
-            let next = tokio::time::timeout(idle, upstream.next()).await;
+            // The next bytes must come within `idle`, an event within `idle_event` of the
+            // last one, and the stream must end by `ends_at`: whichever is first.
+            let now = Instant::now();
+            let mut wait = idle.min((last_event + idle_event).saturating_duration_since(now));
+            if let Some(end) = ends_at {
+                wait = wait.min(end.saturating_duration_since(now));
+            }
+            let next = tokio::time::timeout(wait, upstream.next()).await;
             let chunk = match next {
                 Err(_) => {
-                    failed = Some(stream_error(format!("the upstream stream stalled for {:.0}s (deployment {deployment})", idle.as_secs_f64())));
+                    let now = Instant::now();
+                    failed = Some(if ends_at.is_some_and(|end| now >= end) {
+                        stream_timeout(format!("the upstream stream ran longer than the {:.0}s allowed (llmgate.max_stream_duration_seconds; deployment {deployment})", max_duration.unwrap_or_default().as_secs_f64()))
+                    } else if now >= last_event + idle_event {
+                        stream_timeout(format!("the upstream stream sent no event for {:.0}s (llmgate.stream_idle_timeout_seconds; deployment {deployment})", idle_event.as_secs_f64()))
+                    } else {
+                        stream_timeout(format!("the upstream stream stalled for {:.0}s (deployment {deployment})", idle.as_secs_f64()))
+                    });
                     break;
                 }
                 Ok(None) => {
@@ -762,20 +801,23 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
             parser.push(&chunk);
             loop {
                 match parser.next_event() {
-                    Ok(Some(ev)) => match ex.on_event(&ev).await {
-                        Ok(Ok(evs)) => {
-                            emitted += evs.len() as u64;
-                            evs.iter().for_each(|e| sse::encode(&mut out, e));
+                    Ok(Some(ev)) => {
+                        last_event = Instant::now();
+                        match ex.on_event(&ev).await {
+                            Ok(Ok(evs)) => {
+                                emitted += evs.len() as u64;
+                                evs.iter().for_each(|e| sse::encode(&mut out, e));
+                            }
+                            Ok(Err(e)) => {
+                                failed = Some(plugin_error(e, Some(&deployment)));
+                                break 'read;
+                            }
+                            Err(f) => {
+                                failed = Some(f.into());
+                                break 'read;
+                            }
                         }
-                        Ok(Err(e)) => {
-                            failed = Some(plugin_error(e, Some(&deployment)));
-                            break 'read;
-                        }
-                        Err(f) => {
-                            failed = Some(f.into());
-                            break 'read;
-                        }
-                    },
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         failed = Some(stream_error(format!("{} (deployment {deployment})", e.0)));

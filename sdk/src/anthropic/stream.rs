@@ -307,7 +307,9 @@ impl ChatStreamToMessages {
 
     /// End of the upstream stream: the closing events if `[DONE]` did not already produce
     /// them, and the usage (if upstream reported any). An error if the upstream sent nothing
-    /// at all, or failed.
+    /// at all, failed, or was cut off: neither a `finish_reason` nor `[DONE]` arrived, so the
+    /// answer is incomplete and must not be closed as if it were (the caller reports the
+    /// break to the client and bills what was streamed).
     pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), ConvertError> {
         if let Some(message) = &self.error {
             return Err(ConvertError::new(format!(
@@ -317,6 +319,11 @@ impl ChatStreamToMessages {
         if !self.started {
             return Err(ConvertError::new(
                 "upstream stream ended before sending any chunk",
+            ));
+        }
+        if !self.closed && self.finish_reason.is_none() {
+            return Err(ConvertError::new(
+                "upstream stream ended before the response was complete (no finish_reason or [DONE])",
             ));
         }
         let mut out = Vec::new();

@@ -922,12 +922,14 @@ fn chat_stream_without_done_or_usage() {
     // finish() again adds nothing.
     assert!(conv.finish().unwrap().0.is_empty());
 
-    // Several calls on index 0, each complete in one delta, and no finish_reason.
+    // Several calls on index 0, each complete in one delta, and no finish_reason: [DONE]
+    // closes the message.
     let mut conv = ChatStreamToMessages::new("m");
     let mut events = Vec::new();
     for c in [
         r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{\"x\":1}"}}]}}]}"#,
         r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"b","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+        "[DONE]",
     ] {
         events.extend(conv.on_chunk(c).unwrap());
     }
@@ -961,6 +963,19 @@ fn chat_stream_failures() {
     assert!(conv.finish().is_err());
     let mut conv = ChatStreamToMessages::new("m");
     assert!(conv.on_chunk("[DONE]").unwrap().is_empty());
+    assert!(conv.finish().is_err());
+
+    // Cut off: chunks, then the upstream closes with neither a finish_reason nor [DONE].
+    // That is a failure, never a complete message.
+    let mut conv = ChatStreamToMessages::new("m");
+    let events = conv
+        .on_chunk(r#"{"id":"x","choices":[{"index":0,"delta":{"content":"par"}}]}"#)
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event.as_deref() != Some("message_stop"))
+    );
     assert!(conv.finish().is_err());
 
     // Garbage is an error, not a panic.

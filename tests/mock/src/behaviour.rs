@@ -11,6 +11,15 @@
 //! - `stream-error`: streams only; send a few chunks, then the provider's in-stream error event.
 //! - `content-filter` (OpenAI flavour): answer 400 `content_policy_violation`.
 //!
+//! Faults for the fault-injection suite (OpenAI flavour):
+//! - `truncate`: streams end cleanly after a few chunks, with no `finish_reason` and no
+//!   `[DONE]`; non-streamed bodies end cleanly in the middle of the JSON.
+//! - `reset-body`: non-streamed: the headers and half the body, then the connection drops.
+//! - `comments-only`: streams: the headers, then an SSE comment every 100 ms, forever.
+//! - `endless`: streams: a content chunk every 50 ms, forever.
+//! - `oversize`: non-streamed: a valid answer of 2 MiB; streamed: one 17 MiB event.
+//! - `slowheaders-NNN`: wait NNN ms before the response headers (streams too).
+//!
 //! Every provider module applies them, each with its own error body shapes and statuses.
 
 /// An error the mock has been asked to produce.
@@ -39,6 +48,18 @@ pub struct Behaviour {
     pub cached: bool,
     /// Streams only: end with the provider's in-stream error event after a few chunks.
     pub stream_error: bool,
+    /// End the body cleanly before the answer is complete.
+    pub truncate: bool,
+    /// Non-streamed: drop the connection in the middle of the body.
+    pub reset_body: bool,
+    /// Streams: send only SSE comments, forever.
+    pub comments_only: bool,
+    /// Streams: never end.
+    pub endless: bool,
+    /// An answer larger than any sane limit.
+    pub oversize: bool,
+    /// Delay in milliseconds before the response headers, streams included.
+    pub slow_headers_ms: u64,
 }
 
 /// The leading decimal digits of `s`, parsed, if there are any.
@@ -73,6 +94,12 @@ impl Behaviour {
             disconnect: model.contains("disconnect"),
             cached: model.contains("cached"),
             stream_error: model.contains("stream-error"),
+            truncate: model.contains("truncate"),
+            reset_body: model.contains("reset-body"),
+            comments_only: model.contains("comments-only"),
+            endless: model.contains("endless"),
+            oversize: model.contains("oversize"),
+            slow_headers_ms: number_after(model, "slowheaders-").unwrap_or(0),
         }
     }
 }
@@ -102,5 +129,8 @@ mod tests {
         let b = Behaviour::from_model("mock-stream-error");
         assert!(b.stream_error);
         assert_eq!(b.error, None);
+        let b = Behaviour::from_model("mock-slowheaders-700-truncate");
+        assert_eq!((b.slow_headers_ms, b.slow_ms), (700, 0));
+        assert!(b.truncate && !b.endless);
     }
 }

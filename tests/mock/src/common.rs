@@ -25,6 +25,9 @@ pub(crate) async fn before_answer(behaviour: &Behaviour, stream: bool) {
     if behaviour.hang {
         tokio::time::sleep(HANG).await;
     }
+    if behaviour.slow_headers_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(behaviour.slow_headers_ms)).await;
+    }
     if (behaviour.error.is_some() || !stream) && behaviour.slow_ms > 0 {
         tokio::time::sleep(Duration::from_millis(behaviour.slow_ms)).await;
     }
@@ -123,6 +126,32 @@ pub(crate) fn stream_body(events: Vec<Bytes>, slow_ms: u64, end: StreamEnd) -> B
         }
     };
     Body::from_stream(body)
+}
+
+/// A streamed body that never ends: `first`, then `next(n)` for n = 0, 1, ... every `every`
+/// (until the client goes away).
+pub(crate) fn endless_body(
+    first: Vec<Bytes>,
+    every: Duration,
+    next: impl Fn(u64) -> Bytes + Send + 'static,
+) -> Body {
+    let body = async_stream::stream! {
+        for event in first {
+            yield Ok::<Bytes, std::io::Error>(event);
+        }
+        let mut n = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            yield Ok(next(n));
+            n += 1;
+        }
+    };
+    Body::from_stream(body)
+}
+
+/// A body that sends `head` and then drops the connection.
+pub(crate) fn reset_body(head: Bytes) -> Body {
+    stream_body(vec![head], 0, StreamEnd::Abort)
 }
 
 #[cfg(test)]

@@ -351,9 +351,28 @@ pub(crate) async fn chat_answer(
             == Some(true);
         stream_response(&env, &answer, &usage, include_usage, behaviour, flavor)
     } else {
-        Json(completion_json(&env, &answer, &usage, flavor)).into_response()
+        let answer = match (behaviour.oversize, answer) {
+            (true, Answer::Text(t)) => Answer::Text(t + &" pad".repeat(OVERSIZE_PLAIN_BYTES / 4)),
+            (_, a) => a,
+        };
+        let body = completion_json(&env, &answer, &usage, flavor).to_string();
+        let half = Bytes::from(body[..body.len() / 2].to_owned());
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        if behaviour.reset_body {
+            return (json, crate::common::reset_body(half)).into_response();
+        }
+        if behaviour.truncate {
+            return (json, half).into_response();
+        }
+        (json, body).into_response()
     }
 }
+
+/// Size of an `oversize` stream event (bytes, about): above the gateway's 16 MiB event cap.
+const OVERSIZE_BYTES: usize = 17 << 20;
+/// Size of an `oversize` non-streamed answer (bytes, about): set `max_response_body_bytes`
+/// below it.
+const OVERSIZE_PLAIN_BYTES: usize = 2 << 20;
 
 fn completion_json(env: &Envelope, answer: &Answer, usage: &Usage, flavor: Flavor) -> Value {
     let (message, finish) = match answer {
@@ -427,7 +446,7 @@ fn stream_response(
         Answer::Text(text) => {
             deltas.push(delta(json!({ "role": "assistant", "content": "" }), None));
             let mut pieces = word_pieces(text);
-            if behaviour.disconnect || behaviour.stream_error {
+            if behaviour.disconnect || behaviour.stream_error || behaviour.truncate {
                 pieces.resize(2, "");
             }
             for piece in pieces {
@@ -450,7 +469,7 @@ fn stream_response(
                 None,
             ));
             let mut pieces = crate::common::split_in(TOOL_ARGUMENTS, 3);
-            if behaviour.disconnect || behaviour.stream_error {
+            if behaviour.disconnect || behaviour.stream_error || behaviour.truncate {
                 pieces.truncate(2);
             }
             for piece in pieces {
@@ -462,6 +481,33 @@ fn stream_response(
             "tool_calls"
         }
     };
+
+    let headers = [
+        (header::CONTENT_TYPE, "text/event-stream"),
+        (header::CACHE_CONTROL, "no-cache"),
+    ];
+    if behaviour.comments_only {
+        let every = std::time::Duration::from_millis(100);
+        let body = crate::common::endless_body(Vec::new(), every, |_| {
+            Bytes::from_static(b": keep-alive\n\n")
+        });
+        return (headers, body).into_response();
+    }
+    if behaviour.endless {
+        let first = deltas
+            .first()
+            .map(|d| sse(&d.to_string()))
+            .into_iter()
+            .collect();
+        let template = delta(json!({ "content": " more" }), None).to_string();
+        let every = std::time::Duration::from_millis(50);
+        let body = crate::common::endless_body(first, every, move |_| sse(&template));
+        return (headers, body).into_response();
+    }
+    if behaviour.oversize {
+        let big = delta(json!({ "content": "x".repeat(OVERSIZE_BYTES) }), None);
+        deltas.insert(1, big);
+    }
 
     let mut events: Vec<Bytes> = Vec::new();
     if flavor == Flavor::Azure {
@@ -484,7 +530,7 @@ fn stream_response(
                 "type": "server_error", "param": null, "code": null,
             }});
             events.push(sse(&err.to_string()));
-        } else if !behaviour.disconnect {
+        } else if !behaviour.disconnect && !behaviour.reset_body && !behaviour.truncate {
             events.push(sse(&delta(json!({}), Some(finish)).to_string()));
             if include_usage {
                 let mut last = chunk(json!([]));
@@ -495,20 +541,15 @@ fn stream_response(
         }
     }
 
-    let disconnect = behaviour.disconnect && !behaviour.malformed && !behaviour.stream_error;
+    let disconnect = (behaviour.disconnect || behaviour.reset_body)
+        && !behaviour.malformed
+        && !behaviour.stream_error;
     let end = if disconnect {
         StreamEnd::Abort
     } else {
         StreamEnd::Clean
     };
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        stream_body(events, behaviour.slow_ms, end),
-    )
-        .into_response()
+    (headers, stream_body(events, behaviour.slow_ms, end)).into_response()
 }
 
 /// Fallback for unknown paths: OpenAI's 404 shape.
