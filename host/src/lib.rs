@@ -26,6 +26,14 @@ pub mod plugins;
 pub mod server;
 pub mod store;
 
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets in `fuzz/`: the parsers of untrusted bytes that are
+    //! not public otherwise. Not a stable API.
+    pub use crate::gateway::summary::{Summary, last_user_text, summarize};
+    pub use crate::plugins::bindings::types::{Api, Framing};
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -236,3 +236,91 @@ async fn errors_answer_in_anthropic_shape() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["type"], "error");
 }
+
+/// An upstream stream with CRLF line ends, sent so that a line's `\r` and its `\n` arrive in
+/// separate reads (found by the `sse` fuzz target): every event keeps its name. The framer
+/// used to forget the pending `\r` when nothing followed it yet, took the `\n` for a blank
+/// line and dropped the event name (`content_block_start` became a nameless event).
+#[tokio::test]
+async fn a_crlf_stream_cut_between_cr_and_lf_keeps_every_event_name() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":1}}"#,
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ];
+    let body: String = events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\r\ndata: {data}\r\n\r\n"))
+        .collect();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = upstream.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                sock.set_nodelay(true).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Every piece ends with a `\r`; its `\n` starts the next piece.
+                for piece in body.split_inclusive('\r') {
+                    if sock.write_all(piece.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = sock.flush().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            });
+        }
+    });
+    let cfg = format!(
+        "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: 'http://{addr}', api_key: sk-upstream}}\n"
+    );
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        plugins: PLUGINS,
+        ..Spec::default()
+    });
+    let r = post_messages(&gw, &anthropic_body("claude", true)).await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    let text = r.text().await.unwrap();
+    let blocks: Vec<&str> = text
+        .split("\n\n")
+        .filter(|ev| !ev.trim().is_empty())
+        .collect();
+    let names: Vec<Option<&str>> = blocks
+        .iter()
+        .map(|ev| ev.lines().find_map(|l| l.strip_prefix("event: ")))
+        .collect();
+    let expected: Vec<Option<&str>> = events.iter().map(|(n, _)| Some(*n)).collect();
+    assert_eq!(names, expected, "{text}");
+}

@@ -1380,7 +1380,7 @@ async fn tpm_limit_refuses_after_the_tokens_are_used() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn max_parallel_requests_refuses_the_concurrent_second() {
-    let (_m, gw) = setup().await;
+    let (m, gw) = setup().await;
     let (key, _) = generate(&gw, json!({"max_parallel_requests": 1})).await;
     let body = chat_body("slow", "slow one", false);
     let url = gw.url.clone();
@@ -1395,7 +1395,16 @@ async fn max_parallel_requests_refuses_the_concurrent_second() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The first is in flight once the upstream has it (it answers 800 ms later): wait for
+    // that, with a generous deadline, instead of guessing how long admission takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while m.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
     let e = r.openai_error(429);
     assert!(
@@ -2053,7 +2062,7 @@ async fn keys_spend_and_logs_survive_a_restart() {
     // Stop right away, without reading spend logs (which would flush): SIGTERM must flush.
     let pid = gw.pid();
     let status = gw
-        .stop_graceful(Duration::from_secs(20))
+        .stop_graceful(Duration::from_secs(60))
         .unwrap_or_else(|| panic!("llmgate (pid {pid}) did not stop on SIGTERM"));
     assert!(
         status.success(),

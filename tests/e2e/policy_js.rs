@@ -143,15 +143,15 @@ async fn js_policy_routes_cheapest_first_fails_over_and_enforces_the_price_cap()
     assert!(js["last_error"].is_null(), "{v}");
     assert!(plugins.iter().any(|p| p["name"] == "ordered"), "{v}");
 
-    // What a call costs: each request instantiates the policy afresh and calls `route`
-    // once. The same pair of deployments routed by the Rust policy, for comparison.
-    let rust = per_request(&gw, "reference").await;
-    let js = per_request(&gw, "priced").await;
+    // Repeated requests: each instantiates the policy afresh and calls `route` once, and
+    // every one is routed the same way. The same pair of deployments routed by the Rust
+    // policy, for comparison. The times are printed for information only: speed is the
+    // bench's business, and a loaded machine must not fail this test.
+    let rust = per_request(&gw, "reference", "reference-dear").await;
+    let js = per_request(&gw, "priced", "priced-cheap").await;
     eprintln!(
         "policy_js: per request (this host build, mock upstream): {js:?} routed by cheapest@0.1.0 (JS), {rust:?} by ordered (Rust)"
     );
-    // Generous: a debug build on a shared 2-core machine. The policy's CPU deadline is 500 ms.
-    assert!(js < Duration::from_millis(400), "{js:?} per request");
 }
 
 /// A log line without its colour codes.
@@ -173,8 +173,9 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Mean time of a whole request to `group`, after a warm-up.
-async fn per_request(gw: &Gateway, group: &str) -> Duration {
+/// Mean time of a whole request to `group`, after a warm-up; every request must be served
+/// by the deployment `id`.
+async fn per_request(gw: &Gateway, group: &str, id: &str) -> Duration {
     const N: u32 = 20;
     for _ in 0..2 {
         let r = gw.post("/v1/chat/completions", &chat(group, "w")).await;
@@ -184,6 +185,7 @@ async fn per_request(gw: &Gateway, group: &str) -> Duration {
     for _ in 0..N {
         let r = gw.post("/v1/chat/completions", &chat(group, "t")).await;
         assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-litellm-model-id"], id, "{group}");
     }
     t.elapsed() / N
 }

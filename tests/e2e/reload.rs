@@ -4,9 +4,10 @@
 //! The "new version" of a plugin is the hostile test plugin (version 6.6.6) with its
 //! version string patched in its data: same code, another version to tell them apart.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use llmgate_mock::{MockOptions, MockServer};
@@ -64,6 +65,11 @@ async fn plugins(gw: &Gateway) -> Vec<Value> {
     v["plugins"].as_array().unwrap().clone()
 }
 
+/// How long a test waits for a change to take effect. Generous: the tests assert that the
+/// change happens, not how fast (a swap takes about 0.25 s; speed is the bench's business),
+/// and a loaded CI machine can be many times slower.
+const DEADLINE: Duration = Duration::from_secs(60);
+
 /// Wait until `f` is true, up to `limit`; returns how long it took.
 async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
@@ -89,7 +95,8 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
+    // Load requests served, per plugin version (`x-llmgate-plugin`).
+    let served: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut load = Vec::new();
     for _ in 0..8 {
         let (gw, stop, failed, served) = (gw.clone(), stop.clone(), failed.clone(), served.clone());
@@ -103,51 +110,80 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
                     .send()
                     .await
                 {
-                    Ok(r) if r.status() == 200 => r.text().await.is_ok_and(|t| t.contains("load")),
-                    _ => false,
+                    Ok(r) if r.status() == 200 => {
+                        let version = r
+                            .headers()
+                            .get("x-llmgate-plugin")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        r.text()
+                            .await
+                            .is_ok_and(|t| t.contains("load"))
+                            .then_some(version)
+                    }
+                    _ => None,
                 };
-                if ok {
-                    served.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                match ok {
+                    Some(version) => *served.lock().unwrap().entry(version).or_default() += 1,
+                    None => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load is running on a version once it has served a few load requests: swaps then
+    // land while requests are in flight, however slow the machine is.
+    let serving_load = async |version: &str| {
+        let served = served.clone();
+        until(DEADLINE, async || {
+            served.lock().unwrap().get(version).copied().unwrap_or(0) >= 20
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{version} never served the load: {:?}",
+                served.lock().unwrap()
+            )
+        });
+    };
+    serving_load("hostile@6.6.6").await;
 
     // Swap by rename.
     replace_atomically(&file, &hostile_as("6.6.7"));
-    let t1 = until(Duration::from_secs(5), async || {
-        plugin_of(&gw).await.1 == "hostile@6.6.7"
-    })
-    .await
-    .expect("the new version never served");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t1 = until(DEADLINE, async || plugin_of(&gw).await.1 == "hostile@6.6.7")
+        .await
+        .expect("the new version never served");
+    serving_load("hostile@6.6.7").await;
     // Swap by writing in place.
     std::fs::write(&file, hostile_as("6.6.8")).unwrap();
-    let t2 = until(Duration::from_secs(5), async || {
-        plugin_of(&gw).await.1 == "hostile@6.6.8"
-    })
-    .await
-    .expect("the in-place version never served");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t2 = until(DEADLINE, async || plugin_of(&gw).await.1 == "hostile@6.6.8")
+        .await
+        .expect("the in-place version never served");
+    serving_load("hostile@6.6.8").await;
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
     }
+    let served = served.lock().unwrap().clone();
+    // For information only: the bench measures swap speed.
     println!(
-        "swap latency: rename {t1:?}, in-place write {t2:?}; {} requests served",
-        served.load(Ordering::Relaxed)
+        "swap took: rename {t1:?}, in-place write {t2:?}; load served per version: {served:?}"
     );
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
         "failed requests during the swaps"
     );
-    assert!(served.load(Ordering::Relaxed) > 50);
-    assert!(t1 < Duration::from_secs(1), "rename swap took {t1:?}");
-    assert!(t2 < Duration::from_secs(1), "in-place swap took {t2:?}");
+    // Every version served, and nothing else did.
+    let mut versions: Vec<&str> = served.keys().map(String::as_str).collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        ["hostile@6.6.6", "hostile@6.6.7", "hostile@6.6.8"],
+        "{served:?}"
+    );
     let rows = plugins(&gw).await;
     let row = rows.iter().find(|p| p["name"] == "hostile").unwrap();
     assert_eq!(row["version"], "6.6.8");
@@ -169,7 +205,7 @@ async fn a_broken_file_never_replaces_a_working_plugin() {
     let sha = before.iter().find(|p| p["name"] == "hostile").unwrap()["sha256"].clone();
 
     replace_atomically(&file, b"\0asm garbage, not a component");
-    let seen = until(Duration::from_secs(5), async || {
+    let seen = until(DEADLINE, async || {
         plugins(&gw)
             .await
             .iter()
@@ -203,11 +239,9 @@ async fn a_broken_file_never_replaces_a_working_plugin() {
 
     // A valid file fixes it.
     replace_atomically(&file, &hostile_as("6.6.7"));
-    until(Duration::from_secs(5), async || {
-        plugin_of(&gw).await.1 == "hostile@6.6.7"
-    })
-    .await
-    .expect("the fixed file never served");
+    until(DEADLINE, async || plugin_of(&gw).await.1 == "hostile@6.6.7")
+        .await
+        .expect("the fixed file never served");
     let rows = plugins(&gw).await;
     let row = rows.iter().find(|p| p["name"] == "hostile").unwrap();
     assert!(row["last_error"].is_null(), "{row}");
@@ -238,14 +272,11 @@ async fn plugins_are_added_and_removed_without_restart() {
     assert!(body.contains("hostile-policy"), "{body}");
 
     std::fs::copy(plugin("hostile-policy"), dir.join("hostile-policy.wasm")).unwrap();
-    let took = until(Duration::from_secs(5), async || ask_p().await.0 == 200).await;
-    assert!(
-        took.is_some_and(|t| t < Duration::from_secs(2)),
-        "added policy not used: {took:?}"
-    );
+    let took = until(DEADLINE, async || ask_p().await.0 == 200).await;
+    assert!(took.is_some(), "added policy never used");
 
     std::fs::remove_file(dir.join("hostile-policy.wasm")).unwrap();
-    let took = until(Duration::from_secs(5), async || ask_p().await.0 == 500).await;
+    let took = until(DEADLINE, async || ask_p().await.0 == 500).await;
     assert!(took.is_some(), "removed policy still used");
     assert!(
         !plugins(&gw)
@@ -256,7 +287,7 @@ async fn plugins_are_added_and_removed_without_restart() {
 
     // A WASM file that is not a plugin component is refused, with the reason.
     std::fs::write(dir.join("empty.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let seen = until(Duration::from_secs(5), async || {
+    let seen = until(DEADLINE, async || {
         plugins(&gw)
             .await
             .iter()
@@ -305,11 +336,9 @@ async fn reading_plugin_files_never_rescans_and_a_change_rescans_once() {
     );
 
     replace_atomically(&dir.join("hostile.wasm"), &hostile_as("6.6.9"));
-    until(Duration::from_secs(5), async || {
-        plugin_of(&gw).await.1 == "hostile@6.6.9"
-    })
-    .await
-    .expect("the new version never served");
+    until(DEADLINE, async || plugin_of(&gw).await.1 == "hostile@6.6.9")
+        .await
+        .expect("the new version never served");
     let after_change = rescans(&gw).await;
     assert!(
         (1..=2).contains(&after_change),

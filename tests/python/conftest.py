@@ -455,6 +455,9 @@ def main_config(mock_server: Mock, provider_mock: Mock) -> dict[str, Any]:
         model_list.append(d)
     # Upstream that never answers, with a 1 s timeout.
     model_list.append(deployment("hanging", "mock-hang", mock_server.v1, timeout=1))
+    # The same, with the default timeout (600 s): requests stay in flight until the client
+    # goes (test_async's parallelism check).
+    model_list.append(deployment("hanging-long", "mock-hang", mock_server.v1))
     # `litellm_params` that become request defaults, and extra upstream headers.
     model_list.append(
         deployment(

@@ -273,21 +273,36 @@ const HOST_PARAMS: &[&str] = &[
 
 /// Load and validate `path`, then apply `overrides`.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let (raw, source) = match path {
+    let env = |k: &str| std::env::var(k).ok();
+    match path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", p.display())]))?;
-            let raw: RawConfig = if text.trim().is_empty() {
-                RawConfig::default()
-            } else {
-                serde_yaml::from_str(&text)
-                    .map_err(|e| ConfigError(vec![format!("{}: {e}", p.display())]))?
-            };
-            (raw, p.display().to_string())
+            from_text(&text, &p.display().to_string(), overrides, &env)
         }
-        None => (RawConfig::default(), "command line".to_string()),
+        None => validate(
+            RawConfig::default(),
+            "command line".to_string(),
+            overrides,
+            &env,
+        ),
+    }
+}
+
+/// Parse and validate a config text (`source` names it in messages), then apply
+/// `overrides`. `env` looks environment variables up.
+pub fn from_text(
+    text: &str,
+    source: &str,
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| ConfigError(vec![format!("{source}: {e}")]))?
     };
-    validate(raw, source, overrides, &|k| std::env::var(k).ok())
+    validate(raw, source.to_string(), overrides, env)
 }
 
 /// Validate a parsed config. `env` looks environment variables up (tests pass their own).

@@ -8,7 +8,7 @@
 pub mod aws;
 pub mod sse;
 mod stats;
-mod summary;
+pub(crate) mod summary;
 mod upstream;
 
 use std::sync::Arc;

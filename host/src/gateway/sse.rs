@@ -58,10 +58,16 @@ impl Parser {
 
     /// Next whole line, without its terminator.
     fn line(&mut self) -> Option<(usize, usize)> {
-        if self.pending_cr && self.buf.get(self.pos) == Some(&b'\n') {
-            self.pos += 1;
+        // The `\n` that may belong to a `\r` at the end of the last chunk: decide only once
+        // the next byte is there (forgetting it here made that `\n` a blank line).
+        if self.pending_cr {
+            match self.buf.get(self.pos) {
+                None => return None,
+                Some(b'\n') => self.pos += 1,
+                Some(_) => {}
+            }
+            self.pending_cr = false;
         }
-        self.pending_cr = false;
         let rest = &self.buf[self.pos..];
         let at = memchr::memchr2(b'\n', b'\r', rest)?;
         let start = self.pos;
@@ -292,6 +298,22 @@ mod tests {
         }
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0.as_deref(), Some("message_start"));
+    }
+
+    /// Found by the `sse` fuzz target: a `\r` ending one chunk and its `\n` starting the
+    /// next, with nothing pulled in between, must not become a blank line.
+    #[test]
+    fn crlf_split_between_chunks_keeps_the_event_name() {
+        let mut p = Parser::sse();
+        p.push(b"event: x\r");
+        assert!(p.next_event().unwrap().is_none());
+        assert!(p.next_event().unwrap().is_none());
+        p.push(b"\ndata: 1\r");
+        assert!(p.next_event().unwrap().is_none());
+        p.push(b"\n\r");
+        assert_eq!(all(&mut p), vec![(Some("x".into()), "1".into())]);
+        p.push(b"\n");
+        assert!(p.next_event().unwrap().is_none());
     }
 
     #[test]
