@@ -41,6 +41,20 @@ pub struct Member {
     pub key: Range<usize>,
     /// Span of the value (for strings, quotes included).
     pub value: Range<usize>,
+    /// The key decoded, when it is written with escapes (`"mod\u0065l"` is `model`).
+    /// Lookups and patches match on the decoded key, as every JSON parser downstream does,
+    /// so an escaped duplicate cannot hide a member from the host.
+    pub decoded_key: Option<Box<str>>,
+}
+
+impl Member {
+    /// The key as a JSON parser reads it.
+    pub fn name<'b>(&'b self, body: &'b [u8]) -> &'b [u8] {
+        match &self.decoded_key {
+            Some(k) => k.as_bytes(),
+            None => &body[self.key.clone()],
+        }
+    }
 }
 
 /// The top-level members of a JSON object body, in order.
@@ -76,6 +90,13 @@ impl<'a> TopLevel<'a> {
                 let k0 = s.i + 1;
                 s.string()?;
                 let key = k0..s.i - 1;
+                let decoded_key = if memchr::memchr(b'\\', &body[key.clone()]).is_some() {
+                    let k: String = serde_json::from_slice(&body[k0 - 1..s.i])
+                        .map_err(|_| s.err("invalid escape in a key"))?;
+                    Some(k.into_boxed_str())
+                } else {
+                    None
+                };
                 s.ws();
                 if s.peek() != Some(b':') {
                     return Err(s.err("expected ':'"));
@@ -87,6 +108,7 @@ impl<'a> TopLevel<'a> {
                 members.push(Member {
                     key,
                     value: v0..s.i,
+                    decoded_key,
                 });
                 s.ws();
                 match s.peek() {
@@ -121,7 +143,7 @@ impl<'a> TopLevel<'a> {
         self.members
             .iter()
             .rev()
-            .find(|m| &self.body[m.key.clone()] == key.as_bytes())
+            .find(|m| m.name(self.body) == key.as_bytes())
             .map(|m| &self.body[m.value.clone()])
     }
 
@@ -173,7 +195,8 @@ impl<'a> TopLevel<'a> {
         let mut done = vec![false; edits.len()];
         for m in &self.members {
             let key = &self.body[m.key.clone()];
-            let edit = edits.iter().position(|(k, _)| k.as_bytes() == key);
+            let name = m.name(self.body);
+            let edit = edits.iter().position(|(k, _)| k.as_bytes() == name);
             let value: &[u8] = match edit {
                 Some(idx) => {
                     let Some(v) = edits[idx].1 else { continue };
@@ -389,6 +412,28 @@ impl Scanner<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A key written with escapes is the same key: the host must see what the upstream's
+    /// parser sees, or `"mod\u0065l"` could route on one model and reach another.
+    #[test]
+    fn escaped_keys_are_matched_decoded() {
+        let body = br#"{"model":"allowed","mod\u0065l":"other","stream":false}"#;
+        let t = TopLevel::parse(body).expect("parses");
+        assert_eq!(t.get_str("model").as_deref(), Some("other"));
+        let patched = t.patch(&[("model", Some(br#""upstream-model""#))]);
+        let v: serde_json::Value = serde_json::from_slice(&patched).expect("json");
+        assert_eq!(
+            v["model"],
+            "upstream-model",
+            "{}",
+            String::from_utf8_lossy(&patched)
+        );
+        assert_eq!(v.as_object().map(|o| o.len()), Some(2));
+        let removed = t.patch(&[("model", None)]);
+        let v: serde_json::Value = serde_json::from_slice(&removed).expect("json");
+        assert!(v.get("model").is_none(), "{v}");
+    }
+
     use super::*;
 
     #[test]

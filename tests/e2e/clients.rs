@@ -350,3 +350,69 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     assert_eq!(nums[0], nums[1], "soft limit not raised: {row}");
     assert_ne!(nums[0], "256", "{row}");
 }
+
+/// Found by fuzzing `request_summary`: a second `model` written with an escape
+/// (`"mod\u0065l"`) must not let a key limited to one model reach another. The host reads
+/// the request as the upstream's JSON parser will (the last `model` wins) and the upstream
+/// only ever gets the deployment's model.
+#[tokio::test]
+async fn an_escaped_duplicate_model_key_cannot_bypass_the_allowlist() {
+    let mock = llmgate_mock::MockServer::start(llmgate_mock::MockOptions::default())
+        .await
+        .unwrap();
+    let master = "sk-master-escape-1234";
+    let config = format!(
+        "{}general_settings:\n  master_key: {master}\n",
+        crate::harness::openai_config(
+            &mock.url(),
+            &[("allowed", "gpt-allowed"), ("dear", "gpt-dear")]
+        )
+    );
+    let gw = Gateway::start(&config);
+    let key: serde_json::Value = client()
+        .post(format!("{}/key/generate", gw.url))
+        .bearer_auth(master)
+        .json(&serde_json::json!({"models": ["allowed"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    let body =
+        r#"{"model":"allowed","mod\u0065l":"dear","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_client_error(), "{status}: {text}");
+    assert!(
+        mock.requests().is_empty(),
+        "a refused request reached the upstream: {:?}",
+        mock.requests()
+            .iter()
+            .map(|r| r.body["model"].clone())
+            .collect::<Vec<_>>()
+    );
+    // The allowed model alone is served, with the deployment's model upstream.
+    let ok =
+        r#"{"model":"dear","mod\u0065l":"allowed","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(ok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let last = mock.requests().pop().unwrap();
+    assert_eq!(last.body["model"], "gpt-allowed", "{}", last.body);
+}
