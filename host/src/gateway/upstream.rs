@@ -480,6 +480,7 @@ async fn attempt(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Erro
             in_flight,
             sent_at,
             dep: dep.clone(),
+            env_key: if dep.api_key.is_none() { key } else { None },
             ticket,
             prices,
         },
@@ -724,6 +725,9 @@ struct StreamCtx {
     in_flight: super::stats::InFlight,
     sent_at: Instant,
     dep: Arc<Deployment>,
+    /// The key read from the environment for this attempt (masked in stream errors like
+    /// the deployment's own secrets).
+    env_key: Option<String>,
     ticket: Option<Ticket>,
     prices: Prices,
 }
@@ -738,6 +742,7 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
         in_flight,
         sent_at,
         dep,
+        env_key,
         mut ticket,
         prices,
     } = sc;
@@ -838,7 +843,7 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
             }
         }
         // What reaches the client, the log and the spend log has the secrets masked.
-        failed = failed.map(|e| scrub_error(e, &dep.scrubber, None));
+        failed = failed.map(|e| scrub_error(e, &dep.scrubber, env_key.as_deref()));
         // The upstream is done (or broke): the plugin's closing events and usage.
         match ex.finish().await {
             Ok(Ok((events, usage))) => {
@@ -877,7 +882,7 @@ fn stream_body(mut ex: Exchange, resp: reqwest::Response, sc: StreamCtx) -> Body
                 }
             }
         }
-        failed = failed.map(|e| scrub_error(e, &dep.scrubber, None));
+        failed = failed.map(|e| scrub_error(e, &dep.scrubber, env_key.as_deref()));
         if let (Some(t), Some(err)) = (ticket.as_mut(), &failed)
             && let Some(m) = t.log.metadata.as_object_mut()
         {
