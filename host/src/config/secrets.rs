@@ -14,6 +14,7 @@
 //! - a per-deployment [`Scrubber`] that masks every one of the deployment's secrets in text
 //!   that leaves the host (upstream error bodies and messages, logs, spend logs).
 
+use llmgate_sdk::url::percent_decode;
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
@@ -259,8 +260,12 @@ impl ApiBase {
                 ..Self::default()
             };
         };
-        let userinfo = (!url.username().is_empty() || url.password().is_some())
-            .then(|| (decode(url.username()), url.password().map(decode)));
+        let userinfo = (!url.username().is_empty() || url.password().is_some()).then(|| {
+            (
+                percent_decode(url.username()),
+                url.password().map(percent_decode),
+            )
+        });
         let _ = url.set_username("");
         let _ = url.set_password(None);
         let (secret_query, kept): (Pairs, Pairs) = url
@@ -304,28 +309,6 @@ impl ApiBase {
         }
         out
     }
-}
-
-/// `%XX` decoded (lossy).
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| char::from(*c).to_digit(16)),
-                b.get(i + 2).and_then(|c| char::from(*c).to_digit(16)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Masks a deployment's secrets (each as written, and URL-encoded) in text leaving the host.
