@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client, sse_data};
+use crate::harness::{Gateway, Resp, Spec, client, sse_data};
 
 const MASTER: &str = "sk-master-admission";
 /// USD per input token (2^-19, about gpt-4o's $2.5 per million).
@@ -69,35 +69,7 @@ fn start(cfg: &str) -> Gateway {
     })
 }
 
-/// A finished response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
 impl Resp {
-    async fn read(r: reqwest::Response) -> Self {
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        Self {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text))
-    }
-
-    fn header(&self, k: &str) -> Option<&str> {
-        self.headers.get(k).and_then(|v| v.to_str().ok())
-    }
-
     /// `Retry-After` in whole seconds, which must be there.
     fn retry_after(&self) -> u64 {
         let v = self
@@ -106,18 +78,6 @@ impl Resp {
         let secs: u64 = v.parse().unwrap_or_else(|_| panic!("Retry-After {v:?}"));
         assert!((1..=60).contains(&secs), "Retry-After {secs}");
         secs
-    }
-
-    /// The OpenAI-shaped error of this status; returns `error`.
-    fn openai_error(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        let e = self.json()["error"].clone();
-        assert!(
-            e["message"].as_str().is_some_and(|m| !m.is_empty()) && e["type"].is_string(),
-            "OpenAI error shape expected: {}",
-            self.text
-        );
-        e
     }
 
     /// (prompt, completion) tokens of a 200 (non-streamed: the body; streamed: the usage

@@ -259,3 +259,66 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A finished response: status, headers and body text, with checks of the error shapes.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    /// Read the whole of `r`.
+    pub async fn read(r: reqwest::Response) -> Self {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        Self {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text))
+    }
+
+    /// A header as text.
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers.get(k).and_then(|v| v.to_str().ok())
+    }
+
+    /// A header that must be there, as a number.
+    pub fn header_f64(&self, k: &str) -> f64 {
+        self.header(k)
+            .unwrap_or_else(|| panic!("no {k} header; headers: {:?}", self.headers))
+            .parse()
+            .unwrap()
+    }
+
+    /// The OpenAI-shaped error of this status, checked for shape; returns `error`.
+    pub fn openai_error(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        let v = self.json();
+        let e = v["error"].clone();
+        assert!(
+            e["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "OpenAI error shape expected: {v}"
+        );
+        assert!(e["type"].is_string(), "{v}");
+        e
+    }
+
+    /// The Anthropic-shaped error of this status, checked for shape; returns `error`.
+    pub fn anthropic_error(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}", self.text);
+        let v = self.json();
+        assert_eq!(v["type"], "error", "Anthropic error shape expected: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+        v["error"].clone()
+    }
+}

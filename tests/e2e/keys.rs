@@ -12,7 +12,7 @@ use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Gateway, Spec, client, sse_data};
+use crate::harness::{Gateway, Resp, Spec, client, sse_data};
 
 const MASTER: &str = "sk-master-e2e-1234";
 /// USD per input token (2^-10).
@@ -110,64 +110,6 @@ async fn setup() -> (MockServer, Gateway) {
 // ---------------------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------------------
-
-/// A finished response.
-struct Resp {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Resp {
-    async fn read(r: reqwest::Response) -> Self {
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        Self {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text))
-    }
-
-    fn header(&self, k: &str) -> Option<&str> {
-        self.headers.get(k).and_then(|v| v.to_str().ok())
-    }
-
-    fn header_f64(&self, k: &str) -> f64 {
-        self.header(k)
-            .unwrap_or_else(|| panic!("no {k} header; headers: {:?}", self.headers))
-            .parse()
-            .unwrap()
-    }
-
-    /// The OpenAI-shaped error, checked for shape; returns `error`.
-    fn openai_error(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        let v = self.json();
-        let e = v["error"].clone();
-        assert!(
-            e["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "OpenAI error shape expected: {v}"
-        );
-        assert!(e["type"].is_string(), "{v}");
-        e
-    }
-
-    /// The Anthropic-shaped error, checked for shape; returns `error`.
-    fn anthropic_error(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}", self.text);
-        let v = self.json();
-        assert_eq!(v["type"], "error", "Anthropic error shape expected: {v}");
-        assert!(v["error"]["message"].is_string(), "{v}");
-        v["error"].clone()
-    }
-}
 
 async fn send(rb: reqwest::RequestBuilder) -> Resp {
     Resp::read(rb.send().await.unwrap()).await

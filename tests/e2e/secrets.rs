@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client};
+use crate::harness::{Gateway, Resp, Spec, client};
 
 const MASTER: &str = "sk-master-secrets-e2e-9876";
 
@@ -73,29 +73,8 @@ fn start(config: &str, plugins: &[&str]) -> Gateway {
     })
 }
 
-struct Resp {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text))
-    }
-}
-
 async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    let r = rb.send().await.unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
-    Resp {
-        status,
-        headers,
-        text,
-    }
+    Resp::read(rb.send().await.unwrap()).await
 }
 
 async fn get(gw: &Gateway, path: &str, key: Option<&str>) -> Resp {
