@@ -7,7 +7,6 @@
 use libfuzzer_sys::fuzz_target;
 use llmgate::fuzzing::Framing;
 use llmgate::gateway::aws::EventStreamParser;
-use llmgate::gateway::sse::Framer;
 
 /// Wrap `headers` and `payload` into one frame with valid prelude and message checksums.
 fn frame(headers: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -43,27 +42,10 @@ fn frames(spec: &[u8]) -> Vec<u8> {
     wire
 }
 
-type Outcome = (Vec<(Option<String>, String)>, Option<String>);
+type Outcome = llmgate::fuzzing::Framed;
 
 fn decode(chunks: &[&[u8]]) -> Outcome {
-    let mut f = Framer::new(Framing::AwsEventstream);
-    let mut out = Vec::new();
-    for chunk in chunks {
-        f.push(chunk);
-        loop {
-            match f.next_event() {
-                Ok(Some(ev)) => out.push((ev.event, ev.data)),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e.0)),
-            }
-        }
-    }
-    match f.finish() {
-        Ok(Some(ev)) => out.push((ev.event, ev.data)),
-        Ok(None) => {}
-        Err(e) => return (out, Some(e.0)),
-    }
-    (out, None)
+    llmgate::fuzzing::frame_chunks(Framing::AwsEventstream, chunks)
 }
 
 fuzz_target!(|data: &[u8]| {

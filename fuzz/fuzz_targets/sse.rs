@@ -5,28 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use llmgate::fuzzing::Framing;
-use llmgate::gateway::sse::{Framer, encode};
+use llmgate::gateway::sse::encode;
 
-/// Every event, then `Err` with the error text if framing failed.
-fn frame(framing: Framing, chunks: &[&[u8]]) -> (Vec<(Option<String>, String)>, Option<String>) {
-    let mut f = Framer::new(framing);
-    let mut out = Vec::new();
-    for chunk in chunks {
-        f.push(chunk);
-        loop {
-            match f.next_event() {
-                Ok(Some(ev)) => out.push((ev.event, ev.data)),
-                Ok(None) => break,
-                Err(e) => return (out, Some(e.0)),
-            }
-        }
-    }
-    match f.finish() {
-        Ok(Some(ev)) => out.push((ev.event, ev.data)),
-        Ok(None) => {}
-        Err(e) => return (out, Some(e.0)),
-    }
-    (out, None)
+/// Every event, then the error text if framing failed.
+fn frame(framing: Framing, chunks: &[&[u8]]) -> llmgate::fuzzing::Framed {
+    llmgate::fuzzing::frame_chunks(framing, chunks)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -32,6 +32,33 @@ pub mod fuzzing {
     //! not public otherwise. Not a stable API.
     pub use crate::gateway::summary::{Summary, last_user_text, summarize};
     pub use crate::plugins::bindings::types::{Api, Framing};
+
+    /// What a framer made of a stream: its events (name, data), then the error text if
+    /// framing failed.
+    pub type Framed = (Vec<(Option<String>, String)>, Option<String>);
+
+    /// Feed `chunks` in order to a fresh framer for `framing` and collect every event, up to
+    /// the first error.
+    pub fn frame_chunks(framing: Framing, chunks: &[&[u8]]) -> Framed {
+        let mut f = crate::gateway::sse::Framer::new(framing);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            f.push(chunk);
+            loop {
+                match f.next_event() {
+                    Ok(Some(ev)) => out.push((ev.event, ev.data)),
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e.0)),
+                }
+            }
+        }
+        match f.finish() {
+            Ok(Some(ev)) => out.push((ev.event, ev.data)),
+            Ok(None) => {}
+            Err(e) => return (out, Some(e.0)),
+        }
+        (out, None)
+    }
 }
 
 use std::net::SocketAddr;
