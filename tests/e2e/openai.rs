@@ -1,22 +1,13 @@
 //! OpenAI-compatible proxying through the real binary: plain, streamed, tools, errors,
 //! fallback, limits.
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, openai_config, sse_data};
+use crate::support::mock::keyed_mock as mock;
+use crate::support::{Config, Gateway, openai_config, sse_data};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
-async fn mock() -> MockServer {
-    MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -164,9 +155,9 @@ async fn upstream_errors_keep_status_and_openai_shape() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_the_gateway_keeps_serving() {
     let m = mock().await;
-    let mut cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
-    cfg.push_str("llmgate:\n  max_request_body_bytes: 200000\n");
-    let gw = Gateway::start(&cfg);
+    let cfg = Config::openai(&m.url(), &[("gpt-4o", "mock-gpt")])
+        .llmgate_setting("max_request_body_bytes", 200_000);
+    let gw = Gateway::start(&cfg.yaml());
     let c = crate::harness::client();
     let url = format!("{}/v1/chat/completions", gw.url);
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
@@ -326,7 +317,7 @@ async fn timeouts_and_broken_streams_end_with_errors_not_hangs() {
 
 #[tokio::test]
 async fn quick_start_model_answers_any_name_and_lists_models() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = crate::support::mock::mock().await;
     let base = format!("{}/v1", m.url());
     let gw = Gateway::start_spec(crate::harness::Spec {
         args: &["--model", "openai/mock-gpt", "--api_base", &base],

@@ -11,11 +11,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use llmgate_mock::images::PNG_1X1_BASE64;
-use llmgate_mock::{MockOptions, MockServer, RecordedRequest};
+use llmgate_mock::{MockServer, RecordedRequest};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client, sse_data};
+use crate::support::http::post_messages;
+use crate::support::mock::{keyed_mock, mock_requiring};
+use crate::support::{Gateway, Spec, client, sse_data};
 
 /// The model groups every provider test configures, and the mock behaviour of each.
 const CHAT: &str = "chat";
@@ -234,12 +236,7 @@ fn text_of(content: &Value) -> String {
 
 /// A mock speaking `p` (and requiring its key), and a gateway with the [`GROUPS`] on it.
 async fn setup(p: Provider) -> (MockServer, Gateway) {
-    let mock = MockServer::start(MockOptions {
-        require_key: Some(p.key().into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
+    let mock = mock_requiring(p.key()).await;
     let mut config = String::from("model_list:\n");
     for (group, marker) in GROUPS {
         config.push_str(&format!(
@@ -298,17 +295,6 @@ fn messages_request(model: &str, text: &str) -> Value {
         "system": SYSTEM,
         "messages": [{"role": "user", "content": text}],
     })
-}
-
-async fn post_messages(gw: &Gateway, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/v1/messages", gw.url))
-        .header("x-api-key", "client-key-ignored")
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The JSON chunks of an OpenAI stream that ended with `[DONE]`.
@@ -810,12 +796,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// A mock (key `sk-upstream`) and a gateway with an OpenAI and an Azure `gpt-image-1`.
 async fn images_setup() -> (MockServer, Gateway) {
-    let m = MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
+    let m = keyed_mock().await;
     let u = m.url();
     let cfg = format!(
         "model_list:

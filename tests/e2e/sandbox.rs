@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec};
+use crate::support::mock::mock;
+use crate::support::{Gateway, Spec};
 
 #[tokio::test]
 async fn hostile_plugins_fail_only_their_request() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let u = m.url();
     let mut cfg = String::from("model_list:\n");
     for mode in [
@@ -91,7 +91,7 @@ async fn hostile_plugins_fail_only_their_request() {
 
 #[tokio::test]
 async fn many_concurrent_requests_each_get_their_own_instance() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Gateway::start(&crate::harness::openai_config(
         &m.url(),
         &[("gpt-4o", "mock-gpt")],
@@ -120,7 +120,7 @@ async fn many_concurrent_requests_each_get_their_own_instance() {
 /// streamed or not, one after the other or concurrently.
 #[tokio::test]
 async fn every_attempt_gets_an_instance_no_request_used_before() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let cfg = format!(
         "model_list:\n  - model_name: r\n    litellm_params: {{model: hostile/remember, api_base: '{}/v1'}}\n",
         m.url()

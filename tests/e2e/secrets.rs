@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Resp, Spec, client};
+use crate::support::admin;
+use crate::support::http::{get, post, send};
+use crate::support::mock::mock;
+use crate::support::{Gateway, Resp, Spec, client};
 
 const MASTER: &str = "sk-master-secrets-e2e-9876";
 
@@ -73,38 +76,13 @@ fn start(config: &str, plugins: &[&str]) -> Gateway {
     })
 }
 
-async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    Resp::read(rb.send().await.unwrap()).await
-}
-
-async fn get(gw: &Gateway, path: &str, key: Option<&str>) -> Resp {
-    let mut rb = client().get(format!("{}{path}", gw.url));
-    if let Some(k) = key {
-        rb = rb.bearer_auth(k);
-    }
-    send(rb).await
-}
-
 async fn chat(gw: &Gateway, key: Option<&str>, model: &str) -> Resp {
-    let mut rb = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
-    if let Some(k) = key {
-        rb = rb.bearer_auth(k);
-    }
-    send(rb).await
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    post(gw, "/v1/chat/completions", key, &body).await
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = send(
-        client()
-            .post(format!("{}/key/generate", gw.url))
-            .bearer_auth(MASTER)
-            .json(&body),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()["key"].as_str().unwrap().to_string()
+    admin::generate(gw, MASTER, body).await.0
 }
 
 /// The paths (with query) the mock was asked for.
@@ -172,7 +150,7 @@ async fn gemini_wildcard_model_cannot_leave_the_api_base_path() {
 /// Azure and Bedrock wildcards: a bare `..` (or `.`) model is refused before anything is sent.
 #[tokio::test]
 async fn azure_and_bedrock_dot_segment_models_are_refused() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let u = m.url();
     let cfg = format!(
         "model_list:
@@ -229,7 +207,7 @@ async fn azure_and_bedrock_dot_segment_models_are_refused() {
 /// shape, nothing is sent, and the deployment does not cool down.
 #[tokio::test]
 async fn host_refuses_planned_urls_outside_the_api_base() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let u = m.url();
     let mut cfg = String::from("model_list:\n");
     for mode in ["escape", "escape-encoded", "escape-query", "plain"] {
@@ -269,7 +247,7 @@ async fn host_refuses_planned_urls_outside_the_api_base() {
 /// virtual key or to the master key, and still shows the rest.
 #[tokio::test]
 async fn model_info_never_shows_secret_params() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let cfg = format!(
         "model_list:\n  - model_name: guarded\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
         base_with_credentials(&m.url(), "/v1"),
@@ -298,7 +276,7 @@ async fn model_info_never_shows_secret_params() {
 /// on every other route.
 #[tokio::test]
 async fn blocked_and_expired_keys_cannot_list_models() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let cfg = format!(
         "model_list:\n  - model_name: guarded\n    litellm_params: {{model: openai/mock-gpt, api_base: '{}/v1', api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n",
         m.url()
@@ -342,7 +320,7 @@ async fn blocked_and_expired_keys_cannot_list_models() {
 /// the deployment's headers and credentials, applied by the host.
 #[tokio::test]
 async fn plugins_are_given_no_secret_and_no_gateway_key() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let cfg = format!(
         "model_list:\n  - model_name: echo\n    litellm_params:\n      model: hostile/echo\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
         base_with_credentials(&m.url(), "/v1"),
@@ -456,7 +434,7 @@ async fn spend_rows(gw: &Gateway, want: usize) -> String {
 #[tokio::test]
 async fn upstream_secrets_are_scrubbed_from_errors_logs_headers_and_spend_logs() {
     let (echo, _task) = echo_upstream().await;
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let cfg = format!(
         "model_list:
   - model_name: echoing
