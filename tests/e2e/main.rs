@@ -16,6 +16,7 @@ mod openai;
 mod policy_js;
 mod providers;
 mod reload;
+mod router;
 mod routing;
 mod sandbox;
 mod secrets;
