@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::support::admin::{self, key_spend, spend_logs};
 use crate::support::clock::away_from_minute_boundary;
-use crate::support::http::{client, post, stream_usage};
+use crate::support::http::{chat_on, client, post, storm_client, stream_usage};
 use crate::support::mock::mock;
 use crate::support::{Config, Deployment, Gateway, Resp, Spec};
 
@@ -133,25 +133,12 @@ fn reservation(body: &Value) -> f64 {
 
 /// Send `n` copies of `body` at once with `key`; the answers in order.
 async fn storm(gw: &Gateway, key: &str, bodies: Vec<Value>) -> Vec<Resp> {
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let c = storm_client();
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|body| {
             let (c, url, key) = (c.clone(), gw.url.clone(), key.to_string());
-            tokio::spawn(async move {
-                let r = c
-                    .post(format!("{url}/v1/chat/completions"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                Resp::read(r).await
-            })
+            tokio::spawn(async move { chat_on(&c, &url, &key, &body).await })
         })
         .collect();
     let mut out = Vec::new();

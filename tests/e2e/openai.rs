@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::support::mock::keyed_mock as mock;
-use crate::support::{Config, Gateway, openai_config, sse_data};
+use crate::support::{Config, Deployment, Gateway, openai_config, sse_data};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -238,11 +238,14 @@ async fn unreachable_upstream_is_502_then_falls_back_within_the_group() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: solo\n    litellm_params: {{model: openai/mock-gpt, api_base: 'http://{dead}/v1'}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-error-500, api_base: '{u}/v1', api_key: sk-upstream, order: 1}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream, order: 2}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("solo", "openai/mock-gpt").api_base(&format!("http://{dead}/v1")),
+        )
+        .deployment(Deployment::openai("pair", "mock-error-500", &u).param("order", 1))
+        .deployment(Deployment::openai("pair", "mock-gpt", &u).param("order", 2));
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("solo", "x")).await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
@@ -269,11 +272,12 @@ async fn unreachable_upstream_is_502_then_falls_back_within_the_group() {
 #[tokio::test]
 async fn timeouts_and_broken_streams_end_with_errors_not_hangs() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: hang\n    litellm_params: {{model: openai/mock-hang, api_base: '{u}/v1', api_key: sk-upstream, timeout: 1}}\n  - model_name: cut\n    litellm_params: {{model: openai/mock-disconnect, api_base: '{u}/v1', api_key: sk-upstream}}\n  - model_name: junk\n    litellm_params: {{model: openai/mock-malformed, api_base: '{u}/v1', api_key: sk-upstream}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(Deployment::openai("hang", "mock-hang", &u).param("timeout", 1))
+        .deployment(Deployment::openai("cut", "mock-disconnect", &u))
+        .deployment(Deployment::openai("junk", "mock-malformed", &u));
+    let gw = Gateway::start(&cfg.yaml());
     // The upstream never answers (it waits an hour): a 504 is the deployment's 1 s timeout
     // firing. The harness client's generous 60 s timeout turns a hang into a failure.
     let r = gw.post("/v1/chat/completions", &chat("hang", "x")).await;
@@ -421,11 +425,19 @@ async fn embeddings_are_proxied() {
 #[tokio::test]
 async fn model_discovery_carries_context_prices_and_modalities() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{u}/v1', api_key: sk-secret-xyz}}\n  - model_name: cheap\n    litellm_params: {{model: openai/my-finetune, api_base: '{u}/v1', input_cost_per_token: 0.000001}}\n    model_info: {{max_input_tokens: 32000, supports_vision: true}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let base = format!("{}/v1", m.url());
+    let mut cheap = Deployment::new("cheap", "openai/my-finetune")
+        .api_base(&base)
+        .max_input_tokens(32_000);
+    cheap.litellm_params.input_cost_per_token = Some(0.000_001);
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("gpt-4o", "openai/gpt-4o")
+                .api_base(&base)
+                .api_key("sk-secret-xyz"),
+        )
+        .deployment(cheap.info("supports_vision", true));
+    let gw = Gateway::start(&cfg.yaml());
     let c = crate::harness::client();
     let v: Value = c
         .get(format!("{}/v1/models", gw.url))
@@ -506,10 +518,12 @@ async fn an_upstream_redirect_is_not_followed() {
             });
         }
     });
-    let cfg = format!(
-        "model_list:\n  - model_name: hop\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://{redirector_addr}/v1', api_key: sk-secret}}\n"
+    let cfg = Config::new().deployment(
+        Deployment::new("hop", "openai/gpt-4o")
+            .api_base(&format!("http://{redirector_addr}/v1"))
+            .api_key("sk-secret"),
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("hop", "x")).await;
     let status = r.status().as_u16();
     let v: Value = r.json().await.unwrap();

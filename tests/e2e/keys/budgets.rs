@@ -123,11 +123,7 @@ fn storm_body(stream: bool) -> Value {
 /// Fire [`STORM`] requests at once (half streamed), their starts spread over ~1.5 s so that
 /// admissions interleave with settlements; the upstream takes 800 ms each.
 async fn storm(gw: &Gateway, key: &str) -> Vec<Answer> {
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let c = storm_client();
     let mut tasks = Vec::new();
     for i in 0..STORM {
         let stream = i % 2 == 0;
@@ -136,14 +132,7 @@ async fn storm(gw: &Gateway, key: &str) -> Vec<Answer> {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let body = storm_body(stream);
-            let r = c
-                .post(format!("{url}/v1/chat/completions"))
-                .bearer_auth(&key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let resp = Resp::read(r).await;
+            let resp = chat_on(&c, &url, &key, &body).await;
             let mut a = Answer {
                 stream,
                 status: resp.status,

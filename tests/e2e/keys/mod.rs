@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 
 use crate::support::admin::{generate, hash, info, key_spend, spend_logs, update};
 use crate::support::clock::{away_from_minute_boundary, unix_now};
-use crate::support::http::{client, get, messages, post, post_raw, send, stream_usage};
+use crate::support::http::{
+    chat_on, client, get, messages, post, post_raw, send, storm_client, stream_usage,
+};
 use crate::support::mock::keyed_mock;
 use crate::support::{Config, Deployment, Gateway, Resp, Spec};
 

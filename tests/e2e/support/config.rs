@@ -180,27 +180,38 @@ impl Deployment {
         self
     }
 
-    fn info(&mut self) -> &mut ModelInfo {
+    fn info_mut(&mut self) -> &mut ModelInfo {
         self.model_info.get_or_insert_with(ModelInfo::default)
     }
 
     /// `model_info.id`.
     pub fn id(mut self, id: &str) -> Self {
-        self.info().id = Some(id.to_string());
+        self.info_mut().id = Some(id.to_string());
         self
     }
 
     /// Prices in `model_info`, USD per input and output token.
     pub fn info_prices(mut self, input: f64, output: f64) -> Self {
-        let info = self.info();
+        let info = self.info_mut();
         info.input_cost_per_token = Some(input);
         info.output_cost_per_token = Some(output);
         self
     }
 
+    /// `model_info.max_input_tokens`.
+    pub fn max_input_tokens(self, n: u64) -> Self {
+        self.info("max_input_tokens", n)
+    }
+
+    /// Any other `model_info` entry.
+    pub fn info(mut self, key: &str, value: impl Serialize) -> Self {
+        self.info_mut().extra.insert(key.to_string(), yaml(value));
+        self
+    }
+
     /// `model_info.max_output_tokens`.
     pub fn max_output_tokens(mut self, n: u64) -> Self {
-        self.info().max_output_tokens = Some(n);
+        self.info_mut().max_output_tokens = Some(n);
         self
     }
 }
@@ -233,20 +244,6 @@ impl Config {
     /// Any `router_settings` entry.
     pub fn router_setting(mut self, key: &str, value: impl Serialize) -> Self {
         self.router_settings.insert(key.to_string(), yaml(value));
-        self
-    }
-
-    /// Any `litellm_settings` entry.
-    pub fn litellm_setting(mut self, key: &str, value: impl Serialize) -> Self {
-        self.litellm_settings.insert(key.to_string(), yaml(value));
-        self
-    }
-
-    /// Any other `general_settings` entry.
-    pub fn general_setting(mut self, key: &str, value: impl Serialize) -> Self {
-        self.general_settings
-            .extra
-            .insert(key.to_string(), yaml(value));
         self
     }
 

@@ -15,6 +15,26 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client for many requests at once: a generous timeout, and a connection of its own for
+/// every request.
+pub fn storm_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// `POST {url}/v1/chat/completions` on `c` with `key` as a bearer token.
+pub async fn chat_on(c: &reqwest::Client, url: &str, key: &str, body: &Value) -> Resp {
+    send(
+        c.post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body),
+    )
+    .await
+}
+
 /// Send `rb` and read the whole answer.
 pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
     Resp::read(rb.send().await.unwrap()).await
