@@ -16,8 +16,8 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::support::http::post_messages;
-use crate::support::mock::{keyed_mock, mock_requiring};
-use crate::support::{Gateway, Spec, client, sse_data};
+use crate::support::mock::{UPSTREAM_KEY, keyed_mock, mock_requiring};
+use crate::support::{Config, Deployment, Gateway, Spec, client, sse_data};
 
 /// The model groups every provider test configures, and the mock behaviour of each.
 const CHAT: &str = "chat";
@@ -77,18 +77,16 @@ impl Provider {
         }
     }
 
-    /// `litellm_params` of a deployment, as a YAML flow mapping.
-    fn params(self, mock_url: &str, model: &str) -> String {
+    /// A deployment of `model` named `name` at the mock, with this provider's credentials.
+    fn deployment(self, name: &str, mock_url: &str, model: &str) -> Deployment {
+        let d = Deployment::new(name, model).api_base(mock_url);
         match self {
-            Self::Gemini => {
-                format!("{{model: '{model}', api_base: '{mock_url}', api_key: sk-upstream}}")
-            }
-            Self::Bedrock => format!(
-                "{{model: '{model}', api_base: '{mock_url}', aws_access_key_id: AKIDMOCK, aws_secret_access_key: secret, aws_region_name: us-east-1}}"
-            ),
-            Self::Azure => format!(
-                "{{model: '{model}', api_base: '{mock_url}', api_key: sk-upstream, api_version: '2024-10-21'}}"
-            ),
+            Self::Gemini => d.api_key(UPSTREAM_KEY),
+            Self::Bedrock => d
+                .param("aws_access_key_id", "AKIDMOCK")
+                .param("aws_secret_access_key", "secret")
+                .param("aws_region_name", "us-east-1"),
+            Self::Azure => d.api_key(UPSTREAM_KEY).param("api_version", "2024-10-21"),
         }
     }
 
@@ -237,15 +235,11 @@ fn text_of(content: &Value) -> String {
 /// A mock speaking `p` (and requiring its key), and a gateway with the [`GROUPS`] on it.
 async fn setup(p: Provider) -> (MockServer, Gateway) {
     let mock = mock_requiring(p.key()).await;
-    let mut config = String::from("model_list:\n");
-    for (group, marker) in GROUPS {
-        config.push_str(&format!(
-            "  - model_name: {group}\n    litellm_params: {}\n",
-            p.params(&mock.url(), &p.model(*marker))
-        ));
-    }
+    let config = GROUPS.iter().fold(Config::new(), |c, (group, marker)| {
+        c.deployment(p.deployment(group, &mock.url(), &p.model(*marker)))
+    });
     let gw = Gateway::start_spec(Spec {
-        config: &config,
+        config: &config.yaml(),
         plugins: &[p.plugin(), "policy-ordered"],
         ..Spec::default()
     });
@@ -798,16 +792,16 @@ fn base64_decode(s: &str) -> Vec<u8> {
 async fn images_setup() -> (MockServer, Gateway) {
     let m = keyed_mock().await;
     let u = m.url();
-    let cfg = format!(
-        "model_list:
-  - model_name: img-openai
-    litellm_params: {{model: openai/gpt-image-1, api_base: '{u}/v1', api_key: sk-upstream}}
-  - model_name: img-azure
-    litellm_params: {{model: azure/gpt-image-1, api_base: '{u}', api_key: sk-upstream, api_version: '2025-04-01-preview'}}
-"
-    );
+    let cfg = Config::new()
+        .deployment(Deployment::openai("img-openai", "gpt-image-1", &u))
+        .deployment(
+            Deployment::new("img-azure", "azure/gpt-image-1")
+                .api_base(&u)
+                .api_key(UPSTREAM_KEY)
+                .param("api_version", "2025-04-01-preview"),
+        );
     let gw = Gateway::start_spec(Spec {
-        config: &cfg,
+        config: &cfg.yaml(),
         plugins: &["openai", "azure", "policy-ordered"],
         ..Spec::default()
     });
