@@ -298,11 +298,13 @@ async fn a_crlf_stream_cut_between_cr_and_lf_keeps_every_event_name() {
             });
         }
     });
-    let cfg = format!(
-        "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: 'http://{addr}', api_key: sk-upstream}}\n"
+    let cfg = Config::new().deployment(
+        Deployment::new("claude", "anthropic/claude-sonnet-4-20250514")
+            .api_base(&format!("http://{addr}"))
+            .api_key(UPSTREAM_KEY),
     );
     let gw = Gateway::start_spec(Spec {
-        config: &cfg,
+        config: &cfg.yaml(),
         plugins: PLUGINS,
         ..Spec::default()
     });
