@@ -197,49 +197,46 @@ mod tests {
 
     #[test]
     fn malformed_bodies() {
-        assert_eq!(parts(b"no delimiter", "b"), Err(Malformed::NoBoundary));
-        assert_eq!(
-            parts(b"--b\r\ngarbage", "b"),
-            Err(Malformed::NoClosingBoundary)
-        );
-        assert_eq!(
-            parts(b"--b\r\nContent-Disposition: form-data\r\n--b--", "b"),
-            Err(Malformed::NoHeaderEnd)
-        );
-        assert_eq!(
-            parts(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--", "b"),
-            Err(Malformed::NoDisposition)
-        );
-        assert_eq!(
-            parts(b"--b\r\nnot a header\r\n\r\nx\r\n--b--", "b"),
-            Err(Malformed::BadHeaders)
-        );
+        let cases: [(&[u8], Malformed); 5] = [
+            (b"no delimiter", Malformed::NoBoundary),
+            (b"--b\r\ngarbage", Malformed::NoClosingBoundary),
+            (
+                b"--b\r\nContent-Disposition: form-data\r\n--b--",
+                Malformed::NoHeaderEnd,
+            ),
+            (
+                b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--",
+                Malformed::NoDisposition,
+            ),
+            (
+                b"--b\r\nnot a header\r\n\r\nx\r\n--b--",
+                Malformed::BadHeaders,
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(
+                parts(body, "b"),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
         assert_eq!(parts(b"--b--\r\n", "b"), Ok(vec![]));
     }
 
     #[test]
     fn rewrites_the_named_form_field_only() {
-        let out = rewrite_field(
-            "multipart/form-data; boundary=XyZ",
-            EDIT,
-            "model",
-            "gpt-image-1",
-        )
-        .unwrap();
+        let ct = "multipart/form-data; boundary=XyZ";
+        let out = rewrite_field(ct, EDIT, "model", "gpt-image-1").unwrap();
         let want = String::from_utf8_lossy(EDIT).replace("my-image-alias", "gpt-image-1");
         assert_eq!(String::from_utf8_lossy(&out), want);
-        // Quoted boundary, upper-case header names.
-        let body = b"--b\r\nCONTENT-DISPOSITION: form-data; name=\"model\"\r\n\r\nm\r\n--b--\r\n";
-        let out = rewrite_field(
-            "multipart/form-data; boundary=\"b\"",
-            body,
-            "model",
-            "dall-e-2",
-        );
-        assert_eq!(
-            out.as_deref(),
-            Some(&b"--b\r\nCONTENT-DISPOSITION: form-data; name=\"model\"\r\n\r\ndall-e-2\r\n--b--\r\n"[..])
-        );
+        // A quoted boundary, header names in any case, a preamble and an epilogue kept.
+        let body: &[u8] =
+            b"preamble\r\n--b\r\ncontent-DISPOSITION: form-data; NAME=\"model\"\r\n\r\nm\r\n--b--\r\nend";
+        let out = rewrite_field("multipart/form-data; boundary=\"b\"", body, "model", "x");
+        let want: &[u8] =
+            b"preamble\r\n--b\r\ncontent-DISPOSITION: form-data; NAME=\"model\"\r\n\r\nx\r\n--b--\r\nend";
+        assert_eq!(out.as_deref(), Some(want));
     }
 
     #[test]
