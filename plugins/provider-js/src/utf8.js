@@ -1,9 +1,9 @@
 // UTF-8 between strings and the `list<u8>` bodies of the WIT contract.
 //
 // QuickJS has no TextEncoder/TextDecoder. Where the engine lacks them, this module goes
-// through its native URI and base64 functions (each a loop in C): in QuickJS that is about
-// 30 times faster than a loop over the bytes in JavaScript, which matters for 100 KB
-// prompts. Only bytes that are not valid UTF-8 take the JavaScript loop below, which
+// through its native URI and base64 functions (each a loop in C): decoding 70 KB that way
+// takes about 2 ms in QuickJS, against about 20 ms for a loop over the bytes in
+// JavaScript. Only bytes that are not valid UTF-8 take the JavaScript loop below, which
 // decodes them as TextDecoder does. Where the engine has the built-ins (StarlingMonkey,
 // Node.js), they are used.
 
