@@ -20,6 +20,7 @@ const PRICE: (f64, f64) = (0.000_001, 0.000_002);
 /// In-flight streams held at once when measuring instances (under the pool of 64).
 const HELD: usize = 40;
 
+/// Deployments of both prefixes on the mock at `u`, priced at [`PRICE`], and a master key.
 fn config(u: &str) -> String {
     let prices = format!(
         "input_cost_per_token: {}, output_cost_per_token: {}",
@@ -51,6 +52,7 @@ fn config(u: &str) -> String {
     s
 }
 
+/// A mock that wants `sk-upstream`, and a gateway with `compat`, `openai` and `ordered`.
 async fn start() -> (MockServer, Gateway) {
     let m = MockServer::start(MockOptions {
         require_key: Some("sk-upstream".into()),
@@ -90,9 +92,15 @@ fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
+/// A chat completion through `gw` with `key`.
 async fn send(gw: &Gateway, key: &str, body: &Value) -> Resp {
+    post_chat(&gw.url, key, body).await
+}
+
+/// `POST {url}/v1/chat/completions` with `key`.
+async fn post_chat(url: &str, key: &str, body: &Value) -> Resp {
     let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
+        .post(format!("{url}/v1/chat/completions"))
         .bearer_auth(key)
         .json(body)
         .send()
@@ -101,6 +109,7 @@ async fn send(gw: &Gateway, key: &str, body: &Value) -> Resp {
     Resp::read(r).await
 }
 
+/// `GET {path}` with the master key, answered 200 with JSON.
 async fn get(gw: &Gateway, path: &str) -> Value {
     let r = client()
         .get(format!("{}{path}", gw.url))
@@ -427,16 +436,7 @@ async fn hold_streams(gw: &Gateway, m: &MockServer, group: &str) -> Option<i64> 
     let tasks: Vec<_> = (0..HELD)
         .map(|_| {
             let (url, body) = (gw.url.clone(), body.clone());
-            tokio::spawn(async move {
-                let r = client()
-                    .post(format!("{url}/v1/chat/completions"))
-                    .bearer_auth(MASTER)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                Resp::read(r).await
-            })
+            tokio::spawn(async move { post_chat(&url, MASTER, &body).await })
         })
         .collect();
     // Every stream has reached the upstream (and holds its instance) before the measure.
