@@ -2,8 +2,9 @@
 //! `scripts/build-plugins.sh` with jco's componentize-qjs backend) loaded by the real binary
 //! next to the Rust `openai` plugin: plain and streamed chat completions under its own
 //! prefixes, usage costed into a virtual key's spend and the spend logs, upstream errors
-//! mapped to their classes, `extra_headers`, param defaults and `api_base`, and what its
-//! instances cost (load time, per request, memory per instance in flight, the pool).
+//! mapped to their classes, broken answers, `extra_headers`, param defaults and `api_base`,
+//! and what its instances cost (load time, per request, memory per instance in flight, the
+//! pool).
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,8 @@ fn config(u: &str) -> String {
     ));
     s.push_str(&dep("limited", "hyperbolic/mock-error-429", ""));
     s.push_str(&dep("ctx", "sambanova/mock-error-context", ""));
+    s.push_str(&dep("truncated", "sambanova/mock-truncate", ""));
+    s.push_str(&dep("malformed", "sambanova/mock-malformed", ""));
     s.push_str(&dep("held-js", "sambanova/mock-slow-1500", ""));
     s.push_str(&dep("rust", "openai/mock-gpt", ""));
     // The wrong key: the mock answers OpenAI's 401. And an `api_base` that already names
@@ -332,6 +335,30 @@ async fn js_provider_maps_upstream_errors_to_their_classes() {
             .as_str()
             .unwrap()
             .contains("maximum context length"),
+        "{}",
+        r.text
+    );
+
+    // A 2xx answer that is not JSON: a 502, like `openai`.
+    let r = send(&gw, MASTER, &chat("malformed", "x")).await;
+    let e = r.openai_error(502);
+    assert!(
+        e["message"].as_str().unwrap().contains("not JSON"),
+        "{}",
+        r.text
+    );
+    // A stream that ends before its `finish_reason` and `[DONE]`: `finish` reports it, and
+    // the client's stream ends with that error event.
+    let mut body = chat("truncated", "a b c d");
+    body["stream"] = json!(true);
+    let r = send(&gw, MASTER, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let last: Value = serde_json::from_str(sse_data(&r.text).last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ended before the response was complete"),
         "{}",
         r.text
     );
