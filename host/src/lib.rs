@@ -22,16 +22,19 @@ pub mod error;
 pub mod gateway;
 pub mod ledger;
 pub mod models;
+pub mod net;
 pub mod plugins;
+pub mod pricing;
 pub mod server;
 pub mod store;
+pub mod wit;
 
 #[doc(hidden)]
 pub mod fuzzing {
     //! Entry points for the fuzz targets in `fuzz/`: the parsers of untrusted bytes that are
     //! not public otherwise. Not a stable API.
     pub use crate::gateway::summary::{Summary, last_user_text, summarize};
-    pub use crate::plugins::bindings::types::{Api, Framing};
+    pub use crate::wit::types::{Api, Framing};
 
     /// What a framer made of a stream: its events (name, data), then the error text if
     /// framing failed.
@@ -232,7 +235,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _watch = gw
         .config()
         .hot_reload
-        .then(|| plugins::reload::watch(gw.clone()));
+        .then(|| server::reload::watch(gw.clone()));
     let first = serve(gw.clone(), first, stop_rx, limits);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {

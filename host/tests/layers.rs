@@ -433,7 +433,9 @@ fn an_upward_use_is_named_with_its_file() {
     )]));
     assert_eq!(
         p,
-        ["host/src/config/mod.rs: `crate::gateway::origin_of` points up: `config` (layer 2) may not use `gateway` (layer 4)"]
+        [
+            "host/src/config/mod.rs: `crate::gateway::origin_of` points up: `config` (layer 2) may not use `gateway` (layer 4)"
+        ]
     );
 }
 
@@ -455,7 +457,10 @@ fn groups_super_and_inline_modules_are_resolved() {
         ),
     ]));
     assert_eq!(p.len(), 3, "{p:#?}");
-    assert!(p[0].contains("host/src/error.rs: `crate::ledger`"), "{p:#?}");
+    assert!(
+        p[0].contains("host/src/error.rs: `crate::ledger`"),
+        "{p:#?}"
+    );
     assert!(p[1].contains("host/src/plugins/provider.rs: `crate::gateway::origin_of`"));
     assert!(p[2].contains("host/src/store/mod.rs: `crate::api::x`"));
 }
@@ -464,7 +469,10 @@ fn groups_super_and_inline_modules_are_resolved() {
 fn a_cycle_within_a_layer_is_named() {
     let p = check(&fake(&[
         ("host/src/ledger/mod.rs", "use crate::plugins::Usage;"),
-        ("host/src/plugins/mod.rs", "fn f() -> crate::ledger::Ticket { todo!() }"),
+        (
+            "host/src/plugins/mod.rs",
+            "fn f() -> crate::ledger::Ticket { todo!() }",
+        ),
     ]));
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].starts_with("import cycle: ledger → plugins"), "{p:#?}");
@@ -482,5 +490,8 @@ fn comments_strings_and_unknown_modules() {
     ]));
     assert_eq!(p.len(), 2, "{p:#?}");
     assert!(p[0].contains("module `metrics` is in no layer"), "{p:#?}");
-    assert!(p[1].contains("`crate::telemetry::span` uses `telemetry`"), "{p:#?}");
+    assert!(
+        p[1].contains("`crate::telemetry::span` uses `telemetry`"),
+        "{p:#?}"
+    );
 }

@@ -94,7 +94,7 @@ pub struct Deployment {
     /// and `model_info` (LiteLLM field names).
     pub info: serde_json::Value,
     /// The prices in `info`, read once at load (costing, reservations, policy candidates).
-    pub prices: crate::ledger::cost::Prices,
+    pub prices: crate::pricing::Prices,
     /// The origin (`scheme://host[:port]`) of `api_base`, read once at load: where this
     /// deployment's requests may go.
     pub api_base_origin: Option<String>,
@@ -128,6 +128,18 @@ pub struct PolicyChoice {
     pub policy: String,
     /// Config JSON passed on every call.
     pub config_json: Arc<str>,
+}
+
+/// How the budget check treats a request's worst-case cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Admit while `spend + reserved < max_budget`; a request without `max_tokens`
+    /// reserves the bounded default output.
+    #[default]
+    Reserve,
+    /// Admit only if `spend + reserved + this request's reservation <= max_budget`; a
+    /// request without `max_tokens` reserves the model's whole output cap.
+    Strict,
 }
 
 /// The validated configuration.
@@ -166,9 +178,9 @@ pub struct Config {
     /// The SQLite database file.
     pub database_path: PathBuf,
     /// Budget admission rule.
-    pub budget_admission: crate::ledger::Admission,
+    pub budget_admission: Admission,
     /// Output tokens a request without `max_tokens` reserves under `reserve` admission
-    /// (capped at the model's output cap; see [`crate::ledger::cost`]).
+    /// (capped at the model's output cap; see [`crate::pricing`]).
     pub default_reserved_output_tokens: u64,
     /// Write spend log rows (`general_settings.disable_spend_logs: true` turns them off).
     pub spend_logs: bool,
@@ -555,25 +567,25 @@ pub fn validate(
     .or_else(|| ll.database_path.as_ref().map(PathBuf::from))
     .unwrap_or_else(crate::store::default_path);
     let budget_admission = match ll.budget_admission.as_deref() {
-        None | Some("reserve") => crate::ledger::Admission::Reserve,
-        Some("strict") => crate::ledger::Admission::Strict,
+        None | Some("reserve") => Admission::Reserve,
+        Some("strict") => Admission::Strict,
         Some(other) => {
             v.problem(
                 "llmgate.budget_admission",
                 &format!("`{other}` is not a rule: use `reserve` or `strict`"),
             );
-            crate::ledger::Admission::Reserve
+            Admission::Reserve
         }
     };
     let default_reserved_output_tokens = match ll.default_reserved_output_tokens {
-        None => crate::ledger::cost::DEFAULT_RESERVED_OUTPUT_TOKENS,
+        None => crate::pricing::DEFAULT_RESERVED_OUTPUT_TOKENS,
         Some(n) if (1..=10_000_000).contains(&n) => n,
         Some(_) => {
             v.problem(
                 "llmgate.default_reserved_output_tokens",
                 "must be between 1 and 10000000",
             );
-            crate::ledger::cost::DEFAULT_RESERVED_OUTPUT_TOKENS
+            crate::pricing::DEFAULT_RESERVED_OUTPUT_TOKENS
         }
     };
     if ll.stream_idle_timeout_seconds == Some(0) {
@@ -1220,8 +1232,8 @@ impl Validator {
             tpm,
             order,
             model_info,
-            prices: crate::ledger::cost::Prices::from_info(&info),
-            api_base_origin: api_base.as_deref().and_then(crate::gateway::origin_of),
+            prices: crate::pricing::Prices::from_info(&info),
+            api_base_origin: api_base.as_deref().and_then(crate::net::origin_of),
             api_base: api_base.is_some().then(|| base_parts.public.clone()),
             api_base_credentials: base_parts,
             info,

@@ -5,7 +5,7 @@
 use llmgate_sdk::json::TopLevel;
 
 use crate::error::Error;
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// The routing-relevant fields of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

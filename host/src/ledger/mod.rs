@@ -10,7 +10,7 @@
 //!   windows that are due, checks the budget, the rpm, tpm and parallel limits, and then
 //!   *reserves* the request's cost and tokens before it goes out: its input upper bound at
 //!   the dearest input price plus its output allowance (`max_tokens`, else the bounded
-//!   default; the rule is in [`cost`]).
+//!   default; the rule is in [`crate::pricing`]).
 //! - [`Ticket::settle`] (or dropping the ticket) releases the reservation and adds the real
 //!   cost and tokens, success or failure, exactly once.
 //!
@@ -42,7 +42,6 @@
 //! minute stay below `tpm_limit` plus one request's estimate. `rpm_limit` counts a request
 //! at admission, so it is exact.
 
-pub mod cost;
 pub mod window;
 
 use std::collections::HashMap;
@@ -53,20 +52,9 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use crate::config::Admission;
 use crate::error::Error;
 use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
-
-/// How the budget check treats a request's worst-case cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Admission {
-    /// Admit while `spend + reserved < max_budget`; a request without `max_tokens`
-    /// reserves the bounded default output.
-    #[default]
-    Reserve,
-    /// Admit only if `spend + reserved + this request's reservation <= max_budget`; a
-    /// request without `max_tokens` reserves the model's whole output cap.
-    Strict,
-}
 
 /// Ledger settings from the config.
 #[derive(Debug, Clone, Default)]
@@ -381,7 +369,7 @@ impl Drop for Ticket {
 pub struct Admit<'a> {
     /// The model group.
     pub group: &'a str,
-    /// USD to reserve (the rule in [`cost`]).
+    /// USD to reserve (the rule in [`crate::pricing`]).
     pub reserve: f64,
     /// Tokens to hold against the key's tpm window: input bound + output allowance.
     pub tokens: u64,
