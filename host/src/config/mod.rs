@@ -4,6 +4,7 @@
 //! wrong. Keys that LiteLLM knows but llmgate does not act on produce warnings, so a
 //! LiteLLM user's config starts unchanged.
 
+pub mod env;
 pub mod raw;
 pub mod routing;
 pub mod secrets;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use env::Environment;
 use raw::{RawConfig, RawDeployment};
 
 /// Default request timeout, seconds (LiteLLM's `request_timeout`).
@@ -65,6 +67,9 @@ pub struct Deployment {
     pub aws_secret_access_key: Option<Secret>,
     /// `aws_session_token`.
     pub aws_session_token: Option<Secret>,
+    /// The environment as read at load: the provider keys its prefix names
+    /// (`api_key_env`) and the AWS credentials and region when the params leave them out.
+    pub env: Arc<Environment>,
     /// Non-secret `litellm_params`, JSON object text, handed to the provider plugin
     /// ([`secrets::plugin_params`]: no credential-like param, no `extra_headers`).
     pub params_json: String,
@@ -285,7 +290,7 @@ const HOST_PARAMS: &[&str] = &[
 
 /// Load and validate `path`, then apply `overrides`.
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let env = |k: &str| std::env::var(k).ok();
+    let env = Environment::capture();
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -302,12 +307,12 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
 }
 
 /// Parse and validate a config text (`source` names it in messages), then apply
-/// `overrides`. `env` looks environment variables up.
+/// `overrides`. `env` is the environment it reads (once: see [`env`]).
 pub fn from_text(
     text: &str,
     source: &str,
     overrides: &Overrides,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &Environment,
 ) -> Result<Config, ConfigError> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -317,17 +322,21 @@ pub fn from_text(
     validate(raw, source.to_string(), overrides, env)
 }
 
-/// Validate a parsed config. `env` looks environment variables up (tests pass their own).
+/// Validate a parsed config. `environment` is the environment it reads (tests pass their
+/// own); every deployment keeps it for the keys its provider names.
 pub fn validate(
     raw: RawConfig,
     source: String,
     overrides: &Overrides,
-    env: &dyn Fn(&str) -> Option<String>,
+    environment: &Environment,
 ) -> Result<Config, ConfigError> {
+    let environment = Arc::new(environment.clone());
+    let env = |k: &str| environment.get(k).map(str::to_string);
     let mut v = Validator {
         source: source.clone(),
         problems: Vec::new(),
         warnings: Vec::new(),
+        environment: environment.clone(),
     };
     let config_env: BTreeMap<String, String> = raw
         .environment_variables
@@ -914,6 +923,8 @@ struct Validator {
     source: String,
     problems: Vec<String>,
     warnings: Vec<String>,
+    /// The environment the deployments keep (see [`Deployment::env`]).
+    environment: Arc<Environment>,
 }
 
 impl Validator {
@@ -1221,6 +1232,7 @@ impl Validator {
             aws_access_key_id,
             aws_secret_access_key,
             aws_session_token,
+            env: self.environment.clone(),
             params_json: serde_json::Value::Object(secrets::plugin_params(&extra)).to_string(),
             extra_headers,
             public_params,
@@ -1247,16 +1259,34 @@ mod tests {
 
     fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         validate(
             raw,
             "config.yaml".into(),
             &Overrides::default(),
-            &move |k| env.get(k).cloned(),
+            &env.iter().copied().collect(),
         )
+    }
+
+    #[test]
+    fn deployments_keep_the_environment_read_at_load() {
+        // The provider key a plugin's prefix names is looked up in this snapshot on every
+        // attempt, never in the live process environment.
+        let c = parse(
+            "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n",
+            &[("OPENAI_API_KEY", "sk-at-load"), ("AWS_REGION", "")],
+        )
+        .unwrap();
+        let env = &c.deployments[0].env;
+        assert_eq!(
+            env.non_empty("OPENAI_API_KEY").as_deref(),
+            Some("sk-at-load")
+        );
+        assert_eq!(env.get("AWS_REGION"), Some(""));
+        assert_eq!(
+            env.get("HOME"),
+            None,
+            "the test's environment, not the process's"
+        );
     }
 
     #[test]

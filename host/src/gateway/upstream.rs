@@ -64,11 +64,7 @@ fn upstream_key(dep: &Deployment, prefix: Option<&Prefix>) -> Option<String> {
         .as_ref()
         .map(|s| s.expose().to_string())
         .or_else(|| {
-            prefix.and_then(|p| {
-                p.api_key_env
-                    .iter()
-                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-            })
+            prefix.and_then(|p| p.api_key_env.iter().find_map(|var| dep.env.non_empty(var)))
         })
 }
 
@@ -504,7 +500,7 @@ pub(crate) fn api_name(api: crate::wit::types::Api) -> &'static str {
 
 /// AWS credentials: the deployment's `aws_*` params, else the standard AWS environment.
 fn aws_credentials(dep: &Deployment) -> Option<super::aws::Credentials> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env = |k: &str| dep.env.non_empty(k);
     let id = dep
         .aws_access_key_id
         .as_ref()
@@ -537,8 +533,8 @@ fn aws_region(dep: &Deployment, url: &reqwest::Url) -> String {
                 .and_then(|r| r.as_str().map(str::to_string))
         });
     param
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .or_else(|| dep.env.get("AWS_REGION").map(str::to_string))
+        .or_else(|| dep.env.get("AWS_DEFAULT_REGION").map(str::to_string))
         .or_else(|| {
             let host = url.host_str()?;
             let mut parts = host.split('.');
