@@ -15,6 +15,11 @@
 //!    the answer (whole, or event by event for streams) back to the plugin to translate.
 //! 4. A failed attempt falls over to the next one the plan allows, until a byte has been
 //!    sent to the client. Errors are rendered once, in the client API's shape ([`error`]).
+//!
+//! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
+//! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
+//! → [`api`] → [`server`] (which also runs plugin hot reload). `ARCHITECTURE.md` has the
+//! whole map; `host/tests/layers.rs` fails on an upward import or a cycle.
 
 pub mod api;
 pub mod config;
