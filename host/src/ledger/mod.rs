@@ -54,7 +54,7 @@ use sha2::{Digest, Sha256};
 
 pub use crate::config::Admission;
 use crate::error::Error;
-use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
+use crate::store::{KeyRecord, ModelWindow, SpendEvent, SpendLog, Store};
 
 /// Ledger settings from the config.
 #[derive(Debug, Clone, Default)]
@@ -166,18 +166,15 @@ impl KeyState {
             self.rec.budget_reset_at = window::parse(d).ok().map(|p| window::next_reset(p, now));
             changed = true;
         }
-        if let Some(models) = self.rec.model_spend.as_object_mut() {
-            for (model, v) in models.iter_mut() {
-                let due = v
-                    .get("reset_at")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|t| now >= t);
-                if due {
-                    let reset_at = model_period(&self.rec.model_max_budget, model)
-                        .map(|p| window::next_reset(p, now));
-                    *v = json!({ "spend": 0.0, "reset_at": reset_at });
-                    changed = true;
-                }
+        for (model, w) in &mut self.rec.model_spend {
+            if w.reset_at.is_some_and(|t| now >= t) {
+                let reset_at = model_period(&self.rec.model_max_budget, model)
+                    .map(|p| window::next_reset(p, now));
+                *w = ModelWindow {
+                    reset_at,
+                    spend: 0.0,
+                };
+                changed = true;
             }
         }
         let minute = now.div_euclid(60);
@@ -190,12 +187,7 @@ impl KeyState {
     }
 
     fn model_spend(&self, model: &str) -> f64 {
-        self.rec
-            .model_spend
-            .get(model)
-            .and_then(|v| v.get("spend"))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
+        self.rec.model_spend.get(model).map_or(0.0, |w| w.spend)
     }
 
     fn spend_event(&self) -> SpendEvent {
@@ -230,19 +222,6 @@ fn model_period(budgets: &Value, model: &str) -> Option<window::Period> {
         .get("time_period")?
         .as_str()
         .and_then(|p| window::parse(p).ok())
-}
-
-/// Set a model's entry in `model_spend`.
-fn set_model_spend(rec: &mut KeyRecord, model: &str, spend: f64, reset_at: Value) {
-    if !rec.model_spend.is_object() {
-        rec.model_spend = json!({});
-    }
-    if let Some(m) = rec.model_spend.as_object_mut() {
-        m.insert(
-            model.to_string(),
-            json!({ "spend": spend, "reset_at": reset_at }),
-        );
-    }
 }
 
 /// What one admitted request holds until it settles: its reservation, parallel slot and
@@ -325,15 +304,8 @@ impl Ticket {
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
-                let reset_at = st
-                    .rec
-                    .model_spend
-                    .get(&self.group)
-                    .and_then(|v| v.get("reset_at"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let spend = st.model_spend(&self.group) + cost;
-                set_model_spend(&mut st.rec, &self.group, spend, reset_at);
+                let w = st.rec.model_spend.entry(self.group.clone()).or_default();
+                w.spend += cost;
             }
             key_spend = st.rec.spend;
             // Queued under the lock: the store sees this key's absolute spend in order.
@@ -636,10 +608,14 @@ impl Ledger {
         // Admitted: reserve.
         st.reserved += worst;
         if model_budget(&st.rec, req.group).is_some() {
-            if st.rec.model_spend.get(req.group).is_none() {
+            if !st.rec.model_spend.contains_key(req.group) {
                 let reset_at = model_period(&st.rec.model_max_budget, req.group)
                     .map(|p| window::next_reset(p, now));
-                set_model_spend(&mut st.rec, req.group, 0.0, json!(reset_at));
+                let w = ModelWindow {
+                    reset_at,
+                    spend: 0.0,
+                };
+                st.rec.model_spend.insert(req.group.to_string(), w);
             }
             *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
         }
