@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// root, which wires everything together) sits above them all.
 const LAYERS: &[&[&str]] = &[
     // Leaves: plain helpers and the WIT contract's generated types.
-    &["hex", "models", "net", "pricing", "wit"],
+    &["models", "net", "pricing", "wit"],
     // Persistence: the database thread and its rows.
     &["store"],
     // The validated configuration, and the one error type.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::raw::RawDeployment;
 use super::validator::{Validator, scalar_string, yaml_to_json};

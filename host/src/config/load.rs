@@ -37,7 +37,7 @@ pub fn from_text(
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| ConfigError(vec![format!("{source}: {e}")]))?
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError(vec![format!("{source}: {e}")]))?
     };
     validate(raw, source.to_string(), overrides, env)
 }

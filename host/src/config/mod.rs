@@ -275,7 +275,7 @@ mod tests {
     use raw::RawConfig;
 
     fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+        let raw: RawConfig = serde_yaml_ng::from_str(yaml).unwrap();
         validate(
             raw,
             "config.yaml".into(),

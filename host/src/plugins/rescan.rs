@@ -10,7 +10,6 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::{Loaded, PluginStatus, Registry, Runtime};
-use crate::hex;
 
 /// What the current registry has from one file.
 struct FromFile {
@@ -73,7 +72,7 @@ impl Runtime {
                 changed = true;
                 continue;
             };
-            let sha = hex(&Sha256::digest(&bytes));
+            let sha = hex::encode(Sha256::digest(&bytes));
             let prev = old.remove(&path);
             if let Some(p) = &prev
                 && p.sha256 == sha
