@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, Dialect};
 use crate::gateway::{Gateway, Request};
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// `POST /v1/messages` (and `/messages`).
 pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {

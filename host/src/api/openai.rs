@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Dialect};
 use crate::gateway::{Gateway, Request};
 use crate::ledger::Caller;
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// `POST /v1/chat/completions` (and `/chat/completions`).
 pub async fn chat_completions(

@@ -23,15 +23,14 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
-use crate::ledger::cost::input_tokens_upper_bound;
 use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
-use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
-use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
-use crate::plugins::bindings::types::Api;
 use crate::plugins::{GatewayError, Registry, Runtime};
+use crate::pricing::input_tokens_upper_bound;
 use crate::store::SpendLog;
+use crate::wit::policy_api::{Candidate, RouteRequest};
+use crate::wit::provider_api::{Deployment as PluginDeployment, Inbound};
+use crate::wit::types::Api;
 pub use stats::Stats;
-pub use upstream::origin_of;
 
 /// Client headers never handed to plugins, besides every header a gateway key is accepted
 /// from ([`crate::ledger::KEY_HEADERS`], see [`forwardable_headers`]).

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::aws::EventStreamParser;
 use crate::plugins::SseEvent;
-use crate::plugins::bindings::types::Framing;
+use crate::wit::types::Framing;
 
 /// Largest single event accepted from an upstream.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;

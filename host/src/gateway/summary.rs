@@ -7,7 +7,7 @@ use llmgate_sdk::json::TopLevel;
 use llmgate_sdk::multipart;
 
 use crate::error::Error;
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// The routing-relevant fields of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

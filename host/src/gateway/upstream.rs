@@ -17,11 +17,12 @@ use crate::config::secrets::Scrubber;
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
 use crate::ledger::Ticket;
-use crate::ledger::cost::Prices;
-use crate::plugins::bindings::provider_api::{Inbound, Prefix};
-use crate::plugins::bindings::types::{Auth, ErrorClass, Framing};
+use crate::net::{origin_of, url_origin};
 use crate::plugins::provider::Exchange;
 use crate::plugins::{Fault, Registry, SseEvent};
+use crate::pricing::Prices;
+use crate::wit::provider_api::{Inbound, Prefix};
+use crate::wit::types::{Auth, ErrorClass, Framing};
 
 /// Everything an attempt needs from the request.
 pub(super) struct AttemptCtx<'a> {
@@ -38,19 +39,6 @@ pub(super) struct AttemptCtx<'a> {
     pub ticket: &'a mut Option<Ticket>,
     /// Upper bound of the request's input tokens.
     pub input_bound: u64,
-}
-
-/// `scheme://host[:port]` of a URL, lower-cased; `None` if it is not an http(s) URL.
-pub fn origin_of(url: &str) -> Option<String> {
-    url_origin(&reqwest::Url::parse(url).ok()?)
-}
-
-/// [`origin_of`] for a parsed URL.
-fn url_origin(u: &reqwest::Url) -> Option<String> {
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return None;
-    }
-    Some(u.origin().ascii_serialization())
 }
 
 /// Run one attempt to completion (non-streamed) or to the start of the stream. Its error,
@@ -76,11 +64,7 @@ fn upstream_key(dep: &Deployment, prefix: Option<&Prefix>) -> Option<String> {
         .as_ref()
         .map(|s| s.expose().to_string())
         .or_else(|| {
-            prefix.and_then(|p| {
-                p.api_key_env
-                    .iter()
-                    .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-            })
+            prefix.and_then(|p| p.api_key_env.iter().find_map(|var| dep.env.non_empty(var)))
         })
 }
 
@@ -502,8 +486,8 @@ async fn attempt(ctx: AttemptCtx<'_>, inbound: Inbound) -> Result<Response, Erro
 }
 
 /// The route an API is served on, for messages.
-pub(crate) fn api_name(api: crate::plugins::bindings::types::Api) -> &'static str {
-    use crate::plugins::bindings::types::Api;
+pub(crate) fn api_name(api: crate::wit::types::Api) -> &'static str {
+    use crate::wit::types::Api;
     match api {
         Api::ChatCompletions => "/v1/chat/completions",
         Api::Messages => "/v1/messages",
@@ -516,7 +500,7 @@ pub(crate) fn api_name(api: crate::plugins::bindings::types::Api) -> &'static st
 
 /// AWS credentials: the deployment's `aws_*` params, else the standard AWS environment.
 fn aws_credentials(dep: &Deployment) -> Option<super::aws::Credentials> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env = |k: &str| dep.env.non_empty(k);
     let id = dep
         .aws_access_key_id
         .as_ref()
@@ -549,8 +533,8 @@ fn aws_region(dep: &Deployment, url: &reqwest::Url) -> String {
                 .and_then(|r| r.as_str().map(str::to_string))
         });
     param
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .or_else(|| dep.env.get("AWS_REGION").map(str::to_string))
+        .or_else(|| dep.env.get("AWS_DEFAULT_REGION").map(str::to_string))
         .or_else(|| {
             let host = url.host_str()?;
             let mut parts = host.split('.');

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod loops;
+pub mod reload;
 
 use std::sync::Arc;
 use std::time::Instant;
