@@ -8,20 +8,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::error::{ApiError, Dialect, Error};
+use super::{Admin, AnyKey, ApiError};
+use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::ledger::{Caller, hash_key, window};
 use crate::store::{SpendLog, SpendQuery};
 
-fn err(e: Error) -> Response {
-    ApiError(e, Dialect::OpenAi).into_response()
-}
-
+/// The body as a JSON object (an empty body is an empty object).
 fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -37,134 +33,88 @@ fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
     }
 }
 
-fn answer(r: Result<Value, Error>) -> Response {
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => err(e),
-    }
-}
-
-/// The admin writes that take a JSON object body.
-enum Write {
-    Generate,
-    Update,
-    Delete,
-}
-
-async fn write(gw: &Gateway, headers: &HeaderMap, body: &Bytes, op: Write) -> Response {
-    if let Err(e) = super::admin(gw, headers) {
-        return err(e);
-    }
-    let b = match object(body) {
-        Ok(b) => b,
-        Err(e) => return err(e),
-    };
-    let ledger = gw.ledger();
-    answer(match op {
-        Write::Generate => ledger.generate(&b).await,
-        Write::Update => ledger.update(&b).await,
-        Write::Delete => ledger.delete(&b).await,
-    })
-}
+/// What an admin route answers.
+type Answer = Result<Json<Value>, ApiError>;
 
 /// `POST /key/generate`.
-pub async fn generate(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    write(&gw, &headers, &body, Write::Generate).await
+pub async fn generate(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
+    Ok(Json(gw.ledger().generate(&object(&body)?).await?))
 }
 
 /// `POST /key/update`.
-pub async fn update(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    write(&gw, &headers, &body, Write::Update).await
+pub async fn update(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
+    Ok(Json(gw.ledger().update(&object(&body)?).await?))
 }
 
 /// `POST /key/delete`.
-pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    write(&gw, &headers, &body, Write::Delete).await
+pub async fn delete(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
+    Ok(Json(gw.ledger().delete(&object(&body)?).await?))
 }
 
 /// `POST /key/{key}/regenerate`.
 pub async fn regenerate(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    _: Admin,
     Path(key): Path<String>,
     body: Bytes,
-) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
-    match object(&body) {
-        Ok(b) => answer(gw.ledger().regenerate(&key, &b).await),
-        Err(e) => err(e),
-    }
+) -> Answer {
+    Ok(Json(gw.ledger().regenerate(&key, &object(&body)?).await?))
 }
 
 /// `POST /key/regenerate` with `{"key": ...}` in the body.
-pub async fn regenerate_body(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
-    let b = match object(&body) {
-        Ok(b) => b,
-        Err(e) => return err(e),
-    };
+pub async fn regenerate_body(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
+    let b = object(&body)?;
     let Some(key) = b.get("key").and_then(Value::as_str).map(str::to_string) else {
-        return err(Error::BadRequest(
-            "`key` is required: the key (sk-...) or its hash".into(),
-        ));
+        return Err(
+            Error::BadRequest("`key` is required: the key (sk-...) or its hash".into()).into(),
+        );
     };
-    answer(gw.ledger().regenerate(&key, &b).await)
+    Ok(Json(gw.ledger().regenerate(&key, &b).await?))
 }
 
 /// `GET /key/info[?key=...]`: the master key names a key; a key sees itself.
 pub async fn info(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    AnyKey(caller): AnyKey,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let caller = match super::caller(&gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return err(e),
-    };
+) -> Answer {
     let ledger = gw.ledger();
     let asked = q.get("key").map(|k| k.trim()).filter(|k| !k.is_empty());
-    match (&caller, asked) {
-        (Caller::Key(own), None) => Json(ledger.info(own)).into_response(),
+    let info = match (&caller, asked) {
+        (Caller::Key(own), None) => ledger.info(own),
         (Caller::Key(own), Some(k)) => {
             let own_token = own.token();
-            if k == own_token || hash_key(k) == own_token {
-                Json(ledger.info(own)).into_response()
-            } else {
-                err(Error::Forbidden(
+            if k != own_token && hash_key(k) != own_token {
+                return Err(Error::Forbidden(
                     "a key may only read its own /key/info; use the master key for others".into(),
-                ))
+                )
+                .into());
             }
+            ledger.info(own)
         }
         (_, Some(k)) => match ledger.find(k) {
-            Some(e) => Json(ledger.info(&e)).into_response(),
-            None => err(Error::NotFound(format!(
-                "key {} not found",
-                crate::ledger::key_name(k)
-            ))),
+            Some(e) => ledger.info(&e),
+            None => {
+                let name = crate::ledger::key_name(k);
+                return Err(Error::NotFound(format!("key {name} not found")).into());
+            }
         },
-        (_, None) => err(Error::BadRequest(
-            "pass ?key=<key or hash> (with the master key), or call with the key itself".into(),
-        )),
-    }
+        (_, None) => {
+            return Err(Error::BadRequest(
+                "pass ?key=<key or hash> (with the master key), or call with the key itself".into(),
+            )
+            .into());
+        }
+    };
+    Ok(Json(info))
 }
 
 /// `GET /key/list?page=1&size=10&return_full_object=false&key_alias=&user_id=`.
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    _: Admin,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
+) -> Answer {
     let num = |k: &str, d: usize| -> Result<usize, Error> {
         match q.get(k) {
             None => Ok(d),
@@ -173,21 +123,17 @@ pub async fn list(
                 .map_err(|_| Error::BadRequest(format!("`{k}` must be a positive whole number"))),
         }
     };
-    let (page, size) = match (num("page", 1), num("size", 10)) {
-        (Ok(p), Ok(s)) => (p, s),
-        (Err(e), _) | (_, Err(e)) => return err(e),
-    };
+    let (page, size) = (num("page", 1)?, num("size", 10)?);
     let full = q
         .get("return_full_object")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    Json(gw.ledger().list(
+    Ok(Json(gw.ledger().list(
         page,
         size,
         full,
         q.get("key_alias").map(String::as_str),
         q.get("user_id").map(String::as_str),
-    ))
-    .into_response()
+    )))
 }
 
 /// One spend log row in LiteLLM's shape.
@@ -228,12 +174,9 @@ pub fn log_view(l: &SpendLog) -> Value {
 /// model, key and user (LiteLLM's summary shape).
 pub async fn spend_logs(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    _: Admin,
     Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return err(e);
-    }
+) -> Answer {
     let date = |k: &str| -> Result<Option<i64>, Error> {
         match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => Ok(None),
@@ -247,10 +190,7 @@ pub async fn spend_logs(
             },
         }
     };
-    let (start, end) = match (date("start_date"), date("end_date")) {
-        (Ok(s), Ok(e)) => (s, e),
-        (Err(e), _) | (_, Err(e)) => return err(e),
-    };
+    let (start, end) = (date("start_date")?, date("end_date")?);
     let api_key = q
         .get("api_key")
         .map(|k| k.trim())
@@ -264,9 +204,8 @@ pub async fn spend_logs(
         });
     let ledger = gw.ledger();
     // Rows of requests still queued for the store are visible at once.
-    if let Err(e) = ledger.store().flush().await {
-        return err(Error::Internal(format!("reading spend logs: {e:#}")));
-    }
+    let read_error = |e: anyhow::Error| Error::Internal(format!("reading spend logs: {e:#}"));
+    ledger.store().flush().await.map_err(read_error)?;
     let query = SpendQuery {
         api_key,
         request_id: q.get("request_id").cloned(),
@@ -275,17 +214,14 @@ pub async fn spend_logs(
         end_ms: end,
         limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
     };
-    let rows = match ledger.store().query_logs(query).await {
-        Ok(r) => r,
-        Err(e) => return err(Error::Internal(format!("reading spend logs: {e:#}"))),
-    };
+    let rows = ledger.store().query_logs(query).await.map_err(read_error)?;
     let summarize = q
         .get("summarize")
         .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
     if summarize && start.is_some() && end.is_some() {
-        return Json(summary(&rows)).into_response();
+        return Ok(Json(summary(&rows)));
     }
-    Json(Value::Array(rows.iter().map(log_view).collect())).into_response()
+    Ok(Json(Value::Array(rows.iter().map(log_view).collect())))
 }
 
 /// Spend per day, with breakdowns by model, key and user.
