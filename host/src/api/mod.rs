@@ -95,6 +95,33 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
     }
 }
 
+/// A query string read into `T` (a struct of the parameters a route accepts; others are
+/// ignored). A repeated parameter counts once, its last value, as axum's `Query` reads a map.
+/// Values are checked by the route (`T`'s methods), so that its messages name the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse as _;
+        let axum::extract::Query(map) = axum::extract::Query::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|r| r.into_response())?;
+        let params: serde_json::Map<String, serde_json::Value> = map
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        T::deserialize(serde_json::Value::Object(params))
+            .map(Self)
+            .map_err(|e| {
+                ApiError(Error::BadRequest(e.to_string()), route_dialect(parts)).into_response()
+            })
+    }
+}
+
 /// The request body, bounded: `max_request_body_bytes` (413) and
 /// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
 pub struct Bounded(pub Bytes);
