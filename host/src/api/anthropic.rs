@@ -9,7 +9,7 @@ use axum::response::Response;
 
 use super::{AnyKey, ApiError, Bounded};
 use crate::error::Dialect;
-use crate::gateway::{Gateway, Request};
+use crate::gateway::Gateway;
 use crate::plugins::bindings::types::Api;
 
 /// `POST /v1/messages` (and `/messages`).
@@ -19,7 +19,15 @@ pub async fn messages(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::Messages, caller, headers, body).await
+    super::serve(
+        &gw,
+        Api::Messages,
+        Dialect::Anthropic,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/messages/count_tokens`.
@@ -29,25 +37,13 @@ pub async fn count_tokens(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::CountTokens, caller, headers, body).await
-}
-
-/// Errors answer in Anthropic's shape.
-async fn serve(
-    gw: &Gateway,
-    api: Api,
-    caller: crate::ledger::Caller,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-) -> Result<Response, ApiError> {
-    let req = Request {
-        api,
-        dialect: Dialect::Anthropic,
+    super::serve(
+        &gw,
+        Api::CountTokens,
+        Dialect::Anthropic,
+        caller,
         headers,
         body,
-        caller,
-    };
-    gw.handle(req)
-        .await
-        .map_err(|e| ApiError(e, Dialect::Anthropic))
+    )
+    .await
 }

@@ -16,8 +16,9 @@ use bytes::Bytes;
 
 pub use crate::error::ApiError;
 use crate::error::{Dialect, Error};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Request};
 use crate::ledger::Caller;
+use crate::plugins::bindings::types::Api;
 
 impl From<Error> for ApiError {
     /// An error on an OpenAI-shaped route (every route but `/v1/messages*`).
@@ -144,6 +145,25 @@ impl FromRequest<Arc<Gateway>> for Bounded {
             .map(Self)
             .map_err(|e| ApiError(e, route_dialect(&parts)))
     }
+}
+
+/// Hand a model request to the gateway; its errors answer in `dialect`'s shape.
+pub(crate) async fn serve(
+    gw: &Gateway,
+    api: Api,
+    dialect: Dialect,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    let req = Request {
+        api,
+        dialect,
+        headers,
+        body,
+        caller,
+    };
+    gw.handle(req).await.map_err(|e| ApiError(e, dialect))
 }
 
 /// Read a request body up to `limit` bytes within `timeout`; larger bodies are refused with

@@ -6,13 +6,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use bytes::Bytes;
 use serde_json::json;
 
 use super::{AnyKey, ApiError, Bounded, Lister};
 use crate::config::Config;
 use crate::error::{Dialect, Error};
-use crate::gateway::{Gateway, Request};
+use crate::gateway::Gateway;
 use crate::ledger::Caller;
 use crate::plugins::bindings::types::Api;
 
@@ -23,7 +22,15 @@ pub async fn chat_completions(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::ChatCompletions, caller, headers, body).await
+    super::serve(
+        &gw,
+        Api::ChatCompletions,
+        Dialect::OpenAi,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/embeddings` (and `/embeddings`).
@@ -33,7 +40,7 @@ pub async fn embeddings(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::Embeddings, caller, headers, body).await
+    super::serve(&gw, Api::Embeddings, Dialect::OpenAi, caller, headers, body).await
 }
 
 /// `POST /v1/images/generations` (and `/images/generations`): JSON.
@@ -43,7 +50,15 @@ pub async fn images_generations(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::ImagesGenerations, caller, headers, body).await
+    super::serve(
+        &gw,
+        Api::ImagesGenerations,
+        Dialect::OpenAi,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/images/edits` (and `/images/edits`): multipart, one or more `image[]` parts.
@@ -53,24 +68,15 @@ pub async fn images_edits(
     headers: HeaderMap,
     Bounded(body): Bounded,
 ) -> Result<Response, ApiError> {
-    serve(&gw, Api::ImagesEdits, caller, headers, body).await
-}
-
-async fn serve(
-    gw: &Gateway,
-    api: Api,
-    caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req = Request {
-        api,
-        dialect: Dialect::OpenAi,
+    super::serve(
+        &gw,
+        Api::ImagesEdits,
+        Dialect::OpenAi,
+        caller,
         headers,
         body,
-        caller,
-    };
-    Ok(gw.handle(req).await?)
+    )
+    .await
 }
 
 /// The `/v1/models` entry of a group: OpenAI's fields, plus what agents configure
