@@ -67,17 +67,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-/// Lower-case hex of `bytes` (content hashes, signatures).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// What `llmgate` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

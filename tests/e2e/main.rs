@@ -14,6 +14,7 @@ mod keys;
 mod loops;
 mod openai;
 mod policy_js;
+mod provider_js;
 mod providers;
 mod reload;
 mod routing;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use raw::{RawConfig, RawDeployment};
 
@@ -300,7 +300,7 @@ pub fn from_text(
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| ConfigError(vec![format!("{source}: {e}")]))?
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError(vec![format!("{source}: {e}")]))?
     };
     validate(raw, source.to_string(), overrides, env)
 }
@@ -1234,7 +1234,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_yaml::from_str(yaml).unwrap();
+        let raw: RawConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -52,6 +52,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
 use crate::error::Error;
 use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
@@ -400,7 +401,7 @@ pub struct Ledger {
 
 /// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
 pub fn hash_key(key: &str) -> String {
-    crate::hex(&Sha256::digest(key.as_bytes()))
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Display form of a key: `sk-...abcd`.
@@ -439,10 +440,6 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
             _ => v,
         })
     })
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Unix seconds now.
@@ -523,10 +520,10 @@ impl Ledger {
             ));
         };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if ct_eq(&digest, master) {
+        if bool::from(digest.ct_eq(master)) {
             return Ok(Caller::Master);
         }
-        let token = crate::hex(&digest);
+        let token = hex::encode(digest);
         match self.key_by_token(&token) {
             Some(k) => Ok(Caller::Key(k)),
             None => Err(Error::Unauthorized(format!(
@@ -555,7 +552,7 @@ impl Ledger {
         let Caller::Key(key) = caller else {
             if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
                 // As LiteLLM does: the master key's requests are logged under its hash.
-                log.api_key = crate::hex(h);
+                log.api_key = hex::encode(h);
             }
             return Ok(ticket(log, None, 0.0, Vec::new()));
         };

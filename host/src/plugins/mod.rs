@@ -31,7 +31,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
-use crate::hex;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -517,7 +516,7 @@ impl Runtime {
     /// Load one `.wasm` file: hash, compile, link, instantiate once and self-check.
     pub async fn load_file(self: &Arc<Self>, path: &Path) -> anyhow::Result<Loaded> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let origin = Origin {
             file: path.to_path_buf(),
             sha256,

@@ -23,7 +23,6 @@ use sha2::{Digest, Sha256};
 
 use super::{Loaded, PluginStatus, Registry, Runtime};
 use crate::gateway::Gateway;
-use crate::hex;
 
 /// How long the folder must be quiet before a rescan.
 pub const QUIET: Duration = Duration::from_millis(150);
@@ -221,7 +220,7 @@ impl Runtime {
                 changed = true;
                 continue;
             };
-            let sha = hex(&Sha256::digest(&bytes));
+            let sha = hex::encode(Sha256::digest(&bytes));
             let prev = old.remove(&path);
             if let Some(p) = &prev
                 && p.sha256 == sha

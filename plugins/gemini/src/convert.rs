@@ -939,27 +939,10 @@ fn created_of(resp: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix seconds of an RFC 3339 UTC timestamp (`2025-06-01T12:34:56.789Z`).
+/// Unix seconds of an RFC 3339 timestamp (`2025-06-01T12:34:56.789Z`).
 fn rfc3339_seconds(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    t.ok().map(time::OffsetDateTime::unix_timestamp)
 }
 
 /// Tool call ids must be unique across a conversation (agents key results by them), so they
