@@ -25,6 +25,7 @@
 //! The pure modules compile on any target and are shared with the host.
 
 pub mod anthropic;
+pub mod chat;
 pub mod errors;
 pub mod json;
 pub mod openai;
@@ -120,6 +121,13 @@ impl GatewayError {
 impl From<url::NotASegment> for GatewayError {
     fn from(e: url::NotASegment) -> Self {
         Self::bad_request(e.to_string())
+    }
+}
+
+#[cfg(feature = "guest")]
+impl From<chat::InvalidRequest> for GatewayError {
+    fn from(e: chat::InvalidRequest) -> Self {
+        Self::bad_request(e.message)
     }
 }
 
