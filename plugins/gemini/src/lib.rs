@@ -18,10 +18,10 @@ use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
-use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
 use serde_json::Value;
 
-use crate::convert::{Failure, StreamToChat};
+use crate::convert::StreamToChat;
 
 /// The plugin.
 pub struct Gemini;
@@ -73,16 +73,6 @@ struct State {
     to_chat: Option<StreamToChat>,
     /// OpenAI chunks on to Anthropic events (Messages inbound).
     to_messages: Option<ChatStreamToMessages>,
-}
-
-fn gateway_error(f: Failure) -> GatewayError {
-    GatewayError {
-        class: ErrorClass::from(f.class),
-        status: f.status,
-        message: f.message,
-        code: f.code,
-        retry_after_ms: None,
-    }
 }
 
 fn events(data: Vec<String>) -> Vec<SseEvent> {
@@ -141,7 +131,7 @@ impl GuestExchange for Exchange {
                 }
             }
         }
-        let body = convert::chat_to_gemini(&chat, &dep.model).map_err(gateway_error)?;
+        let body = convert::chat_to_gemini(&chat, &dep.model)?;
         let body = serde_json::to_vec(&body)
             .map_err(|e| GatewayError::bad_request(format!("cannot encode the request: {e}")))?;
 
@@ -191,7 +181,7 @@ impl GuestExchange for Exchange {
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
         if !(200..300).contains(&status) {
-            let mut e = gateway_error(convert::parse_error(status, &body));
+            let mut e = convert::parse_error(status, &body);
             e.retry_after_ms = llmgate_sdk::retry_after_ms(&headers);
             return Err(e);
         }
@@ -201,7 +191,7 @@ impl GuestExchange for Exchange {
                 self.req.deployment.id
             ))
         })?;
-        let (chat, usage) = convert::gemini_to_chat(&v, &self.req.model).map_err(gateway_error)?;
+        let (chat, usage) = convert::gemini_to_chat(&v, &self.req.model)?;
         let model = v
             .get("modelVersion")
             .and_then(Value::as_str)
@@ -234,7 +224,7 @@ impl GuestExchange for Exchange {
         let to_chat = st.to_chat.as_mut().ok_or_else(|| {
             GatewayError::upstream("stream event for a request that did not stream")
         })?;
-        let chunks = to_chat.on_chunk(&event.data).map_err(gateway_error)?;
+        let chunks = to_chat.on_chunk(&event.data)?;
         match st.to_messages.as_mut() {
             None => Ok(events(chunks)),
             Some(conv) => {
@@ -256,7 +246,7 @@ impl GuestExchange for Exchange {
         let to_chat = st.to_chat.as_mut().ok_or_else(|| {
             GatewayError::upstream("stream finished for a request that did not stream")
         })?;
-        let (chunks, usage) = to_chat.finish().map_err(gateway_error)?;
+        let (chunks, usage) = to_chat.finish()?;
         let usage: Option<Usage> = usage.map(Into::into);
         match st.to_messages.as_mut() {
             None => Ok((events(chunks), usage)),
@@ -287,6 +277,7 @@ llmgate_sdk::export_provider!(Gemini);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llmgate_sdk::ErrorClass;
     use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
     use serde_json::json;
 
