@@ -15,7 +15,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
@@ -123,6 +123,37 @@ impl ChatRequest {
         serde_path_to_error::deserialize(body).map_err(InvalidRequest::from_path)
     }
 
+    /// Fill the fields named in `keys` that the client left out (or sent as `null`) from
+    /// `params`, a deployment's `litellm_params`. Keys that name no field are skipped.
+    pub fn fill_defaults(
+        &mut self,
+        params: &Map<String, Value>,
+        keys: &[&str],
+    ) -> Result<(), InvalidRequest> {
+        for key in keys {
+            let Some(v) = params.get(*key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            match *key {
+                "max_completion_tokens" => fill(&mut self.max_completion_tokens, key, v)?,
+                "max_tokens" => fill(&mut self.max_tokens, key, v)?,
+                "temperature" => fill(&mut self.temperature, key, v)?,
+                "top_p" => fill(&mut self.top_p, key, v)?,
+                "top_k" => fill(&mut self.top_k, key, v)?,
+                "presence_penalty" => fill(&mut self.presence_penalty, key, v)?,
+                "frequency_penalty" => fill(&mut self.frequency_penalty, key, v)?,
+                "seed" => fill(&mut self.seed, key, v)?,
+                "n" => fill(&mut self.n, key, v)?,
+                "stop" => fill(&mut self.stop, key, v)?,
+                "response_format" => fill(&mut self.response_format, key, v)?,
+                "reasoning_effort" => fill(&mut self.reasoning_effort, key, v)?,
+                "thinking" => fill(&mut self.thinking, key, v)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// `max_completion_tokens`, else `max_tokens`.
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -135,6 +166,21 @@ impl ChatRequest {
             .and_then(|o| o.include_usage)
             .unwrap_or(false)
     }
+}
+
+/// Set `slot` from the parameter `key` unless the client set it.
+fn fill<T: DeserializeOwned>(
+    slot: &mut Option<T>,
+    key: &str,
+    value: &Value,
+) -> Result<(), InvalidRequest> {
+    if slot.is_none() {
+        let v = T::deserialize(value).map_err(|e| InvalidRequest {
+            message: format!("litellm_params.{key}: {e}"),
+        })?;
+        *slot = Some(v);
+    }
+    Ok(())
 }
 
 /// One message of the conversation. Which fields mean something depends on the role.

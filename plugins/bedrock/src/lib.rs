@@ -24,9 +24,8 @@ use std::cell::RefCell;
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
-use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
 
-use crate::errors::BedrockError;
 use crate::stream::ConverseStreamToChat;
 
 /// The plugin.
@@ -63,16 +62,6 @@ struct State {
     to_chat: Option<ConverseStreamToChat>,
     /// Chat chunks -> Anthropic events (streamed `/v1/messages`).
     to_messages: Option<messages::StreamToMessages>,
-}
-
-fn gateway_error(e: BedrockError) -> GatewayError {
-    GatewayError {
-        class: ErrorClass::from(e.class),
-        status: e.status,
-        message: e.message,
-        code: e.code,
-        retry_after_ms: None,
-    }
 }
 
 fn now() -> u64 {
@@ -121,8 +110,7 @@ impl GuestExchange for Exchange {
                     "the bedrock plugin serves /v1/chat/completions and /v1/messages",
                 ));
             }
-        }
-        .map_err(gateway_error)?;
+        }?;
 
         let region = params.get("aws_region_name").and_then(|v| v.as_str());
         let base = endpoint::base_url(dep.api_base.as_deref(), region)
@@ -183,13 +171,12 @@ impl GuestExchange for Exchange {
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
         if !(200..300).contains(&status) {
-            let mut e = gateway_error(errors::parse_error(status, &headers, &body));
+            let mut e = errors::parse_error(status, &headers, &body);
             e.retry_after_ms = llmgate_sdk::retry_after_ms(&headers);
             return Err(e);
         }
         let (chat, usage) =
-            response::converse_to_chat(&body, &self.req.model, &completion_id(&headers), now())
-                .map_err(gateway_error)?;
+            response::converse_to_chat(&body, &self.req.model, &completion_id(&headers), now())?;
         let json = vec![("content-type".to_string(), "application/json".to_string())];
         if self.req.api == Api::Messages {
             let (body, _) = messages::chat_to_messages_response(&chat, &self.req.model)
@@ -226,9 +213,7 @@ impl GuestExchange for Exchange {
                 "Bedrock streamed an answer to a request that was not streamed",
             ));
         };
-        let chunks = conv
-            .on_event(event.event.as_deref(), &event.data)
-            .map_err(gateway_error)?;
+        let chunks = conv.on_event(event.event.as_deref(), &event.data)?;
         let Some(to_messages) = st.to_messages.as_mut() else {
             return Ok(chunks
                 .into_iter()
@@ -251,7 +236,7 @@ impl GuestExchange for Exchange {
         let Some(conv) = st.to_chat.as_mut() else {
             return Ok((Vec::new(), None));
         };
-        let usage = conv.finish().map_err(gateway_error)?;
+        let usage = conv.finish()?;
         let mut events = Vec::new();
         let mut usage: Option<Usage> = usage.map(Into::into);
         if let Some(to_messages) = st.to_messages.as_mut() {
@@ -274,6 +259,7 @@ llmgate_sdk::export_provider!(Bedrock);
 
 #[cfg(test)]
 mod tests {
+    use llmgate_sdk::ErrorClass;
     use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
 
     use super::*;

@@ -15,6 +15,7 @@ pub mod convert;
 use std::cell::RefCell;
 
 use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
+use llmgate_sdk::chat::ChatRequest;
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
@@ -85,13 +86,6 @@ fn anthropic_events(events: Vec<anthropic::Event>) -> Vec<SseEvent> {
     events.into_iter().map(SseEvent::from).collect()
 }
 
-/// Whether the client asked for `stream_options.include_usage`.
-fn wants_usage(chat: &Value) -> bool {
-    chat.pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
 impl GuestExchange for Exchange {
     fn new(req: Inbound) -> Self {
         Self {
@@ -103,16 +97,12 @@ impl GuestExchange for Exchange {
     fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
         let dep = &req.deployment;
-        let mut chat: Value = match req.api {
-            Api::ChatCompletions => serde_json::from_slice(&req.body).map_err(|e| {
-                GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
-            })?,
+        let mut chat = match req.api {
+            Api::ChatCompletions => ChatRequest::from_slice(&req.body)?,
             Api::Messages => {
                 let body = anthropic::messages_to_chat_request(&req.body, &dep.model)
                     .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-                serde_json::from_slice(&body).map_err(|e| {
-                    GatewayError::upstream(format!("messages translation produced bad JSON: {e}"))
-                })?
+                ChatRequest::from_slice(&body)?
             }
             _ => {
                 return Err(GatewayError::bad_request(
@@ -122,23 +112,15 @@ impl GuestExchange for Exchange {
         };
         let params: serde_json::Map<String, Value> =
             serde_json::from_str(&dep.params_json).unwrap_or_default();
-        if let Some(obj) = chat.as_object_mut() {
-            for key in DEFAULT_PARAMS {
-                if let Some(v) = params.get(*key)
-                    && obj.get(*key).is_none_or(Value::is_null)
-                {
-                    obj.insert((*key).to_string(), v.clone());
-                }
-            }
-        }
-        let body = convert::chat_to_gemini(&chat, &dep.model)?;
+        chat.fill_defaults(&params, DEFAULT_PARAMS)?;
+        let body = convert::from_chat(&chat, &dep.model)?;
         let body = serde_json::to_vec(&body)
             .map_err(|e| GatewayError::bad_request(format!("cannot encode the request: {e}")))?;
 
         if req.stream {
             let mut st = self.state.borrow_mut();
             // The Messages converter needs the usage chunk to report usage.
-            let include_usage = req.api == Api::Messages || wants_usage(&chat);
+            let include_usage = req.api == Api::Messages || chat.wants_usage();
             let to_chat = StreamToChat::new(&req.model, include_usage);
             st.to_chat = Some(if req.api == Api::Messages {
                 to_chat.with_early_usage()
