@@ -253,11 +253,8 @@ fn content_blocks(
     let mut out = Vec::new();
     match content {
         None => {}
-        Some(Content::Text(s)) => {
-            if !s.trim().is_empty() {
-                out.push(json!({"text": s}));
-            }
-        }
+        Some(Content::Text(s)) if s.trim().is_empty() => {}
+        Some(Content::Text(s)) => out.push(json!({"text": s})),
         Some(Content::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
                 let at = format!("{at}.content[{j}]");
