@@ -62,6 +62,21 @@ impl Guest for Gemini {
     }
 }
 
+/// Chat chunks on to Anthropic events.
+fn to_messages(
+    conv: &mut ChatStreamToMessages,
+    chunks: &[String],
+) -> Result<Vec<SseEvent>, GatewayError> {
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let evs = conv
+            .on_chunk(chunk)
+            .map_err(|e| GatewayError::upstream(format!("unreadable Gemini stream: {e}")))?;
+        out.extend(anthropic_events(evs));
+    }
+    Ok(out)
+}
+
 /// One attempt.
 pub struct Exchange {
     req: Inbound,
@@ -209,16 +224,7 @@ impl GuestExchange for Exchange {
         let chunks = to_chat.on_chunk(&event.data)?;
         match st.to_messages.as_mut() {
             None => Ok(events(chunks)),
-            Some(conv) => {
-                let mut out = Vec::new();
-                for chunk in &chunks {
-                    let evs = conv.on_chunk(chunk).map_err(|e| {
-                        GatewayError::upstream(format!("unreadable Gemini stream: {e}"))
-                    })?;
-                    out.extend(anthropic_events(evs));
-                }
-                Ok(out)
-            }
+            Some(conv) => to_messages(conv, &chunks),
         }
     }
 
@@ -233,13 +239,7 @@ impl GuestExchange for Exchange {
         match st.to_messages.as_mut() {
             None => Ok((events(chunks), usage)),
             Some(conv) => {
-                let mut out = Vec::new();
-                for chunk in &chunks {
-                    let evs = conv.on_chunk(chunk).map_err(|e| {
-                        GatewayError::upstream(format!("unreadable Gemini stream: {e}"))
-                    })?;
-                    out.extend(anthropic_events(evs));
-                }
+                let mut out = to_messages(conv, &chunks)?;
                 let (evs, conv_usage) = conv.finish().map_err(|e| {
                     GatewayError::upstream(format!("Gemini stream ended early: {e}"))
                 })?;
