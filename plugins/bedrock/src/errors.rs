@@ -7,7 +7,8 @@
 //! mid-stream failures as exception frames (`throttlingException`, `validationException`,
 //! `modelStreamErrorException`, ...), which the host delivers as `exception:<type>` events.
 
-use llmgate_sdk::errors::{self, Class};
+use llmgate_sdk::ErrorClass as Class;
+use llmgate_sdk::errors;
 
 /// An error to report, in target-independent terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
-use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
 
 use crate::errors::BedrockError;
 use crate::stream::ConverseStreamToChat;
@@ -67,7 +67,7 @@ struct State {
 
 fn gateway_error(e: BedrockError) -> GatewayError {
     GatewayError {
-        class: ErrorClass::from(e.class),
+        class: e.class,
         status: e.status,
         message: e.message,
         code: e.code,
@@ -198,7 +198,7 @@ impl GuestExchange for Exchange {
                 status,
                 headers: json,
                 body,
-                usage: Some(usage.into()),
+                usage: Some(usage),
                 model: None,
             });
         }
@@ -206,7 +206,7 @@ impl GuestExchange for Exchange {
             status,
             headers: json,
             body: chat,
-            usage: Some(usage.into()),
+            usage: Some(usage),
             model: None,
         })
     }
@@ -240,7 +240,7 @@ impl GuestExchange for Exchange {
             let events = to_messages
                 .on_chunk(&chunk)
                 .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock stream: {e}")))?;
-            out.extend(events.into_iter().map(SseEvent::from));
+            out.extend(events);
         }
         Ok(out)
     }
@@ -253,14 +253,14 @@ impl GuestExchange for Exchange {
         };
         let usage = conv.finish().map_err(gateway_error)?;
         let mut events = Vec::new();
-        let mut usage: Option<Usage> = usage.map(Into::into);
+        let mut usage: Option<Usage> = usage;
         if let Some(to_messages) = st.to_messages.as_mut() {
             let (evs, u) = to_messages
                 .finish()
                 .map_err(|e| GatewayError::upstream(format!("Bedrock stream ended early: {e}")))?;
-            events.extend(evs.into_iter().map(SseEvent::from));
+            events.extend(evs);
             if usage.is_none() {
-                usage = u.map(Into::into);
+                usage = u;
             }
         }
         Ok((events, usage))
@@ -270,13 +270,14 @@ impl GuestExchange for Exchange {
 // Exported only in the wasm component: natively (unit tests, clippy) the cdylib's
 // export names would not link.
 #[cfg(target_arch = "wasm32")]
-llmgate_sdk::export_provider!(Bedrock);
+llmgate_sdk::export_guest_provider!(Bedrock);
 
 #[cfg(test)]
 mod tests {
     use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
 
     use super::*;
+    use llmgate_sdk::ErrorClass;
 
     fn inbound(api: Api, stream: bool, body: &[u8], api_base: Option<&str>) -> Inbound {
         Inbound {

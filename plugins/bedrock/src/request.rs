@@ -693,7 +693,7 @@ mod tests {
         let e = err(json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
         ]}]}));
-        assert_eq!(e.class, llmgate_sdk::errors::Class::BadRequest);
+        assert_eq!(e.class, llmgate_sdk::ErrorClass::BadRequest);
         assert!(e.message.contains("data URL"), "{}", e.message);
         let e = err(json!({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}

@@ -1,6 +1,6 @@
 //! Bedrock Converse response -> OpenAI chat completion.
 
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
 use crate::errors::BedrockError;
@@ -235,6 +235,6 @@ mod tests {
     fn malformed_answers() {
         assert!(converse_to_chat(b"nope", "m", "id", 0).is_err());
         let e = converse_to_chat(br#"{"output":{}}"#, "m", "id", 0).unwrap_err();
-        assert_eq!(e.class, llmgate_sdk::errors::Class::Upstream);
+        assert_eq!(e.class, llmgate_sdk::ErrorClass::Upstream);
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
 use crate::errors::{self, BedrockError};
@@ -419,7 +419,7 @@ mod tests {
                 r#"{"message":"Too many requests, please wait before trying again."}"#,
             )
             .unwrap_err();
-        assert_eq!(e.class, llmgate_sdk::errors::Class::RateLimited);
+        assert_eq!(e.class, llmgate_sdk::ErrorClass::RateLimited);
         assert_eq!(e.status, 429);
         assert!(conv.finish().unwrap_err().message.contains("messageStop"));
 

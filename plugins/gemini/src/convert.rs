@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 
-use llmgate_sdk::errors::{self, Class};
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::ErrorClass as Class;
+use llmgate_sdk::Usage;
+use llmgate_sdk::errors;
 use llmgate_sdk::url::{NotASegment, path_segment};
 use serde_json::{Map, Value, json};
 

@@ -18,7 +18,7 @@ use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
 use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
     ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
 };
-use llmgate_sdk::{Api, Auth, ErrorClass, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
 use serde_json::Value;
 
 use crate::convert::{Failure, StreamToChat};
@@ -77,7 +77,7 @@ struct State {
 
 fn gateway_error(f: Failure) -> GatewayError {
     GatewayError {
-        class: ErrorClass::from(f.class),
+        class: f.class,
         status: f.status,
         message: f.message,
         code: f.code,
@@ -91,8 +91,8 @@ fn events(data: Vec<String>) -> Vec<SseEvent> {
         .collect()
 }
 
-fn anthropic_events(events: Vec<anthropic::Event>) -> Vec<SseEvent> {
-    events.into_iter().map(SseEvent::from).collect()
+fn anthropic_events(events: Vec<SseEvent>) -> Vec<SseEvent> {
+    events.into_iter().collect()
 }
 
 /// Whether the client asked for `stream_options.include_usage`.
@@ -219,7 +219,7 @@ impl GuestExchange for Exchange {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body,
-            usage: Some(usage.into()),
+            usage: Some(usage),
             model,
         })
     }
@@ -257,7 +257,7 @@ impl GuestExchange for Exchange {
             GatewayError::upstream("stream finished for a request that did not stream")
         })?;
         let (chunks, usage) = to_chat.finish().map_err(gateway_error)?;
-        let usage: Option<Usage> = usage.map(Into::into);
+        let usage: Option<Usage> = usage;
         match st.to_messages.as_mut() {
             None => Ok((events(chunks), usage)),
             Some(conv) => {
@@ -272,7 +272,7 @@ impl GuestExchange for Exchange {
                     GatewayError::upstream(format!("Gemini stream ended early: {e}"))
                 })?;
                 out.extend(anthropic_events(evs));
-                Ok((out, usage.or_else(|| conv_usage.map(Into::into))))
+                Ok((out, usage.or(conv_usage)))
             }
         }
     }
@@ -282,11 +282,12 @@ impl GuestExchange for Exchange {
 // component-model export names (`cabi_post_llmgate:plugin/...` is not a valid symbol for
 // the native linker's version script).
 #[cfg(target_arch = "wasm32")]
-llmgate_sdk::export_provider!(Gemini);
+llmgate_sdk::export_guest_provider!(Gemini);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llmgate_sdk::ErrorClass;
     use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
     use serde_json::json;
 
