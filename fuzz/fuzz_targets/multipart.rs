@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use llmgate::fuzzing::{Api, summarize};
-use llmgate_plugin_openai::exchange::rewrite_multipart_field;
+use llmgate_sdk::multipart::rewrite_multipart_field;
 
 fuzz_target!(|data: &[u8]| {
     let (content_type, body) = match data.iter().position(|&b| b == b'\n') {

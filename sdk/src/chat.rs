@@ -19,6 +19,8 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visi
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+use crate::GatewayError;
+
 /// An OpenAI `/v1/chat/completions` request body.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
@@ -68,59 +70,39 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
-/// Why a body is not a chat completions request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidRequest {
-    /// What is wrong, naming the offending field where possible.
-    pub message: String,
+fn invalid(e: serde_path_to_error::Error<serde_json::Error>) -> GatewayError {
+    let path = e.path().to_string();
+    GatewayError::bad_request(if path == "." {
+        format!("invalid chat completions request: {}", e.inner())
+    } else {
+        format!("invalid chat completions request: {path}: {}", e.inner())
+    })
 }
 
-impl fmt::Display for InvalidRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for InvalidRequest {}
-
-impl InvalidRequest {
-    fn from_path(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
-        let path = e.path().to_string();
-        let message = if path == "." {
-            format!("invalid chat completions request: {}", e.inner())
-        } else {
-            format!("invalid chat completions request: {path}: {}", e.inner())
-        };
-        Self { message }
-    }
-
-    fn not_an_object() -> Self {
-        Self {
-            message: "the request body must be a JSON object".into(),
-        }
-    }
+fn not_an_object() -> GatewayError {
+    GatewayError::bad_request("the request body must be a JSON object")
 }
 
 impl ChatRequest {
     /// Parse a request body.
-    pub fn from_slice(body: &[u8]) -> Result<Self, InvalidRequest> {
+    pub fn from_slice(body: &[u8]) -> Result<Self, GatewayError> {
         if body.trim_ascii_start().first() != Some(&b'{') {
-            return Err(InvalidRequest::not_an_object());
+            return Err(not_an_object());
         }
         let mut de = serde_json::Deserializer::from_slice(body);
-        let req = serde_path_to_error::deserialize(&mut de).map_err(InvalidRequest::from_path)?;
-        de.end().map_err(|e| InvalidRequest {
-            message: format!("invalid chat completions request: {e}"),
+        let req = serde_path_to_error::deserialize(&mut de).map_err(invalid)?;
+        de.end().map_err(|e| {
+            GatewayError::bad_request(format!("invalid chat completions request: {e}"))
         })?;
         Ok(req)
     }
 
     /// Read a request already parsed as JSON.
-    pub fn from_value(body: &Value) -> Result<Self, InvalidRequest> {
+    pub fn from_value(body: &Value) -> Result<Self, GatewayError> {
         if !body.is_object() {
-            return Err(InvalidRequest::not_an_object());
+            return Err(not_an_object());
         }
-        serde_path_to_error::deserialize(body).map_err(InvalidRequest::from_path)
+        serde_path_to_error::deserialize(body).map_err(invalid)
     }
 
     /// Fill the fields named in `keys` that the client left out (or sent as `null`) from
@@ -129,7 +111,7 @@ impl ChatRequest {
         &mut self,
         params: &Map<String, Value>,
         keys: &[&str],
-    ) -> Result<(), InvalidRequest> {
+    ) -> Result<(), GatewayError> {
         for key in keys {
             let Some(v) = params.get(*key).filter(|v| !v.is_null()) else {
                 continue;
@@ -173,11 +155,10 @@ fn fill<T: DeserializeOwned>(
     slot: &mut Option<T>,
     key: &str,
     value: &Value,
-) -> Result<(), InvalidRequest> {
+) -> Result<(), GatewayError> {
     if slot.is_none() {
-        let v = T::deserialize(value).map_err(|e| InvalidRequest {
-            message: format!("litellm_params.{key}: {e}"),
-        })?;
+        let v = T::deserialize(value)
+            .map_err(|e| GatewayError::bad_request(format!("litellm_params.{key}: {e}")))?;
         *slot = Some(v);
     }
     Ok(())
@@ -205,10 +186,10 @@ pub struct Message {
 
 impl Message {
     /// The role, or an error naming `at` (`messages[i]`) when there is none.
-    pub fn role(&self, at: &str) -> Result<&Role, InvalidRequest> {
-        self.role_field.as_ref().ok_or_else(|| InvalidRequest {
-            message: format!("{at}.role is missing"),
-        })
+    pub fn role(&self, at: &str) -> Result<&Role, GatewayError> {
+        self.role_field
+            .as_ref()
+            .ok_or_else(|| GatewayError::bad_request(format!("{at}.role is missing")))
     }
 }
 

@@ -155,7 +155,7 @@ fn classify(kind: Option<&str>, status: u16, message: &str) -> Class {
             let class = if status == 0 {
                 Class::Upstream
             } else {
-                errors::class_for_status(status).into()
+                errors::class_for_status(status)
             };
             if matches!(class, Class::BadRequest | Class::ContextLength)
                 && is_context_length(message)

@@ -1,6 +1,6 @@
 //! Bedrock Converse response -> OpenAI chat completion.
 
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
 use llmgate_sdk::GatewayError;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
 use llmgate_sdk::GatewayError;

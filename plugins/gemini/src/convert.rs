@@ -13,11 +13,11 @@
 
 use std::collections::HashMap;
 
+use llmgate_sdk::Usage;
 use llmgate_sdk::chat::{
     ChatRequest, Content, DataUrl, FunctionCall, Part, Role, Tool, ToolChoice,
 };
 use llmgate_sdk::errors;
-use llmgate_sdk::openai::Usage;
 use llmgate_sdk::url::{NotASegment, path_segment};
 use llmgate_sdk::{ErrorClass, GatewayError};
 use serde_json::{Map, Value, json};
@@ -1290,7 +1290,7 @@ pub fn parse_error(status: u16, body: &[u8]) -> GatewayError {
         let cut: String = text.chars().take(300).collect();
         format!("Gemini answered {status}: {cut}")
     };
-    GatewayError::new(errors::class_for_status(status).into(), status, message)
+    GatewayError::new(errors::class_for_status(status), status, message)
 }
 
 fn error_from_value(status: u16, err: &Value) -> GatewayError {
@@ -1329,7 +1329,7 @@ fn error_from_value(status: u16, err: &Value) -> GatewayError {
         _ if reasons.contains(&"API_KEY_INVALID") || lower.contains("api key not valid") => {
             ErrorClass::Auth
         }
-        _ => errors::refine(base, code.as_deref(), &message).into(),
+        _ => errors::refine(base, code.as_deref(), &message),
     };
     let mut e = GatewayError::new(class, status, message);
     e.code = code;
