@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use llmgate_sdk::anthropic::{ChatStreamToMessages, Event, MessagesStreamToChat};
+use llmgate_sdk::SseEvent as Event;
+use llmgate_sdk::anthropic::{ChatStreamToMessages, MessagesStreamToChat};
 
 fn check(events: &[Event]) {
     for e in events {

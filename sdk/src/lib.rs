@@ -25,12 +25,25 @@
 //!
 //! The pure modules compile on any target and are shared with the host.
 
+#[cfg(feature = "guest")]
 pub mod anthropic;
+#[cfg(feature = "guest")]
+pub mod chat;
+#[cfg(feature = "guest")]
 pub mod errors;
 pub mod json;
 pub mod multipart;
+#[cfg(feature = "guest")]
 pub mod openai;
+#[cfg(feature = "guest")]
+pub mod openai_compat;
+#[cfg(feature = "guest")]
+pub mod plan;
+#[cfg(feature = "guest")]
+pub mod plugin;
 pub mod url;
+#[cfg(feature = "guest")]
+pub mod via_chat;
 
 /// Guest bindings for the `provider-plugin` world.
 #[cfg(feature = "guest")]
@@ -42,6 +55,7 @@ pub mod provider {
         pub_export_macro: true,
         export_macro_name: "export_provider_inner",
         default_bindings_module: "llmgate_sdk::provider",
+        additional_derives: [PartialEq, Eq],
         generate_all,
     });
 }
@@ -63,12 +77,29 @@ pub mod policy {
     });
 }
 
-/// Export a type implementing `provider::exports::llmgate::plugin::provider::Guest`
-/// as this component's provider.
+/// Export a type implementing [`plugin::Provider`] as this component's provider (through
+/// [`plugin::Adapter`]). Expands to nothing outside `wasm32`: natively (unit tests, clippy)
+/// the component-model export names would not link.
 #[cfg(feature = "guest")]
 #[macro_export]
 macro_rules! export_provider {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type LlmgateProvider = $crate::plugin::Adapter<$t>;
+            $crate::provider::export_provider_inner!(LlmgateProvider);
+        };
+    };
+}
+
+/// Export a type implementing the raw WIT
+/// `provider::exports::llmgate::plugin::provider::Guest` trait as this component's provider
+/// (for plugins not written on [`plugin::Provider`]). Expands to nothing outside `wasm32`.
+#[cfg(feature = "guest")]
+#[macro_export]
+macro_rules! export_guest_provider {
     ($t:ident) => {
+        #[cfg(target_arch = "wasm32")]
         $crate::provider::export_provider_inner!($t);
     };
 }
@@ -95,74 +126,43 @@ pub fn log(level: LogLevel, message: &str) {
 }
 
 #[cfg(feature = "guest")]
-impl GatewayError {
-    /// An error of `class` answered with `status`.
-    pub fn new(class: ErrorClass, status: u16, message: impl Into<String>) -> Self {
+impl SseEvent {
+    /// An event with no `event:` name (OpenAI streams): `data` only.
+    pub fn data(data: impl Into<String>) -> Self {
         Self {
-            class,
-            status,
-            message: message.into(),
-            code: None,
-            retry_after_ms: None,
+            event: None,
+            data: data.into(),
         }
     }
 
-    /// A 400 for a request the plugin cannot translate.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::BadRequest, 400, message)
-    }
-
-    /// A 502 for an upstream answer the plugin cannot understand.
-    pub fn upstream(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::Upstream, 502, message)
-    }
-}
-
-#[cfg(feature = "guest")]
-impl From<url::NotASegment> for GatewayError {
-    fn from(e: url::NotASegment) -> Self {
-        Self::bad_request(e.to_string())
-    }
-}
-
-#[cfg(feature = "guest")]
-impl From<errors::Class> for ErrorClass {
-    fn from(c: errors::Class) -> Self {
-        use errors::Class as C;
-        match c {
-            C::BadRequest => Self::BadRequest,
-            C::Auth => Self::Auth,
-            C::Permission => Self::Permission,
-            C::NotFound => Self::NotFound,
-            C::RateLimited => Self::RateLimited,
-            C::Overloaded => Self::Overloaded,
-            C::ContextLength => Self::ContextLength,
-            C::ContentFilter => Self::ContentFilter,
-            C::Upstream => Self::Upstream,
-            C::Timeout => Self::Timeout,
+    /// The event in SSE framing: optional `event:` line, `data:` line, blank line.
+    pub fn to_sse(&self) -> String {
+        let mut s = String::with_capacity(self.data.len() + 32);
+        if let Some(name) = &self.event {
+            s.push_str("event: ");
+            s.push_str(name);
+            s.push('\n');
         }
+        s.push_str("data: ");
+        s.push_str(&self.data);
+        s.push_str("\n\n");
+        s
     }
 }
 
 #[cfg(feature = "guest")]
-impl From<anthropic::Event> for SseEvent {
-    fn from(e: anthropic::Event) -> Self {
+#[expect(
+    clippy::derivable_impls,
+    reason = "a generated type: `derive` is not ours to add"
+)]
+impl Default for Usage {
+    fn default() -> Self {
         Self {
-            event: e.event,
-            data: e.data,
-        }
-    }
-}
-
-#[cfg(feature = "guest")]
-impl From<openai::Usage> for Usage {
-    fn from(u: openai::Usage) -> Self {
-        Self {
-            input: u.input,
-            output: u.output,
-            cache_read: u.cache_read,
-            cache_write: u.cache_write,
-            reasoning: u.reasoning,
+            input: 0,
+            output: 0,
+            cache_read: 0,
+            cache_write: 0,
+            reasoning: 0,
         }
     }
 }

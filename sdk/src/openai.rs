@@ -1,23 +1,9 @@
-//! OpenAI wire helpers: usage and error bodies.
+//! OpenAI wire helpers: usage (error bodies are read by
+//! [`GatewayError::from_status`](crate::GatewayError::from_status)).
 
 use serde::Deserialize;
 
-use crate::errors::{self, Class};
-
-/// Token usage in llmgate's terms: `input` excludes cached prompt tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Uncached prompt tokens.
-    pub input: u64,
-    /// Completion tokens (reasoning included).
-    pub output: u64,
-    /// Cached prompt tokens.
-    pub cache_read: u64,
-    /// Prompt tokens written to the cache.
-    pub cache_write: u64,
-    /// Reasoning tokens (part of `output`).
-    pub reasoning: u64,
-}
+use crate::Usage;
 
 #[derive(Deserialize)]
 struct RawUsage {
@@ -84,65 +70,6 @@ fn convert(u: RawUsage) -> Usage {
     }
 }
 
-/// A provider error, read from an OpenAI-style error body (or any body).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderError {
-    /// What kind of failure.
-    pub class: Class,
-    /// The upstream's message (or a description of the body).
-    pub message: String,
-    /// `error.code` or `error.type`.
-    pub code: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    code: Option<serde_json::Value>,
-}
-
-/// Read an upstream error answer with `status`.
-pub fn parse_error(status: u16, body: &[u8]) -> ProviderError {
-    let class = errors::class_for_status(status);
-    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
-        let code = match error.code {
-            Some(serde_json::Value::String(s)) => Some(s),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => error.kind,
-        };
-        let message = error
-            .message
-            .unwrap_or_else(|| format!("upstream answered {status}"));
-        return ProviderError {
-            class: errors::refine(class, code.as_deref(), &message),
-            message,
-            code,
-        };
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let message = if text.is_empty() {
-        format!("upstream answered {status} with an empty body")
-    } else {
-        let cut: String = text.chars().take(300).collect();
-        format!("upstream answered {status}: {cut}")
-    };
-    ProviderError {
-        class,
-        message,
-        code: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,18 +90,5 @@ mod tests {
         );
         assert_eq!(m.as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(usage_and_model(br#"{"usage":null}"#).0, None);
-    }
-
-    #[test]
-    fn reads_errors() {
-        let e = parse_error(
-            400,
-            br#"{"error":{"message":"This model's maximum context length is 128000 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
-        );
-        assert_eq!(e.class, Class::ContextLength);
-        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
-        let e = parse_error(502, b"<html>bad gateway</html>");
-        assert_eq!(e.class, Class::Upstream);
-        assert!(e.message.contains("bad gateway"));
     }
 }

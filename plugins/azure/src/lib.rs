@@ -1,9 +1,9 @@
 //! llmgate provider plugin for Azure OpenAI.
 //!
-//! It behaves exactly like the `openai` plugin (the same [`exchange`] module: `model`
-//! rewrite, `litellm_params` defaults, streamed usage injected and its chunk hidden,
-//! Anthropic `/v1/messages` translation, image generations and edits passed through, errors
-//! read), except for where requests go and how they authenticate:
+//! It behaves exactly like the `openai` plugin (the SDK's
+//! [`OpenAiExchange`]: `model` rewrite, `litellm_params` defaults, streamed usage injected
+//! and its chunk hidden, Anthropic `/v1/messages` translation, image generations and edits
+//! passed through, errors read), except for where requests go and how they authenticate:
 //!
 //! - `{api_base}/openai/deployments/{deployment}/{chat/completions|embeddings|images/...}`
 //!   `?api-version={api_version}` (default [`DEFAULT_API_VERSION`]); the deployment is the
@@ -14,18 +14,11 @@
 //! ...}}`); API Management front ends answer `{"statusCode": 401, "message": ...}`, which is
 //! read too.
 
-/// The `openai` plugin's exchange logic, compiled into this crate (see the module's docs
-/// for why this is not a crate dependency).
-#[path = "../../openai/src/exchange.rs"]
-pub mod exchange;
-
-use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
-    ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
-};
+use llmgate_sdk::openai_compat::{APIS, Endpoint, NATIVE_APIS, OpenAiExchange, Operation};
+use llmgate_sdk::plugin::{Description, Prefix, Provider, Request};
 use llmgate_sdk::url::{NotASegment, path_segment};
-use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
-
-use crate::exchange::{Endpoint, Operation};
+use llmgate_sdk::via_chat::ViaChat;
+use llmgate_sdk::{Auth, GatewayError, Headers};
 
 /// The plugin.
 pub struct Azure;
@@ -33,33 +26,19 @@ pub struct Azure;
 /// The `api-version` used when the deployment sets none (the GA version of October 2024).
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 
-impl Guest for Azure {
-    type Exchange = Exchange;
-
-    fn describe() -> Info {
-        Info {
-            name: "azure".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            prefixes: vec![Prefix {
-                name: "azure".into(),
-                default_api_base: None,
-                api_key_env: vec!["AZURE_API_KEY".into(), "AZURE_OPENAI_API_KEY".into()],
-            }],
-            apis: vec![
-                Api::ChatCompletions,
-                Api::Messages,
-                Api::Embeddings,
-                Api::ImagesGenerations,
-                Api::ImagesEdits,
-            ],
-            native_apis: vec![
-                Api::ChatCompletions,
-                Api::Embeddings,
-                Api::ImagesGenerations,
-                Api::ImagesEdits,
-            ],
-        }
-    }
+impl Provider for Azure {
+    const DESCRIPTION: Description = Description {
+        name: "azure",
+        version: env!("CARGO_PKG_VERSION"),
+        prefixes: &[Prefix::new(
+            "azure",
+            None,
+            &["AZURE_API_KEY", "AZURE_OPENAI_API_KEY"],
+        )],
+        apis: APIS,
+        native_apis: NATIVE_APIS,
+    };
+    type Exchange = ViaChat<OpenAiExchange<AzureEndpoint>>;
 }
 
 /// `{api_base}/openai/deployments/{deployment}{path}?api-version={version}`. An `api_base`
@@ -81,333 +60,50 @@ pub fn azure_url(
     ))
 }
 
-/// The API version: the deployment's `api_version`, else an `api_version` param, else
-/// [`DEFAULT_API_VERSION`].
-fn api_version(req: &Inbound) -> String {
-    req.deployment
-        .api_version
-        .clone()
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| {
-            serde_json::from_str::<serde_json::Value>(&req.deployment.params_json)
-                .ok()?
-                .get("api_version")?
-                .as_str()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| DEFAULT_API_VERSION.to_string())
-}
+/// Azure OpenAI: deployment URLs, the key in `api-key`, API Management error bodies.
+pub struct AzureEndpoint;
 
-fn url(req: &Inbound, op: Operation) -> Result<String, GatewayError> {
-    let base = req
-        .deployment
-        .api_base
-        .as_deref()
-        .filter(|b| !b.trim().is_empty())
-        .ok_or_else(|| {
+impl Endpoint for AzureEndpoint {
+    fn url(req: &Request, op: Operation) -> Result<String, GatewayError> {
+        let dep = &req.deployment;
+        let base = dep.api_base.as_deref().filter(|b| !b.trim().is_empty());
+        let base = base.ok_or_else(|| {
             GatewayError::bad_request(format!(
                 "deployment {} needs api_base (https://<resource>.openai.azure.com) for provider azure",
-                req.deployment.id
+                dep.id
             ))
         })?;
-    Ok(azure_url(
-        base,
-        &req.deployment.model,
-        op,
-        &api_version(req),
-    )?)
-}
-
-/// Azure OpenAI: deployment URLs, the key in `api-key`.
-pub static AZURE: Endpoint = Endpoint {
-    plugin: "azure",
-    url,
-    auth: || Auth::Header("api-key".into()),
-};
-
-/// An error answer: OpenAI-shaped, or API Management's `{"statusCode", "message"}`.
-pub fn azure_error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
-    let mut e = exchange::upstream_error(status, headers, body);
-    if e.code.is_none()
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
-        && v.get("error").is_none()
-        && let Some(m) = v
-            .get("message")
-            .or_else(|| v.get("Message"))
-            .and_then(serde_json::Value::as_str)
-    {
-        e.message = m.to_string();
-    }
-    e
-}
-
-/// One attempt.
-pub struct Exchange(exchange::Exchange);
-
-impl GuestExchange for Exchange {
-    fn new(req: Inbound) -> Self {
-        Self(exchange::Exchange::with_endpoint(req, &AZURE))
+        // The deployment's `api_version`, else an `api_version` param, else the default.
+        let version = dep.api_version.as_deref().filter(|v| !v.trim().is_empty());
+        let version = version.or_else(|| req.param_str("api_version"));
+        Ok(azure_url(
+            base,
+            &dep.model,
+            op,
+            version.unwrap_or(DEFAULT_API_VERSION),
+        )?)
     }
 
-    fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
-        self.0.plan()
+    fn auth() -> Auth {
+        Auth::Header("api-key".into())
     }
 
-    fn on_body(
-        &self,
-        status: u16,
-        headers: Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !(200..300).contains(&status) {
-            return Err(azure_error(status, &headers, &body));
+    /// OpenAI-shaped, or API Management's `{"statusCode", "message"}`.
+    fn error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
+        let mut e = GatewayError::from_status(status, headers, body);
+        if e.code.is_none()
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+            && v.get("error").is_none()
+            && let Some(m) = v.get("message").or_else(|| v.get("Message"))
+            && let Some(m) = m.as_str()
+        {
+            e.message = m.to_string();
         }
-        self.0.answer(status, &headers, body)
-    }
-
-    fn on_stream_start(&self, _status: u16, _headers: Headers) -> Result<Headers, GatewayError> {
-        Ok(Vec::new())
-    }
-
-    fn on_event(&self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
-        self.0.event(event)
-    }
-
-    fn finish(&self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
-        self.0.end()
+        e
     }
 }
 
-// Exported only in the wasm component: natively (unit tests, clippy) the cdylib's WIT
-// export names do not link.
-#[cfg(target_arch = "wasm32")]
 llmgate_sdk::export_provider!(Azure);
 
 #[cfg(test)]
-mod tests {
-    use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
-    use serde_json::{Value, json};
-
-    use super::*;
-    use llmgate_sdk::ErrorClass;
-
-    fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
-        Inbound {
-            api,
-            model: "my-gpt".into(),
-            stream,
-            body: body.to_vec(),
-            content_type: content_type.into(),
-            headers: vec![("openai-beta".into(), "x".into())],
-            deployment: Deployment {
-                id: "az-1".into(),
-                provider: "azure".into(),
-                model: "gpt-4o-prod".into(),
-                api_base: Some("https://myres.openai.azure.com/".into()),
-                api_version: None,
-                params_json: r#"{"temperature":0.3}"#.into(),
-            },
-        }
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            azure_url(
-                "https://myres.openai.azure.com/",
-                "gpt-4o",
-                Operation::ChatCompletions,
-                "2024-10-21"
-            )
-            .unwrap(),
-            "https://myres.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-        );
-        assert_eq!(
-            azure_url(
-                "https://myres.openai.azure.com/openai",
-                "my dep",
-                Operation::ImagesEdits,
-                "2025-04-01-preview"
-            )
-            .unwrap(),
-            "https://myres.openai.azure.com/openai/deployments/my%20dep/images/edits?api-version=2025-04-01-preview"
-        );
-        assert_eq!(
-            azure_url("http://127.0.0.1:9/", "e", Operation::Embeddings, "v").unwrap(),
-            "http://127.0.0.1:9/openai/deployments/e/embeddings?api-version=v"
-        );
-        for bad in ["..", ".", "../../v1/chat/completions"] {
-            assert!(azure_url("http://x", bad, Operation::ChatCompletions, "v").is_err());
-        }
-    }
-
-    #[test]
-    fn plans_chat_with_azure_url_auth_and_usage() {
-        let body =
-            br#"{"model":"my-gpt","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let ex = Exchange::new(inbound(
-            Api::ChatCompletions,
-            true,
-            body,
-            "application/json",
-        ));
-        let plan = ex.build_request().unwrap();
-        assert_eq!(
-            plan.url,
-            "https://myres.openai.azure.com/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
-        );
-        assert!(matches!(&plan.auth, Auth::Header(h) if h == "api-key"));
-        let v: Value = serde_json::from_slice(&plan.body).unwrap();
-        assert_eq!(v["model"], "gpt-4o-prod");
-        assert_eq!(v["temperature"], 0.3);
-        assert_eq!(v["stream_options"], json!({"include_usage": true}));
-        assert!(plan.headers.contains(&("openai-beta".into(), "x".into())));
-
-        // Azure's prompt-filter chunk passes; the injected usage chunk is hidden but read.
-        let ev = |d: &str| SseEvent {
-            event: None,
-            data: d.into(),
-        };
-        let out = ex
-            .on_event(ev(r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#))
-            .unwrap();
-        assert_eq!(out.len(), 1);
-        ex.on_event(ev(r#"{"id":"c","object":"chat.completion.chunk","model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#)).unwrap();
-        let hidden = ex
-            .on_event(ev(r#"{"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#))
-            .unwrap();
-        assert!(hidden.is_empty());
-        assert_eq!(ex.on_event(ev("[DONE]")).unwrap().len(), 1);
-        let (_, usage) = ex.finish().unwrap();
-        assert_eq!(usage.map(|u| (u.input, u.output)), Some((9, 1)));
-    }
-
-    #[test]
-    fn api_version_and_required_base() {
-        let mut req = inbound(
-            Api::Embeddings,
-            false,
-            br#"{"model":"e","input":"x"}"#,
-            "application/json",
-        );
-        req.deployment.api_version = Some("2023-05-15".into());
-        let plan = Exchange::new(req.clone()).build_request().unwrap();
-        assert!(
-            plan.url.ends_with("/embeddings?api-version=2023-05-15"),
-            "{}",
-            plan.url
-        );
-        req.deployment.api_version = None;
-        req.deployment.params_json = r#"{"api_version":"2024-06-01"}"#.into();
-        let plan = Exchange::new(req.clone()).build_request().unwrap();
-        assert!(
-            plan.url.ends_with("?api-version=2024-06-01"),
-            "{}",
-            plan.url
-        );
-        req.deployment.api_base = None;
-        let e = Exchange::new(req).build_request().unwrap_err();
-        assert_eq!(e.class, ErrorClass::BadRequest);
-        assert!(e.message.contains("api_base"));
-    }
-
-    #[test]
-    fn images_pass_through() {
-        let body = br#"{"model":"my-gpt","prompt":"a red fox","size":"1024x1024","response_format":"b64_json"}"#;
-        let plan = Exchange::new(inbound(
-            Api::ImagesGenerations,
-            false,
-            body,
-            "application/json",
-        ))
-        .build_request()
-        .unwrap();
-        assert!(
-            plan.url
-                .contains("/deployments/gpt-4o-prod/images/generations?api-version=")
-        );
-        let v: Value = serde_json::from_slice(&plan.body).unwrap();
-        // The model is rewritten; chat defaults (temperature) are not added to images.
-        assert_eq!(
-            v,
-            json!({"model":"gpt-4o-prod","prompt":"a red fox","size":"1024x1024","response_format":"b64_json"})
-        );
-
-        let ct = "multipart/form-data; boundary=----abc";
-        let body = b"------abc\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmy-gpt\r\n------abc\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n------abc--\r\n";
-        let ex = Exchange::new(inbound(Api::ImagesEdits, false, body, ct));
-        let plan = ex.build_request().unwrap();
-        assert!(plan.url.contains("/images/edits?api-version="));
-        assert!(plan.headers.contains(&("content-type".into(), ct.into())));
-        let want =
-            String::from_utf8_lossy(body).replace("\r\n\r\nmy-gpt\r\n", "\r\n\r\ngpt-4o-prod\r\n");
-        assert_eq!(String::from_utf8_lossy(&plan.body), want);
-
-        let answer = br#"{"created":1713833628,"data":[{"b64_json":"iVBORw0KGgoAAAANSUhEUgAA"}],"usage":{"input_tokens":20,"output_tokens":272,"total_tokens":292}}"#;
-        let resp = ex.on_body(200, Vec::new(), answer.to_vec()).unwrap();
-        assert_eq!(resp.body, answer.to_vec());
-        assert_eq!(resp.usage.map(|u| (u.input, u.output)), Some((20, 272)));
-    }
-
-    #[test]
-    fn errors() {
-        let ex = Exchange::new(inbound(
-            Api::ChatCompletions,
-            false,
-            b"{}",
-            "application/json",
-        ));
-        let e = ex
-            .on_body(
-                429,
-                vec![("retry-after".into(), "7".into())],
-                br#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 7 seconds."}}"#.to_vec(),
-            )
-            .unwrap_err();
-        assert_eq!((e.class, e.status), (ErrorClass::RateLimited, 429));
-        assert_eq!(e.code.as_deref(), Some("429"));
-        assert_eq!(e.retry_after_ms, Some(7000));
-        let e = ex
-            .on_body(
-                400,
-                Vec::new(),
-                br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400}}"#.to_vec(),
-            )
-            .unwrap_err();
-        assert_eq!(e.class, ErrorClass::ContentFilter);
-        let e = ex
-            .on_body(
-                404,
-                Vec::new(),
-                br#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#.to_vec(),
-            )
-            .unwrap_err();
-        assert_eq!(e.class, ErrorClass::NotFound);
-        let e = ex
-            .on_body(
-                401,
-                Vec::new(),
-                br#"{"statusCode":401,"message":"Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), or have expired."}"#.to_vec(),
-            )
-            .unwrap_err();
-        assert_eq!((e.class, e.status), (ErrorClass::Auth, 401));
-        assert!(e.message.starts_with("Unauthorized."));
-    }
-
-    #[test]
-    fn messages_inbound_is_translated() {
-        let body =
-            br#"{"model":"my-gpt","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-        let ex = Exchange::new(inbound(Api::Messages, false, body, "application/json"));
-        let plan = ex.build_request().unwrap();
-        assert!(plan.url.contains("/chat/completions?"));
-        let v: Value = serde_json::from_slice(&plan.body).unwrap();
-        assert_eq!(v["messages"][0]["content"], "hi");
-        let answer = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
-        let resp = ex.on_body(200, Vec::new(), answer.to_vec()).unwrap();
-        let v: Value = serde_json::from_slice(&resp.body).unwrap();
-        assert_eq!(v["type"], "message");
-        assert_eq!(v["content"][0]["text"], "Hello!");
-        assert_eq!(v["model"], "my-gpt");
-    }
-}
+mod tests;

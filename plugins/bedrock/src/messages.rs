@@ -10,8 +10,9 @@
 //! - the signatures of the thinking the model returns (in whole answers and as
 //!   `signature_delta` events in streams), so that the client can send them back.
 
-use llmgate_sdk::anthropic::{self, ChatStreamToMessages, ConvertError, Event};
-use llmgate_sdk::openai::Usage;
+use llmgate_sdk::SseEvent as Event;
+use llmgate_sdk::Usage;
+use llmgate_sdk::anthropic::{self, ChatStreamToMessages, ConvertError};
 use serde_json::{Value, json};
 
 /// The chat request for a Messages body, for Bedrock model `model_id`.

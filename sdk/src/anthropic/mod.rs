@@ -8,14 +8,17 @@
 //!   [`messages_response_to_chat`], which also return the call's [`Usage`].
 //! - Streams: [`ChatStreamToMessages`] turns OpenAI chunks into Anthropic SSE events and
 //!   [`MessagesStreamToChat`] turns Anthropic SSE events into OpenAI chunks; both emit
-//!   [`Event`]s and report the final [`Usage`].
-//! - Errors: [`error_to_anthropic`] writes an Anthropic error body and
-//!   [`parse_anthropic_error`] reads one.
+//!   [`SseEvent`]s and report the final [`Usage`].
+//! - Native Messages answers passed through: [`response_usage`] and
+//!   [`MessagesStreamUsage`] read their usage.
+//! - Errors: [`error_to_anthropic`] writes an Anthropic error body
+//!   ([`GatewayError::from_status`](crate::GatewayError::from_status) reads one).
 //!
 //! Parts of a body that are passed through (tool schemas, tool inputs) are copied verbatim
 //! as raw JSON, so key order (which models are sensitive to) is preserved. Input that cannot
 //! be converted is answered with a [`ConvertError`], never a panic.
 
+mod native;
 mod request;
 mod response;
 mod stream;
@@ -27,10 +30,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::errors::{self, Class};
-pub use crate::openai::Usage;
-use crate::openai::{self, ProviderError};
+use crate::{SseEvent, Usage};
 
+pub use native::{MessagesStreamUsage, response_usage, usage_from};
 pub use request::{DEFAULT_MAX_TOKENS, chat_to_messages_request, messages_to_chat_request};
 pub use response::{chat_response_to_messages, messages_response_to_chat};
 pub use stream::{ChatStreamToMessages, MessagesStreamToChat};
@@ -58,31 +60,6 @@ impl fmt::Display for ConvertError {
 }
 
 impl std::error::Error for ConvertError {}
-
-/// One server-sent event to emit to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// The `event:` name (Anthropic streams name every event; OpenAI streams use none).
-    pub event: Option<String>,
-    /// The `data:` payload (a JSON document, or `[DONE]`).
-    pub data: String,
-}
-
-impl Event {
-    /// The event in SSE framing: optional `event:` line, `data:` line, blank line.
-    pub fn to_sse(&self) -> String {
-        let mut s = String::with_capacity(self.data.len() + 32);
-        if let Some(name) = &self.event {
-            s.push_str("event: ");
-            s.push_str(name);
-            s.push('\n');
-        }
-        s.push_str("data: ");
-        s.push_str(&self.data);
-        s.push_str("\n\n");
-        s
-    }
-}
 
 /// The Anthropic `error.type` for an HTTP status.
 pub fn anthropic_error_type(status: u16) -> &'static str {
@@ -130,53 +107,12 @@ pub fn error_to_anthropic(status: u16, message: &str) -> Vec<u8> {
     anthropic_error_json(anthropic_error_type(status), message).into_bytes()
 }
 
-#[derive(Deserialize)]
-struct AnthropicErrorIn {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    error: Option<AnthropicErrorDetailIn>,
-}
-
+/// The `error` member of an Anthropic error body or `error` stream event.
 #[derive(Deserialize)]
 struct AnthropicErrorDetailIn {
     #[serde(rename = "type")]
     kind: Option<String>,
     message: Option<String>,
-}
-
-/// Read an Anthropic error answer (`{"type":"error","error":{"type","message"}}`) with
-/// `status`. Other bodies (OpenAI-style or not JSON) are read by [`openai::parse_error`].
-pub fn parse_anthropic_error(status: u16, body: &[u8]) -> ProviderError {
-    let Ok(parsed) = serde_json::from_slice::<AnthropicErrorIn>(body) else {
-        return openai::parse_error(status, body);
-    };
-    let (Some("error"), Some(detail)) = (parsed.kind.as_deref(), parsed.error) else {
-        return openai::parse_error(status, body);
-    };
-    let message = detail
-        .message
-        .unwrap_or_else(|| format!("upstream answered {status}"));
-    let base = match detail.kind.as_deref() {
-        Some("overloaded_error") => Class::Overloaded,
-        Some("rate_limit_error") => Class::RateLimited,
-        Some("authentication_error") => Class::Auth,
-        Some("permission_error") => Class::Permission,
-        Some("not_found_error") => Class::NotFound,
-        Some("timeout_error") => Class::Timeout,
-        Some("invalid_request_error") if status != 413 => Class::BadRequest,
-        _ => errors::class_for_status(status),
-    };
-    let lower = message.to_ascii_lowercase();
-    let class = if lower.contains("prompt is too long") || lower.contains("exceed context limit") {
-        Class::ContextLength
-    } else {
-        errors::refine(base, detail.kind.as_deref(), &message)
-    };
-    ProviderError {
-        class,
-        message,
-        code: detail.kind,
-    }
 }
 
 // ---------------------------------------------------------------------------------------

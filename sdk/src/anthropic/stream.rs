@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::{
     AnthropicErrorDetailIn, AnthropicUsageIn, AnthropicUsageOut, ChatUsageIn, ChatUsageOut,
-    ConvertError, Event, Usage, anthropic_error_json, chat_id, finish_reason_for, gen_id,
+    ConvertError, SseEvent, Usage, anthropic_error_json, chat_id, finish_reason_for, gen_id,
     message_id, now_secs, stop_reason_for, to_json,
 };
 
@@ -170,8 +170,8 @@ struct ToolSlot {
     block: usize,
 }
 
-fn anthropic_event<T: Serialize>(name: &str, data: &T) -> Result<Event, ConvertError> {
-    Ok(Event {
+fn anthropic_event<T: Serialize>(name: &str, data: &T) -> Result<SseEvent, ConvertError> {
+    Ok(SseEvent {
         event: Some(name.to_owned()),
         data: to_json(data)?,
     })
@@ -217,7 +217,7 @@ impl ChatStreamToMessages {
     /// Convert one upstream `data:` payload (a chunk's JSON, or `[DONE]`) into the Anthropic
     /// events to emit. An upstream error payload becomes an Anthropic `error` event and ends
     /// the stream.
-    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<Event>, ConvertError> {
+    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<SseEvent>, ConvertError> {
         let data = data.trim();
         let mut out = Vec::new();
         if self.closed || data.is_empty() {
@@ -240,7 +240,7 @@ impl ChatStreamToMessages {
                 .as_ref()
                 .map(|c| c.get().trim_matches('"').to_owned());
             let kind = stream_error_type(error.kind.as_deref(), code.as_deref());
-            out.push(Event {
+            out.push(SseEvent {
                 event: Some("error".to_owned()),
                 data: anthropic_error_json(kind, &message),
             });
@@ -310,7 +310,7 @@ impl ChatStreamToMessages {
     /// at all, failed, or was cut off: neither a `finish_reason` nor `[DONE]` arrived, so the
     /// answer is incomplete and must not be closed as if it were (the caller reports the
     /// break to the client and bills what was streamed).
-    pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), ConvertError> {
+    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), ConvertError> {
         if let Some(message) = &self.error {
             return Err(ConvertError::new(format!(
                 "upstream stream failed: {message}"
@@ -337,7 +337,7 @@ impl ChatStreamToMessages {
         &mut self,
         position: usize,
         call: ToolCallDeltaIn,
-        out: &mut Vec<Event>,
+        out: &mut Vec<SseEvent>,
     ) -> Result<(), ConvertError> {
         let openai_index = call.index.unwrap_or(position as u64);
         let id = call.id.filter(|id| !id.is_empty());
@@ -394,7 +394,7 @@ impl ChatStreamToMessages {
     fn ensure_block(
         &mut self,
         kind: OpenBlock,
-        out: &mut Vec<Event>,
+        out: &mut Vec<SseEvent>,
     ) -> Result<usize, ConvertError> {
         if let Some((open, index)) = self.open
             && open == kind
@@ -423,7 +423,7 @@ impl ChatStreamToMessages {
         Ok(index)
     }
 
-    fn delta(&self, index: usize, delta: BlockDelta<'_>) -> Result<Event, ConvertError> {
+    fn delta(&self, index: usize, delta: BlockDelta<'_>) -> Result<SseEvent, ConvertError> {
         anthropic_event(
             "content_block_delta",
             &BlockDeltaOut {
@@ -434,7 +434,7 @@ impl ChatStreamToMessages {
         )
     }
 
-    fn close_block(&mut self, out: &mut Vec<Event>) -> Result<(), ConvertError> {
+    fn close_block(&mut self, out: &mut Vec<SseEvent>) -> Result<(), ConvertError> {
         if let Some((_, index)) = self.open.take() {
             out.push(anthropic_event(
                 "content_block_stop",
@@ -447,7 +447,7 @@ impl ChatStreamToMessages {
         Ok(())
     }
 
-    fn close_message(&mut self, out: &mut Vec<Event>) -> Result<(), ConvertError> {
+    fn close_message(&mut self, out: &mut Vec<SseEvent>) -> Result<(), ConvertError> {
         self.close_block(out)?;
         let usage = self.usage.unwrap_or_default();
         out.push(anthropic_event(
@@ -646,7 +646,7 @@ impl MessagesStreamToChat {
         &mut self,
         event_name: Option<&str>,
         data: &str,
-    ) -> Result<Vec<Event>, ConvertError> {
+    ) -> Result<Vec<SseEvent>, ConvertError> {
         let mut out = Vec::new();
         if self.stopped || self.error.is_some() {
             return Ok(out);
@@ -759,12 +759,12 @@ impl MessagesStreamToChat {
                         choices: Vec::new(),
                         usage: Some(Some(ChatUsageOut::from(&self.usage))),
                     };
-                    out.push(Event {
+                    out.push(SseEvent {
                         event: None,
                         data: to_json(&chunk)?,
                     });
                 }
-                out.push(Event {
+                out.push(SseEvent {
                     event: None,
                     data: "[DONE]".to_owned(),
                 });
@@ -777,7 +777,7 @@ impl MessagesStreamToChat {
                 };
                 let kind = kind.unwrap_or_else(|| "api_error".to_owned());
                 let message = message.unwrap_or_else(|| "upstream stream failed".to_owned());
-                out.push(Event {
+                out.push(SseEvent {
                     event: None,
                     data: to_json(&OpenAiErrorOut {
                         error: OpenAiErrorDetailOut {
@@ -798,7 +798,7 @@ impl MessagesStreamToChat {
 
     /// End of the upstream stream: no further events, and the usage. An error if the
     /// stream failed or was cut short (no `message_stop`).
-    pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), ConvertError> {
+    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), ConvertError> {
         if let Some(message) = &self.error {
             return Err(ConvertError::new(format!(
                 "upstream stream failed: {message}"
@@ -832,7 +832,7 @@ impl MessagesStreamToChat {
         &mut self,
         index: usize,
         block: StartBlockIn,
-        out: &mut Vec<Event>,
+        out: &mut Vec<SseEvent>,
     ) -> Result<(), ConvertError> {
         let kind = match block.kind.as_str() {
             "text" => {
@@ -890,7 +890,7 @@ impl MessagesStreamToChat {
         &mut self,
         index: usize,
         delta: EventDeltaIn,
-        out: &mut Vec<Event>,
+        out: &mut Vec<SseEvent>,
     ) -> Result<(), ConvertError> {
         let tool = match self.blocks.iter().find(|(i, _)| *i == index) {
             Some((_, BlockKind::Tool { call, .. })) => Some(*call),
@@ -947,7 +947,7 @@ impl MessagesStreamToChat {
         &self,
         delta: ChunkDeltaOut<'_>,
         finish_reason: Option<&'static str>,
-    ) -> Result<Event, ConvertError> {
+    ) -> Result<SseEvent, ConvertError> {
         let chunk = ChunkOut {
             id: self.id()?,
             object: "chat.completion.chunk",
@@ -961,7 +961,7 @@ impl MessagesStreamToChat {
             }],
             usage: self.include_usage.then_some(None),
         };
-        Ok(Event {
+        Ok(SseEvent {
             event: None,
             data: to_json(&chunk)?,
         })
@@ -973,7 +973,7 @@ impl MessagesStreamToChat {
         id: Option<&str>,
         name: Option<&str>,
         arguments: &str,
-    ) -> Result<Event, ConvertError> {
+    ) -> Result<SseEvent, ConvertError> {
         self.chunk(
             ChunkDeltaOut {
                 tool_calls: Some([ToolCallDeltaOut {

@@ -3,13 +3,13 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::errors::Class;
+use crate::{ErrorClass as Class, GatewayError};
 
 fn parse(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
-fn data(e: &Event) -> Value {
+fn data(e: &SseEvent) -> Value {
     serde_json::from_str(&e.data).unwrap()
 }
 
@@ -1343,58 +1343,67 @@ fn anthropic_error_bodies() {
 
 #[test]
 fn reads_anthropic_errors() {
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         529,
+        &[],
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#,
     );
     assert_eq!(e.class, Class::Overloaded);
     assert_eq!(e.message, "Overloaded");
     assert_eq!(e.code.as_deref(), Some("overloaded_error"));
     // The type wins over an unusual status.
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         500,
+        &[],
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
     );
     assert_eq!(e.class, Class::Overloaded);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         429,
+        &[],
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#,
     );
     assert_eq!(e.class, Class::RateLimited);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         400,
+        &[],
         br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 215000 tokens > 200000 maximum"}}"#,
     );
     assert_eq!(e.class, Class::ContextLength);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         400,
+        &[],
         br#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 197000 + 32000 > 200000"}}"#,
     );
     assert_eq!(e.class, Class::ContextLength);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         400,
+        &[],
         br#"{"type":"error","error":{"type":"invalid_request_error","message":"messages: roles must alternate"}}"#,
     );
     assert_eq!(e.class, Class::BadRequest);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         401,
+        &[],
         br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
     );
     assert_eq!(e.class, Class::Auth);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         500,
+        &[],
         br#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#,
     );
     assert_eq!(e.class, Class::Upstream);
 
     // Other bodies: OpenAI's reader.
-    let e = parse_anthropic_error(502, b"<html>Bad Gateway</html>");
+    let e = GatewayError::from_status(502, &[], b"<html>Bad Gateway</html>");
     assert_eq!(e.class, Class::Upstream);
     assert!(e.message.contains("Bad Gateway"));
-    let e = parse_anthropic_error(503, b"");
+    let e = GatewayError::from_status(503, &[], b"");
     assert_eq!(e.class, Class::Overloaded);
-    let e = parse_anthropic_error(
+    let e = GatewayError::from_status(
         400,
+        &[],
         br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
     );
     assert_eq!(e.class, Class::ContextLength);
@@ -1425,7 +1434,7 @@ fn garbage_never_panics() {
         let _ = chat_to_messages_request(input, "m");
         let _ = chat_response_to_messages(input, "m");
         let _ = messages_response_to_chat(input, "m");
-        let _ = parse_anthropic_error(500, input);
+        let _ = GatewayError::from_status(500, &[], input);
         let text = String::from_utf8_lossy(input);
         let _ = ChatStreamToMessages::new("m").on_chunk(&text);
         let _ = MessagesStreamToChat::new("m", true).on_event(None, &text);

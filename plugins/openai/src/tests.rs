@@ -1,0 +1,108 @@
+//! The plugin driven as the host drives it.
+
+use llmgate_sdk::plugin::{Deployment, ExchangeCell, GuestExchange, Inbound};
+use llmgate_sdk::{Api, Auth, SseEvent};
+use serde_json::{Value, json};
+
+use super::OpenAi;
+
+type Exchange = ExchangeCell<OpenAi>;
+
+fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
+    Inbound {
+        api,
+        model: "alias".into(),
+        stream,
+        body: body.to_vec(),
+        content_type: content_type.into(),
+        headers: Vec::new(),
+        deployment: Deployment {
+            id: "d1".into(),
+            provider: "openai".into(),
+            model: "gpt-image-1".into(),
+            api_base: None,
+            api_version: None,
+            params_json: r#"{"temperature":0.1}"#.into(),
+        },
+    }
+}
+
+#[test]
+fn chat_streams_ask_for_usage_and_hide_it() {
+    let body = br#"{"model":"alias","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+    let ex = Exchange::new(inbound(
+        Api::ChatCompletions,
+        true,
+        body,
+        "application/json",
+    ));
+    let plan = ex.build_request().unwrap();
+    assert_eq!(plan.url, "https://api.openai.com/v1/chat/completions");
+    assert!(matches!(plan.auth, Auth::Bearer));
+    let v: Value = serde_json::from_slice(&plan.body).unwrap();
+    assert_eq!(v["model"], "gpt-image-1");
+    assert_eq!(v["temperature"], 0.1);
+    assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    let ev = |d: &str| SseEvent {
+        event: None,
+        data: d.into(),
+    };
+    let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+    assert!(ex.on_event(ev(usage)).unwrap().is_empty());
+    assert_eq!(ex.on_event(ev("[DONE]")).unwrap().len(), 1);
+    assert_eq!(
+        ex.finish().unwrap().1.map(|u| (u.input, u.output)),
+        Some((3, 2))
+    );
+}
+
+#[test]
+fn images() {
+    let body = br#"{"model":"alias","prompt":"a cat","n":1}"#;
+    let plan = Exchange::new(inbound(
+        Api::ImagesGenerations,
+        false,
+        body,
+        "application/json",
+    ))
+    .build_request()
+    .unwrap();
+    assert_eq!(plan.url, "https://api.openai.com/v1/images/generations");
+    let v: Value = serde_json::from_slice(&plan.body).unwrap();
+    assert_eq!(v, json!({"model":"gpt-image-1","prompt":"a cat","n":1}));
+
+    let ct = "multipart/form-data; boundary=X";
+    let body = b"--X\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nalias\r\n--X\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n--X--\r\n";
+    let ex = Exchange::new(inbound(Api::ImagesEdits, false, body, ct));
+    let plan = ex.build_request().unwrap();
+    assert_eq!(plan.url, "https://api.openai.com/v1/images/edits");
+    assert_eq!(plan.headers[0], ("content-type".into(), ct.into()));
+    assert!(
+        plan.body
+            .windows(b"\r\n\r\ngpt-image-1\r\n".len())
+            .any(|w| w == b"\r\n\r\ngpt-image-1\r\n")
+    );
+    let answer = br#"{"created":1,"data":[{"b64_json":"iVBORw0KGgo="}]}"#;
+    let resp = ex.on_body(200, Vec::new(), answer.to_vec()).unwrap();
+    assert_eq!(resp.body, answer.to_vec());
+    assert!(resp.usage.is_none());
+
+    // A streamed image generation ends with its `completed` event.
+    let ex = Exchange::new(inbound(
+        Api::ImagesGenerations,
+        true,
+        br#"{"model":"alias","prompt":"x","stream":true}"#,
+        "application/json",
+    ));
+    let plan = ex.build_request().unwrap();
+    assert!(!String::from_utf8_lossy(&plan.body).contains("stream_options"));
+    ex.on_event(SseEvent {
+        event: Some("image_generation.completed".into()),
+        data: r#"{"type":"image_generation.completed","b64_json":"x","usage":{"input_tokens":5,"output_tokens":100}}"#.into(),
+    })
+    .unwrap();
+    assert_eq!(
+        ex.finish().unwrap().1.map(|u| (u.input, u.output)),
+        Some((5, 100))
+    );
+}

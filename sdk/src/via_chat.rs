@@ -1,0 +1,114 @@
+//! [`ViaChat`]: serve Anthropic `/v1/messages` through any exchange that speaks chat
+//! completions, with the SDK's Anthropic <-> chat conversion ([`crate::anthropic`]).
+//!
+//! A Messages request is translated to a chat completions request before the inner
+//! exchange sees it; its answer (a chat completion, or chat chunks) is translated back.
+//! Every other API goes to the inner exchange untouched (`count_tokens` included: the inner
+//! exchange refuses what it does not serve).
+
+use crate::anthropic::{self, ChatStreamToMessages};
+use crate::plugin::{ClientResponse, Exchange, Request, UpstreamRequest};
+use crate::{Api, GatewayError, Headers, SseEvent, Usage};
+
+/// An exchange serving Messages clients through the chat-speaking exchange `E`.
+pub struct ViaChat<E> {
+    inner: Result<E, GatewayError>,
+    /// The client's model and, when it streams, the chunk converter (Messages only).
+    messages: Option<(String, Option<ChatStreamToMessages>)>,
+}
+
+impl<E: Exchange> ViaChat<E> {
+    /// The inner exchange (an error when the Messages request could not be translated).
+    pub fn inner(&mut self) -> Result<&mut E, GatewayError> {
+        self.inner.as_mut().map_err(|e| e.clone())
+    }
+
+    fn unreadable(e: impl std::fmt::Display) -> GatewayError {
+        GatewayError::upstream(format!("unreadable {} stream: {e}", E::UPSTREAM))
+    }
+
+    /// Feed chat chunks to the converter.
+    fn convert(
+        conv: &mut ChatStreamToMessages,
+        chunks: Vec<SseEvent>,
+    ) -> Result<Vec<SseEvent>, GatewayError> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(conv.on_chunk(&chunk.data).map_err(Self::unreadable)?);
+        }
+        Ok(out)
+    }
+}
+
+impl<E: Exchange> Exchange for ViaChat<E> {
+    const UPSTREAM: &'static str = E::UPSTREAM;
+
+    fn new(req: Request) -> Self {
+        if req.api != Api::Messages {
+            return Self {
+                inner: Ok(E::new(req)),
+                messages: None,
+            };
+        }
+        let conv = req.stream.then(|| ChatStreamToMessages::new(&req.model));
+        let messages = Some((req.model.clone(), conv));
+        let inner = anthropic::messages_to_chat_request(&req.body, &req.deployment.model)
+            .map(|chat| E::new(req.with_body(Api::ChatCompletions, chat)))
+            .map_err(|e| GatewayError::bad_request(e.to_string()));
+        Self { inner, messages }
+    }
+
+    fn build_request(&mut self) -> Result<UpstreamRequest, GatewayError> {
+        self.inner()?.build_request()
+    }
+
+    fn on_body(
+        &mut self,
+        status: u16,
+        headers: &Headers,
+        body: Vec<u8>,
+    ) -> Result<ClientResponse, GatewayError> {
+        let resp = self.inner()?.on_body(status, headers, body)?;
+        let Some((model, _)) = &self.messages else {
+            return Ok(resp);
+        };
+        let (body, usage) =
+            anthropic::chat_response_to_messages(&resp.body, model).map_err(|e| {
+                GatewayError::upstream(format!("unreadable {} response: {e}", E::UPSTREAM))
+            })?;
+        Ok(ClientResponse {
+            body,
+            usage: resp.usage.or(Some(usage)),
+            ..resp
+        })
+    }
+
+    fn on_stream_start(&mut self, status: u16, headers: &Headers) -> Result<Headers, GatewayError> {
+        self.inner()?.on_stream_start(status, headers)
+    }
+
+    fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
+        let chunks = self.inner()?.on_event(event)?;
+        match &mut self.messages {
+            Some((_, Some(conv))) => Self::convert(conv, chunks),
+            _ => Ok(chunks),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
+        let inner = self.inner()?.finish();
+        let Some((_, Some(conv))) = &mut self.messages else {
+            return inner;
+        };
+        let ended = |e| GatewayError::upstream(format!("{} stream ended early: {e}", E::UPSTREAM));
+        // When both fail, the converter's account of the broken stream is reported.
+        let (chunks, usage) = match inner {
+            Ok(done) => done,
+            Err(e) => return Err(conv.finish().err().map_or(e, ended)),
+        };
+        let mut out = Self::convert(conv, chunks)?;
+        let (events, conv_usage) = conv.finish().map_err(ended)?;
+        out.extend(events);
+        Ok((out, usage.or(conv_usage)))
+    }
+}
