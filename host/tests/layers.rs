@@ -6,6 +6,10 @@
 //!
 //! ARCHITECTURE.md explains the layers; a new top-level module goes into [`LAYERS`] first.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a test: a failure to read the sources is a failure"
+)]
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -136,9 +136,8 @@ impl<E: Endpoint> OpenAiExchange<E> {
     /// the `model` form field is rewritten.
     fn plan_image_edit(&self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
-        let body =
-            rewrite_field(&req.content_type, &req.body, "model", &req.deployment.model)
-                .unwrap_or_else(|| req.body.clone());
+        let body = rewrite_field(&req.content_type, &req.body, "model", &req.deployment.model)
+            .unwrap_or_else(|| req.body.clone());
         Ok(self
             .plan(Operation::ImagesEdits, body)?
             .content_type(req.content_type.clone())

@@ -18,10 +18,10 @@ use super::{
 };
 use crate::config::Deployment;
 use crate::error::Error;
+use crate::plugins::provider::{Exchange, ProviderPlugin};
 use crate::wit::policy_api::Attempt;
 use crate::wit::provider_api::{ClientResponse, Inbound};
 use crate::wit::types::Framing;
-use crate::plugins::provider::{Exchange, ProviderPlugin};
 
 /// Run `plan`'s attempts until one answers; the last failure if none does.
 pub(super) async fn run_plan(

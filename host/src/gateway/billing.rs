@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use crate::config::{Config, Deployment};
 use crate::error::Error;
-use crate::pricing::{Prices, input_tokens_upper_bound};
 use crate::ledger::{Admission, Admit, Ledger, Outcome, Ticket, unix_now_ms};
 use crate::plugins::Usage;
-use crate::wit::types::Api;
+use crate::pricing::{Prices, input_tokens_upper_bound};
 use crate::store::SpendLog;
+use crate::wit::types::Api;
 
 use super::Call;
 

@@ -34,10 +34,10 @@ use tracing::Instrument as _;
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
 use crate::ledger::{Caller, Ledger};
+use crate::plugins::{GatewayError, Registry, Runtime};
 use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
 use crate::wit::types::Api;
-use crate::plugins::{GatewayError, Registry, Runtime};
 use billing::{Billing, LogFields};
 pub use stats::Stats;
 

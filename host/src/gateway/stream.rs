@@ -20,9 +20,9 @@ use super::upstream::scrub_error;
 use super::{Call, plugin_error};
 use crate::config::Deployment;
 use crate::error::{Dialect, Error};
-use crate::wit::types::{ErrorClass, Framing};
 use crate::plugins::provider::Exchange;
 use crate::plugins::{SseEvent, Usage};
+use crate::wit::types::{ErrorClass, Framing};
 
 /// Most bytes of a streamed response kept for full request logging.
 const LOGGED_STREAM_CAP: usize = 1 << 20;
