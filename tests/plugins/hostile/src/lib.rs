@@ -181,4 +181,4 @@ impl GuestExchange for Exchange {
 }
 
 #[cfg(target_arch = "wasm32")]
-llmgate_sdk::export_provider!(Hostile);
+llmgate_sdk::export_guest_provider!(Hostile);
