@@ -20,3 +20,4 @@ mod routing;
 mod sandbox;
 mod secrets;
 mod startup;
+mod template;
