@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     p.push(&wire);
     let mut seen = 0;
     while let Ok(Some(f)) = p.next_frame() {
-        seen += 16 + f.payload.len();
+        seen += 16 + f.payload().len();
         assert!(seen <= wire.len());
     }
     let whole = decode(&[&wire]);

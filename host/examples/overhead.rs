@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use llmgate::config::PluginLimits;
 use llmgate::ledger::{Admit, Caller, Ledger, Outcome, Settings};
-use llmgate::plugins::bindings::policy_api::{Candidate, RouteRequest};
-use llmgate::plugins::bindings::provider_api::{Deployment, Inbound};
-use llmgate::plugins::bindings::types::Api;
 use llmgate::plugins::{Loaded, Runtime};
 use llmgate::store::{SpendLog, Store};
+use llmgate::wit::policy_api::{Candidate, RouteRequest};
+use llmgate::wit::provider_api::{Deployment, Inbound};
+use llmgate::wit::types::Api;
 
 fn candidate(id: &str, group: &str) -> Candidate {
     Candidate {

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::plugins::ErrorClass;
+use crate::wit::types::ErrorClass;
 
 /// Which API's error shape to answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,11 @@
 //!    the answer (whole, or event by event for streams) back to the plugin to translate.
 //! 4. A failed attempt falls over to the next one the plan allows, until a byte has been
 //!    sent to the client. Errors are rendered once, in the client API's shape ([`error`]).
+//!
+//! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
+//! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
+//! → [`api`] → [`server`] (which also runs plugin hot reload). `ARCHITECTURE.md` has the
+//! whole map; `host/tests/layers.rs` fails on an upward import or a cycle.
 
 pub mod api;
 pub mod config;
@@ -22,16 +27,19 @@ pub mod error;
 pub mod gateway;
 pub mod ledger;
 pub mod models;
+pub mod net;
 pub mod plugins;
+pub mod pricing;
 pub mod server;
 pub mod store;
+pub mod wit;
 
 #[doc(hidden)]
 pub mod fuzzing {
     //! Entry points for the fuzz targets in `fuzz/`: the parsers of untrusted bytes that are
     //! not public otherwise. Not a stable API.
     pub use crate::gateway::summary::{Summary, last_user_text, summarize};
-    pub use crate::plugins::bindings::types::{Api, Framing};
+    pub use crate::wit::types::{Api, Framing};
 
     /// What a framer made of a stream: its events (name, data), then the error text if
     /// framing failed.
@@ -66,17 +74,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-
-/// Lower-case hex of `bytes` (content hashes, signatures).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
 
 /// What `llmgate` was asked to do.
 #[derive(Debug, Clone)]
@@ -232,7 +229,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let _watch = gw
         .config()
         .hot_reload
-        .then(|| plugins::reload::watch(gw.clone()));
+        .then(|| server::reload::watch(gw.clone()));
     let first = serve(gw.clone(), first, stop_rx, limits);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {

@@ -10,6 +10,7 @@
 //! - [`openai`]: OpenAI wire helpers: usage and error bodies, status classification.
 //! - [`errors`]: mapping HTTP statuses and provider error codes to error classes.
 //! - [`anthropic`]: conversion between Anthropic Messages and OpenAI Chat Completions.
+//! - [`multipart`]: `multipart/form-data` bodies: the boundary, the parts, rewriting one field.
 //! - [`url`]: a model name as exactly one URL path segment ([`url::path_segment`]).
 //!
 //! A provider plugin in full:
@@ -26,6 +27,8 @@
 
 #[cfg(feature = "guest")]
 pub mod anthropic;
+#[cfg(feature = "guest")]
+pub mod chat;
 #[cfg(feature = "guest")]
 pub mod errors;
 pub mod json;

@@ -15,7 +15,7 @@
 use std::marker::PhantomData;
 
 use crate::json;
-use crate::multipart::rewrite_multipart_field;
+use crate::multipart::rewrite_field;
 use crate::plan::Plan;
 use crate::plugin::{
     ClientResponse, Exchange, Request, UpstreamRequest, is_success, json_response,
@@ -137,7 +137,7 @@ impl<E: Endpoint> OpenAiExchange<E> {
     fn plan_image_edit(&self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
         let body =
-            rewrite_multipart_field(&req.content_type, &req.body, "model", &req.deployment.model)
+            rewrite_field(&req.content_type, &req.body, "model", &req.deployment.model)
                 .unwrap_or_else(|| req.body.clone());
         Ok(self
             .plan(Operation::ImagesEdits, body)?

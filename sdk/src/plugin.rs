@@ -194,6 +194,9 @@ pub struct Request {
     pub api_base: Option<String>,
     /// The client asked for `stream_options.include_usage: true`.
     pub wants_usage: bool,
+    /// The API the client used, when the request was translated to [`Request::api`]
+    /// (Messages served through chat completions by [`ViaChat`](crate::via_chat::ViaChat)).
+    pub translated_from: Option<Api>,
 }
 
 impl Request {
@@ -221,6 +224,7 @@ impl Request {
             model: inbound.model,
             stream: inbound.stream,
             wants_usage: wants_usage(&inbound.body),
+            translated_from: None,
             body: inbound.body,
             content_type: inbound.content_type,
             headers: inbound.headers,
@@ -234,6 +238,7 @@ impl Request {
     /// The same request with another API and body (e.g. a Messages request translated to
     /// chat completions); `wants_usage` is read again from the new body.
     pub fn with_body(mut self, api: Api, body: Vec<u8>) -> Self {
+        self.translated_from = Some(self.api);
         self.api = api;
         self.wants_usage = wants_usage(&body);
         self.body = body;

@@ -13,12 +13,16 @@
 //!
 //! Prices are powers of two, so every cost and sum of costs is exact in `f64`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use llmgate_mock::{MockOptions, MockServer};
+use llmgate_mock::MockServer;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Resp, Spec, client, sse_data};
+use crate::support::admin::{self, key_spend, spend_logs};
+use crate::support::clock::away_from_minute_boundary;
+use crate::support::http::{chat_on, client, post, storm_client, stream_usage};
+use crate::support::mock::mock;
+use crate::support::{Config, Deployment, Gateway, Resp, Spec};
 
 const MASTER: &str = "sk-master-admission";
 /// USD per input token (2^-19, about gpt-4o's $2.5 per million).
@@ -32,33 +36,21 @@ const OUTPUT_CAP: u64 = 16384;
 const DEFAULT_RESERVED_OUTPUT: u64 = 4096;
 const PLUGINS: &[&str] = &["openai", "policy-ordered"];
 
-async fn mock() -> MockServer {
-    MockServer::start(MockOptions::default()).await.unwrap()
-}
-
 /// One deployment per `(group, upstream model)`, priced at [`IN`]/[`OUT`] with
-/// [`OUTPUT_CAP`], a master key, and `llmgate_extra` lines in `llmgate:`.
-fn config(mock: &str, groups: &[(&str, &str)], llmgate_extra: &str) -> String {
-    let mut s = String::from("model_list:\n");
-    for (name, model) in groups {
-        s.push_str(&format!(
-            "  - model_name: {name}
-    litellm_params:
-      model: openai/{model}
-      api_base: {mock}/v1
-      api_key: sk-upstream
-      input_cost_per_token: {IN}
-      output_cost_per_token: {OUT}
-    model_info:
-      id: dep-{name}
-      max_output_tokens: {OUTPUT_CAP}
-"
-        ));
-    }
-    s.push_str(&format!(
-        "general_settings:\n  master_key: {MASTER}\nllmgate:\n  routing:\n    default_policy: ordered\n{llmgate_extra}"
-    ));
-    s
+/// [`OUTPUT_CAP`], and a master key.
+fn config(mock: &str, groups: &[(&str, &str)]) -> Config {
+    groups
+        .iter()
+        .fold(Config::new(), |c, (name, model)| {
+            c.deployment(
+                Deployment::openai(name, model, mock)
+                    .prices(IN, OUT)
+                    .id(&format!("dep-{name}"))
+                    .max_output_tokens(OUTPUT_CAP),
+            )
+        })
+        .master_key(MASTER)
+        .default_policy("ordered")
 }
 
 fn start(cfg: &str) -> Gateway {
@@ -88,19 +80,7 @@ impl Resp {
             .header("content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"))
         {
-            let data = sse_data(&self.text);
-            assert_eq!(
-                data.last().map(String::as_str),
-                Some("[DONE]"),
-                "{}",
-                self.text
-            );
-            data.iter()
-                .filter(|d| d.as_str() != "[DONE]")
-                .map(|d| serde_json::from_str::<Value>(d).unwrap())
-                .rfind(|c| c["usage"].is_object())
-                .unwrap_or_else(|| panic!("no usage chunk: {}", self.text))["usage"]
-                .clone()
+            stream_usage(&self.text)
         } else {
             self.json()["usage"].clone()
         };
@@ -116,46 +96,12 @@ impl Resp {
     }
 }
 
-async fn post(gw: &Gateway, path: &str, key: Option<&str>, body: &Value) -> Resp {
-    let mut rb = client().post(format!("{}{path}", gw.url)).json(body);
-    if let Some(k) = key {
-        rb = rb.bearer_auth(k);
-    }
-    Resp::read(rb.send().await.unwrap()).await
-}
-
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = post(gw, "/key/generate", Some(MASTER), &body).await;
-    assert_eq!(r.status, 200, "generate {body}: {}", r.text);
-    r.json()["key"].as_str().unwrap().to_string()
-}
-
-async fn key_spend(gw: &Gateway, key: &str) -> f64 {
-    let r = Resp::read(
-        client()
-            .get(format!("{}/key/info?key={key}", gw.url))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()["info"]["spend"].as_f64().unwrap()
+    admin::generate(gw, MASTER, body).await.0
 }
 
 async fn spend_rows(gw: &Gateway, key: &str) -> Vec<Value> {
-    let r = Resp::read(
-        client()
-            .get(format!("{}/spend/logs?api_key={key}", gw.url))
-            .bearer_auth(MASTER)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json().as_array().unwrap().clone()
+    spend_logs(gw, MASTER, &format!("api_key={key}")).await
 }
 
 /// A chat request for `model`, with `max_tokens` when given.
@@ -187,25 +133,12 @@ fn reservation(body: &Value) -> f64 {
 
 /// Send `n` copies of `body` at once with `key`; the answers in order.
 async fn storm(gw: &Gateway, key: &str, bodies: Vec<Value>) -> Vec<Resp> {
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let c = storm_client();
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|body| {
             let (c, url, key) = (c.clone(), gw.url.clone(), key.to_string());
-            tokio::spawn(async move {
-                let r = c
-                    .post(format!("{url}/v1/chat/completions"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                Resp::read(r).await
-            })
+            tokio::spawn(async move { chat_on(&c, &url, &key, &body).await })
         })
         .collect();
     let mut out = Vec::new();
@@ -225,18 +158,6 @@ async fn wait_for_upstream(m: &MockServer, n: usize) {
             m.count()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// rpm/tpm counters are per calendar minute: do not start a check in its last seconds.
-async fn away_from_minute_boundary() {
-    let into = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 60.0;
-    if into > 45.0 {
-        tokio::time::sleep(Duration::from_secs_f64(60.5 - into)).await;
     }
 }
 
@@ -269,7 +190,7 @@ const STORM: usize = 200;
 async fn budget_held_by_requests_in_flight_is_a_429_not_budget_exceeded() {
     let m = mock().await;
     // The upstream holds each request 2 s, so the 200 overlap.
-    let gw = start(&config(&m.url(), &[("big", "mock-slow-2000")], ""));
+    let gw = start(&config(&m.url(), &[("big", "mock-slow-2000")]).yaml());
     let budget = 1.0;
     let key = generate(&gw, json!({"max_budget": budget})).await;
     let body = chat_body("big", "a short question about budgets", None, false);
@@ -311,7 +232,7 @@ async fn budget_held_by_requests_in_flight_is_a_429_not_budget_exceeded() {
 
     // The money adds up: key spend = sum of the spend log rows = sum of the answers' costs,
     // and within the documented bound (budget + one reservation).
-    let spend = key_spend(&gw, &key).await;
+    let spend = key_spend(&gw, MASTER, &key).await;
     let rows = spend_rows(&gw, &key).await;
     assert_eq!(
         rows.len(),
@@ -357,11 +278,11 @@ async fn budget_held_by_requests_in_flight_is_a_429_not_budget_exceeded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_admission_explains_its_refusals() {
     let m = mock().await;
-    let gw = start(&config(
-        &m.url(),
-        &[("big", "mock-gpt"), ("slow", "mock-slow-3000")],
-        "  budget_admission: strict\n",
-    ));
+    let gw = start(
+        &config(&m.url(), &[("big", "mock-gpt"), ("slow", "mock-slow-3000")])
+            .budget_admission("strict")
+            .yaml(),
+    );
     // Strict reserves the whole output cap for a request without max_tokens.
     let body = chat_body("big", "hello", None, false);
     let worst = input_bound(&body) as f64 * IN + OUTPUT_CAP as f64 * OUT;
@@ -419,10 +340,10 @@ async fn strict_admission_explains_its_refusals() {
     let first = first.await.unwrap();
     assert_eq!(first.status, 200, "{}", first.text);
     // Settled: the real cost is charged, the reservation is released, and the key is served.
-    assert_eq!(key_spend(&gw, &key2).await, first.cost());
+    assert_eq!(key_spend(&gw, MASTER, &key2).await, first.cost());
     let again = post(&gw, "/v1/chat/completions", Some(&key2), &slow).await;
     assert_eq!(again.status, 200, "{}", again.text);
-    assert_eq!(key_spend(&gw, &key).await, spent);
+    assert_eq!(key_spend(&gw, MASTER, &key).await, spent);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,12 +356,12 @@ async fn strict_admission_explains_its_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tpm_limit_holds_under_concurrency() {
     let m = mock().await;
-    let gw = start(&config(&m.url(), &[("slow", "mock-slow-1000")], ""));
+    let gw = start(&config(&m.url(), &[("slow", "mock-slow-1000")]).yaml());
     let body = chat_body("slow", "count my tokens please", Some(16), false);
     let estimate = input_bound(&body) + 16;
     let limit = 3 * estimate;
     let key = generate(&gw, json!({"tpm_limit": limit})).await;
-    away_from_minute_boundary().await;
+    away_from_minute_boundary(45.0).await;
 
     let answers = storm(&gw, &key, vec![body; 40]).await;
 
@@ -478,9 +399,9 @@ async fn tpm_limit_holds_under_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rpm_limit_holds_under_concurrency() {
     let m = mock().await;
-    let gw = start(&config(&m.url(), &[("slow", "mock-slow-500")], ""));
+    let gw = start(&config(&m.url(), &[("slow", "mock-slow-500")]).yaml());
     let key = generate(&gw, json!({"rpm_limit": 5})).await;
-    away_from_minute_boundary().await;
+    away_from_minute_boundary(45.0).await;
     let body = chat_body("slow", "x", Some(16), false);
     let answers = storm(&gw, &key, vec![body; 40]).await;
     assert_eq!(answers.iter().filter(|a| a.status == 200).count(), 5);
@@ -506,29 +427,28 @@ async fn plugin_instance_exhaustion_is_a_503_and_no_cooldown() {
     // the second is tried only after a rate limit, and one failure cools a deployment down
     // for five minutes, so a cooled-down `dep-fast-a` would hand the next request to
     // `dep-fast-b`.
-    let cfg = format!(
-        "model_list:
-  - model_name: held
-    litellm_params: {{model: openai/mock-slow-12000, api_base: {u}/v1, api_key: sk-upstream}}
-    model_info: {{id: dep-held}}
-  - model_name: fast
-    litellm_params: {{model: openai/mock-gpt, api_base: {u}/v1, api_key: sk-upstream, order: 1}}
-    model_info: {{id: dep-fast-a}}
-  - model_name: fast
-    litellm_params: {{model: openai/mock-gpt, api_base: {u}/v1, api_key: sk-upstream, order: 2}}
-    model_info: {{id: dep-fast-b}}
-router_settings:
-  allowed_fails: 0
-  cooldown_time: 300
-llmgate:
-  plugin_limits:
-    max_instances: 64
-  routing:
-    default_policy: ordered
-    default_policy_config: {{retry_on: [rate-limited]}}
-",
-        u = m.url()
-    );
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(Deployment::openai("held", "mock-slow-12000", &u).id("dep-held"))
+        .deployment(
+            Deployment::openai("fast", "mock-gpt", &u)
+                .param("order", 1)
+                .id("dep-fast-a"),
+        )
+        .deployment(
+            Deployment::openai("fast", "mock-gpt", &u)
+                .param("order", 2)
+                .id("dep-fast-b"),
+        )
+        .router_setting("allowed_fails", 0)
+        .router_setting("cooldown_time", 300)
+        .llmgate_setting("plugin_limits", json!({"max_instances": 64}))
+        .default_policy("ordered")
+        .routing_setting(
+            "default_policy_config",
+            json!({"retry_on": ["rate-limited"]}),
+        )
+        .yaml();
     let gw = Gateway::start_spec(Spec {
         config: &cfg,
         plugins: PLUGINS,

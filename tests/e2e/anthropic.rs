@@ -1,33 +1,32 @@
 //! Anthropic `/v1/messages` through the real binary: native pass-through to Anthropic, and
 //! translation both ways between Anthropic and OpenAI-shaped upstreams.
 
-use llmgate_mock::{MockOptions, MockServer};
+use llmgate_mock::MockServer;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, sse_data};
+use crate::support::http::messages_call;
+use crate::support::mock::{UPSTREAM_KEY, keyed_mock};
+use crate::support::{Config, Deployment, Gateway, Spec, sse_data};
 
 const PLUGINS: &[&str] = &["openai", "anthropic", "policy-ordered"];
 
 async fn setup() -> (MockServer, Gateway) {
-    let m = MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
+    let m = keyed_mock().await;
     let u = m.url();
-    let cfg = format!(
-        "model_list:
-  - model_name: claude
-    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: '{u}', api_key: sk-upstream}}
-  - model_name: claude-busy
-    litellm_params: {{model: anthropic/claude-error-429, api_base: '{u}', api_key: sk-upstream}}
-  - model_name: gpt
-    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream}}
-"
-    );
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("claude", "anthropic/claude-sonnet-4-20250514")
+                .api_base(&u)
+                .api_key(UPSTREAM_KEY),
+        )
+        .deployment(
+            Deployment::new("claude-busy", "anthropic/claude-error-429")
+                .api_base(&u)
+                .api_key(UPSTREAM_KEY),
+        )
+        .deployment(Deployment::openai("gpt", "mock-gpt", &u));
     let gw = Gateway::start_spec(Spec {
-        config: &cfg,
+        config: &cfg.yaml(),
         plugins: PLUGINS,
         ..Spec::default()
     });
@@ -46,13 +45,10 @@ fn anthropic_body(model: &str, stream: bool) -> Value {
     })
 }
 
+/// A Messages call as Claude Code sends it, with the prompt-caching beta header.
 async fn post_messages(gw: &Gateway, body: &Value) -> reqwest::Response {
-    crate::harness::client()
-        .post(format!("{}/v1/messages", gw.url))
-        .header("x-api-key", "client-key-ignored")
-        .header("anthropic-version", "2023-06-01")
+    messages_call(gw, body)
         .header("anthropic-beta", "prompt-caching-2024-07-31")
-        .json(body)
         .send()
         .await
         .unwrap()
@@ -302,11 +298,13 @@ async fn a_crlf_stream_cut_between_cr_and_lf_keeps_every_event_name() {
             });
         }
     });
-    let cfg = format!(
-        "model_list:\n  - model_name: claude\n    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: 'http://{addr}', api_key: sk-upstream}}\n"
+    let cfg = Config::new().deployment(
+        Deployment::new("claude", "anthropic/claude-sonnet-4-20250514")
+            .api_base(&format!("http://{addr}"))
+            .api_key(UPSTREAM_KEY),
     );
     let gw = Gateway::start_spec(Spec {
-        config: &cfg,
+        config: &cfg.yaml(),
         plugins: PLUGINS,
         ..Spec::default()
     });

@@ -357,18 +357,14 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 /// only ever gets the deployment's model.
 #[tokio::test]
 async fn an_escaped_duplicate_model_key_cannot_bypass_the_allowlist() {
-    let mock = llmgate_mock::MockServer::start(llmgate_mock::MockOptions::default())
-        .await
-        .unwrap();
+    let mock = crate::support::mock::mock().await;
     let master = "sk-master-escape-1234";
-    let config = format!(
-        "{}general_settings:\n  master_key: {master}\n",
-        crate::harness::openai_config(
-            &mock.url(),
-            &[("allowed", "gpt-allowed"), ("dear", "gpt-dear")]
-        )
-    );
-    let gw = Gateway::start(&config);
+    let config = crate::support::Config::openai(
+        &mock.url(),
+        &[("allowed", "gpt-allowed"), ("dear", "gpt-dear")],
+    )
+    .master_key(master);
+    let gw = Gateway::start(&config.yaml());
     let key: serde_json::Value = client()
         .post(format!("{}/key/generate", gw.url))
         .bearer_auth(master)

@@ -10,17 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, client, sse_data};
+use crate::support::mock::mock;
+use crate::support::{Config, Deployment, Gateway, client, sse_data};
 
-/// Prices of every fault deployment (USD per token), so that partial answers cost something.
-const PRICES: &str = "input_cost_per_token: 0.001, output_cost_per_token: 0.002";
-
-async fn mock() -> MockServer {
-    MockServer::start(MockOptions::default()).await.unwrap()
-}
+/// Prices of every fault deployment (USD per input and output token), so that partial
+/// answers cost something.
+const PRICES: (f64, f64) = (0.001, 0.002);
 
 /// Which API the client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,31 +220,31 @@ const FAULTS: &[Fault] = &[
 
 /// Every fault twice: group `f-<marker>` alone, and `fb-<marker>` with a fallback to `backup`.
 fn fault_config(mock: &str) -> String {
-    let mut s = String::from("model_list:\n");
+    let deployment = |name: &str, model: &str| {
+        Deployment::openai(name, model, mock)
+            .api_key("sk-up")
+            .prices(PRICES.0, PRICES.1)
+    };
+    let mut c = Config::new();
     let mut fallbacks = Vec::new();
     for f in FAULTS {
-        // Only slow headers need a short attempt timeout; the others fail on their own.
-        let timeout = if f.marker.starts_with("slowheaders") {
-            "timeout: 1, "
-        } else {
-            ""
-        };
+        let model = format!("mock-{}", f.marker);
         for prefix in ["f", "fb"] {
-            s.push_str(&format!(
-                "  - model_name: {prefix}-{m}\n    litellm_params: {{model: openai/mock-{m}, api_base: '{mock}/v1', api_key: sk-up, {timeout}{PRICES}}}\n",
-                m = f.marker
-            ));
+            let mut d = deployment(&format!("{prefix}-{}", f.marker), &model);
+            // Only slow headers need a short attempt timeout; the others fail on their own.
+            if f.marker.starts_with("slowheaders") {
+                d = d.param("timeout", 1);
+            }
+            c = c.deployment(d);
         }
-        fallbacks.push(format!("{{\"fb-{}\": [\"backup\"]}}", f.marker));
+        fallbacks.push(json!({format!("fb-{}", f.marker): ["backup"]}));
     }
-    s.push_str(&format!(
-        "  - model_name: backup\n    litellm_params: {{model: openai/mock-gpt, api_base: '{mock}/v1', api_key: sk-up, {PRICES}}}\n"
-    ));
-    s.push_str(&format!(
-        "router_settings:\n  fallbacks: [{}]\nllmgate:\n  stream_idle_timeout_seconds: 1\n  max_stream_duration_seconds: 3\n  max_response_body_bytes: 1048576\n",
-        fallbacks.join(", ")
-    ));
-    s
+    c.deployment(deployment("backup", "mock-gpt"))
+        .router_setting("fallbacks", fallbacks)
+        .llmgate_setting("stream_idle_timeout_seconds", 1)
+        .llmgate_setting("max_stream_duration_seconds", 3)
+        .llmgate_setting("max_response_body_bytes", 1_048_576)
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,11 +327,12 @@ async fn every_fault_in_both_dialects_plain_and_streamed() {
 #[tokio::test]
 async fn a_cut_off_stream_is_an_error_on_messages_and_is_billed() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: cut\n    litellm_params: {{model: openai/mock-truncate, api_base: '{}/v1', api_key: sk-up, {PRICES}}}\n",
-        m.url()
+    let cfg = Config::new().deployment(
+        Deployment::openai("cut", "mock-truncate", &m.url())
+            .api_key("sk-up")
+            .prices(PRICES.0, PRICES.1),
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     for dialect in [Dialect::Anthropic, Dialect::OpenAi] {
         let before = spend_rows(&gw).await.len();
         let a = send(&gw, dialect, "cut", true).await;
@@ -365,11 +363,13 @@ async fn a_cut_off_stream_is_an_error_on_messages_and_is_billed() {
 #[tokio::test]
 async fn comment_only_and_endless_streams_time_out() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: chatty\n    litellm_params: {{model: openai/mock-comments-only, api_base: '{u}/v1', api_key: sk-up}}\n  - model_name: endless\n    litellm_params: {{model: openai/mock-endless, api_base: '{u}/v1', api_key: sk-up}}\nllmgate:\n  stream_idle_timeout_seconds: 1\n  max_stream_duration_seconds: 2\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(Deployment::openai("chatty", "mock-comments-only", &u).api_key("sk-up"))
+        .deployment(Deployment::openai("endless", "mock-endless", &u).api_key("sk-up"))
+        .llmgate_setting("stream_idle_timeout_seconds", 1)
+        .llmgate_setting("max_stream_duration_seconds", 2);
+    let gw = Gateway::start(&cfg.yaml());
     for (group, needle) in [
         ("chatty", "stream_idle_timeout_seconds"),
         ("endless", "max_stream_duration_seconds"),
@@ -393,11 +393,9 @@ async fn comment_only_and_endless_streams_time_out() {
 #[tokio::test]
 async fn malformed_requests_are_refused_before_the_upstream() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: gpt\n    litellm_params: {{model: openai/mock-gpt, api_base: '{}/v1', api_key: sk-up}}\n",
-        m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let cfg =
+        Config::new().deployment(Deployment::openai("gpt", "mock-gpt", &m.url()).api_key("sk-up"));
+    let gw = Gateway::start(&cfg.yaml());
     let bodies = |dialect: Dialect| -> Vec<(String, Vec<u8>)> {
         let (_, base) = request(dialect, "gpt", false);
         let with = |k: &str, v: Value| {
@@ -457,11 +455,10 @@ async fn malformed_requests_are_refused_before_the_upstream() {
 async fn readiness_shows_paths_only_to_the_master_key() {
     const MASTER: &str = "sk-master-faults-1";
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: gpt\n    litellm_params: {{model: openai/mock-gpt, api_base: '{}/v1', api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n",
-        m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let cfg = Config::new()
+        .deployment(Deployment::openai("gpt", "mock-gpt", &m.url()).api_key("sk-up"))
+        .master_key(MASTER);
+    let gw = Gateway::start(&cfg.yaml());
     let readiness = |key: Option<&'static str>| {
         let url = format!("{}/health/readiness", gw.url);
         async move {
@@ -508,10 +505,17 @@ async fn readiness_shows_paths_only_to_the_master_key() {
 async fn retries_and_fallbacks_are_counted_apart() {
     let m = mock().await;
     let u = m.url();
-    let cfg = format!(
-        "model_list:\n  - model_name: flaky\n    litellm_params: {{model: openai/mock-error-500, api_base: '{u}/v1', api_key: sk-up}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-error-503, api_base: '{u}/v1', api_key: sk-up, order: 1}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-up, order: 2}}\n  - model_name: backup\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-up}}\nrouter_settings:\n  num_retries: 1\n  retry_after: 0\n  allowed_fails: 100\n  fallbacks: [{{\"flaky\": [\"backup\"]}}]\n"
-    );
-    let gw = Gateway::start(&cfg);
+    let deployment = |name: &str, model: &str| Deployment::openai(name, model, &u).api_key("sk-up");
+    let cfg = Config::new()
+        .deployment(deployment("flaky", "mock-error-500"))
+        .deployment(deployment("pair", "mock-error-503").param("order", 1))
+        .deployment(deployment("pair", "mock-gpt").param("order", 2))
+        .deployment(deployment("backup", "mock-gpt"))
+        .router_setting("num_retries", 1)
+        .router_setting("retry_after", 0)
+        .router_setting("allowed_fails", 100)
+        .router_setting("fallbacks", json!([{"flaky": ["backup"]}]));
+    let gw = Gateway::start(&cfg.yaml());
     let counts = |r: &reqwest::Response| {
         let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
         (

@@ -6,7 +6,8 @@ use std::time::Duration;
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, openai_config};
+use crate::support::mock::mock;
+use crate::support::{Gateway, Spec, openai_config};
 
 fn chat_body(text: &str, stream: bool) -> Value {
     json!({"model": "gpt-4o", "stream": stream,
@@ -58,7 +59,7 @@ async fn readiness_on_a_new_connection(gw: &Gateway) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_spread_over_the_event_loops_and_each_loop_serves() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = gateway(&m, "3");
     // Six clients, six keep-alive connections, opened one after the other.
     let clients: Vec<reqwest::Client> = (0..6).map(|_| own_connection()).collect();
@@ -161,7 +162,7 @@ async fn a_graceful_stop_drains_requests_in_flight_on_every_loop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_event_loop_takes_every_connection() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = gateway(&m, "1");
     let clients: Vec<reqwest::Client> = (0..3).map(|_| own_connection()).collect();
     for (i, c) in clients.iter().enumerate() {

@@ -1,22 +1,13 @@
 //! OpenAI-compatible proxying through the real binary: plain, streamed, tools, errors,
 //! fallback, limits.
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, openai_config, sse_data};
+use crate::support::mock::keyed_mock as mock;
+use crate::support::{Config, Deployment, Gateway, openai_config, sse_data};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
-}
-
-async fn mock() -> MockServer {
-    MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -164,9 +155,9 @@ async fn upstream_errors_keep_status_and_openai_shape() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_the_gateway_keeps_serving() {
     let m = mock().await;
-    let mut cfg = openai_config(&m.url(), &[("gpt-4o", "mock-gpt")]);
-    cfg.push_str("llmgate:\n  max_request_body_bytes: 200000\n");
-    let gw = Gateway::start(&cfg);
+    let cfg = Config::openai(&m.url(), &[("gpt-4o", "mock-gpt")])
+        .llmgate_setting("max_request_body_bytes", 200_000);
+    let gw = Gateway::start(&cfg.yaml());
     let c = crate::harness::client();
     let url = format!("{}/v1/chat/completions", gw.url);
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
@@ -247,11 +238,14 @@ async fn unreachable_upstream_is_502_then_falls_back_within_the_group() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: solo\n    litellm_params: {{model: openai/mock-gpt, api_base: 'http://{dead}/v1'}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-error-500, api_base: '{u}/v1', api_key: sk-upstream, order: 1}}\n  - model_name: pair\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1', api_key: sk-upstream, order: 2}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("solo", "openai/mock-gpt").api_base(&format!("http://{dead}/v1")),
+        )
+        .deployment(Deployment::openai("pair", "mock-error-500", &u).param("order", 1))
+        .deployment(Deployment::openai("pair", "mock-gpt", &u).param("order", 2));
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("solo", "x")).await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
@@ -278,11 +272,12 @@ async fn unreachable_upstream_is_502_then_falls_back_within_the_group() {
 #[tokio::test]
 async fn timeouts_and_broken_streams_end_with_errors_not_hangs() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: hang\n    litellm_params: {{model: openai/mock-hang, api_base: '{u}/v1', api_key: sk-upstream, timeout: 1}}\n  - model_name: cut\n    litellm_params: {{model: openai/mock-disconnect, api_base: '{u}/v1', api_key: sk-upstream}}\n  - model_name: junk\n    litellm_params: {{model: openai/mock-malformed, api_base: '{u}/v1', api_key: sk-upstream}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(Deployment::openai("hang", "mock-hang", &u).param("timeout", 1))
+        .deployment(Deployment::openai("cut", "mock-disconnect", &u))
+        .deployment(Deployment::openai("junk", "mock-malformed", &u));
+    let gw = Gateway::start(&cfg.yaml());
     // The upstream never answers (it waits an hour): a 504 is the deployment's 1 s timeout
     // firing. The harness client's generous 60 s timeout turns a hang into a failure.
     let r = gw.post("/v1/chat/completions", &chat("hang", "x")).await;
@@ -326,7 +321,7 @@ async fn timeouts_and_broken_streams_end_with_errors_not_hangs() {
 
 #[tokio::test]
 async fn quick_start_model_answers_any_name_and_lists_models() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = crate::support::mock::mock().await;
     let base = format!("{}/v1", m.url());
     let gw = Gateway::start_spec(crate::harness::Spec {
         args: &["--model", "openai/mock-gpt", "--api_base", &base],
@@ -430,11 +425,19 @@ async fn embeddings_are_proxied() {
 #[tokio::test]
 async fn model_discovery_carries_context_prices_and_modalities() {
     let m = mock().await;
-    let cfg = format!(
-        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {{model: openai/gpt-4o, api_base: '{u}/v1', api_key: sk-secret-xyz}}\n  - model_name: cheap\n    litellm_params: {{model: openai/my-finetune, api_base: '{u}/v1', input_cost_per_token: 0.000001}}\n    model_info: {{max_input_tokens: 32000, supports_vision: true}}\n",
-        u = m.url()
-    );
-    let gw = Gateway::start(&cfg);
+    let base = format!("{}/v1", m.url());
+    let mut cheap = Deployment::new("cheap", "openai/my-finetune")
+        .api_base(&base)
+        .max_input_tokens(32_000);
+    cheap.litellm_params.input_cost_per_token = Some(0.000_001);
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("gpt-4o", "openai/gpt-4o")
+                .api_base(&base)
+                .api_key("sk-secret-xyz"),
+        )
+        .deployment(cheap.info("supports_vision", true));
+    let gw = Gateway::start(&cfg.yaml());
     let c = crate::harness::client();
     let v: Value = c
         .get(format!("{}/v1/models", gw.url))
@@ -515,10 +518,12 @@ async fn an_upstream_redirect_is_not_followed() {
             });
         }
     });
-    let cfg = format!(
-        "model_list:\n  - model_name: hop\n    litellm_params: {{model: openai/gpt-4o, api_base: 'http://{redirector_addr}/v1', api_key: sk-secret}}\n"
+    let cfg = Config::new().deployment(
+        Deployment::new("hop", "openai/gpt-4o")
+            .api_base(&format!("http://{redirector_addr}/v1"))
+            .api_key("sk-secret"),
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("hop", "x")).await;
     let status = r.status().as_u16();
     let v: Value = r.json().await.unwrap();

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use llmgate_mock::{MockOptions, MockServer};
+use llmgate_mock::MockServer;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec};
+use crate::support::{Config, Deployment, Gateway, Spec};
 
 /// The plugin file stem in plugins/dist/.
 const PLUGIN: &str = "policy-cheapest";
@@ -17,11 +17,10 @@ fn chat(model: &str, text: &str) -> Value {
 }
 
 /// One deployment; `per_token` is `(input_cost_per_token, output_cost_per_token)`.
-fn deployment(group: &str, id: &str, model: &str, url: &str, per_token: (f64, f64)) -> String {
-    format!(
-        "  - model_name: {group}\n    litellm_params: {{model: openai/{model}, api_base: '{url}/v1', api_key: sk-upstream, input_cost_per_token: {}, output_cost_per_token: {}}}\n    model_info: {{id: {id}}}\n",
-        per_token.0, per_token.1
-    )
+fn deployment(group: &str, id: &str, model: &str, url: &str, per_token: (f64, f64)) -> Deployment {
+    Deployment::openai(group, model, url)
+        .prices(per_token.0, per_token.1)
+        .id(id)
 }
 
 /// Each group lists its dear deployment (40 USD per million tokens) before its cheap one
@@ -29,7 +28,7 @@ fn deployment(group: &str, id: &str, model: &str, url: &str, per_token: (f64, f6
 fn config(url: &str) -> String {
     const DEAR: (f64, f64) = (0.000_01, 0.000_03);
     const CHEAP: (f64, f64) = (0.000_001, 0.000_002);
-    let mut s = String::from("model_list:\n");
+    let mut c = Config::new();
     // `reference` is the same pair routed by the Rust policy, for comparison.
     for (group, cheap_model) in [
         ("reference", "mock-gpt"),
@@ -39,22 +38,25 @@ fn config(url: &str) -> String {
         ("capped-failing", "mock-error-500"),
     ] {
         let (dear, cheap) = (format!("{group}-dear"), format!("{group}-cheap"));
-        s.push_str(&deployment(group, &dear, "mock-gpt", url, DEAR));
-        s.push_str(&deployment(group, &cheap, cheap_model, url, CHEAP));
+        c = c
+            .deployment(deployment(group, &dear, "mock-gpt", url, DEAR))
+            .deployment(deployment(group, &cheap, cheap_model, url, CHEAP));
     }
-    s.push_str(
-        "llmgate:\n  routing:\n    groups:\n      reference: {policy: ordered}\n      priced: {policy: cheapest}\n      failover: {policy: cheapest, config: {}}\n      capped: {policy: cheapest, config: {max_price_per_mtok: 1}}\n      capped-failing: {policy: cheapest, config: {max_price_per_mtok: 10}}\n",
-    );
-    s
+    c.routing_setting(
+        "groups",
+        json!({
+            "reference": {"policy": "ordered"},
+            "priced": {"policy": "cheapest"},
+            "failover": {"policy": "cheapest", "config": {}},
+            "capped": {"policy": "cheapest", "config": {"max_price_per_mtok": 1}},
+            "capped-failing": {"policy": "cheapest", "config": {"max_price_per_mtok": 10}},
+        }),
+    )
+    .yaml()
 }
 
 async fn start() -> (MockServer, Gateway) {
-    let m = MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
+    let m = crate::support::mock::keyed_mock().await;
     let cfg = config(&m.url());
     let started = Instant::now();
     let gw = Gateway::start_spec(Spec {

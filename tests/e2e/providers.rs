@@ -11,11 +11,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use llmgate_mock::images::PNG_1X1_BASE64;
-use llmgate_mock::{MockOptions, MockServer, RecordedRequest};
+use llmgate_mock::{MockServer, RecordedRequest};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client, sse_data};
+use crate::support::http::post_messages;
+use crate::support::mock::{UPSTREAM_KEY, keyed_mock, mock_requiring};
+use crate::support::{Config, Deployment, Gateway, Spec, client, sse_data};
 
 /// The model groups every provider test configures, and the mock behaviour of each.
 const CHAT: &str = "chat";
@@ -75,18 +77,16 @@ impl Provider {
         }
     }
 
-    /// `litellm_params` of a deployment, as a YAML flow mapping.
-    fn params(self, mock_url: &str, model: &str) -> String {
+    /// A deployment of `model` named `name` at the mock, with this provider's credentials.
+    fn deployment(self, name: &str, mock_url: &str, model: &str) -> Deployment {
+        let d = Deployment::new(name, model).api_base(mock_url);
         match self {
-            Self::Gemini => {
-                format!("{{model: '{model}', api_base: '{mock_url}', api_key: sk-upstream}}")
-            }
-            Self::Bedrock => format!(
-                "{{model: '{model}', api_base: '{mock_url}', aws_access_key_id: AKIDMOCK, aws_secret_access_key: secret, aws_region_name: us-east-1}}"
-            ),
-            Self::Azure => format!(
-                "{{model: '{model}', api_base: '{mock_url}', api_key: sk-upstream, api_version: '2024-10-21'}}"
-            ),
+            Self::Gemini => d.api_key(UPSTREAM_KEY),
+            Self::Bedrock => d
+                .param("aws_access_key_id", "AKIDMOCK")
+                .param("aws_secret_access_key", "secret")
+                .param("aws_region_name", "us-east-1"),
+            Self::Azure => d.api_key(UPSTREAM_KEY).param("api_version", "2024-10-21"),
         }
     }
 
@@ -234,21 +234,12 @@ fn text_of(content: &Value) -> String {
 
 /// A mock speaking `p` (and requiring its key), and a gateway with the [`GROUPS`] on it.
 async fn setup(p: Provider) -> (MockServer, Gateway) {
-    let mock = MockServer::start(MockOptions {
-        require_key: Some(p.key().into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
-    let mut config = String::from("model_list:\n");
-    for (group, marker) in GROUPS {
-        config.push_str(&format!(
-            "  - model_name: {group}\n    litellm_params: {}\n",
-            p.params(&mock.url(), &p.model(*marker))
-        ));
-    }
+    let mock = mock_requiring(p.key()).await;
+    let config = GROUPS.iter().fold(Config::new(), |c, (group, marker)| {
+        c.deployment(p.deployment(group, &mock.url(), &p.model(*marker)))
+    });
     let gw = Gateway::start_spec(Spec {
-        config: &config,
+        config: &config.yaml(),
         plugins: &[p.plugin(), "policy-ordered"],
         ..Spec::default()
     });
@@ -298,17 +289,6 @@ fn messages_request(model: &str, text: &str) -> Value {
         "system": SYSTEM,
         "messages": [{"role": "user", "content": text}],
     })
-}
-
-async fn post_messages(gw: &Gateway, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/v1/messages", gw.url))
-        .header("x-api-key", "client-key-ignored")
-        .header("anthropic-version", "2023-06-01")
-        .json(body)
-        .send()
-        .await
-        .unwrap()
 }
 
 /// The JSON chunks of an OpenAI stream that ended with `[DONE]`.
@@ -810,23 +790,18 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 /// A mock (key `sk-upstream`) and a gateway with an OpenAI and an Azure `gpt-image-1`.
 async fn images_setup() -> (MockServer, Gateway) {
-    let m = MockServer::start(MockOptions {
-        require_key: Some("sk-upstream".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
+    let m = keyed_mock().await;
     let u = m.url();
-    let cfg = format!(
-        "model_list:
-  - model_name: img-openai
-    litellm_params: {{model: openai/gpt-image-1, api_base: '{u}/v1', api_key: sk-upstream}}
-  - model_name: img-azure
-    litellm_params: {{model: azure/gpt-image-1, api_base: '{u}', api_key: sk-upstream, api_version: '2025-04-01-preview'}}
-"
-    );
+    let cfg = Config::new()
+        .deployment(Deployment::openai("img-openai", "gpt-image-1", &u))
+        .deployment(
+            Deployment::new("img-azure", "azure/gpt-image-1")
+                .api_base(&u)
+                .api_key(UPSTREAM_KEY)
+                .param("api_version", "2025-04-01-preview"),
+        );
     let gw = Gateway::start_spec(Spec {
-        config: &cfg,
+        config: &cfg.yaml(),
         plugins: &["openai", "azure", "policy-ordered"],
         ..Spec::default()
     });

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client, plugin};
+use crate::support::mock::mock;
+use crate::support::{Config, Deployment, Gateway, Spec, client, plugin};
 
 /// The hostile plugin with its version `6.6.6` replaced by `version` (same length).
 fn hostile_as(version: &str) -> Vec<u8> {
@@ -40,9 +40,15 @@ fn replace_atomically(path: &Path, bytes: &[u8]) {
 }
 
 fn config(u: &str) -> String {
-    format!(
-        "model_list:\n  - model_name: h\n    litellm_params: {{model: hostile/mock-slow-20, api_base: '{u}/v1'}}\n  - model_name: p\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1'}}\nllmgate:\n  routing:\n    groups:\n      p: {{policy: hostile-policy, config: {{do: none}}}}\n"
-    )
+    let base = format!("{u}/v1");
+    Config::new()
+        .deployment(Deployment::new("h", "hostile/mock-slow-20").api_base(&base))
+        .deployment(Deployment::new("p", "openai/mock-gpt").api_base(&base))
+        .routing_setting(
+            "groups",
+            json!({"p": {"policy": "hostile-policy", "config": {"do": "none"}}}),
+        )
+        .yaml()
 }
 
 async fn plugin_of(gw: &Gateway) -> (u16, String) {
@@ -84,7 +90,7 @@ async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Option<Dura
 
 #[tokio::test]
 async fn a_plugin_swapped_under_load_fails_no_request() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Arc::new(Gateway::start_spec(Spec {
         config: &config(&m.url()),
         plugins: &["openai", "hostile"],
@@ -194,7 +200,7 @@ async fn a_plugin_swapped_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn a_broken_file_never_replaces_a_working_plugin() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Gateway::start_spec(Spec {
         config: &config(&m.url()),
         plugins: &["openai", "hostile"],
@@ -249,7 +255,7 @@ async fn a_broken_file_never_replaces_a_working_plugin() {
 
 #[tokio::test]
 async fn plugins_are_added_and_removed_without_restart() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Gateway::start_spec(Spec {
         config: &config(&m.url()),
         plugins: &["openai", "hostile"],
@@ -310,7 +316,7 @@ async fn rescans(gw: &Gateway) -> u64 {
 /// file forever. A real change rescans once.
 #[tokio::test]
 async fn reading_plugin_files_never_rescans_and_a_change_rescans_once() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Gateway::start_spec(Spec {
         config: &config(&m.url()),
         plugins: &["openai", "hostile"],

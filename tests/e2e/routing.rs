@@ -5,28 +5,26 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use llmgate_mock::{MockOptions, MockServer};
+use llmgate_mock::MockServer;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, client};
+use crate::support::mock::mock;
+use crate::support::{Config, Deployment, Gateway, Spec, client};
 
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "route me"}]})
 }
 
-async fn mock() -> MockServer {
-    MockServer::start(MockOptions::default()).await.unwrap()
+/// An OpenAI-compatible deployment of the mock's `model` named `name`.
+fn deployment(u: &str, name: &str, model: &str) -> Deployment {
+    Deployment::openai(name, model, u).api_key("sk-x")
 }
 
-/// `model_list` entries: `(model_name, upstream model, extra litellm_params)`.
-fn models(u: &str, entries: &[(&str, &str, &str)]) -> String {
-    let mut s = String::from("model_list:\n");
-    for (name, model, extra) in entries {
-        s.push_str(&format!(
-            "  - model_name: {name}\n    litellm_params: {{model: openai/{model}, api_base: '{u}/v1', api_key: sk-x{extra}}}\n"
-        ));
-    }
-    s
+/// `model_list` entries: `(model_name, upstream model)`.
+fn models(u: &str, entries: &[(&str, &str)]) -> Config {
+    entries.iter().fold(Config::new(), |c, (name, model)| {
+        c.deployment(deployment(u, name, model))
+    })
 }
 
 fn header(r: &reqwest::Response, name: &str) -> String {
@@ -47,22 +45,26 @@ fn seen(m: &MockServer, model: &str) -> usize {
 #[tokio::test]
 async fn litellm_fallbacks_of_every_kind_cross_groups() {
     let m = mock().await;
-    let mut cfg = models(
+    let cfg = models(
         &m.url(),
         &[
-            ("gpt-4o", "mock-error-500", ""),
-            ("claude-sonnet", "mock-sonnet", ""),
-            ("ctx", "mock-error-context", ""),
-            ("big", "mock-big", ""),
-            ("filtered", "mock-content-filter", ""),
-            ("safe", "mock-safe", ""),
-            ("bad", "mock-error-400", ""),
+            ("gpt-4o", "mock-error-500"),
+            ("claude-sonnet", "mock-sonnet"),
+            ("ctx", "mock-error-context"),
+            ("big", "mock-big"),
+            ("filtered", "mock-content-filter"),
+            ("safe", "mock-safe"),
+            ("bad", "mock-error-400"),
         ],
     );
-    cfg.push_str(
-        "router_settings:\n  fallbacks: [{\"gpt-4o\": [\"claude-sonnet\"]}, {\"bad\": [\"claude-sonnet\"]}, {\"ctx\": [\"claude-sonnet\"]}]\n  context_window_fallbacks: [{\"ctx\": [\"big\"]}]\n  content_policy_fallbacks: [{\"filtered\": [\"safe\"]}]\n",
-    );
-    let gw = Gateway::start(&cfg);
+    let cfg = cfg
+        .router_setting(
+            "fallbacks",
+            json!([{"gpt-4o": ["claude-sonnet"]}, {"bad": ["claude-sonnet"]}, {"ctx": ["claude-sonnet"]}]),
+        )
+        .router_setting("context_window_fallbacks", json!([{"ctx": ["big"]}]))
+        .router_setting("content_policy_fallbacks", json!([{"filtered": ["safe"]}]));
+    let gw = Gateway::start(&cfg.yaml());
 
     // A 500 falls back to the next group; the headers say so.
     let r = gw.post("/v1/chat/completions", &chat("gpt-4o")).await;
@@ -96,8 +98,9 @@ async fn litellm_fallbacks_of_every_kind_cross_groups() {
 #[tokio::test]
 async fn num_retries_waits_out_retry_after_then_gives_the_upstream_status() {
     let m = mock().await;
-    let mut cfg = models(&m.url(), &[("limited", "mock-error-429", "")]);
-    cfg.push_str("router_settings:\n  num_retries: 1\n");
+    let cfg = models(&m.url(), &[("limited", "mock-error-429")])
+        .router_setting("num_retries", 1)
+        .yaml();
     let gw = Gateway::start(&cfg);
     let t = Instant::now();
     let r = gw.post("/v1/chat/completions", &chat("limited")).await;
@@ -112,15 +115,13 @@ async fn num_retries_waits_out_retry_after_then_gives_the_upstream_status() {
 #[tokio::test]
 async fn allowed_fails_and_cooldown_take_a_failing_deployment_out_of_rotation() {
     let m = mock().await;
-    let mut cfg = models(
-        &m.url(),
-        &[
-            ("pair", "mock-error-500", ", order: 1"),
-            ("pair", "mock-good", ", order: 2"),
-        ],
-    );
-    cfg.push_str("router_settings:\n  allowed_fails: 1\n  cooldown_time: 30\n");
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(deployment(&u, "pair", "mock-error-500").param("order", 1))
+        .deployment(deployment(&u, "pair", "mock-good").param("order", 2))
+        .router_setting("allowed_fails", 1)
+        .router_setting("cooldown_time", 30);
+    let gw = Gateway::start(&cfg.yaml());
     for i in 0..2 {
         let r = gw.post("/v1/chat/completions", &chat("pair")).await;
         assert_eq!(r.status(), 200);
@@ -141,21 +142,22 @@ async fn allowed_fails_and_cooldown_take_a_failing_deployment_out_of_rotation() 
 #[tokio::test]
 async fn load_balancing_strategies_spread_requests_as_configured() {
     let m = mock().await;
-    let mut cfg = models(
-        &m.url(),
-        &[
-            ("weighted", "mock-w1", ", weight: 1"),
-            ("weighted", "mock-w9", ", weight: 9"),
-            ("busy", "mock-slow-400-b1", ""),
-            ("busy", "mock-slow-400-b2", ""),
-            ("fast", "mock-slow-120-f1", ""),
-            ("fast", "mock-f2", ""),
-        ],
-    );
-    cfg.push_str(
-        "llmgate:\n  routing:\n    groups:\n      busy: {config: {strategy: least-busy}}\n      fast: {config: {strategy: latency-based-routing}}\n",
-    );
-    let gw = Gateway::start(&cfg);
+    let u = m.url();
+    let cfg = Config::new()
+        .deployment(deployment(&u, "weighted", "mock-w1").param("weight", 1))
+        .deployment(deployment(&u, "weighted", "mock-w9").param("weight", 9))
+        .deployment(deployment(&u, "busy", "mock-slow-400-b1"))
+        .deployment(deployment(&u, "busy", "mock-slow-400-b2"))
+        .deployment(deployment(&u, "fast", "mock-slow-120-f1"))
+        .deployment(deployment(&u, "fast", "mock-f2"))
+        .routing_setting(
+            "groups",
+            json!({
+                "busy": {"config": {"strategy": "least-busy"}},
+                "fast": {"config": {"strategy": "latency-based-routing"}},
+            }),
+        );
+    let gw = Gateway::start(&cfg.yaml());
 
     // Weighted shuffle: 1 : 9.
     for _ in 0..200 {
@@ -208,11 +210,11 @@ async fn kilo_auto_picks_the_model_from_the_task() {
     let cfg = models(
         &m.url(),
         &[
-            ("claude-opus-4-6", "mock-opus", ""),
-            ("claude-sonnet-4-5", "mock-sonnet", ""),
+            ("claude-opus-4-6", "mock-opus"),
+            ("claude-sonnet-4-5", "mock-sonnet"),
         ],
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     let c = client();
     let ask = |headers: Vec<(&'static str, &'static str)>, model: &'static str| {
         let c = c.clone();
@@ -279,11 +281,17 @@ async fn kilo_auto_picks_the_model_from_the_task() {
     drop(gw);
 
     // A configured name, default and mode mapping.
-    let mut cfg = cfg;
-    cfg.push_str(
-        "llmgate:\n  routing:\n    auto:\n      models: [auto-coder]\n      strong: claude-opus-4-6\n      fast: claude-sonnet-4-5\n      default: fast\n      modes: {ask: fast, code: strong}\n",
+    let cfg = cfg.routing_setting(
+        "auto",
+        json!({
+            "models": ["auto-coder"],
+            "strong": "claude-opus-4-6",
+            "fast": "claude-sonnet-4-5",
+            "default": "fast",
+            "modes": {"ask": "fast", "code": "strong"},
+        }),
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     let url = format!("{}/v1/chat/completions", gw.url);
     let group = |mode: Option<&'static str>| {
         let (c, url) = (c.clone(), url.clone());
@@ -309,11 +317,11 @@ async fn auto_model_falls_back_to_the_other_model() {
     let cfg = models(
         &m.url(),
         &[
-            ("claude-opus-4-6", "mock-error-503", ""),
-            ("claude-sonnet-4-5", "mock-sonnet", ""),
+            ("claude-opus-4-6", "mock-error-503"),
+            ("claude-sonnet-4-5", "mock-sonnet"),
         ],
     );
-    let gw = Gateway::start(&cfg);
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("kilo/auto")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-litellm-model-group"), "claude-sonnet-4-5");
@@ -323,9 +331,9 @@ async fn auto_model_falls_back_to_the_other_model() {
 #[tokio::test]
 async fn model_group_alias_answers_for_the_group() {
     let m = mock().await;
-    let mut cfg = models(&m.url(), &[("gpt-4o", "mock-gpt", "")]);
-    cfg.push_str("router_settings:\n  model_group_alias: {\"gpt-4\": \"gpt-4o\"}\n");
-    let gw = Gateway::start(&cfg);
+    let cfg = models(&m.url(), &[("gpt-4o", "mock-gpt")])
+        .router_setting("model_group_alias", json!({"gpt-4": "gpt-4o"}));
+    let gw = Gateway::start(&cfg.yaml());
     let r = gw.post("/v1/chat/completions", &chat("gpt-4")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-litellm-model-group"), "gpt-4o");
@@ -373,17 +381,26 @@ async fn hostile_policies_fail_only_their_request() {
         .map(|(c, _, _)| (c.to_string(), "mock-gpt".to_string()))
         .collect();
     entries.push(("good".into(), "mock-gpt".into()));
-    let refs: Vec<(&str, &str, &str)> = entries
+    let refs: Vec<(&str, &str)> = entries
         .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str(), ""))
+        .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let mut cfg = models(&m.url(), &refs);
-    cfg.push_str("llmgate:\n  plugin_limits: {memory_mib: 32, call_timeout_ms: 200}\n  routing:\n    groups:\n");
-    for (c, _, _) in &cases {
-        cfg.push_str(&format!(
-            "      {c}: {{policy: hostile-policy, config: {{do: {c}}}}}\n"
-        ));
-    }
+    let groups: serde_json::Map<String, Value> = cases
+        .iter()
+        .map(|(c, _, _)| {
+            (
+                c.to_string(),
+                json!({"policy": "hostile-policy", "config": {"do": c}}),
+            )
+        })
+        .collect();
+    let cfg = models(&m.url(), &refs)
+        .llmgate_setting(
+            "plugin_limits",
+            json!({"memory_mib": 32, "call_timeout_ms": 200}),
+        )
+        .routing_setting("groups", groups)
+        .yaml();
     let mut gw = Gateway::start_spec(Spec {
         config: &cfg,
         plugins: &["openai", "policy-router", "hostile-policy"],

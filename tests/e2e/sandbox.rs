@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
-use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec};
+use crate::support::mock::mock;
+use crate::support::{Config, Deployment, Gateway, Spec};
 
 #[tokio::test]
 async fn hostile_plugins_fail_only_their_request() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let u = m.url();
-    let mut cfg = String::from("model_list:\n");
+    let m = mock().await;
+    let base = format!("{}/v1", m.url());
+    let mut cfg = Config::new();
     for mode in [
         "loop",
         "oom",
@@ -23,14 +23,15 @@ async fn hostile_plugins_fail_only_their_request() {
         "loop-stream",
         "fine",
     ] {
-        cfg.push_str(&format!(
-            "  - model_name: {mode}\n    litellm_params: {{model: hostile/{mode}, api_base: '{u}/v1'}}\n"
-        ));
+        cfg = cfg.deployment(Deployment::new(mode, &format!("hostile/{mode}")).api_base(&base));
     }
-    cfg.push_str(&format!(
-        "  - model_name: good\n    litellm_params: {{model: openai/mock-gpt, api_base: '{u}/v1'}}\n"
-    ));
-    cfg.push_str("llmgate:\n  plugin_limits:\n    memory_mib: 32\n    call_timeout_ms: 200\n");
+    let cfg = cfg
+        .deployment(Deployment::new("good", "openai/mock-gpt").api_base(&base))
+        .llmgate_setting(
+            "plugin_limits",
+            json!({"memory_mib": 32, "call_timeout_ms": 200}),
+        )
+        .yaml();
     let mut gw = Gateway::start_spec(Spec {
         config: &cfg,
         plugins: &["openai", "policy-ordered", "hostile"],
@@ -91,7 +92,7 @@ async fn hostile_plugins_fail_only_their_request() {
 
 #[tokio::test]
 async fn many_concurrent_requests_each_get_their_own_instance() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let gw = Gateway::start(&crate::harness::openai_config(
         &m.url(),
         &[("gpt-4o", "mock-gpt")],
@@ -120,11 +121,10 @@ async fn many_concurrent_requests_each_get_their_own_instance() {
 /// streamed or not, one after the other or concurrently.
 #[tokio::test]
 async fn every_attempt_gets_an_instance_no_request_used_before() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: r\n    litellm_params: {{model: hostile/remember, api_base: '{}/v1'}}\n",
-        m.url()
-    );
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(Deployment::new("r", "hostile/remember").api_base(&format!("{}/v1", m.url())))
+        .yaml();
     let gw = Gateway::start_spec(Spec {
         config: &cfg,
         plugins: &["openai", "policy-ordered", "hostile"],

@@ -6,10 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use llmgate_mock::{MockOptions, MockServer};
+use llmgate_mock::MockServer;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Resp, Spec, client};
+use crate::support::admin;
+use crate::support::http::{get, post, send};
+use crate::support::mock::{mock, mock_requiring};
+use crate::support::{Config, Deployment, Gateway, Resp, Spec, client};
 
 const MASTER: &str = "sk-master-secrets-e2e-9876";
 
@@ -31,26 +34,31 @@ const SECRETS: &[&str] = &[
     "aws-secret-access-key-0014",
 ];
 
-/// `litellm_params` lines (6-space indent) with every kind of credential-like param, plus
-/// the non-secret `temperature` and `x-custom` header the tests expect to still work.
-fn secret_params() -> String {
-    "      api_key: sk-upstream-secret-0001
-      temperature: 0.25
-      extra_headers:
-        X-Upstream-Token: tok-extra-header-secret-0002
-        X-Custom: custom-value-ok
-      azure_password: azure-password-secret-0003
-      azure_client_secret: azure-client-secret-0004
-      aws_web_identity_token: web-identity-token-secret-0005
-      azure_ad_token: azure-ad-token-secret-0006
-      vertex_credentials: vertex-credentials-secret-0007
-      my_service_token: my-service-token-secret-0008
-      note: sk-proj-valuepattern0009secret
-      aws_access_key_id: AKIAIOSFODNN7SECRET10
-      aws_secret_access_key: aws-secret-access-key-0014
-      id_hint: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQxMSJ9.c2lnbmF0dXJlMTE
-"
-    .to_string()
+/// `d` with every kind of credential-like param in `litellm_params`, plus the non-secret
+/// `temperature` and `x-custom` header the tests expect to still work.
+fn secret_params(d: Deployment) -> Deployment {
+    d.api_key("sk-upstream-secret-0001")
+        .param("temperature", 0.25)
+        .param(
+            "extra_headers",
+            json!({
+                "X-Upstream-Token": "tok-extra-header-secret-0002",
+                "X-Custom": "custom-value-ok",
+            }),
+        )
+        .param("azure_password", "azure-password-secret-0003")
+        .param("azure_client_secret", "azure-client-secret-0004")
+        .param("aws_web_identity_token", "web-identity-token-secret-0005")
+        .param("azure_ad_token", "azure-ad-token-secret-0006")
+        .param("vertex_credentials", "vertex-credentials-secret-0007")
+        .param("my_service_token", "my-service-token-secret-0008")
+        .param("note", "sk-proj-valuepattern0009secret")
+        .param("aws_access_key_id", "AKIAIOSFODNN7SECRET10")
+        .param("aws_secret_access_key", "aws-secret-access-key-0014")
+        .param(
+            "id_hint",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQxMSJ9.c2lnbmF0dXJlMTE",
+        )
 }
 
 /// `http://user:pass@host:port{path}?key=...`: an api_base carrying credentials.
@@ -73,38 +81,13 @@ fn start(config: &str, plugins: &[&str]) -> Gateway {
     })
 }
 
-async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    Resp::read(rb.send().await.unwrap()).await
-}
-
-async fn get(gw: &Gateway, path: &str, key: Option<&str>) -> Resp {
-    let mut rb = client().get(format!("{}{path}", gw.url));
-    if let Some(k) = key {
-        rb = rb.bearer_auth(k);
-    }
-    send(rb).await
-}
-
 async fn chat(gw: &Gateway, key: Option<&str>, model: &str) -> Resp {
-    let mut rb = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
-    if let Some(k) = key {
-        rb = rb.bearer_auth(k);
-    }
-    send(rb).await
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    post(gw, "/v1/chat/completions", key, &body).await
 }
 
 async fn generate(gw: &Gateway, body: Value) -> String {
-    let r = send(
-        client()
-            .post(format!("{}/key/generate", gw.url))
-            .bearer_auth(MASTER)
-            .json(&body),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json()["key"].as_str().unwrap().to_string()
+    admin::generate(gw, MASTER, body).await.0
 }
 
 /// The paths (with query) the mock was asked for.
@@ -121,17 +104,13 @@ fn seen(m: &MockServer) -> Vec<String> {
 /// cooldown (a well-formed model still works afterwards).
 #[tokio::test]
 async fn gemini_wildcard_model_cannot_leave_the_api_base_path() {
-    let m = MockServer::start(MockOptions {
-        require_key: Some("goog-upstream-key-42".into()),
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: gemini/*\n    litellm_params: {{model: gemini/*, api_base: '{}/v1beta', api_key: goog-upstream-key-42}}\n",
-        m.url()
+    let m = mock_requiring("goog-upstream-key-42").await;
+    let cfg = Config::new().deployment(
+        Deployment::new("gemini/*", "gemini/*")
+            .api_base(&format!("{}/v1beta", m.url()))
+            .api_key("goog-upstream-key-42"),
     );
-    let gw = start(&cfg, &["gemini"]);
+    let gw = start(&cfg.yaml(), &["gemini"]);
     for model in [
         "gemini/../../../../fail/418/x?y=1#",
         "gemini/..",
@@ -172,17 +151,22 @@ async fn gemini_wildcard_model_cannot_leave_the_api_base_path() {
 /// Azure and Bedrock wildcards: a bare `..` (or `.`) model is refused before anything is sent.
 #[tokio::test]
 async fn azure_and_bedrock_dot_segment_models_are_refused() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let u = m.url();
-    let cfg = format!(
-        "model_list:
-  - model_name: azure/*
-    litellm_params: {{model: azure/*, api_base: '{u}', api_key: az-key-1}}
-  - model_name: bedrock/*
-    litellm_params: {{model: bedrock/*, api_base: '{u}', aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret-example, aws_region_name: us-east-1}}
-"
-    );
-    let gw = start(&cfg, &["azure", "bedrock"]);
+    let cfg = Config::new()
+        .deployment(
+            Deployment::new("azure/*", "azure/*")
+                .api_base(&u)
+                .api_key("az-key-1"),
+        )
+        .deployment(
+            Deployment::new("bedrock/*", "bedrock/*")
+                .api_base(&u)
+                .param("aws_access_key_id", "AKIDEXAMPLE")
+                .param("aws_secret_access_key", "secret-example")
+                .param("aws_region_name", "us-east-1"),
+        );
+    let gw = start(&cfg.yaml(), &["azure", "bedrock"]);
     for model in [
         "azure/..",
         "azure/.",
@@ -229,15 +213,16 @@ async fn azure_and_bedrock_dot_segment_models_are_refused() {
 /// shape, nothing is sent, and the deployment does not cool down.
 #[tokio::test]
 async fn host_refuses_planned_urls_outside_the_api_base() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let m = mock().await;
     let u = m.url();
-    let mut cfg = String::from("model_list:\n");
-    for mode in ["escape", "escape-encoded", "escape-query", "plain"] {
-        cfg.push_str(&format!(
-            "  - model_name: {mode}\n    litellm_params: {{model: hostile/{mode}, api_base: '{u}/v1'}}\n"
-        ));
-    }
-    let gw = start(&cfg, &["hostile"]);
+    let cfg = ["escape", "escape-encoded", "escape-query", "plain"]
+        .iter()
+        .fold(Config::new(), |c, mode| {
+            c.deployment(
+                Deployment::new(mode, &format!("hostile/{mode}")).api_base(&format!("{u}/v1")),
+            )
+        });
+    let gw = start(&cfg.yaml(), &["hostile"]);
     for mode in ["escape", "escape-encoded", "escape-query"] {
         for _ in 0..5 {
             let r = chat(&gw, None, mode).await;
@@ -269,13 +254,14 @@ async fn host_refuses_planned_urls_outside_the_api_base() {
 /// virtual key or to the master key, and still shows the rest.
 #[tokio::test]
 async fn model_info_never_shows_secret_params() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: guarded\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
-        base_with_credentials(&m.url(), "/v1"),
-        secret_params()
-    );
-    let gw = start(&cfg, &["openai"]);
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(secret_params(
+            Deployment::new("guarded", "openai/mock-gpt")
+                .api_base(&base_with_credentials(&m.url(), "/v1")),
+        ))
+        .master_key(MASTER);
+    let gw = start(&cfg.yaml(), &["openai"]);
     let key = generate(&gw, json!({})).await;
     for k in [key.as_str(), MASTER] {
         for path in ["/model/info", "/v1/model/info"] {
@@ -298,12 +284,11 @@ async fn model_info_never_shows_secret_params() {
 /// on every other route.
 #[tokio::test]
 async fn blocked_and_expired_keys_cannot_list_models() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: guarded\n    litellm_params: {{model: openai/mock-gpt, api_base: '{}/v1', api_key: sk-up}}\ngeneral_settings:\n  master_key: {MASTER}\n",
-        m.url()
-    );
-    let gw = start(&cfg, &["openai"]);
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(Deployment::openai("guarded", "mock-gpt", &m.url()).api_key("sk-up"))
+        .master_key(MASTER);
+    let gw = start(&cfg.yaml(), &["openai"]);
     let blocked = generate(&gw, json!({"blocked": true})).await;
     let expired = generate(&gw, json!({"duration": "1s"})).await;
     let good = generate(&gw, json!({})).await;
@@ -342,13 +327,14 @@ async fn blocked_and_expired_keys_cannot_list_models() {
 /// the deployment's headers and credentials, applied by the host.
 #[tokio::test]
 async fn plugins_are_given_no_secret_and_no_gateway_key() {
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = format!(
-        "model_list:\n  - model_name: echo\n    litellm_params:\n      model: hostile/echo\n      api_base: '{}'\n{}general_settings:\n  master_key: {MASTER}\n",
-        base_with_credentials(&m.url(), "/v1"),
-        secret_params()
-    );
-    let gw = start(&cfg, &["hostile"]);
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(secret_params(
+            Deployment::new("echo", "hostile/echo")
+                .api_base(&base_with_credentials(&m.url(), "/v1")),
+        ))
+        .master_key(MASTER);
+    let gw = start(&cfg.yaml(), &["hostile"]);
     let key = generate(&gw, json!({})).await;
     for k in [MASTER, key.as_str()] {
         for (name, value) in [
@@ -456,33 +442,27 @@ async fn spend_rows(gw: &Gateway, want: usize) -> String {
 #[tokio::test]
 async fn upstream_secrets_are_scrubbed_from_errors_logs_headers_and_spend_logs() {
     let (echo, _task) = echo_upstream().await;
-    let m = MockServer::start(MockOptions::default()).await.unwrap();
-    let cfg = format!(
-        "model_list:
-  - model_name: echoing
-    litellm_params:
-      model: openai/gpt-4o
-      api_base: '{echo_base}'
-{params}  - model_name: unreachable
-    litellm_params:
-      model: openai/gpt-4o
-      api_base: 'http://llm-user:userinfo-password-0012@127.0.0.1:1/v1?key=query-key-secret-0013'
-      api_key: sk-upstream-secret-0001
-  - model_name: served
-    litellm_params:
-      model: openai/mock-gpt
-      api_base: '{served_base}'
-      api_key: sk-upstream-secret-0001
-general_settings:
-  master_key: {MASTER}
-llmgate:
-  routing:
-    default_policy: ordered
-",
-        echo_base = base_with_credentials(&echo, "/v1"),
-        params = secret_params(),
-        served_base = base_with_credentials(&m.url(), "/v1"),
-    );
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(secret_params(
+            Deployment::new("echoing", "openai/gpt-4o")
+                .api_base(&base_with_credentials(&echo, "/v1")),
+        ))
+        .deployment(
+            Deployment::new("unreachable", "openai/gpt-4o")
+                .api_base(
+                    "http://llm-user:userinfo-password-0012@127.0.0.1:1/v1?key=query-key-secret-0013",
+                )
+                .api_key("sk-upstream-secret-0001"),
+        )
+        .deployment(
+            Deployment::new("served", "openai/mock-gpt")
+                .api_base(&base_with_credentials(&m.url(), "/v1"))
+                .api_key("sk-upstream-secret-0001"),
+        )
+        .master_key(MASTER)
+        .default_policy("ordered")
+        .yaml();
     let gw = start(&cfg, &["openai", "policy-ordered"]);
     let r = chat(&gw, Some(MASTER), "echoing").await;
     assert!(r.status >= 400, "{}", r.text);

@@ -192,9 +192,7 @@ fn missing_plugins_folder_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_broken_plugin_file_is_listed_with_its_error_and_others_still_serve() {
-    let m = llmgate_mock::MockServer::start(llmgate_mock::MockOptions::default())
-        .await
-        .unwrap();
+    let m = crate::support::mock::mock().await;
     let gw = crate::harness::Gateway::start(&crate::harness::openai_config(
         &m.url(),
         &[("g", "mock-gpt")],

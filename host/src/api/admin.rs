@@ -4,19 +4,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse as _, Response};
 use serde_json::json;
 
+use super::Admin;
 use crate::gateway::Gateway;
 
 /// `GET /plugins`: every plugin file with name, version, kind, hash, load time, last error,
 /// how many hot-reload rescans have run, and the instance pool (its size, and how many
 /// requests were refused because it was full).
-pub async fn plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    if let Err(e) = super::admin(&gw, &headers) {
-        return super::openai_error(e);
-    }
+pub async fn plugins(State(gw): State<Arc<Gateway>>, _: Admin) -> Json<serde_json::Value> {
     let reg = gw.registry();
     let config = gw.config();
     Json(json!({
@@ -31,5 +27,4 @@ pub async fn plugins(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resp
         },
         "plugins": reg.status,
     }))
-    .into_response()
 }

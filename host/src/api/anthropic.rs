@@ -3,52 +3,47 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use crate::error::{ApiError, Dialect};
-use crate::gateway::{Gateway, Request};
-use crate::plugins::bindings::types::Api;
+use super::{AnyKey, ApiError, Bounded};
+use crate::error::Dialect;
+use crate::gateway::Gateway;
+use crate::wit::types::Api;
 
 /// `POST /v1/messages` (and `/messages`).
-pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    serve(&gw, Api::Messages, headers, body).await
+pub async fn messages(
+    State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
+    headers: HeaderMap,
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(
+        &gw,
+        Api::Messages,
+        Dialect::Anthropic,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/messages/count_tokens`.
 pub async fn count_tokens(
     State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&gw, Api::CountTokens, headers, body).await
-}
-
-async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
-    let caller = match super::caller(gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return ApiError(e, Dialect::Anthropic).into_response(),
-    };
-    let config = gw.config();
-    let (limit, timeout) = (
-        config.max_request_body_bytes,
-        config.client.body_read_timeout,
-    );
-    let body = match super::read_body(&headers, body, limit, timeout).await {
-        Ok(b) => b,
-        Err(e) => return ApiError(e, Dialect::Anthropic).into_response(),
-    };
-    let req = Request {
-        api,
-        dialect: Dialect::Anthropic,
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(
+        &gw,
+        Api::CountTokens,
+        Dialect::Anthropic,
+        caller,
         headers,
         body,
-        caller,
-    };
-    match gw.handle(req).await {
-        Ok(resp) => resp,
-        Err(e) => ApiError(e, Dialect::Anthropic).into_response(),
-    }
+    )
+    .await
 }

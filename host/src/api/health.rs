@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::json;
 
+use super::{Admin, ApiError};
 use crate::gateway::Gateway;
 
 /// `GET /health/liveliness` (and `/health/liveness`): the process answers.
@@ -23,7 +23,7 @@ pub async fn liveliness() -> Json<&'static str> {
 /// and what is loaded.
 pub async fn readiness(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    admin: Result<Admin, ApiError>,
 ) -> Json<serde_json::Value> {
     let mut v = json!({
         "status": "healthy",
@@ -32,7 +32,7 @@ pub async fn readiness(
         "event_loops": gw.event_loops(),
         "open_connections_per_loop": gw.loop_connections(),
     });
-    if super::admin(&gw, &headers).is_ok() {
+    if admin.is_ok() {
         let reg = gw.registry();
         let config = gw.config();
         v["db_path"] = json!(gw.ledger().store().path());

@@ -6,46 +6,164 @@ pub mod health;
 pub mod keys;
 pub mod openai;
 
+use std::sync::Arc;
+
 use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse as _, Response};
+use axum::http::request::Parts;
 use bytes::Bytes;
 
-use crate::error::{ApiError, Dialect, Error};
-use crate::gateway::Gateway;
+pub use crate::error::ApiError;
+use crate::error::{Dialect, Error};
+use crate::gateway::{Gateway, Request};
 use crate::ledger::Caller;
+use crate::wit::types::Api;
 
-/// Authenticate an API request (any valid key, or the master key).
-pub fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
-    gw.ledger().authenticate(headers)
+impl From<Error> for ApiError {
+    /// An error on an OpenAI-shaped route (every route but `/v1/messages*`).
+    fn from(e: Error) -> Self {
+        Self(e, Dialect::OpenAi)
+    }
 }
 
-/// Authenticate a model-listing request (`/v1/models`, `/model/info`): like [`caller`], and a
+/// The error shape of the API a path belongs to: Anthropic's under `/messages`, else OpenAI's.
+pub fn dialect_for(path: &str) -> Dialect {
+    if path.contains("/messages") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+/// The dialect of the route a request matched (its template, so that a model name in the
+/// path cannot change it), else of its path.
+fn route_dialect(parts: &Parts) -> Dialect {
+    match parts.extensions.get::<MatchedPath>() {
+        Some(route) => dialect_for(route.as_str()),
+        None => dialect_for(parts.uri.path()),
+    }
+}
+
+/// Any caller with a valid key (or the master key): `Authorization: Bearer` or `x-api-key`.
+pub struct AnyKey(pub Caller);
+
+/// A caller of a model-listing route (`/v1/models`, `/model/info`): like [`AnyKey`], and a
 /// virtual key must be usable (not blocked, expired or deleted), as the routes that serve
 /// requests demand.
-pub fn lister(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
-    let c = caller(gw, headers)?;
-    if let Caller::Key(k) = &c {
-        k.usable()?;
+pub struct Lister(pub Caller);
+
+/// An admin caller: the master key (or anyone when no master key is configured).
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<Arc<Gateway>> for AnyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        gw.ledger()
+            .authenticate(&parts.headers)
+            .map(Self)
+            .map_err(|e| ApiError(e, route_dialect(parts)))
     }
-    Ok(c)
 }
 
-/// Authenticate an admin request: the master key (or no master key configured).
-pub fn admin(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Error> {
-    let c = caller(gw, headers)?;
-    if c.is_admin() {
-        Ok(c)
-    } else {
-        Err(Error::Forbidden(
-            "this route needs the master key (general_settings.master_key); a virtual key may only call model routes and GET /key/info for itself".into(),
+impl FromRequestParts<Arc<Gateway>> for Lister {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let AnyKey(caller) = AnyKey::from_request_parts(parts, gw).await?;
+        if let Caller::Key(k) = &caller {
+            k.usable().map_err(|e| ApiError(e, route_dialect(parts)))?;
+        }
+        Ok(Self(caller))
+    }
+}
+
+impl FromRequestParts<Arc<Gateway>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let AnyKey(caller) = AnyKey::from_request_parts(parts, gw).await?;
+        if caller.is_admin() {
+            return Ok(Self(caller));
+        }
+        Err(ApiError(
+            Error::Forbidden(
+                "this route needs the master key (general_settings.master_key); a virtual key may only call model routes and GET /key/info for itself".into(),
+            ),
+            route_dialect(parts),
         ))
     }
 }
 
-/// Render an error in OpenAI's shape.
-pub fn openai_error(e: Error) -> Response {
-    ApiError(e, Dialect::OpenAi).into_response()
+/// A query string read into `T` (a struct of the parameters a route accepts; others are
+/// ignored). A repeated parameter counts once, its last value, as axum's `Query` reads a map.
+/// Values are checked by the route (`T`'s methods), so that its messages name the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse as _;
+        let axum::extract::Query(map) = axum::extract::Query::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|r| r.into_response())?;
+        let params: serde_json::Map<String, serde_json::Value> = map
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        T::deserialize(serde_json::Value::Object(params))
+            .map(Self)
+            .map_err(|e| {
+                ApiError(Error::BadRequest(e.to_string()), route_dialect(parts)).into_response()
+            })
+    }
+}
+
+/// The request body, bounded: `max_request_body_bytes` (413) and
+/// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
+pub struct Bounded(pub Bytes);
+
+impl FromRequest<Arc<Gateway>> for Bounded {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let config = gw.config();
+        let (limit, timeout) = (
+            config.max_request_body_bytes,
+            config.client.body_read_timeout,
+        );
+        read_body(&parts.headers, body, limit, timeout)
+            .await
+            .map(Self)
+            .map_err(|e| ApiError(e, route_dialect(&parts)))
+    }
+}
+
+/// Hand a model request to the gateway; its errors answer in `dialect`'s shape.
+pub(crate) async fn serve(
+    gw: &Gateway,
+    api: Api,
+    dialect: Dialect,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    let req = Request {
+        api,
+        dialect,
+        headers,
+        body,
+        caller,
+    };
+    gw.handle(req).await.map_err(|e| ApiError(e, dialect))
 }
 
 /// Read a request body up to `limit` bytes within `timeout`; larger bodies are refused with

@@ -3,79 +3,80 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
+use super::{AnyKey, ApiError, Bounded, Lister};
 use crate::config::Config;
-use crate::error::{ApiError, Dialect};
-use crate::gateway::{Gateway, Request};
+use crate::error::{Dialect, Error};
+use crate::gateway::Gateway;
 use crate::ledger::Caller;
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// `POST /v1/chat/completions` (and `/chat/completions`).
 pub async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&gw, Api::ChatCompletions, headers, body).await
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(
+        &gw,
+        Api::ChatCompletions,
+        Dialect::OpenAi,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/embeddings` (and `/embeddings`).
 pub async fn embeddings(
     State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&gw, Api::Embeddings, headers, body).await
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(&gw, Api::Embeddings, Dialect::OpenAi, caller, headers, body).await
 }
 
 /// `POST /v1/images/generations` (and `/images/generations`): JSON.
 pub async fn images_generations(
     State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&gw, Api::ImagesGenerations, headers, body).await
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(
+        &gw,
+        Api::ImagesGenerations,
+        Dialect::OpenAi,
+        caller,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /v1/images/edits` (and `/images/edits`): multipart, one or more `image[]` parts.
 pub async fn images_edits(
     State(gw): State<Arc<Gateway>>,
+    AnyKey(caller): AnyKey,
     headers: HeaderMap,
-    body: Body,
-) -> Response {
-    serve(&gw, Api::ImagesEdits, headers, body).await
-}
-
-async fn serve(gw: &Gateway, api: Api, headers: HeaderMap, body: Body) -> Response {
-    let caller = match super::caller(gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
-    };
-    let config = gw.config();
-    let (limit, timeout) = (
-        config.max_request_body_bytes,
-        config.client.body_read_timeout,
-    );
-    let body = match super::read_body(&headers, body, limit, timeout).await {
-        Ok(b) => b,
-        Err(e) => return ApiError(e, Dialect::OpenAi).into_response(),
-    };
-    let req = Request {
-        api,
-        dialect: Dialect::OpenAi,
+    Bounded(body): Bounded,
+) -> Result<Response, ApiError> {
+    super::serve(
+        &gw,
+        Api::ImagesEdits,
+        Dialect::OpenAi,
+        caller,
         headers,
         body,
-        caller,
-    };
-    match gw.handle(req).await {
-        Ok(resp) => resp,
-        Err(e) => ApiError(e, Dialect::OpenAi).into_response(),
-    }
+    )
+    .await
 }
 
 /// The `/v1/models` entry of a group: OpenAI's fields, plus what agents configure
@@ -125,20 +126,13 @@ fn model_entry(config: &Config, name: &str, idx: &[usize], created: u64) -> serd
 /// `GET /v1/models/{model}`: one model group, or 404.
 pub async fn model(
     State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Lister(caller): Lister,
     Path(id): Path<String>,
-) -> Response {
-    let caller = match super::lister(&gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return super::openai_error(e),
-    };
+) -> Result<Json<serde_json::Value>, ApiError> {
     let config = gw.config();
-    let Some(resolved) = config.resolve(&id) else {
-        return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
+    let Some(resolved) = config.resolve(&id).filter(|r| visible(&caller, r.group)) else {
+        return Err(Error::ModelNotFound(id).into());
     };
-    if !visible(&caller, resolved.group) {
-        return ApiError(crate::error::Error::ModelNotFound(id), Dialect::OpenAi).into_response();
-    }
     let mut entry = model_entry(
         &config,
         resolved.group,
@@ -146,7 +140,7 @@ pub async fn model(
         gw.started_at(),
     );
     entry["id"] = json!(id);
-    Json(entry).into_response()
+    Ok(Json(entry))
 }
 
 /// Whether `caller` may see model group `group` (a key's `models` allowlist).
@@ -159,11 +153,10 @@ fn visible(caller: &Caller, group: &str) -> bool {
 
 /// `GET /v1/models`: every model group the caller may use (wildcards included, as LiteLLM
 /// lists them).
-pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match super::lister(&gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return super::openai_error(e),
-    };
+pub async fn models(
+    State(gw): State<Arc<Gateway>>,
+    Lister(caller): Lister,
+) -> Json<serde_json::Value> {
     let config = gw.config();
     let created = gw.started_at();
     let groups = config
@@ -194,17 +187,16 @@ pub async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
             data.push(e);
         }
     }
-    Json(json!({ "object": "list", "data": data })).into_response()
+    Json(json!({ "object": "list", "data": data }))
 }
 
 /// `GET /model/info` (and `/v1/model/info`): every deployment, LiteLLM's shape, no secrets:
 /// credential-like params and `extra_headers` values are masked, and `api_base` is shown
 /// without userinfo or credential query parameters.
-pub async fn model_info(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let caller = match super::lister(&gw, &headers) {
-        Ok(c) => c,
-        Err(e) => return super::openai_error(e),
-    };
+pub async fn model_info(
+    State(gw): State<Arc<Gateway>>,
+    Lister(caller): Lister,
+) -> Json<serde_json::Value> {
     let config = gw.config();
     let data: Vec<serde_json::Value> = config
         .deployments
@@ -222,5 +214,5 @@ pub async fn model_info(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> R
             json!({ "model_name": d.model_name, "litellm_params": params, "model_info": info })
         })
         .collect();
-    Json(json!({ "data": data })).into_response()
+    Json(json!({ "data": data }))
 }

@@ -1,13 +1,13 @@
 //! The LiteLLM-compatible `config.yaml` as it is written: serde types only, no validation.
 //!
 //! Sections LiteLLM knows are accepted with their LiteLLM names; keys llmgate does not act on
-//! are kept (as `serde_yaml::Value`) so validation can warn about them instead of refusing a
+//! are kept (as `serde_yaml_ng::Value`) so validation can warn about them instead of refusing a
 //! LiteLLM user's config. The `llmgate:` section is ours and strict.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

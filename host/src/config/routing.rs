@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::Validator;
 

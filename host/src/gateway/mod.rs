@@ -4,10 +4,20 @@
 //! Fallback happens only before the first byte reaches the client: an attempt fails over
 //! when sending fails, times out, or the upstream answers with an error; once a 2xx stream
 //! has started, a break is reported to the client in-stream.
+//!
+//! [`Gateway::handle`] reads as the steps; each lives in a file of its own:
+//! - read and resolve ([`Call`], here), admit ([`billing::admit`]), route (the policy, here);
+//! - attempt ([`attempt`]: the plan's attempts with retries, fallbacks, Retry-After and
+//!   cooldowns; [`upstream`]: one request checked, signed and sent);
+//! - stream or answer ([`stream`] for a started stream, [`attempt::Answer`] for a whole one);
+//! - settle ([`billing::Billing`]: owns the ledger ticket and ends it exactly once).
 
+mod attempt;
 pub mod aws;
+mod billing;
 pub mod sse;
 mod stats;
+mod stream;
 pub(crate) mod summary;
 mod upstream;
 
@@ -23,15 +33,13 @@ use tracing::Instrument as _;
 
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
-use crate::ledger::cost::input_tokens_upper_bound;
-use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
-use crate::plugins::bindings::policy_api::{Candidate, RouteRequest};
-use crate::plugins::bindings::provider_api::{Deployment as PluginDeployment, Inbound};
-use crate::plugins::bindings::types::Api;
+use crate::ledger::{Caller, Ledger};
+use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
+use crate::wit::provider_api::Deployment as PluginDeployment;
+use crate::wit::types::Api;
 use crate::plugins::{GatewayError, Registry, Runtime};
-use crate::store::SpendLog;
+use billing::{Billing, LogFields};
 pub use stats::Stats;
-pub use upstream::origin_of;
 
 /// Client headers never handed to plugins, besides every header a gateway key is accepted
 /// from ([`crate::ledger::KEY_HEADERS`], see [`forwardable_headers`]).
@@ -197,10 +205,116 @@ impl Gateway {
         self.started_at
     }
 
-    /// Serve one model request (chat completions, messages, ...), with fallback.
+    /// Serve one model request (chat completions, messages, ...), with fallback. The caller
+    /// is already authenticated (the API layer's extractors); the steps:
+    /// read and resolve, admit, route, attempt, then stream or answer (settling the bill),
+    /// or refund it if no attempt answered.
     pub async fn handle(&self, req: Request) -> Result<Response, Error> {
+        let (call, fields) = Call::read(self, req)?;
+        let span = tracing::info_span!("request", call_id = %call.id, model = %call.model, group = %call.group, stream = call.stream);
+        let mut billing = billing::admit(&self.ledger, &call, fields)?;
+        async {
+            let answer = match self.route_and_attempt(&call, &mut billing).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    billing.refund(&e);
+                    return Err(e);
+                }
+            };
+            Ok(answer.respond(&call, billing))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Ask the routing policy for a plan, then run its attempts until one answers.
+    async fn route_and_attempt(
+        &self,
+        call: &Call,
+        billing: &mut Billing,
+    ) -> Result<attempt::Answer, Error> {
+        let plan = self.route(call).await?;
+        attempt::run_plan(self, call, &plan, billing).await
+    }
+
+    /// The routing policy's plan for `call`: an ordered list of attempts.
+    async fn route(&self, call: &Call) -> Result<Vec<Attempt>, Error> {
+        let config = &call.config;
+        let candidates: Vec<Candidate> = call
+            .deployments
+            .iter()
+            .map(|&i| self.stats.candidate(&config.deployments[i]))
+            .collect();
+        let choice = config.policy_for(&call.group);
+        let policy = call.registry.policy(&choice.policy).ok_or_else(|| {
+            Error::Internal(format!(
+                "routing policy `{}` is not loaded (loaded: {})",
+                choice.policy,
+                call.registry.policy_names().join(", ")
+            ))
+        })?;
+        let route_req = RouteRequest {
+            api: call.api,
+            model: call.model.clone(),
+            model_group: call.group.clone(),
+            stream: call.stream,
+            est_input_tokens: u32::try_from(call.body.len() / 4).unwrap_or(u32::MAX),
+            max_output_tokens: u32::try_from(call.max_output).unwrap_or(u32::MAX),
+            headers: routing_headers(&call.headers),
+            last_user_text: config
+                .routing
+                .is_auto(&call.group)
+                .then(|| summary::last_user_text(call.api, &call.body))
+                .flatten(),
+        };
+        let plan = policy
+            .route(&choice.config_json, &route_req, &candidates)
+            .await?
+            .map_err(|e| plugin_error(e, None))?;
+        if plan.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "no deployment of `{}` is available",
+                call.group
+            )));
+        }
+        Ok(plan)
+    }
+}
+
+/// One request on its way: what was read from it, who sent it, and the configuration and
+/// plugins it runs on from start to end.
+pub(crate) struct Call {
+    /// The configuration snapshot.
+    config: Arc<Config>,
+    /// The plugins snapshot.
+    registry: Arc<Registry>,
+    /// `x-litellm-call-id`, the spend log's request id.
+    id: String,
+    started: Instant,
+    api: Api,
+    dialect: Dialect,
+    headers: HeaderMap,
+    body: Bytes,
+    content_type: String,
+    caller: Caller,
+    /// The model the client asked for.
+    model: String,
+    stream: bool,
+    /// `max_tokens` (or its like), 0 if absent.
+    max_output: u64,
+    /// The model group it resolved to.
+    group: String,
+    /// What `*` matched, for wildcard groups.
+    capture: Option<String>,
+    /// Candidate deployments: the group's, then those of its fallback groups.
+    deployments: Vec<usize>,
+}
+
+impl Call {
+    /// Read the few fields needed from the body and resolve the model group.
+    fn read(gw: &Gateway, req: Request) -> Result<(Self, LogFields), Error> {
         let started = Instant::now();
-        let call_id = uuid::Uuid::new_v4().to_string();
+        let id = uuid::Uuid::new_v4().to_string();
         let content_type = req
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -214,278 +328,44 @@ impl Gateway {
             user,
             metadata,
         } = summary::summarize(req.api, &content_type, &req.body)?;
-
-        let config = self.config.load_full();
-        let registry = self.registry.load_full();
+        let config = gw.config.load_full();
+        let registry = gw.registry.load_full();
         let resolved = config
             .resolve(&model)
             .ok_or_else(|| Error::ModelNotFound(model.clone()))?;
         let group = resolved.group.to_string();
-        let span = tracing::info_span!("request", call_id = %call_id, model = %model, group = %group, stream);
-
-        // Admission: the key's checks and the reservation (cost and tokens), in memory.
-        let input_bound = input_tokens_upper_bound(req.body.len());
-        let related = config.related_deployments(resolved.group);
-        let all = || resolved.deployments.iter().chain(related);
-        if all().next().is_none() {
+        let capture = resolved.capture;
+        let deployments: Vec<usize> = resolved
+            .deployments
+            .iter()
+            .chain(config.related_deployments(&group))
+            .copied()
+            .collect();
+        if deployments.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no deployment serves `{group}`"
             )));
         }
-        // Without max_tokens: the bounded default output, or the whole cap under strict
-        // admission (the rule is in ledger::cost). The dearest candidate sets the amount.
-        let unset_output = match self.ledger.settings().admission {
-            Admission::Reserve => config.default_reserved_output_tokens,
-            Admission::Strict => u64::MAX,
+        let call = Self {
+            config,
+            registry,
+            id,
+            started,
+            api: req.api,
+            dialect: req.dialect,
+            headers: req.headers,
+            body: req.body,
+            content_type,
+            caller: req.caller,
+            model,
+            stream,
+            max_output,
+            group,
+            capture,
+            deployments,
         };
-        let (reserve, tokens) = all()
-            .map(|&i| {
-                let prices = &config.deployments[i].prices;
-                let output = prices.output_reservation(max_output, unset_output);
-                (
-                    prices.reservation(input_bound, output),
-                    input_bound.saturating_add(output),
-                )
-            })
-            .fold((0.0, 0), |(c, t), (c2, t2)| (f64::max(c, c2), t.max(t2)));
-        let settings = self.ledger.settings();
-        let mut log_meta = serde_json::Map::new();
-        let mut tags = Vec::new();
-        if let Some(m) = metadata {
-            if let Some(t) = m.get("tags").and_then(|t| t.as_array()) {
-                tags = t
-                    .iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect();
-            }
-            log_meta.insert("requester_metadata".into(), m);
-        }
-        let log = SpendLog {
-            request_id: call_id.clone(),
-            call_type: call_type(req.api).to_string(),
-            start_time_ms: unix_now_ms(),
-            model_group: group.clone(),
-            user: user.unwrap_or_default(),
-            metadata: serde_json::Value::Object(log_meta),
-            request_tags: tags,
-            messages: (settings.store_prompts && req.api != Api::ImagesEdits)
-                .then(|| serde_json::from_slice(&req.body).ok())
-                .flatten(),
-            requester_ip_address: req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_string()),
-            ..SpendLog::default()
-        };
-        let mut ticket = Some(self.ledger.admit(
-            &req.caller,
-            Admit {
-                group: &group,
-                reserve,
-                tokens,
-                log,
-            },
-        )?);
-
-        let result = async {
-            let candidates: Vec<Candidate> = all()
-                .map(|&i| self.stats.candidate(&config.deployments[i]))
-                .collect();
-            let choice = config.policy_for(resolved.group);
-            let policy = registry.policy(&choice.policy).ok_or_else(|| {
-                Error::Internal(format!(
-                    "routing policy `{}` is not loaded (loaded: {})",
-                    choice.policy,
-                    registry.policy_names().join(", ")
-                ))
-            })?;
-            let route_req = RouteRequest {
-                api: req.api,
-                model: model.clone(),
-                model_group: group.clone(),
-                stream,
-                est_input_tokens: u32::try_from(req.body.len() / 4).unwrap_or(u32::MAX),
-                max_output_tokens: u32::try_from(max_output).unwrap_or(u32::MAX),
-                headers: routing_headers(&req.headers),
-                last_user_text: config
-                    .routing
-                    .is_auto(&group)
-                    .then(|| summary::last_user_text(req.api, &req.body))
-                    .flatten(),
-            };
-            let plan = policy
-                .route(&choice.config_json, &route_req, &candidates)
-                .await?
-                .map_err(|e| plugin_error(e, None))?;
-            if plan.is_empty() {
-                return Err(Error::Unavailable(format!("no deployment of `{group}` is available")));
-            }
-            let forwarded = forwardable_headers(&req.headers);
-            let mut last: Option<Error> = None;
-            let mut tried: Vec<&Arc<Deployment>> = Vec::new();
-            let routing = &config.routing;
-            for attempt in &plan {
-                if let Some(err) = &last
-                    && !attempt.when.contains(&err.class())
-                {
-                    continue;
-                }
-                let Some(dep) = config.deployments.iter().find(|d| d.id == attempt.candidate_id) else {
-                    continue;
-                };
-                // Retrying the deployment that just failed: honour its Retry-After (and
-                // `retry_after`), or skip the attempt if that is longer than we hold a client.
-                if let (Some(err), Some(prev)) = (&last, tried.last())
-                    && prev.id == dep.id
-                {
-                    let asked = match err {
-                        Error::Upstream { retry_after_ms: Some(ms), .. } => std::time::Duration::from_millis(u64::from(*ms)),
-                        _ => std::time::Duration::ZERO,
-                    };
-                    let wait = asked.max(routing.retry_after);
-                    if wait > routing.max_retry_wait {
-                        tracing::info!(deployment = %dep.id, wait_ms = wait.as_millis() as u64, "skipping a retry: Retry-After is longer than the gateway waits");
-                        continue;
-                    }
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                let upstream_model = plugin_deployment(dep, resolved.capture.as_deref());
-                if let Some(t) = ticket.as_mut() {
-                    t.log.model.clone_from(&upstream_model.model);
-                    t.log.model_id.clone_from(&dep.id);
-                    t.log.custom_llm_provider.clone_from(&dep.provider);
-                    t.log.api_base = dep.api_base.clone().unwrap_or_default();
-                }
-                let inbound = Inbound {
-                    api: req.api,
-                    model: model.clone(),
-                    stream,
-                    body: req.body.to_vec(),
-                    content_type: content_type.clone(),
-                    headers: forwarded.clone(),
-                    deployment: upstream_model,
-                };
-                let ctx = upstream::AttemptCtx {
-                    gateway: self,
-                    registry: &registry,
-                    config: &config,
-                    dep,
-                    dialect: req.dialect,
-                    call_id: &call_id,
-                    started,
-                    retries: attempt_counts(&tried, dep).0,
-                    fallbacks: attempt_counts(&tried, dep).1,
-                    ticket: &mut ticket,
-                    input_bound,
-                };
-                tried.push(dep);
-                let attempt_span = tracing::info_span!("attempt", deployment = %dep.id, provider = %dep.provider);
-                match upstream::run(ctx, inbound).instrument(attempt_span).await {
-                    Ok(resp) => return Ok(resp),
-                    // The gateway is at capacity, not the deployment at fault: no cooldown,
-                    // and no other attempt (they share the pool). Logged where counted.
-                    Err(e @ Error::PluginCapacity(_)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(deployment = %dep.id, kind = e.kind(), status = e.status().as_u16(), "attempt failed: {e}");
-                        let retry_after = match &e {
-                            Error::Upstream { retry_after_ms, .. } => *retry_after_ms,
-                            _ => None,
-                        };
-                        self.stats.failed(&dep.id, e.class(), retry_after, routing.allowed_fails, routing.cooldown_time);
-                        last = Some(e);
-                    }
-                }
-            }
-            Err(last.unwrap_or_else(|| Error::Unavailable(format!("no deployment of `{group}` could take the request"))))
-        }
-        .instrument(span)
-        .await;
-        if let (Err(e), Some(mut t)) = (&result, ticket.take()) {
-            if let Some(m) = t.log.metadata.as_object_mut() {
-                m.insert("error".into(), serde_json::json!(e.to_string()));
-                m.insert(
-                    "error_status".into(),
-                    serde_json::json!(e.status().as_u16()),
-                );
-            }
-            t.settle(Outcome {
-                cost: 0.0,
-                success: false,
-                tokens: 0,
-            });
-        }
-        result
+        Ok((call, LogFields { user, metadata }))
     }
-}
-
-/// `(retries, fallbacks)` made before `current`, LiteLLM's way: switching to another model
-/// group (a fallback group) is a fallback; every other extra attempt (the same deployment
-/// again, or another deployment of a group already tried) is a retry.
-fn attempt_counts(tried: &[&Arc<Deployment>], current: &Deployment) -> (usize, usize) {
-    let mut groups: Vec<&str> = Vec::with_capacity(tried.len() + 1);
-    for name in tried
-        .iter()
-        .map(|d| d.model_name.as_str())
-        .chain([current.model_name.as_str()])
-    {
-        if !groups.contains(&name) {
-            groups.push(name);
-        }
-    }
-    let fallbacks = groups.len() - 1;
-    (tried.len() - fallbacks, fallbacks)
-}
-
-/// LiteLLM's `call_type` for an API.
-fn call_type(api: Api) -> &'static str {
-    match api {
-        Api::ChatCompletions => "acompletion",
-        Api::Messages => "anthropic_messages",
-        Api::CountTokens => "count_tokens",
-        Api::Embeddings => "aembedding",
-        Api::ImagesGenerations => "aimage_generation",
-        Api::ImagesEdits => "aimage_edit",
-    }
-}
-
-/// Finish a ticket with the usage of a served request; returns (cost, key spend).
-pub(crate) fn settle_served(
-    ticket: Ticket,
-    dep: &Deployment,
-    usage: Option<&crate::plugins::Usage>,
-    response: Option<serde_json::Value>,
-    success: bool,
-) -> (f64, f64) {
-    let mut ticket = ticket;
-    let cost = match usage {
-        Some(u) => dep.prices.cost(u),
-        None if success => 0.0,
-        None => ticket.fallback_cost,
-    };
-    let mut tokens = 0;
-    if let Some(u) = usage {
-        let log = &mut ticket.log;
-        log.prompt_tokens = u.input + u.cache_read + u.cache_write;
-        log.completion_tokens = u.output;
-        log.total_tokens = log.prompt_tokens + log.completion_tokens;
-        log.cache_read_input_tokens = u.cache_read;
-        log.cache_creation_input_tokens = u.cache_write;
-        log.reasoning_tokens = u.reasoning;
-        tokens = log.total_tokens;
-    }
-    if ticket.ledger_store_prompts() {
-        ticket.log.response = response;
-    }
-    let spend = ticket.settle(Outcome {
-        cost,
-        success,
-        tokens,
-    });
-    (cost, spend)
 }
 
 /// A plugin-reported error as a client-facing one.

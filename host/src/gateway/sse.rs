@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::aws::EventStreamParser;
 use crate::plugins::SseEvent;
-use crate::plugins::bindings::types::Framing;
+use crate::wit::types::Framing;
 
 /// Largest single event accepted from an upstream.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
@@ -217,9 +217,11 @@ impl Framer {
                     ),
                     _ => frame.header(":event-type").unwrap_or("").to_string(),
                 };
-                let data = String::from_utf8(frame.payload).map_err(|_| {
-                    FrameError("upstream sent an event-stream payload that is not UTF-8".into())
-                })?;
+                let data = std::str::from_utf8(frame.payload())
+                    .map_err(|_| {
+                        FrameError("upstream sent an event-stream payload that is not UTF-8".into())
+                    })?
+                    .to_owned();
                 Ok(Some(SseEvent {
                     event: Some(event),
                     data,

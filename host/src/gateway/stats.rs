@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::config::Deployment;
 use crate::plugins::ErrorClass;
-use crate::plugins::bindings::policy_api::Candidate;
+use crate::wit::policy_api::Candidate;
 
 fn now_ms() -> u64 {
     crate::ledger::unix_now_ms().max(0) as u64

@@ -1,11 +1,13 @@
 //! What the gateway reads from a request body: the few fields it routes and limits on.
-//! JSON bodies are scanned, not parsed; multipart bodies (image edits) are split just enough
-//! to read the `model` form field and count the image parts.
+//! JSON bodies are scanned, not parsed; multipart bodies (image edits) are split into parts
+//! by the SDK's [`multipart`] module, just enough to read the `model` form field and check
+//! the image and prompt parts.
 
 use llmgate_sdk::json::TopLevel;
+use llmgate_sdk::multipart;
 
 use crate::error::Error;
-use crate::plugins::bindings::types::Api;
+use crate::wit::types::Api;
 
 /// The routing-relevant fields of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,93 +154,29 @@ pub fn last_user_text(api: Api, body: &[u8]) -> Option<String> {
     Some(text)
 }
 
-/// The boundary of a `multipart/form-data` content type.
-fn boundary(content_type: &str) -> Option<&str> {
-    let (mime, params) = content_type.split_once(';')?;
-    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
-        return None;
-    }
-    params.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"'))
-    })
-}
-
-/// One part of a multipart body: its form name, whether it is a file, and its content.
-struct Part<'a> {
-    name: String,
-    file: bool,
-    body: &'a [u8],
-}
-
-fn parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Error> {
-    let bad = |m: &str| Error::BadRequest(format!("malformed multipart body: {m}"));
-    let first = format!("--{boundary}");
-    // After the first, every delimiter starts on its own line.
-    let delim = format!("\r\n--{boundary}");
-    let Some(start) = memchr::memmem::find(body, first.as_bytes()) else {
-        return Err(bad("no boundary found"));
-    };
-    let finder = memchr::memmem::Finder::new(delim.as_bytes());
-    let mut out = Vec::new();
-    let mut pos = start + first.len();
-    loop {
-        if body[pos..].starts_with(b"--") {
-            return Ok(out);
-        }
-        let Some(next) = finder.find(&body[pos..]) else {
-            return Err(bad("the closing boundary is missing"));
-        };
-        let seg = &body[pos..pos + next];
-        pos += next + delim.len();
-        let seg = seg.strip_prefix(b"\r\n").unwrap_or(seg);
-        let Some(split) = memchr::memmem::find(seg, b"\r\n\r\n") else {
-            return Err(bad("a part has no header end"));
-        };
-        let head = String::from_utf8_lossy(&seg[..split]);
-        let content = &seg[split + 4..];
-        let disposition = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .ok_or_else(|| bad("a part has no Content-Disposition"))?;
-        let param = |key: &str| {
-            disposition.split(';').find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
-            })
-        };
-        out.push(Part {
-            name: param("name").unwrap_or_default(),
-            file: param("filename").is_some(),
-            body: content,
-        });
-    }
-}
-
 fn multipart_summary(content_type: &str, body: &[u8]) -> Result<Summary, Error> {
-    let Some(boundary) = boundary(content_type) else {
+    let Some(boundary) = multipart::boundary(content_type) else {
         return Err(Error::BadRequest(
             "image edits take multipart/form-data with a boundary".into(),
         ));
     };
-    let parts = parts(body, boundary)?;
+    let parts = multipart::parts(body, &boundary)
+        .map_err(|m| Error::BadRequest(format!("malformed multipart body: {m}")))?;
     let model = parts
         .iter()
-        .find(|p| p.name == "model" && !p.file)
-        .map(|p| String::from_utf8_lossy(p.body).trim().to_string())
+        .find(|p| p.name == "model" && !p.is_file())
+        .map(|p| String::from_utf8_lossy(p.content).trim().to_string())
         .filter(|m| !m.is_empty())
         .ok_or_else(|| Error::BadRequest("missing required form field `model`".into()))?;
     if !parts
         .iter()
-        .any(|p| p.file && (p.name == "image" || p.name == "image[]"))
+        .any(|p| p.is_file() && (p.name == "image" || p.name == "image[]"))
     {
         return Err(Error::BadRequest(
             "missing required file part `image` (or `image[]`)".into(),
         ));
     }
-    if !parts.iter().any(|p| p.name == "prompt" && !p.file) {
+    if !parts.iter().any(|p| p.name == "prompt" && !p.is_file()) {
         return Err(Error::BadRequest(
             "missing required form field `prompt`".into(),
         ));

@@ -2,13 +2,14 @@
 //! regenerate, list. Every change is committed to the store before the in-memory ledger
 //! changes, so a failed write leaves the key as it was, in memory and on disk.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
 use super::{KeyEntry, KeyState, Ledger, hash_key, key_name, unix_now, window};
 use crate::error::Error;
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, ModelSpend};
 
 /// A new random key: `sk-` and 32 URL-safe characters (~190 bits).
 pub fn new_key() -> String {
@@ -152,7 +153,7 @@ fn apply(rec: &mut KeyRecord, body: &Map<String, Value>, now: i64) -> Result<(),
             _ => return Err(bad("model_max_budget", "must be a JSON object")),
         };
         // Windows of models whose budget changed start over.
-        rec.model_spend = json!({});
+        rec.model_spend.clear();
     }
     if let Some(b) = opt_bool(body, "blocked")? {
         rec.blocked = b;
@@ -188,11 +189,7 @@ pub fn view(rec: &KeyRecord) -> Value {
         "rpm_limit": rec.rpm_limit,
         "max_parallel_requests": rec.max_parallel_requests,
         "model_max_budget": rec.model_max_budget,
-        "model_spend": rec.model_spend.as_object().map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.get("spend").cloned().unwrap_or(json!(0.0))))
-                .collect::<Map<_, _>>()
-        }).unwrap_or_default(),
+        "model_spend": rec.model_spend.iter().map(|(k, w)| (k, w.spend)).collect::<BTreeMap<_, _>>(),
         "blocked": rec.blocked,
         "user_id": rec.user_id,
         "team_id": rec.team_id,
@@ -285,7 +282,7 @@ impl Ledger {
             rpm_limit: None,
             max_parallel_requests: None,
             model_max_budget: json!({}),
-            model_spend: json!({}),
+            model_spend: ModelSpend::new(),
             blocked: false,
             user_id: None,
             team_id: None,

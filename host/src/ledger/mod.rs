@@ -10,7 +10,7 @@
 //!   windows that are due, checks the budget, the rpm, tpm and parallel limits, and then
 //!   *reserves* the request's cost and tokens before it goes out: its input upper bound at
 //!   the dearest input price plus its output allowance (`max_tokens`, else the bounded
-//!   default; the rule is in [`cost`]).
+//!   default; the rule is in [`crate::pricing`]).
 //! - [`Ticket::settle`] (or dropping the ticket) releases the reservation and adds the real
 //!   cost and tokens, success or failure, exactly once.
 //!
@@ -42,7 +42,6 @@
 //! minute stay below `tpm_limit` plus one request's estimate. `rpm_limit` counts a request
 //! at admission, so it is exact.
 
-pub mod cost;
 pub mod window;
 
 use std::collections::HashMap;
@@ -52,21 +51,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
+pub use crate::config::Admission;
 use crate::error::Error;
-use crate::store::{KeyRecord, SpendEvent, SpendLog, Store};
-
-/// How the budget check treats a request's worst-case cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Admission {
-    /// Admit while `spend + reserved < max_budget`; a request without `max_tokens`
-    /// reserves the bounded default output.
-    #[default]
-    Reserve,
-    /// Admit only if `spend + reserved + this request's reservation <= max_budget`; a
-    /// request without `max_tokens` reserves the model's whole output cap.
-    Strict,
-}
+use crate::store::{KeyRecord, ModelWindow, SpendEvent, SpendLog, Store};
 
 /// Ledger settings from the config.
 #[derive(Debug, Clone, Default)]
@@ -178,18 +167,15 @@ impl KeyState {
             self.rec.budget_reset_at = window::parse(d).ok().map(|p| window::next_reset(p, now));
             changed = true;
         }
-        if let Some(models) = self.rec.model_spend.as_object_mut() {
-            for (model, v) in models.iter_mut() {
-                let due = v
-                    .get("reset_at")
-                    .and_then(Value::as_i64)
-                    .is_some_and(|t| now >= t);
-                if due {
-                    let reset_at = model_period(&self.rec.model_max_budget, model)
-                        .map(|p| window::next_reset(p, now));
-                    *v = json!({ "spend": 0.0, "reset_at": reset_at });
-                    changed = true;
-                }
+        for (model, w) in &mut self.rec.model_spend {
+            if w.reset_at.is_some_and(|t| now >= t) {
+                let reset_at = model_period(&self.rec.model_max_budget, model)
+                    .map(|p| window::next_reset(p, now));
+                *w = ModelWindow {
+                    reset_at,
+                    spend: 0.0,
+                };
+                changed = true;
             }
         }
         let minute = now.div_euclid(60);
@@ -202,12 +188,7 @@ impl KeyState {
     }
 
     fn model_spend(&self, model: &str) -> f64 {
-        self.rec
-            .model_spend
-            .get(model)
-            .and_then(|v| v.get("spend"))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
+        self.rec.model_spend.get(model).map_or(0.0, |w| w.spend)
     }
 
     fn spend_event(&self) -> SpendEvent {
@@ -242,19 +223,6 @@ fn model_period(budgets: &Value, model: &str) -> Option<window::Period> {
         .get("time_period")?
         .as_str()
         .and_then(|p| window::parse(p).ok())
-}
-
-/// Set a model's entry in `model_spend`.
-fn set_model_spend(rec: &mut KeyRecord, model: &str, spend: f64, reset_at: Value) {
-    if !rec.model_spend.is_object() {
-        rec.model_spend = json!({});
-    }
-    if let Some(m) = rec.model_spend.as_object_mut() {
-        m.insert(
-            model.to_string(),
-            json!({ "spend": spend, "reset_at": reset_at }),
-        );
-    }
 }
 
 /// What one admitted request holds until it settles: its reservation, parallel slot and
@@ -337,15 +305,8 @@ impl Ticket {
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
-                let reset_at = st
-                    .rec
-                    .model_spend
-                    .get(&self.group)
-                    .and_then(|v| v.get("reset_at"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let spend = st.model_spend(&self.group) + cost;
-                set_model_spend(&mut st.rec, &self.group, spend, reset_at);
+                let w = st.rec.model_spend.entry(self.group.clone()).or_default();
+                w.spend += cost;
             }
             key_spend = st.rec.spend;
             // Queued under the lock: the store sees this key's absolute spend in order.
@@ -381,7 +342,7 @@ impl Drop for Ticket {
 pub struct Admit<'a> {
     /// The model group.
     pub group: &'a str,
-    /// USD to reserve (the rule in [`cost`]).
+    /// USD to reserve (the rule in [`crate::pricing`]).
     pub reserve: f64,
     /// Tokens to hold against the key's tpm window: input bound + output allowance.
     pub tokens: u64,
@@ -400,7 +361,7 @@ pub struct Ledger {
 
 /// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
 pub fn hash_key(key: &str) -> String {
-    crate::hex(&Sha256::digest(key.as_bytes()))
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Display form of a key: `sk-...abcd`.
@@ -439,10 +400,6 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
             _ => v,
         })
     })
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Unix seconds now.
@@ -523,10 +480,10 @@ impl Ledger {
             ));
         };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if ct_eq(&digest, master) {
+        if bool::from(digest.ct_eq(master)) {
             return Ok(Caller::Master);
         }
-        let token = crate::hex(&digest);
+        let token = hex::encode(digest);
         match self.key_by_token(&token) {
             Some(k) => Ok(Caller::Key(k)),
             None => Err(Error::Unauthorized(format!(
@@ -555,7 +512,7 @@ impl Ledger {
         let Caller::Key(key) = caller else {
             if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
                 // As LiteLLM does: the master key's requests are logged under its hash.
-                log.api_key = crate::hex(h);
+                log.api_key = hex::encode(h);
             }
             return Ok(ticket(log, None, 0.0, Vec::new()));
         };
@@ -648,10 +605,14 @@ impl Ledger {
         // Admitted: reserve.
         st.reserved += worst;
         if model_budget(&st.rec, req.group).is_some() {
-            if st.rec.model_spend.get(req.group).is_none() {
+            if !st.rec.model_spend.contains_key(req.group) {
                 let reset_at = model_period(&st.rec.model_max_budget, req.group)
                     .map(|p| window::next_reset(p, now));
-                set_model_spend(&mut st.rec, req.group, 0.0, json!(reset_at));
+                let w = ModelWindow {
+                    reset_at,
+                    spend: 0.0,
+                };
+                st.rec.model_spend.insert(req.group.to_string(), w);
             }
             *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
         }

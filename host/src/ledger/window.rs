@@ -6,6 +6,11 @@
 //! reset at midnight `n` days on. Second, minute and hour windows (`30s`, `15m`, `1h`) run
 //! from the moment they start. `duration` (key expiry) is never aligned: `now + duration`.
 
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime};
+
 /// A parsed duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -74,11 +79,7 @@ pub fn next_reset(p: Period, now: i64) -> i64 {
             let since_monday = (days + 3).rem_euclid(7);
             (days - since_monday + 7 * n) * DAY
         }
-        Period::Months(n) => {
-            let (y, m, _) = civil_from_days(now.div_euclid(DAY));
-            let months = y * 12 + (i64::from(m) - 1) + n;
-            days_from_civil(months.div_euclid(12), (months.rem_euclid(12) + 1) as u32, 1) * DAY
-        }
+        Period::Months(n) => first_of_month_after(now, n).unwrap_or(now + 30 * n * DAY),
     }
 }
 
@@ -92,85 +93,58 @@ pub fn after(p: Period, now: i64) -> i64 {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Midnight UTC on the first of the month `n` months after the one `now` falls in; `None`
+/// beyond the calendar's range (years ±9999).
+fn first_of_month_after(now: i64, n: i64) -> Option<i64> {
+    let date = OffsetDateTime::from_unix_timestamp(now).ok()?.date();
+    let months = i64::from(date.year()) * 12 + i64::from(u8::from(date.month()) - 1) + n;
+    let year = i32::try_from(months.div_euclid(12)).ok()?;
+    let month = Month::try_from(u8::try_from(months.rem_euclid(12) + 1).ok()?).ok()?;
+    let first = Date::from_calendar_date(year, month, 1).ok()?;
+    Some(first.midnight().assume_utc().unix_timestamp())
 }
 
-/// The date of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    crate::gateway::aws::civil_from_days(z)
-}
+/// `2026-11-22T08:45:00.123Z`: always three fraction digits, always `Z`.
+const ISO_MS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-/// RFC 3339 UTC with milliseconds: `2026-11-22T08:45:00.123Z`.
+/// RFC 3339 UTC with milliseconds: `2026-11-22T08:45:00.123Z`. Times beyond the calendar's
+/// range (years ±9999) are shown as its first or last millisecond.
 pub fn iso_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(DAY));
-    let t = secs.rem_euclid(DAY);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t / 3600,
-        t % 3600 / 60,
-        t % 60,
-        ms.rem_euclid(1000)
-    )
+    let min = PrimitiveDateTime::MIN.assume_utc().unix_timestamp() * 1000;
+    let max = PrimitiveDateTime::MAX.assume_utc().unix_timestamp() * 1000 + 999;
+    let nanos = i128::from(ms.clamp(min, max)) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(ISO_MS).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
 }
 
 /// RFC 3339 UTC for unix seconds.
 pub fn iso(secs: i64) -> String {
-    iso_ms(secs * 1000)
+    iso_ms(secs.saturating_mul(1000))
 }
 
+/// A date and time without an offset (`2026-11-22T08:45:00`, `.250` allowed), read as UTC.
+const LOCAL: &[BorrowedFormatItem<'static>] = format_description!(
+    "[year]-[month]-[day][first [T] [t] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+);
+
 /// Parse `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time (`2026-11-22T08:45:00Z`,
-/// `...+02:00`, fractional seconds allowed) to unix milliseconds.
+/// `...+02:00`, fractional seconds allowed; without an offset, UTC) to unix milliseconds.
 pub fn parse_time_ms(s: &str) -> Option<i64> {
     let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let y: i64 = s.get(0..4)?.parse().ok()?;
-    let m: u32 = s.get(5..7)?.parse().ok()?;
-    let d: u32 = s.get(8..10)?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let day_ms = days_from_civil(y, m, d) * DAY * 1000;
-    if b.len() == 10 {
-        return Some(day_ms);
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 {
-        return None;
-    }
-    let hh: i64 = s.get(11..13)?.parse().ok()?;
-    let mm: i64 = s.get(14..16)?.parse().ok()?;
-    let ss: i64 = s.get(17..19)?.parse().ok()?;
-    let mut rest = &s[19..];
-    let mut frac_ms = 0;
-    if let Some(r) = rest.strip_prefix('.') {
-        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-        let f = &r[..digits];
-        let padded = format!("{:0<3}", &f[..f.len().min(3)]);
-        frac_ms = padded.parse::<i64>().ok()?;
-        rest = &r[digits..];
-    }
-    let offset_s = match rest {
-        "" | "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
-            let h: i64 = o.get(1..3)?.parse().ok()?;
-            let mi: i64 = o.get(4..6)?.parse().ok()?;
-            let v = h * 3600 + mi * 60;
-            if o.starts_with('-') { -v } else { v }
-        }
-        _ => return None,
+    let at = if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        t
+    } else if let Ok(t) = PrimitiveDateTime::parse(s, LOCAL) {
+        t.assume_utc()
+    } else {
+        Date::parse(s, format_description!("[year]-[month]-[day]"))
+            .ok()?
+            .midnight()
+            .assume_utc()
     };
-    Some(day_ms + ((hh * 3600 + mm * 60 + ss - offset_s) * 1000) + frac_ms)
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]
@@ -225,8 +199,20 @@ mod tests {
             parse_time_ms("2026-11-22"),
             parse_time_ms("2026-11-22T00:00:00Z")
         );
+        assert_eq!(
+            parse_time_ms("2026-11-22 08:45:10.25"),
+            parse_time_ms("2026-11-22T08:45:10.250Z")
+        );
         assert!(parse_time_ms("22/11/2026").is_none());
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(parse_time_ms("1970-01-01"), Some(0));
+        assert_eq!(
+            iso(t("2024-02-29T23:59:59Z") + 1),
+            "2024-03-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            iso(t("2023-12-31T23:59:59Z") + 1),
+            "2024-01-01T00:00:00.000Z"
+        );
+        assert_eq!(t("2024-01-01"), 19_723 * DAY);
     }
 }

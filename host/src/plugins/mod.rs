@@ -17,10 +17,9 @@
 //! executor, so a plugin that spins never blocks a worker thread for more than one tick, and
 //! it is interrupted once its call has run longer than the deadline.
 
-pub mod bindings;
 pub mod policy;
 pub mod provider;
-pub mod reload;
+mod rescan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +30,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
-use crate::hex;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -41,7 +39,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginLimits;
-pub use bindings::types::{ErrorClass, GatewayError, LogLevel, SseEvent, Usage};
+pub use crate::wit::types::{ErrorClass, GatewayError, LogLevel, SseEvent, Usage};
 pub use policy::PolicyPlugin;
 pub use provider::ProviderPlugin;
 
@@ -131,9 +129,9 @@ impl WasiView for State {
     }
 }
 
-impl bindings::types::Host for State {}
+impl crate::wit::types::Host for State {}
 
-impl bindings::provider_world::llmgate::plugin::host::Host for State {
+impl crate::wit::provider_world::llmgate::plugin::host::Host for State {
     async fn log(&mut self, level: LogLevel, message: String) {
         if self.log_budget == 0 {
             return;
@@ -233,11 +231,11 @@ impl Runtime {
             .map_err(|e| anyhow::Error::from(e).context("creating the wasmtime engine"))?;
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::provider_world::llmgate::plugin::host::add_to_linker::<
+        crate::wit::provider_world::llmgate::plugin::host::add_to_linker::<
             State,
             wasmtime::component::HasSelf<State>,
         >(&mut linker, |s| s)?;
-        bindings::types::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+        crate::wit::types::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut linker,
             |s| s,
         )?;
@@ -517,7 +515,7 @@ impl Runtime {
     /// Load one `.wasm` file: hash, compile, link, instantiate once and self-check.
     pub async fn load_file(self: &Arc<Self>, path: &Path) -> anyhow::Result<Loaded> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let origin = Origin {
             file: path.to_path_buf(),
             sha256,

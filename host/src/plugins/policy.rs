@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::policy_api::{Attempt, Candidate, RouteRequest};
-use super::bindings::policy_world::{RoutingPolicy, RoutingPolicyPre};
-use super::bindings::types::GatewayError;
 use super::{Fault, LOG_LINES_PER_STORE, Origin, PluginStatus, Runtime, State};
 use crate::error::Error;
+use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
+use crate::wit::policy_world::{RoutingPolicy, RoutingPolicyPre};
+use crate::wit::types::GatewayError;
 
 /// Most attempts a policy may plan for one request.
 pub const MAX_ATTEMPTS: usize = 64;

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use wasmtime::Store;
 use wasmtime::component::{Component, ResourceAny};
 
-use super::bindings::provider_api::{ClientResponse, Inbound, Prefix, UpstreamRequest};
-use super::bindings::provider_world::{ProviderPlugin as World, ProviderPluginPre};
-use super::bindings::types::{Api, GatewayError, SseEvent, Usage};
 use super::{Fault, NoInstance, Origin, PluginStatus, Runtime, State};
 use crate::error::Error;
+use crate::wit::provider_api::{ClientResponse, Inbound, Prefix, UpstreamRequest};
+use crate::wit::provider_world::{ProviderPlugin as World, ProviderPluginPre};
+use crate::wit::types::{Api, GatewayError, SseEvent, Usage};
 
 /// Most bytes a plugin may hand back in one body or event batch.
 const MAX_OUTPUT_BYTES: usize = 64 << 20;
@@ -83,7 +83,7 @@ impl ProviderPlugin {
             );
             if let Some(base) = &p.default_api_base {
                 anyhow::ensure!(
-                    super::super::gateway::origin_of(base).is_some(),
+                    crate::net::origin_of(base).is_some(),
                     "prefix {} has an invalid default-api-base `{base}`",
                     p.name
                 );

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod loops;
+pub mod reload;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::api;
-use crate::error::{ApiError, Dialect, Error, ErrorKind};
+use crate::error::{ApiError, Error, ErrorKind};
 use crate::gateway::Gateway;
 
 /// The whole application; used by the real server and by in-process tests.
@@ -106,16 +107,8 @@ fn could_be_secret(segment: &str) -> bool {
             && segment.chars().any(|c| c.is_ascii_alphabetic()))
 }
 
-fn dialect_for(path: &str) -> Dialect {
-    if path.contains("/messages") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
-}
-
 async fn not_found(req: Request) -> Response {
-    let dialect = dialect_for(req.uri().path());
+    let dialect = api::dialect_for(req.uri().path());
     ApiError(
         Error::RouteNotFound {
             method: req.method().to_string(),
@@ -127,7 +120,7 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
-    let dialect = dialect_for(req.uri().path());
+    let dialect = api::dialect_for(req.uri().path());
     let mut resp = ApiError(
         Error::BadRequest(format!(
             "method {} is not allowed on {}",

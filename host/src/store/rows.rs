@@ -161,7 +161,7 @@ pub(super) fn delete_key(conn: &Connection, token: &str) -> rusqlite::Result<boo
 pub(super) struct KeySpend {
     pub spend: f64,
     pub budget_reset_at: Option<i64>,
-    pub model_spend: serde_json::Value,
+    pub model_spend: super::types::ModelSpend,
 }
 
 /// Writes the spend columns of each key that still exists (and only those columns).

@@ -7,6 +7,15 @@ use serde_json::json;
 
 use super::*;
 
+/// A key's spend in one model group's window.
+fn window(model: &str, spend: f64, reset_at: i64) -> ModelSpend {
+    let w = ModelWindow {
+        reset_at: Some(reset_at),
+        spend,
+    };
+    [(model.to_string(), w)].into_iter().collect()
+}
+
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("nested").join("llmgate.db")
 }
@@ -27,7 +36,7 @@ fn key(token: &str, alias: Option<&str>) -> KeyRecord {
         rpm_limit: Some(60),
         max_parallel_requests: Some(1 << 40),
         model_max_budget: json!({"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}),
-        model_spend: json!({"gpt-4o": {"spend": 0.1, "reset_at": 1_700_000_000}}),
+        model_spend: window("gpt-4o", 0.1, 1_700_000_000),
         blocked: true,
         user_id: Some("alice".to_owned()),
         team_id: Some("t1".to_owned()),
@@ -52,7 +61,7 @@ fn bare_key(token: &str) -> KeyRecord {
         rpm_limit: None,
         max_parallel_requests: None,
         model_max_budget: json!({}),
-        model_spend: json!({}),
+        model_spend: ModelSpend::new(),
         blocked: false,
         user_id: None,
         team_id: None,
@@ -96,7 +105,7 @@ fn key_spend(token: &str, spend: f64) -> SpendEvent {
         token: token.to_owned(),
         spend,
         budget_reset_at: Some(1_700_000_999),
-        model_spend: json!({"gpt-4o": {"spend": spend, "reset_at": 1_700_000_999}}),
+        model_spend: window("gpt-4o", spend, 1_700_000_999),
     }
 }
 
@@ -279,10 +288,7 @@ async fn recorded_spend_survives_reopen() {
     );
     assert_eq!(keys[0].spend, 0.75, "the newest spend wins");
     assert_eq!(keys[0].budget_reset_at, Some(1_700_000_999));
-    assert_eq!(
-        keys[0].model_spend,
-        json!({"gpt-4o": {"spend": 0.75, "reset_at": 1_700_000_999}})
-    );
+    assert_eq!(keys[0].model_spend, window("gpt-4o", 0.75, 1_700_000_999));
     store.close().await.unwrap();
 }
 

@@ -1,7 +1,24 @@
 //! What the store keeps: virtual keys and spend log rows. Plain data; the ledger
 //! ([`crate::ledger`]) owns the live state and decides what is written.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// A key's spend per model group in its budget windows, stored (and shown in the key
+/// admin API) as `{"gpt-4o": {"reset_at": 1700000000, "spend": 0.1}}`.
+pub type ModelSpend = BTreeMap<String, ModelWindow>;
+
+/// One model group's budget window of a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelWindow {
+    /// When the window resets (unix seconds); `None` for a budget without `time_period`.
+    #[serde(default)]
+    pub reset_at: Option<i64>,
+    /// USD spent in the window.
+    #[serde(default)]
+    pub spend: f64,
+}
 
 /// A virtual key as stored. The key itself is never stored: `token` is its SHA-256 (hex).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +52,7 @@ pub struct KeyRecord {
     /// Per-model budgets: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}`.
     pub model_max_budget: serde_json::Value,
     /// Per-model spend in their windows: `{"gpt-4o": {"spend": 0.1, "reset_at": 1700000000}}`.
-    pub model_spend: serde_json::Value,
+    pub model_spend: ModelSpend,
     /// A blocked key is refused.
     pub blocked: bool,
     /// Owner user id.
@@ -134,6 +151,6 @@ pub enum SpendEvent {
         /// Next window reset.
         budget_reset_at: Option<i64>,
         /// Per-model spend (see [`KeyRecord::model_spend`]).
-        model_spend: serde_json::Value,
+        model_spend: ModelSpend,
     },
 }

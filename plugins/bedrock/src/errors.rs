@@ -7,53 +7,12 @@
 //! mid-stream failures as exception frames (`throttlingException`, `validationException`,
 //! `modelStreamErrorException`, ...), which the host delivers as `exception:<type>` events.
 
-use llmgate_sdk::ErrorClass as Class;
 use llmgate_sdk::errors;
-
-/// An error to report, in target-independent terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BedrockError {
-    /// What kind of failure.
-    pub class: Class,
-    /// HTTP status to answer with.
-    pub status: u16,
-    /// Human-readable message.
-    pub message: String,
-    /// The AWS error type (`ThrottlingException`, ...), when known.
-    pub code: Option<String>,
-}
-
-impl BedrockError {
-    /// A 400 for a request that cannot be translated.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            class: Class::BadRequest,
-            status: 400,
-            message: message.into(),
-            code: None,
-        }
-    }
-
-    /// A 502 for an upstream answer that cannot be understood.
-    pub fn upstream(message: impl Into<String>) -> Self {
-        Self {
-            class: Class::Upstream,
-            status: 502,
-            message: message.into(),
-            code: None,
-        }
-    }
-}
-
-impl std::fmt::Display for BedrockError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+use llmgate_sdk::{ErrorClass as Class, GatewayError};
 
 /// Read a non-2xx Bedrock answer. The status is kept; the class comes from the AWS error
 /// type when there is one, else from the status, refined by the message.
-pub fn parse_error(status: u16, headers: &[(String, String)], body: &[u8]) -> BedrockError {
+pub fn parse_error(status: u16, headers: &[(String, String)], body: &[u8]) -> GatewayError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
         parsed
@@ -80,17 +39,14 @@ pub fn parse_error(status: u16, headers: &[(String, String)], body: &[u8]) -> Be
                 format!("Bedrock answered {status}: {cut}")
             }
         });
-    BedrockError {
-        class: classify(kind.as_deref(), status, &message),
-        status,
-        message,
-        code: kind,
-    }
+    let mut e = GatewayError::new(classify(kind.as_deref(), status, &message), status, message);
+    e.code = kind;
+    e
 }
 
 /// An exception frame in a stream: `kind` is the frame's exception type (the part after
 /// `exception:`), `data` its JSON payload.
-pub fn stream_exception(kind: &str, data: &str) -> BedrockError {
+pub fn stream_exception(kind: &str, data: &str) -> GatewayError {
     let v: Option<serde_json::Value> = serde_json::from_str(data).ok();
     let text = |k: &str| {
         v.as_ref()
@@ -109,12 +65,13 @@ pub fn stream_exception(kind: &str, data: &str) -> BedrockError {
         .and_then(|s| u16::try_from(s).ok())
         .filter(|s| (400..=599).contains(s));
     let class = classify(Some(kind), 0, &message);
-    BedrockError {
+    let mut e = GatewayError::new(
         class,
-        status: original.unwrap_or_else(|| status_for(class)),
+        original.unwrap_or_else(|| status_for(class)),
         message,
-        code: Some(upper_first(kind)),
-    }
+    );
+    e.code = Some(upper_first(kind));
+    e
 }
 
 /// `ThrottlingException:http://...` or `com.amazon...#ThrottlingException` to

@@ -19,60 +19,41 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-use std::cell::RefCell;
-
-use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
-    ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
+use llmgate_sdk::plan::Plan;
+use llmgate_sdk::plugin::{
+    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
+    json_response,
 };
 use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
 
-use crate::errors::BedrockError;
 use crate::stream::ConverseStreamToChat;
 
 /// The plugin.
 pub struct Bedrock;
 
-impl Guest for Bedrock {
-    type Exchange = Exchange;
-
-    fn describe() -> Info {
-        Info {
-            name: "bedrock".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            prefixes: vec![Prefix {
-                name: "bedrock".into(),
-                default_api_base: Some(endpoint::DEFAULT_API_BASE.into()),
-                // The host reads AWS credentials itself (params or AWS_* variables).
-                api_key_env: Vec::new(),
-            }],
-            apis: vec![Api::ChatCompletions, Api::Messages],
-            native_apis: Vec::new(),
-        }
-    }
+impl Provider for Bedrock {
+    const DESCRIPTION: Description = Description {
+        name: "bedrock",
+        version: env!("CARGO_PKG_VERSION"),
+        // The host reads AWS credentials itself (params or AWS_* variables).
+        prefixes: &[Prefix::new(
+            "bedrock",
+            Some(endpoint::DEFAULT_API_BASE),
+            &[],
+        )],
+        apis: &[Api::ChatCompletions, Api::Messages],
+        native_apis: &[],
+    };
+    type Exchange = Converse;
 }
 
 /// One attempt.
-pub struct Exchange {
-    req: Inbound,
-    state: RefCell<State>,
-}
-
-#[derive(Default)]
-struct State {
+pub struct Converse {
+    req: Request,
     /// Converse stream -> chat chunks (every streamed attempt).
     to_chat: Option<ConverseStreamToChat>,
     /// Chat chunks -> Anthropic events (streamed `/v1/messages`).
     to_messages: Option<messages::StreamToMessages>,
-}
-
-fn gateway_error(e: BedrockError) -> GatewayError {
-    GatewayError {
-        class: e.class,
-        status: e.status,
-        message: e.message,
-        code: e.code,
-        retry_after_ms: None,
-    }
 }
 
 fn now() -> u64 {
@@ -94,190 +75,138 @@ fn completion_id(headers: &[(String, String)]) -> String {
     }
 }
 
-impl GuestExchange for Exchange {
-    fn new(req: Inbound) -> Self {
+fn unreadable(what: &str) -> impl Fn(llmgate_sdk::anthropic::ConvertError) -> GatewayError {
+    move |e| GatewayError::upstream(format!("{what}: {e}"))
+}
+
+impl Exchange for Converse {
+    const UPSTREAM: &'static str = "Bedrock";
+
+    fn new(req: Request) -> Self {
         Self {
             req,
-            state: RefCell::new(State::default()),
+            to_chat: None,
+            to_messages: None,
         }
     }
 
-    fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
+    fn build_request(&mut self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
         let dep = &req.deployment;
         let model_id = endpoint::model_id(&dep.model);
-        let params: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&dep.params_json).unwrap_or_default();
-
         let converted = match req.api {
-            Api::ChatCompletions => request::chat_to_converse(&req.body, model_id, &params),
+            Api::ChatCompletions => request::chat_to_converse(&req.body, model_id, &req.params)?,
             Api::Messages => {
                 let chat = messages::messages_to_chat(&req.body, model_id)
                     .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-                request::chat_to_converse(&chat, model_id, &params)
+                request::chat_to_converse(&chat, model_id, &req.params)?
             }
             _ => {
                 return Err(GatewayError::bad_request(
                     "the bedrock plugin serves /v1/chat/completions and /v1/messages",
                 ));
             }
-        }
-        .map_err(gateway_error)?;
-
-        let region = params.get("aws_region_name").and_then(|v| v.as_str());
-        let base = endpoint::base_url(dep.api_base.as_deref(), region)
+        };
+        let base = endpoint::base_url(dep.api_base.as_deref(), req.param_str("aws_region_name"))
             .map_err(GatewayError::bad_request)?;
         let url = endpoint::converse_url(&base, model_id, req.stream)?;
-
-        if req.stream {
-            let mut st = self.state.borrow_mut();
+        let messages = req.api == Api::Messages;
+        let (accept, framing) = if req.stream {
             // A Messages client's usage comes from the usage chunk: always produce it.
-            let include_usage = converted.include_usage || req.api == Api::Messages;
-            st.to_chat = Some(ConverseStreamToChat::new(
-                &req.model,
-                &completion_id(&[]),
-                now(),
-                include_usage,
-            ));
-            if req.api == Api::Messages {
-                st.to_messages = Some(messages::StreamToMessages::new(&req.model));
-            }
-        }
-
-        let mut headers: Headers = vec![
-            ("content-type".into(), "application/json".into()),
+            let usage = converted.include_usage || messages;
+            let conv = ConverseStreamToChat::new(&req.model, &completion_id(&[]), now(), usage);
+            self.to_chat = Some(conv);
+            self.to_messages = messages.then(|| messages::StreamToMessages::new(&req.model));
             (
-                "accept".into(),
-                if req.stream {
-                    "application/vnd.amazon.eventstream".into()
-                } else {
-                    "application/json".into()
-                },
-            ),
-        ];
-        if let Some(extra) = params.get("extra_headers").and_then(|v| v.as_object()) {
-            for (k, v) in extra {
-                if let Some(v) = v.as_str() {
-                    headers.push((k.to_ascii_lowercase(), v.into()));
-                }
-            }
-        }
-        Ok(UpstreamRequest {
-            method: "POST".into(),
-            url,
-            headers,
-            body: converted.body,
-            auth: Auth::AwsSigv4("bedrock".into()),
-            framing: if req.stream {
-                Framing::AwsEventstream
-            } else {
-                Framing::None
-            },
-        })
+                "application/vnd.amazon.eventstream",
+                Framing::AwsEventstream,
+            )
+        } else {
+            ("application/json", Framing::None)
+        };
+        let auth = Auth::AwsSigv4("bedrock".into());
+        let plan = Plan::post(req, url, auth, converted.body).header("accept", accept);
+        Ok(plan.framing(framing).build())
     }
 
     fn on_body(
-        &self,
+        &mut self,
         status: u16,
-        headers: Headers,
+        headers: &Headers,
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
-        if !(200..300).contains(&status) {
-            let mut e = gateway_error(errors::parse_error(status, &headers, &body));
-            e.retry_after_ms = llmgate_sdk::retry_after_ms(&headers);
+        if !is_success(status) {
+            let mut e = errors::parse_error(status, headers, &body);
+            e.retry_after_ms = llmgate_sdk::retry_after_ms(headers);
             return Err(e);
         }
-        let (chat, usage) =
-            response::converse_to_chat(&body, &self.req.model, &completion_id(&headers), now())
-                .map_err(gateway_error)?;
-        let json = vec![("content-type".to_string(), "application/json".to_string())];
+        let (id, model) = (completion_id(headers), &self.req.model);
+        let (mut body, usage) = response::converse_to_chat(&body, model, &id, now())?;
         if self.req.api == Api::Messages {
-            let (body, _) = messages::chat_to_messages_response(&chat, &self.req.model)
-                .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock response: {e}")))?;
-            return Ok(ClientResponse {
-                status,
-                headers: json,
-                body,
-                usage: Some(usage),
-                model: None,
-            });
+            body = messages::chat_to_messages_response(&body, model)
+                .map_err(unreadable("unreadable Bedrock response"))?
+                .0;
         }
-        Ok(ClientResponse {
-            status,
-            headers: json,
-            body: chat,
-            usage: Some(usage),
-            model: None,
-        })
+        Ok(json_response(status, body, Some(usage), None))
     }
 
-    fn on_stream_start(&self, _status: u16, headers: Headers) -> Result<Headers, GatewayError> {
-        if let Some(conv) = self.state.borrow_mut().to_chat.as_mut() {
-            conv.set_id(&completion_id(&headers));
+    fn on_stream_start(
+        &mut self,
+        _status: u16,
+        headers: &Headers,
+    ) -> Result<Headers, GatewayError> {
+        if let Some(conv) = self.to_chat.as_mut() {
+            conv.set_id(&completion_id(headers));
         }
         Ok(Vec::new())
     }
 
-    fn on_event(&self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        let Some(conv) = st.to_chat.as_mut() else {
+    fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
+        let Some(conv) = self.to_chat.as_mut() else {
             return Err(GatewayError::upstream(
                 "Bedrock streamed an answer to a request that was not streamed",
             ));
         };
-        let chunks = conv
-            .on_event(event.event.as_deref(), &event.data)
-            .map_err(gateway_error)?;
-        let Some(to_messages) = st.to_messages.as_mut() else {
-            return Ok(chunks
-                .into_iter()
-                .map(|data| SseEvent { event: None, data })
-                .collect());
+        let chunks = conv.on_event(event.event.as_deref(), &event.data)?;
+        let Some(to_messages) = self.to_messages.as_mut() else {
+            return Ok(chunks.into_iter().map(SseEvent::data).collect());
         };
         let mut out = Vec::new();
         for chunk in chunks {
-            let events = to_messages
-                .on_chunk(&chunk)
-                .map_err(|e| GatewayError::upstream(format!("unreadable Bedrock stream: {e}")))?;
-            out.extend(events);
+            out.extend(
+                to_messages
+                    .on_chunk(&chunk)
+                    .map_err(unreadable("unreadable Bedrock stream"))?,
+            );
         }
         Ok(out)
     }
 
-    fn finish(&self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        let Some(conv) = st.to_chat.as_mut() else {
+    fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
+        let Some(conv) = self.to_chat.as_mut() else {
             return Ok((Vec::new(), None));
         };
-        let usage = conv.finish().map_err(gateway_error)?;
-        let mut events = Vec::new();
-        let mut usage: Option<Usage> = usage;
-        if let Some(to_messages) = st.to_messages.as_mut() {
-            let (evs, u) = to_messages
-                .finish()
-                .map_err(|e| GatewayError::upstream(format!("Bedrock stream ended early: {e}")))?;
-            events.extend(evs);
-            if usage.is_none() {
-                usage = u;
-            }
-        }
-        Ok((events, usage))
+        let usage = conv.finish()?;
+        let Some(to_messages) = self.to_messages.as_mut() else {
+            return Ok((Vec::new(), usage));
+        };
+        let (events, u) = to_messages
+            .finish()
+            .map_err(unreadable("Bedrock stream ended early"))?;
+        Ok((events, usage.or(u)))
     }
 }
 
-// Exported only in the wasm component: natively (unit tests, clippy) the cdylib's
-// export names would not link.
-#[cfg(target_arch = "wasm32")]
-llmgate_sdk::export_guest_provider!(Bedrock);
+llmgate_sdk::export_provider!(Bedrock);
 
 #[cfg(test)]
 mod tests {
-    use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
+    use llmgate_sdk::ErrorClass;
+    use llmgate_sdk::plugin::{Deployment, ExchangeCell, GuestExchange, Inbound};
 
     use super::*;
-    use llmgate_sdk::ErrorClass;
+
+    type Exchange = ExchangeCell<Bedrock>;
 
     fn inbound(api: Api, stream: bool, body: &[u8], api_base: Option<&str>) -> Inbound {
         Inbound {

@@ -14,9 +14,15 @@
 //!   `inferenceConfig`; `reasoning_effort` (or an Anthropic-style `thinking`) and `top_k` ->
 //!   `additionalModelRequestFields` for Anthropic models.
 
+use llmgate_sdk::GatewayError;
+use llmgate_sdk::chat::{
+    ChatRequest, Content, DataUrl, File, Message, Role, Stop, Tool, ToolChoice,
+};
 use serde_json::{Map, Value, json};
 
-use crate::errors::BedrockError;
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(message)
+}
 
 /// `litellm_params` that are request defaults when the client did not set them.
 const DEFAULT_PARAMS: &[&str] = &[
@@ -46,13 +52,13 @@ pub fn is_anthropic(model_id: &str) -> bool {
 }
 
 /// The thinking budget LiteLLM uses for each `reasoning_effort`; `None` disables thinking.
-fn thinking_budget(effort: &str) -> Result<Option<u64>, BedrockError> {
+fn thinking_budget(effort: &str) -> Result<Option<u64>, GatewayError> {
     match effort {
         "none" | "disable" | "disabled" => Ok(None),
         "minimal" | "low" => Ok(Some(1024)),
         "medium" => Ok(Some(2048)),
         "high" => Ok(Some(4096)),
-        other => Err(BedrockError::bad_request(format!(
+        other => Err(bad(format!(
             "unsupported reasoning_effort `{other}` (use low, medium or high)"
         ))),
     }
@@ -60,63 +66,46 @@ fn thinking_budget(effort: &str) -> Result<Option<u64>, BedrockError> {
 
 /// Translate a chat completions body for the Bedrock model `model_id`. `params` are the
 /// deployment's `litellm_params`; the ones in [`DEFAULT_PARAMS`] fill in what the client
-/// did not set.
+/// did not set (a client's `max_tokens` wins over a parameter's `max_completion_tokens`).
 pub fn chat_to_converse(
     body: &[u8],
     model_id: &str,
     params: &Map<String, Value>,
-) -> Result<ConverseRequest, BedrockError> {
-    let req: Value = serde_json::from_slice(body)
-        .map_err(|e| BedrockError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let obj = req
-        .as_object()
-        .ok_or_else(|| BedrockError::bad_request("request body must be a JSON object"))?;
-    let client = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let param = |k: &str| {
-        DEFAULT_PARAMS
-            .contains(&k)
-            .then(|| params.get(k).filter(|v| !v.is_null()))
-            .flatten()
-    };
-    let get = |k: &str| client(k).or_else(|| param(k));
+) -> Result<ConverseRequest, GatewayError> {
+    let mut req = ChatRequest::from_slice(body)?;
+    let client_max_tokens = req.max_output_tokens();
+    req.fill_defaults(params, DEFAULT_PARAMS)?;
     let anthropic = is_anthropic(model_id);
 
     // Messages.
-    let msgs = client("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| BedrockError::bad_request("`messages` must be an array"))?;
     let mut system: Vec<Value> = Vec::new();
-    let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut messages: Vec<(&str, Vec<Value>)> = Vec::new();
     let mut has_tool_blocks = false;
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, m) in req.messages.iter().enumerate() {
         let at = format!("messages[{i}]");
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| BedrockError::bad_request(format!("{at} has no role")))?;
-        let content = m.get("content").unwrap_or(&Value::Null);
-        match role {
-            "system" | "developer" => {
-                let blocks = content_blocks(content, &at, Allow::TextOnly)?;
-                system.extend(blocks);
+        let content = m.content.as_ref();
+        match m.role(&at)? {
+            Role::System | Role::Developer => {
+                system.extend(content_blocks(content, &at, Allow::TextOnly)?);
             }
-            "user" => push(
+            Role::User => push(
                 &mut messages,
                 "user",
                 content_blocks(content, &at, Allow::All)?,
             ),
-            "assistant" => {
+            Role::Assistant => {
                 let blocks = assistant_blocks(m, &at)?;
                 has_tool_blocks |= blocks.iter().any(|b| b.get("toolUse").is_some());
                 push(&mut messages, "assistant", blocks);
             }
-            "tool" => {
+            Role::Tool => {
                 has_tool_blocks = true;
                 push(&mut messages, "user", vec![tool_result(m, &at, anthropic)?]);
             }
             other => {
-                return Err(BedrockError::bad_request(format!(
-                    "{at} has role `{other}`, which Bedrock does not support"
+                return Err(bad(format!(
+                    "{at} has role `{}`, which Bedrock does not support",
+                    other.as_str()
                 )));
             }
         }
@@ -134,47 +123,25 @@ pub fn chat_to_converse(
 
     // Inference configuration.
     let mut inference = Map::new();
-    let max_tokens = client("max_completion_tokens")
-        .or_else(|| client("max_tokens"))
-        .or_else(|| param("max_completion_tokens"))
-        .or_else(|| param("max_tokens"));
-    if let Some(v) = max_tokens {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| BedrockError::bad_request("max_tokens must be a positive integer"))?;
+    if let Some(n) = client_max_tokens.or(req.max_output_tokens()) {
         inference.insert("maxTokens".into(), n.into());
     }
-    for (from, to) in [("temperature", "temperature"), ("top_p", "topP")] {
-        if let Some(v) = get(from) {
-            if !v.is_number() {
-                return Err(BedrockError::bad_request(format!(
-                    "{from} must be a number"
-                )));
-            }
-            inference.insert(to.into(), v.clone());
+    for (value, to) in [(&req.temperature, "temperature"), (&req.top_p, "topP")] {
+        if let Some(n) = value {
+            inference.insert(to.into(), Value::Number(n.clone()));
         }
     }
-    match get("stop") {
+    match &req.stop {
         None => {}
-        Some(Value::String(s)) => {
-            inference.insert("stopSequences".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if a.is_empty() => {}
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            inference.insert("stopSequences".into(), Value::Array(a.clone()));
-        }
-        Some(_) => {
-            return Err(BedrockError::bad_request(
-                "stop must be a string or an array of strings",
-            ));
+        Some(Stop::Many(list)) if list.is_empty() => {}
+        Some(stop) => {
+            inference.insert("stopSequences".into(), stop.to_vec().into());
         }
     }
     // Tools.
-    let tools = client("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty());
-    let choice = client("tool_choice");
-    let choice_none = choice.and_then(Value::as_str) == Some("none");
+    let tools = req.tools.as_deref().filter(|t| !t.is_empty());
+    let choice = req.tool_choice.as_ref();
+    let choice_none = matches!(choice, Some(ToolChoice::Mode(m)) if m == "none");
     if let Some(tools) = tools {
         // `tool_choice: none` drops the tools, unless the conversation already holds tool
         // blocks: Bedrock refuses those without a `toolConfig`, so the tools stay (without a
@@ -183,7 +150,7 @@ pub fn chat_to_converse(
             let mut specs = Vec::with_capacity(tools.len());
             for (i, t) in tools.iter().enumerate() {
                 specs.push(tool_spec(t, i)?);
-                if t.get("cache_control").is_some_and(|c| !c.is_null()) {
+                if t.cache_control.as_ref().is_some_and(|c| !c.is_null()) {
                     specs.push(cache_point());
                 }
             }
@@ -199,24 +166,21 @@ pub fn chat_to_converse(
     // Model-specific fields.
     let mut extra = Map::new();
     if anthropic {
-        if let Some(t) = get("thinking").filter(|t| t.is_object()) {
+        if let Some(t) = req.thinking.as_ref().filter(|t| t.is_object()) {
             extra.insert("thinking".into(), t.clone());
-        } else if let Some(effort) = get("reasoning_effort") {
-            let effort = effort
-                .as_str()
-                .ok_or_else(|| BedrockError::bad_request("reasoning_effort must be a string"))?;
-            if let Some(budget) = thinking_budget(effort)? {
-                extra.insert(
-                    "thinking".into(),
-                    json!({"type": "enabled", "budget_tokens": budget}),
-                );
-            }
+        } else if let Some(effort) = &req.reasoning_effort
+            && let Some(budget) = thinking_budget(effort)?
+        {
+            extra.insert(
+                "thinking".into(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
         }
-        if let Some(k) = get("top_k") {
-            extra.insert("top_k".into(), k.clone());
+        if let Some(k) = &req.top_k {
+            extra.insert("top_k".into(), Value::Number(k.clone()));
         }
     }
-    if let Some(Value::Object(fields)) = client("additionalModelRequestFields") {
+    if let Some(Value::Object(fields)) = req.extra.get("additionalModelRequestFields") {
         for (k, v) in fields {
             extra.insert(k.clone(), v.clone());
         }
@@ -240,7 +204,10 @@ pub fn chat_to_converse(
         out.insert("additionalModelRequestFields".into(), Value::Object(extra));
     }
     for key in ["guardrailConfig", "performanceConfig"] {
-        if let Some(v) = client(key)
+        if let Some(v) = req
+            .extra
+            .get(key)
+            .filter(|v| !v.is_null())
             .or_else(|| params.get(key))
             .filter(|v| v.is_object())
         {
@@ -248,26 +215,22 @@ pub fn chat_to_converse(
         }
     }
 
-    let include_usage = client("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     let body = serde_json::to_vec(&Value::Object(out))
-        .map_err(|e| BedrockError::bad_request(format!("cannot encode the request: {e}")))?;
+        .map_err(|e| bad(format!("cannot encode the request: {e}")))?;
     Ok(ConverseRequest {
         body,
-        include_usage,
+        include_usage: req.wants_usage(),
     })
 }
 
 /// Append a turn, merging it into the previous one when the role repeats.
-fn push(messages: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>) {
+fn push<'a>(messages: &mut Vec<(&'a str, Vec<Value>)>, role: &'a str, blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;
     }
     match messages.last_mut() {
-        Some((r, content)) if r == role => content.extend(blocks),
-        _ => messages.push((role.to_string(), blocks)),
+        Some((r, content)) if *r == role => content.extend(blocks),
+        _ => messages.push((role, blocks)),
     }
 }
 
@@ -282,58 +245,53 @@ enum Allow {
 }
 
 /// Message content (a string, or an array of parts) as Converse content blocks.
-fn content_blocks(content: &Value, at: &str, allow: Allow) -> Result<Vec<Value>, BedrockError> {
+fn content_blocks(
+    content: Option<&Content>,
+    at: &str,
+    allow: Allow,
+) -> Result<Vec<Value>, GatewayError> {
     let mut out = Vec::new();
     match content {
-        Value::Null => {}
-        Value::String(s) => {
-            if !s.trim().is_empty() {
-                out.push(json!({"text": s}));
-            }
-        }
-        Value::Array(parts) => {
+        None => {}
+        Some(Content::Text(s)) if s.trim().is_empty() => {}
+        Some(Content::Text(s)) => out.push(json!({"text": s})),
+        Some(Content::Parts(parts)) => {
             for (j, part) in parts.iter().enumerate() {
                 let at = format!("{at}.content[{j}]");
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("text");
-                match kind {
+                match part.kind.as_deref().unwrap_or("text") {
                     "text" => {
-                        let text = part.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            BedrockError::bad_request(format!("{at} has no text"))
-                        })?;
+                        let text = part
+                            .text
+                            .as_deref()
+                            .ok_or_else(|| bad(format!("{at} has no text")))?;
                         if !text.trim().is_empty() {
                             out.push(json!({"text": text}));
                         }
                     }
                     "image_url" if allow == Allow::All => {
                         let url = part
-                            .get("image_url")
-                            .and_then(|u| u.get("url").or(Some(u)))
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                BedrockError::bad_request(format!("{at} has no image_url.url"))
-                            })?;
+                            .image_url
+                            .as_ref()
+                            .and_then(|u| u.url.as_deref())
+                            .ok_or_else(|| bad(format!("{at} has no image_url.url")))?;
                         out.push(image_block(url, &at)?);
                     }
                     "file" if allow == Allow::All => {
-                        out.push(file_block(
-                            part.get("file").unwrap_or(&Value::Null),
-                            &at,
-                            j,
-                        )?);
+                        out.push(file_block(part.file.as_ref(), &at, j)?);
                     }
                     other => {
-                        return Err(BedrockError::bad_request(format!(
+                        return Err(bad(format!(
                             "{at}: content parts of type `{other}` are not supported here by Bedrock"
                         )));
                     }
                 }
-                if part.get("cache_control").is_some_and(|c| !c.is_null()) && !out.is_empty() {
+                if part.has_cache_control() && !out.is_empty() {
                     out.push(cache_point());
                 }
             }
         }
-        _ => {
-            return Err(BedrockError::bad_request(format!(
+        Some(Content::Other(_)) => {
+            return Err(bad(format!(
                 "{at}.content must be a string or an array of parts"
             )));
         }
@@ -341,24 +299,15 @@ fn content_blocks(content: &Value, at: &str, allow: Allow) -> Result<Vec<Value>,
     Ok(out)
 }
 
-/// `data:<mime>[;...];base64,<data>` to `(mime, data)`.
-fn data_url<'a>(url: &'a str, at: &str) -> Result<(String, &'a str), BedrockError> {
-    let rest = url.strip_prefix("data:").ok_or_else(|| {
-        BedrockError::bad_request(format!(
+/// A base64 data URL's `(media type, data)`; Converse takes bytes, not links.
+fn data_url<'a>(url: &'a str, at: &str) -> Result<(String, &'a str), GatewayError> {
+    let parsed = DataUrl::parse(url).ok_or_else(|| {
+        bad(format!(
             "{at}: Bedrock takes images and files as base64 data URLs (data:image/png;base64,...), not links"
         ))
     })?;
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or_else(|| BedrockError::bad_request(format!("{at}: malformed data URL")))?;
-    let mut meta = meta.split(';');
-    let mime = meta.next().unwrap_or("").trim().to_ascii_lowercase();
-    if !meta.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
-        return Err(BedrockError::bad_request(format!(
-            "{at}: data URLs must be base64-encoded"
-        )));
-    }
-    Ok((mime, data))
+    let d = parsed.map_err(|e| bad(format!("{at}: {e}")))?;
+    Ok((d.media_type, d.data))
 }
 
 fn image_format(mime: &str) -> Option<&'static str> {
@@ -371,10 +320,10 @@ fn image_format(mime: &str) -> Option<&'static str> {
     }
 }
 
-fn image_block(url: &str, at: &str) -> Result<Value, BedrockError> {
+fn image_block(url: &str, at: &str) -> Result<Value, GatewayError> {
     let (mime, data) = data_url(url, at)?;
     let format = image_format(&mime).ok_or_else(|| {
-        BedrockError::bad_request(format!(
+        bad(format!(
             "{at}: image type `{mime}` is not supported by Bedrock (png, jpeg, gif, webp)"
         ))
     })?;
@@ -382,15 +331,12 @@ fn image_block(url: &str, at: &str) -> Result<Value, BedrockError> {
 }
 
 /// An OpenAI `file` part (`{file_data: <data URL>, filename}`) as a document (or image).
-fn file_block(file: &Value, at: &str, n: usize) -> Result<Value, BedrockError> {
-    let data = file
-        .get("file_data")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            BedrockError::bad_request(format!(
-                "{at}: Bedrock needs files inline as file.file_data (file ids are not supported)"
-            ))
-        })?;
+fn file_block(file: Option<&File>, at: &str, n: usize) -> Result<Value, GatewayError> {
+    let data = file.and_then(|f| f.file_data.as_deref()).ok_or_else(|| {
+        bad(format!(
+            "{at}: Bedrock needs files inline as file.file_data (file ids are not supported)"
+        ))
+    })?;
     let (mime, bytes) = data_url(data, at)?;
     if image_format(&mime).is_some() {
         return image_block(data, at);
@@ -406,15 +352,14 @@ fn file_block(file: &Value, at: &str, n: usize) -> Result<Value, BedrockError> {
         "text/plain" => "txt",
         "text/markdown" => "md",
         other => {
-            return Err(BedrockError::bad_request(format!(
+            return Err(bad(format!(
                 "{at}: file type `{other}` is not supported by Bedrock"
             )));
         }
     };
     // Document names: alphanumerics, single spaces, hyphens, parentheses, square brackets.
     let stem = file
-        .get("filename")
-        .and_then(Value::as_str)
+        .and_then(|f| f.filename.as_deref())
         .map(|f| f.rsplit_once('.').map_or(f, |(s, _)| s))
         .unwrap_or("");
     let mut name = String::new();
@@ -437,74 +382,57 @@ fn file_block(file: &Value, at: &str, n: usize) -> Result<Value, BedrockError> {
     Ok(json!({"document": {"format": format, "name": name, "source": {"bytes": bytes}}}))
 }
 
-fn assistant_blocks(m: &Value, at: &str) -> Result<Vec<Value>, BedrockError> {
+fn assistant_blocks(m: &Message, at: &str) -> Result<Vec<Value>, GatewayError> {
     let mut out = Vec::new();
-    if let Some(blocks) = m.get("thinking_blocks").and_then(Value::as_array) {
-        for b in blocks {
-            match b.get("type").and_then(Value::as_str) {
-                Some("thinking") => {
-                    let text = b.get("thinking").and_then(Value::as_str).unwrap_or("");
-                    let mut rt = json!({"text": text});
-                    if let Some(sig) = b.get("signature").and_then(Value::as_str) {
-                        rt["signature"] = sig.into();
-                    }
-                    out.push(json!({"reasoningContent": {"reasoningText": rt}}));
+    for b in m.thinking_blocks.iter().flatten() {
+        match b.kind.as_deref() {
+            Some("thinking") => {
+                let mut rt = json!({"text": b.thinking.as_deref().unwrap_or("")});
+                if let Some(sig) = &b.signature {
+                    rt["signature"] = sig.as_str().into();
                 }
-                Some("redacted_thinking") => {
-                    if let Some(data) = b.get("data").and_then(Value::as_str) {
-                        out.push(json!({"reasoningContent": {"redactedContent": data}}));
-                    }
-                }
-                _ => {}
+                out.push(json!({"reasoningContent": {"reasoningText": rt}}));
             }
+            Some("redacted_thinking") => {
+                if let Some(data) = &b.data {
+                    out.push(json!({"reasoningContent": {"redactedContent": data}}));
+                }
+            }
+            _ => {}
         }
     }
-    out.extend(content_blocks(
-        m.get("content").unwrap_or(&Value::Null),
-        at,
-        Allow::All,
-    )?);
-    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-        for (k, call) in calls.iter().enumerate() {
-            let at = format!("{at}.tool_calls[{k}]");
-            let id = call
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| BedrockError::bad_request(format!("{at} has no id")))?;
-            let f = call.get("function").unwrap_or(&Value::Null);
-            let name = f
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| BedrockError::bad_request(format!("{at} has no function.name")))?;
-            let input = match f.get("arguments") {
-                None | Some(Value::Null) => json!({}),
-                Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-                Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
-                    BedrockError::bad_request(format!(
-                        "{at}.function.arguments is not valid JSON: {e}"
-                    ))
-                })?,
-                Some(v) => v.clone(),
-            };
-            out.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
-        }
+    out.extend(content_blocks(m.content.as_ref(), at, Allow::All)?);
+    for (k, call) in m.tool_calls.iter().flatten().enumerate() {
+        let at = format!("{at}.tool_calls[{k}]");
+        let id = call
+            .id
+            .as_deref()
+            .ok_or_else(|| bad(format!("{at} has no id")))?;
+        let f = call.function.as_ref();
+        let name = f
+            .and_then(|f| f.name.as_deref())
+            .ok_or_else(|| bad(format!("{at} has no function.name")))?;
+        let input = f
+            .map(|f| f.arguments_json())
+            .transpose()
+            .map_err(|e| bad(format!("{at}.function.arguments is not valid JSON: {e}")))?;
+        out.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
     }
     Ok(out)
 }
 
-fn tool_result(m: &Value, at: &str, with_status: bool) -> Result<Value, BedrockError> {
+fn tool_result(m: &Message, at: &str, with_status: bool) -> Result<Value, GatewayError> {
     let id = m
-        .get("tool_call_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BedrockError::bad_request(format!("{at} has no tool_call_id")))?;
-    let content = m.get("content").unwrap_or(&Value::Null);
-    let mut blocks = match content {
-        Value::String(s) => match serde_json::from_str::<Value>(s) {
+        .tool_call_id
+        .as_deref()
+        .ok_or_else(|| bad(format!("{at} has no tool_call_id")))?;
+    let mut blocks = match &m.content {
+        Some(Content::Text(s)) => match serde_json::from_str::<Value>(s) {
             Ok(v @ Value::Object(_)) => vec![json!({"json": v})],
             _ if s.trim().is_empty() => Vec::new(),
             _ => vec![json!({"text": s})],
         },
-        other => content_blocks(other, at, Allow::All)?
+        other => content_blocks(other.as_ref(), at, Allow::All)?
             .into_iter()
             .filter(|b| b.get("cachePoint").is_none())
             .collect(),
@@ -520,55 +448,51 @@ fn tool_result(m: &Value, at: &str, with_status: bool) -> Result<Value, BedrockE
     Ok(json!({"toolResult": result}))
 }
 
-fn tool_spec(t: &Value, i: usize) -> Result<Value, BedrockError> {
+fn tool_spec(t: &Tool, i: usize) -> Result<Value, GatewayError> {
     let at = format!("tools[{i}]");
-    let kind = t.get("type").and_then(Value::as_str).unwrap_or("function");
+    let kind = t.kind.as_deref().unwrap_or("function");
     if kind != "function" {
-        return Err(BedrockError::bad_request(format!(
+        return Err(bad(format!(
             "{at}: tools of type `{kind}` are not supported by Bedrock"
         )));
     }
     let f = t
-        .get("function")
-        .ok_or_else(|| BedrockError::bad_request(format!("{at} has no function")))?;
+        .function
+        .as_ref()
+        .ok_or_else(|| bad(format!("{at} has no function")))?;
     let name = f
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| BedrockError::bad_request(format!("{at} has no function.name")))?;
+        .name
+        .as_deref()
+        .ok_or_else(|| bad(format!("{at} has no function.name")))?;
     let schema = f
-        .get("parameters")
-        .filter(|p| p.is_object())
-        .cloned()
+        .parameters
+        .as_ref()
+        .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+        .filter(Value::is_object)
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     let mut spec = json!({"name": name, "inputSchema": {"json": schema}});
-    if let Some(d) = f
-        .get("description")
-        .and_then(Value::as_str)
-        .filter(|d| !d.is_empty())
-    {
+    if let Some(d) = f.description.as_deref().filter(|d| !d.is_empty()) {
         spec["description"] = d.into();
     }
     Ok(json!({"toolSpec": spec}))
 }
 
-fn tool_choice(c: &Value) -> Result<Value, BedrockError> {
+fn tool_choice(c: &ToolChoice) -> Result<Value, GatewayError> {
     match c {
-        Value::String(s) if s == "auto" => Ok(json!({"auto": {}})),
-        Value::String(s) if s == "required" || s == "any" => Ok(json!({"any": {}})),
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| o.get("name"))
-                .and_then(Value::as_str)
+        ToolChoice::Mode(s) if s == "auto" => Ok(json!({"auto": {}})),
+        ToolChoice::Mode(s) if s == "required" || s == "any" => Ok(json!({"any": {}})),
+        ToolChoice::Named(n) => {
+            let name = n
+                .function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
+                .or(n.name.as_deref())
                 .ok_or_else(|| {
-                    BedrockError::bad_request("tool_choice must name a function: {\"type\":\"function\",\"function\":{\"name\":...}}")
+                    bad("tool_choice must name a function: {\"type\":\"function\",\"function\":{\"name\":...}}")
                 })?;
             Ok(json!({"tool": {"name": name}}))
         }
-        other => Err(BedrockError::bad_request(format!(
-            "unsupported tool_choice {other}"
-        ))),
+        ToolChoice::Mode(other) => Err(bad(format!("unsupported tool_choice {other:?}"))),
     }
 }
 
@@ -587,7 +511,7 @@ mod tests {
         serde_json::from_slice(&out.body).unwrap()
     }
 
-    fn err(body: Value) -> BedrockError {
+    fn err(body: Value) -> GatewayError {
         chat_to_converse(&serde_json::to_vec(&body).unwrap(), CLAUDE, &Map::new()).unwrap_err()
     }
 
@@ -709,6 +633,30 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes", "tools": [{"type": "function", "function": {"name": "f"}}]}),
         );
         assert!(e.message.contains("tool_choice"));
+    }
+
+    #[test]
+    fn data_urls() {
+        let image = |url: &str| {
+            let body = json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}
+            ]}]});
+            chat_to_converse(&serde_json::to_vec(&body).unwrap(), CLAUDE, &Map::new())
+                .map(|out| serde_json::from_slice::<Value>(&out.body).unwrap())
+        };
+        // The scheme in any case (it was read as a link).
+        let v = image("DATA:image/PNG;base64,iVBOR").unwrap();
+        assert_eq!(
+            v["messages"][0]["content"][0],
+            json!({"image": {"format": "png", "source": {"bytes": "iVBOR"}}})
+        );
+        // `;base64` must be the last parameter (RFC 2397).
+        let e = image("data:image/png;base64;x=y,iVBOR").unwrap_err();
+        assert!(e.message.contains("base64"), "{}", e.message);
+        // No media type: said so.
+        let e = image("data:;base64,iVBOR").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("media type"), "{}", e.message);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
-use crate::errors::BedrockError;
+use llmgate_sdk::GatewayError;
 
 /// OpenAI `finish_reason` for a Converse `stopReason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
@@ -49,13 +49,13 @@ pub fn converse_to_chat(
     requested_model: &str,
     id: &str,
     created: u64,
-) -> Result<(Vec<u8>, Usage), BedrockError> {
+) -> Result<(Vec<u8>, Usage), GatewayError> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|_| BedrockError::upstream("Bedrock answered with a body that is not JSON"))?;
+        .map_err(|_| GatewayError::upstream("Bedrock answered with a body that is not JSON"))?;
     let content = v
         .pointer("/output/message/content")
         .and_then(Value::as_array)
-        .ok_or_else(|| BedrockError::upstream("Bedrock answered without output.message.content"))?;
+        .ok_or_else(|| GatewayError::upstream("Bedrock answered without output.message.content"))?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut thinking_blocks: Vec<Value> = Vec::new();
@@ -116,7 +116,7 @@ pub fn converse_to_chat(
         "usage": usage_json(&usage),
     });
     let body = serde_json::to_vec(&out)
-        .map_err(|e| BedrockError::upstream(format!("cannot encode the response: {e}")))?;
+        .map_err(|e| GatewayError::upstream(format!("cannot encode the response: {e}")))?;
     Ok((body, usage))
 }
 

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use llmgate_sdk::Usage;
 use serde_json::{Value, json};
 
-use crate::errors::{self, BedrockError};
+use llmgate_sdk::GatewayError;
+
+use crate::errors;
 use crate::response::{finish_reason, usage_from, usage_json};
 
 const EVENTS: &[&str] = &[
@@ -90,7 +92,7 @@ impl ConverseStreamToChat {
         &mut self,
         event: Option<&str>,
         data: &str,
-    ) -> Result<Vec<String>, BedrockError> {
+    ) -> Result<Vec<String>, GatewayError> {
         let event = event.unwrap_or("");
         if let Some(kind) = event.strip_prefix("exception:") {
             return Err(errors::stream_exception(kind, data));
@@ -100,7 +102,7 @@ impl ConverseStreamToChat {
             return Ok(out);
         }
         let payload: Value = serde_json::from_str(data).map_err(|_| {
-            BedrockError::upstream(format!("Bedrock sent a `{event}` event that is not JSON"))
+            GatewayError::upstream(format!("Bedrock sent a `{event}` event that is not JSON"))
         })?;
         // Tolerate the wrapped form `{"contentBlockDelta": {...}}`.
         let (event, payload) = match payload.as_object() {
@@ -212,14 +214,14 @@ impl ConverseStreamToChat {
 
     /// The upstream stream ended: the usage of the call, or an error if it was cut short
     /// (no `messageStop` or no `metadata`).
-    pub fn finish(&mut self) -> Result<Option<Usage>, BedrockError> {
+    pub fn finish(&mut self) -> Result<Option<Usage>, GatewayError> {
         if !self.saw_stop {
-            return Err(BedrockError::upstream(
+            return Err(GatewayError::upstream(
                 "Bedrock stream ended before messageStop",
             ));
         }
         if !self.saw_metadata {
-            return Err(BedrockError::upstream(
+            return Err(GatewayError::upstream(
                 "Bedrock stream ended before its metadata (usage) event",
             ));
         }

@@ -6,17 +6,20 @@
 //! - [`gemini_to_chat`]: a `GenerateContentResponse` to an OpenAI chat completion, with usage.
 //! - [`StreamToChat`]: `streamGenerateContent?alt=sse` chunks to OpenAI `chat.completion.chunk`
 //!   payloads, ending with the usage chunk (when asked for) and `[DONE]`.
-//! - [`parse_error`]: Google's `{"error":{"code","message","status"}}` to a [`Failure`].
+//! - [`parse_error`]: Google's `{"error":{"code","message","status"}}` to a [`GatewayError`].
 //!
 //! `created` is the response's `createTime` (Vertex sends it; AI Studio does not) in Unix
 //! seconds, else 0: a plugin has no clock it may rely on, and a fake time is worse than none.
 
 use std::collections::HashMap;
 
-use llmgate_sdk::ErrorClass as Class;
 use llmgate_sdk::Usage;
+use llmgate_sdk::chat::{
+    ChatRequest, Content, DataUrl, FunctionCall, Part, Role, Tool, ToolChoice,
+};
 use llmgate_sdk::errors;
 use llmgate_sdk::url::{NotASegment, path_segment};
+use llmgate_sdk::{ErrorClass, GatewayError};
 use serde_json::{Map, Value, json};
 
 /// Google's documented placeholder for a `thoughtSignature` the client did not keep. Gemini 3
@@ -24,43 +27,8 @@ use serde_json::{Map, Value, json};
 /// field to keep one in, so the first function call of each model turn gets this one.
 pub const DUMMY_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
 
-/// Why a conversion failed, in the terms the plugin reports to the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// What kind of failure.
-    pub class: Class,
-    /// HTTP status to answer with.
-    pub status: u16,
-    /// Human-readable message.
-    pub message: String,
-    /// Provider error code (Google's `error.status`, a block reason), when there is one.
-    pub code: Option<String>,
-}
-
-impl Failure {
-    /// A 400 for a client request that cannot be translated.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            class: Class::BadRequest,
-            status: 400,
-            message: message.into(),
-            code: None,
-        }
-    }
-
-    /// A 502 for an upstream answer that cannot be understood.
-    pub fn upstream(message: impl Into<String>) -> Self {
-        Self {
-            class: Class::Upstream,
-            status: 502,
-            message: message.into(),
-            code: None,
-        }
-    }
-}
-
-fn bad(message: impl Into<String>) -> Failure {
-    Failure::bad_request(message)
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::bad_request(message)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -108,94 +76,72 @@ pub fn endpoint_url(
 
 /// Convert an OpenAI chat completions request to a Gemini `GenerateContentRequest`.
 /// `upstream_model` is the Gemini model the request goes to (it decides model quirks).
-pub fn chat_to_gemini(req: &Value, upstream_model: &str) -> Result<Value, Failure> {
-    let obj = req
-        .as_object()
-        .ok_or_else(|| bad("the request body must be a JSON object"))?;
-    let messages = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("`messages` must be an array of messages"))?;
+pub fn chat_to_gemini(req: &Value, upstream_model: &str) -> Result<Value, GatewayError> {
+    from_chat(&ChatRequest::from_value(req)?, upstream_model)
+}
 
+/// [`chat_to_gemini`] for a request already read.
+pub fn from_chat(req: &ChatRequest, upstream_model: &str) -> Result<Value, GatewayError> {
     let mut system: Vec<Value> = Vec::new();
     let mut contents: Vec<Value> = Vec::new();
     // Tool call id -> function name, from the assistant messages seen so far.
-    let mut call_names: HashMap<String, String> = HashMap::new();
+    let mut call_names: HashMap<&str, &str> = HashMap::new();
 
-    for (i, m) in messages.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("messages[{i}].role is missing or not a string")))?;
-        let content = m.get("content");
-        match role {
-            "system" | "developer" => {
-                for t in texts(content, &format!("messages[{i}].content"), false)? {
+    for (i, m) in req.messages.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let what = format!("{at}.content");
+        let content = m.content.as_ref();
+        match m.role(&at)? {
+            Role::System | Role::Developer => {
+                for t in texts(content, &what, false)? {
                     if !t.is_empty() {
                         system.push(json!({ "text": t }));
                     }
                 }
             }
-            "user" => {
-                let parts = user_parts(content, &format!("messages[{i}].content"))?;
-                push_content(&mut contents, "user", parts);
-            }
-            "assistant" => {
+            Role::User => push_content(&mut contents, "user", user_parts(content, &what)?),
+            Role::Assistant => {
                 let mut parts = Vec::new();
-                let text = texts(content, &format!("messages[{i}].content"), true)?.concat();
+                let text = texts(content, &what, true)?.concat();
                 if !text.is_empty() {
                     parts.push(json!({ "text": text }));
                 }
-                let mut first_call = true;
-                if let Some(calls) = m.get("tool_calls").filter(|v| !v.is_null()) {
-                    let calls = calls
-                        .as_array()
-                        .ok_or_else(|| bad(format!("messages[{i}].tool_calls must be an array")))?;
-                    for (j, call) in calls.iter().enumerate() {
-                        let what = format!("messages[{i}].tool_calls[{j}]");
-                        let (name, args) = function_call(call.get("function"), &what)?;
-                        if let Some(id) = call.get("id").and_then(Value::as_str) {
-                            call_names.insert(id.to_string(), name.clone());
-                        }
-                        let mut part = json!({ "functionCall": { "name": name, "args": args } });
-                        if first_call && needs_thought_signature(upstream_model) {
-                            part["thoughtSignature"] = json!(DUMMY_THOUGHT_SIGNATURE);
-                        }
-                        first_call = false;
-                        parts.push(part);
+                let mut calls = Vec::new();
+                for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+                    let (name, args) =
+                        function_call(call.function.as_ref(), &format!("{at}.tool_calls[{j}]"))?;
+                    if let Some(id) = &call.id {
+                        call_names.insert(id, name);
                     }
+                    calls.push((name, args));
                 }
                 // Legacy `function_call`.
-                if let Some(fc) = m.get("function_call").filter(|v| !v.is_null()) {
-                    let (name, args) =
-                        function_call(Some(fc), &format!("messages[{i}].function_call"))?;
+                if let Some(fc) = &m.function_call {
+                    calls.push(function_call(Some(fc), &format!("{at}.function_call"))?);
+                }
+                for (n, (name, args)) in calls.into_iter().enumerate() {
                     let mut part = json!({ "functionCall": { "name": name, "args": args } });
-                    if first_call && needs_thought_signature(upstream_model) {
+                    if n == 0 && needs_thought_signature(upstream_model) {
                         part["thoughtSignature"] = json!(DUMMY_THOUGHT_SIGNATURE);
                     }
                     parts.push(part);
                 }
                 push_content(&mut contents, "model", parts);
             }
-            "tool" | "function" => {
-                let name = if role == "tool" {
-                    let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
-                    call_names
-                        .get(id)
-                        .cloned()
-                        .or_else(|| m.get("name").and_then(Value::as_str).map(str::to_string))
-                        .ok_or_else(|| {
-                            bad(format!(
-                                "messages[{i}]: tool_call_id {id:?} does not match a tool call of an earlier assistant message"
-                            ))
-                        })?
+            role @ (Role::Tool | Role::Function) => {
+                let name = if *role == Role::Tool {
+                    let id = m.tool_call_id.as_deref().unwrap_or("");
+                    call_names.get(id).copied().or(m.name.as_deref()).ok_or_else(|| {
+                        bad(format!(
+                            "{at}: tool_call_id {id:?} does not match a tool call of an earlier assistant message"
+                        ))
+                    })?
                 } else {
-                    m.get("name")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .ok_or_else(|| bad(format!("messages[{i}].name is required")))?
+                    m.name
+                        .as_deref()
+                        .ok_or_else(|| bad(format!("{at}.name is required")))?
                 };
-                let (text, media) = tool_content(content, &format!("messages[{i}].content"))?;
+                let (text, media) = tool_content(content, &what)?;
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => Value::String(text),
@@ -206,9 +152,9 @@ pub fn chat_to_gemini(req: &Value, upstream_model: &str) -> Result<Value, Failur
                 parts.extend(media);
                 push_content(&mut contents, "user", parts);
             }
-            other => {
+            Role::Other(other) => {
                 return Err(bad(format!(
-                    "messages[{i}].role {other:?} is not supported (system, developer, user, assistant, tool)"
+                    "{at}.role {other:?} is not supported (system, developer, user, assistant, tool)"
                 )));
             }
         }
@@ -224,13 +170,13 @@ pub fn chat_to_gemini(req: &Value, upstream_model: &str) -> Result<Value, Failur
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
-    if let Some(tools) = tools(obj)? {
+    if let Some(tools) = tools(req.tools.as_deref().unwrap_or(&[]))? {
         out.insert("tools".into(), tools);
     }
-    if let Some(tc) = obj.get("tool_choice").filter(|v| !v.is_null()) {
+    if let Some(tc) = &req.tool_choice {
         out.insert("toolConfig".into(), tool_config(tc)?);
     }
-    let gc = generation_config(obj)?;
+    let gc = generation_config(req)?;
     if !gc.is_empty() {
         out.insert("generationConfig".into(), Value::Object(gc));
     }
@@ -258,44 +204,51 @@ fn push_content(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
     contents.push(json!({ "role": role, "parts": parts }));
 }
 
+fn not_parts(what: &str) -> GatewayError {
+    bad(format!("{what} must be a string or an array of parts"))
+}
+
 /// The texts of a content that may only hold text: a string, or an array of `text` parts
 /// (and `refusal` parts when `refusal` is set).
-fn texts(content: Option<&Value>, what: &str, refusal: bool) -> Result<Vec<String>, Failure> {
+fn texts<'a>(
+    content: Option<&'a Content>,
+    what: &str,
+    refusal: bool,
+) -> Result<Vec<&'a str>, GatewayError> {
     match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(parts)) => {
+        None => Ok(Vec::new()),
+        Some(Content::Text(s)) => Ok(vec![s]),
+        Some(Content::Parts(parts)) => {
             let mut out = Vec::with_capacity(parts.len());
             for (k, p) in parts.iter().enumerate() {
-                let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
-                let field = match kind {
-                    "text" => "text",
-                    "refusal" if refusal => "refusal",
+                let kind = p.kind.as_deref().unwrap_or("");
+                let (field, value) = match kind {
+                    "text" => ("text", &p.text),
+                    "refusal" if refusal => ("refusal", &p.refusal),
                     _ => {
                         return Err(bad(format!(
                             "{what}[{k}]: part type {kind:?} is not supported here (text only)"
                         )));
                     }
                 };
-                let t = p
-                    .get(field)
-                    .and_then(Value::as_str)
+                let t = value
+                    .as_deref()
                     .ok_or_else(|| bad(format!("{what}[{k}].{field} must be a string")))?;
-                out.push(t.to_string());
+                out.push(t);
             }
             Ok(out)
         }
-        Some(_) => Err(bad(format!("{what} must be a string or an array of parts"))),
+        Some(Content::Other(_)) => Err(not_parts(what)),
     }
 }
 
 /// Gemini parts of a user message.
-fn user_parts(content: Option<&Value>, what: &str) -> Result<Vec<Value>, Failure> {
+fn user_parts(content: Option<&Content>, what: &str) -> Result<Vec<Value>, GatewayError> {
     match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![json!({ "text": s })]),
-        Some(Value::Array(parts)) => {
+        None => Ok(Vec::new()),
+        Some(Content::Text(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Content::Text(s)) => Ok(vec![json!({ "text": s })]),
+        Some(Content::Parts(parts)) => {
             let mut out = Vec::with_capacity(parts.len());
             for (k, p) in parts.iter().enumerate() {
                 if let Some(part) = content_part(p, &format!("{what}[{k}]"))? {
@@ -304,39 +257,35 @@ fn user_parts(content: Option<&Value>, what: &str) -> Result<Vec<Value>, Failure
             }
             Ok(out)
         }
-        Some(_) => Err(bad(format!("{what} must be a string or an array of parts"))),
+        Some(Content::Other(_)) => Err(not_parts(what)),
     }
 }
 
 /// One OpenAI content part as a Gemini part (`None` for an empty text).
-fn content_part(p: &Value, what: &str) -> Result<Option<Value>, Failure> {
-    let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
-    match kind {
+fn content_part(p: &Part, what: &str) -> Result<Option<Value>, GatewayError> {
+    match p.kind.as_deref().unwrap_or("") {
         "text" => {
             let t = p
-                .get("text")
-                .and_then(Value::as_str)
+                .text
+                .as_deref()
                 .ok_or_else(|| bad(format!("{what}.text must be a string")))?;
             Ok((!t.is_empty()).then(|| json!({ "text": t })))
         }
         "image_url" => {
-            let url = match p.get("image_url") {
-                Some(Value::String(s)) => s.as_str(),
-                Some(v) => v.get("url").and_then(Value::as_str).unwrap_or(""),
-                None => "",
-            };
-            if url.is_empty() {
+            let url = p.image_url.as_ref().and_then(|u| u.url.as_deref());
+            let Some(url) = url.filter(|u| !u.is_empty()) else {
                 return Err(bad(format!(
                     "{what}.image_url.url must be a non-empty string"
                 )));
-            }
+            };
             media_part(url, None, &format!("{what}.image_url.url")).map(Some)
         }
         "input_audio" => {
-            let a = p.get("input_audio");
-            let data = a.and_then(|a| a.get("data")).and_then(Value::as_str);
-            let format = a.and_then(|a| a.get("format")).and_then(Value::as_str);
-            let (Some(data), Some(format)) = (data, format) else {
+            let a = p.input_audio.as_ref();
+            let (Some(data), Some(format)) = (
+                a.and_then(|a| a.data.as_deref()),
+                a.and_then(|a| a.format.as_deref()),
+            ) else {
                 return Err(bad(format!(
                     "{what}.input_audio needs `data` (base64) and `format`"
                 )));
@@ -346,18 +295,18 @@ fn content_part(p: &Value, what: &str) -> Result<Option<Value>, Failure> {
             ))
         }
         "file" => {
-            let f = p.get("file");
-            let filename = f.and_then(|f| f.get("filename")).and_then(Value::as_str);
+            let f = p.file.as_ref();
+            let filename = f.and_then(|f| f.filename.as_deref());
             let mime = filename.map(guess_mime).unwrap_or("application/pdf");
-            if let Some(data) = f.and_then(|f| f.get("file_data")).and_then(Value::as_str) {
-                if data.starts_with("data:") {
+            if let Some(data) = f.and_then(|f| f.file_data.as_deref()) {
+                if DataUrl::parse(data).is_some() {
                     return media_part(data, None, &format!("{what}.file.file_data")).map(Some);
                 }
                 return Ok(Some(
                     json!({ "inlineData": { "mimeType": mime, "data": data } }),
                 ));
             }
-            if let Some(id) = f.and_then(|f| f.get("file_id")).and_then(Value::as_str) {
+            if let Some(id) = f.and_then(|f| f.file_id.as_deref()) {
                 return media_part(id, Some(mime), &format!("{what}.file.file_id")).map(Some);
             }
             Err(bad(format!("{what}.file needs `file_data` or `file_id`")))
@@ -369,20 +318,10 @@ fn content_part(p: &Value, what: &str) -> Result<Option<Value>, Failure> {
 }
 
 /// A data URL as `inlineData`, an http(s) or gs:// URL as `fileData`.
-fn media_part(url: &str, mime: Option<&str>, what: &str) -> Result<Value, Failure> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| bad(format!("{what}: malformed data URL (no comma)")))?;
-        let mut fields = meta.split(';');
-        let mime_type = fields
-            .next()
-            .filter(|m| !m.is_empty())
-            .unwrap_or("image/jpeg");
-        if !fields.any(|f| f.eq_ignore_ascii_case("base64")) {
-            return Err(bad(format!("{what}: data URLs must be base64-encoded")));
-        }
-        return Ok(json!({ "inlineData": { "mimeType": mime_type, "data": data } }));
+fn media_part(url: &str, mime: Option<&str>, what: &str) -> Result<Value, GatewayError> {
+    if let Some(parsed) = DataUrl::parse(url) {
+        let d = parsed.map_err(|e| bad(format!("{what}: {e}")))?;
+        return Ok(json!({ "inlineData": { "mimeType": d.media_type, "data": d.data } }));
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") || lower.starts_with("gs://") {
@@ -421,84 +360,82 @@ fn guess_mime(url: &str) -> &'static str {
     }
 }
 
-/// `(name, args)` of an OpenAI `function` object (`{name, arguments}`).
-fn function_call(f: Option<&Value>, what: &str) -> Result<(String, Value), Failure> {
+/// `(name, args)` of an OpenAI function call (`{name, arguments}`).
+fn function_call<'a>(
+    f: Option<&'a FunctionCall>,
+    what: &str,
+) -> Result<(&'a str, Value), GatewayError> {
     let f = f.ok_or_else(|| bad(format!("{what}.function is missing")))?;
     let name = f
-        .get("name")
-        .and_then(Value::as_str)
+        .name
+        .as_deref()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| bad(format!("{what}: function name is missing")))?;
-    let args = match f.get("arguments") {
-        None | Some(Value::Null) => json!({}),
-        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-            .map_err(|e| bad(format!("{what}: arguments are not valid JSON: {e}")))?,
-        Some(v) => v.clone(),
-    };
+    let args = f
+        .arguments_json()
+        .map_err(|e| bad(format!("{what}: arguments are not valid JSON: {e}")))?;
     if !args.is_object() {
         return Err(bad(format!("{what}: arguments must be a JSON object")));
     }
-    Ok((name.to_string(), args))
+    Ok((name, args))
 }
 
 /// A tool message's content: its text, and any media parts it carries (sent alongside).
-fn tool_content(content: Option<&Value>, what: &str) -> Result<(String, Vec<Value>), Failure> {
+fn tool_content(
+    content: Option<&Content>,
+    what: &str,
+) -> Result<(String, Vec<Value>), GatewayError> {
     match content {
-        None | Some(Value::Null) => Ok((String::new(), Vec::new())),
-        Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
-        Some(Value::Array(parts)) => {
+        None => Ok((String::new(), Vec::new())),
+        Some(Content::Text(s)) => Ok((s.clone(), Vec::new())),
+        Some(Content::Parts(parts)) => {
             let mut text = String::new();
             let mut media = Vec::new();
             for (k, p) in parts.iter().enumerate() {
-                if p.get("type").and_then(Value::as_str) == Some("text") {
-                    text.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""));
+                if p.kind.as_deref() == Some("text") {
+                    text.push_str(p.text.as_deref().unwrap_or(""));
                 } else if let Some(part) = content_part(p, &format!("{what}[{k}]"))? {
                     media.push(part);
                 }
             }
             Ok((text, media))
         }
-        Some(v) => Ok((v.to_string(), Vec::new())),
+        Some(Content::Other(v)) => Ok((v.to_string(), Vec::new())),
     }
 }
 
 /// `tools` -> `[{functionDeclarations: [...]}]` (`None` when there are none).
-fn tools(obj: &Map<String, Value>) -> Result<Option<Value>, Failure> {
-    let Some(tools) = obj.get("tools").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let tools = tools
-        .as_array()
-        .ok_or_else(|| bad("`tools` must be an array"))?;
+fn tools(tools: &[Tool]) -> Result<Option<Value>, GatewayError> {
     let mut decls = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
-        let kind = t.get("type").and_then(Value::as_str).unwrap_or("function");
+        let kind = t.kind.as_deref().unwrap_or("function");
         if kind != "function" {
             return Err(bad(format!(
                 "tools[{i}]: tool type {kind:?} is not supported by Gemini (function only)"
             )));
         }
         let f = t
-            .get("function")
+            .function
+            .as_ref()
             .ok_or_else(|| bad(format!("tools[{i}].function is missing")))?;
         let name = f
-            .get("name")
-            .and_then(Value::as_str)
+            .name
+            .as_deref()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad(format!("tools[{i}].function.name is missing")))?;
         let mut decl = Map::new();
         decl.insert("name".into(), json!(name));
-        if let Some(d) = f.get("description").and_then(Value::as_str) {
+        if let Some(d) = &f.description {
             decl.insert("description".into(), json!(d));
         }
-        if let Some(params) = f.get("parameters").filter(|v| !v.is_null()) {
+        if let Some(raw) = &f.parameters {
+            let params: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
             if !params.is_object() {
                 return Err(bad(format!(
                     "tools[{i}].function.parameters must be a JSON schema object"
                 )));
             }
-            let cleaned = clean_root_schema(params);
+            let cleaned = clean_root_schema(&params);
             if !is_empty_object_schema(&cleaned) {
                 decl.insert("parameters".into(), cleaned);
             }
@@ -525,10 +462,10 @@ fn is_empty_object_schema(s: &Value) -> bool {
     props_empty && object_type && s.get("anyOf").is_none()
 }
 
-fn tool_config(tc: &Value) -> Result<Value, Failure> {
+fn tool_config(tc: &ToolChoice) -> Result<Value, GatewayError> {
     let mode = |m: &str| json!({ "functionCallingConfig": { "mode": m } });
     match tc {
-        Value::String(s) => match s.as_str() {
+        ToolChoice::Mode(s) => match s.as_str() {
             "auto" => Ok(mode("AUTO")),
             "none" => Ok(mode("NONE")),
             "required" => Ok(mode("ANY")),
@@ -536,64 +473,49 @@ fn tool_config(tc: &Value) -> Result<Value, Failure> {
                 "tool_choice {other:?} is not supported (auto, none, required, or a function)"
             ))),
         },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
+        ToolChoice::Named(n) => {
+            let name = n
+                .function
+                .as_ref()
+                .and_then(|f| f.name.as_deref())
                 .ok_or_else(|| bad("tool_choice must name a function: {\"type\":\"function\",\"function\":{\"name\":...}}"))?;
             Ok(
                 json!({ "functionCallingConfig": { "mode": "ANY", "allowedFunctionNames": [name] } }),
             )
         }
-        _ => Err(bad("tool_choice must be a string or an object")),
     }
 }
 
-fn generation_config(obj: &Map<String, Value>) -> Result<Map<String, Value>, Failure> {
+fn generation_config(req: &ChatRequest) -> Result<Map<String, Value>, GatewayError> {
     let mut gc = Map::new();
-    let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("top_k", "topK"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
+    for (value, to) in [
+        (&req.temperature, "temperature"),
+        (&req.top_p, "topP"),
+        (&req.top_k, "topK"),
+        (&req.presence_penalty, "presencePenalty"),
+        (&req.frequency_penalty, "frequencyPenalty"),
     ] {
-        if let Some(v) = present(from) {
-            if !v.is_number() {
-                return Err(bad(format!("`{from}` must be a number")));
-            }
-            gc.insert(to.into(), v.clone());
+        if let Some(n) = value {
+            gc.insert(to.into(), Value::Number(n.clone()));
         }
     }
-    for (from, to) in [
-        ("max_completion_tokens", "maxOutputTokens"),
-        ("max_tokens", "maxOutputTokens"),
-        ("n", "candidateCount"),
-        ("seed", "seed"),
-    ] {
-        if let Some(v) = present(from) {
-            if !(v.is_u64() || v.is_i64()) {
-                return Err(bad(format!("`{from}` must be an integer")));
-            }
-            // max_completion_tokens wins over max_tokens.
-            gc.entry(to.to_string()).or_insert_with(|| v.clone());
-        }
+    if let Some(max) = req.max_output_tokens() {
+        gc.insert("maxOutputTokens".into(), max.into());
     }
-    if let Some(stop) = present("stop") {
-        let list: Vec<Value> = match stop {
-            Value::String(s) => vec![json!(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a.clone(),
-            _ => return Err(bad("`stop` must be a string or an array of strings")),
-        };
+    if let Some(n) = req.n {
+        gc.insert("candidateCount".into(), n.into());
+    }
+    if let Some(seed) = req.seed {
+        gc.insert("seed".into(), seed.into());
+    }
+    if let Some(stop) = &req.stop {
+        let list = stop.to_vec();
         if !list.is_empty() {
-            gc.insert("stopSequences".into(), Value::Array(list));
+            gc.insert("stopSequences".into(), list.into());
         }
     }
-    if let Some(rf) = present("response_format") {
-        let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
-        match kind {
+    if let Some(rf) = &req.response_format {
+        match rf.kind.as_deref().unwrap_or("") {
             "text" => {}
             "json_object" => {
                 gc.insert("responseMimeType".into(), json!("application/json"));
@@ -601,8 +523,9 @@ fn generation_config(obj: &Map<String, Value>) -> Result<Map<String, Value>, Fai
             "json_schema" => {
                 gc.insert("responseMimeType".into(), json!("application/json"));
                 if let Some(schema) = rf
-                    .get("json_schema")
-                    .and_then(|j| j.get("schema"))
+                    .json_schema
+                    .as_ref()
+                    .and_then(|j| j.schema.as_ref())
                     .filter(|s| s.is_object())
                 {
                     let cleaned = clean_root_schema(schema);
@@ -618,27 +541,25 @@ fn generation_config(obj: &Map<String, Value>) -> Result<Map<String, Value>, Fai
             }
         }
     }
-    if let Some(effort) = present("reasoning_effort") {
+    if let Some(effort) = &req.reasoning_effort {
         let budget = match effort.as_str() {
-            Some("none") => Some(0),
-            Some("minimal") => Some(128),
-            Some("low") => Some(1024),
-            Some("medium") => Some(8192),
-            Some("high") => Some(24576),
+            "none" => 0,
+            "minimal" => 128,
+            "low" => 1024,
+            "medium" => 8192,
+            "high" => 24576,
             _ => {
                 return Err(bad(
                     "reasoning_effort must be one of none, minimal, low, medium, high",
                 ));
             }
         };
-        if let Some(budget) = budget {
-            let thinking = if budget == 0 {
-                json!({ "thinkingBudget": 0 })
-            } else {
-                json!({ "thinkingBudget": budget, "includeThoughts": true })
-            };
-            gc.insert("thinkingConfig".into(), thinking);
-        }
+        let thinking = if budget == 0 {
+            json!({ "thinkingBudget": 0 })
+        } else {
+            json!({ "thinkingBudget": budget, "includeThoughts": true })
+        };
+        gc.insert("thinkingConfig".into(), thinking);
     }
     Ok(gc)
 }
@@ -940,27 +861,10 @@ fn created_of(resp: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-/// Unix seconds of an RFC 3339 UTC timestamp (`2025-06-01T12:34:56.789Z`).
+/// Unix seconds of an RFC 3339 timestamp (`2025-06-01T12:34:56.789Z`).
 fn rfc3339_seconds(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339);
+    t.ok().map(time::OffsetDateTime::unix_timestamp)
 }
 
 /// Tool call ids must be unique across a conversation (agents key results by them), so they
@@ -995,7 +899,7 @@ fn response_id(resp: &Value) -> Option<&str> {
 }
 
 /// A prompt blocked before any candidate: a content-filter failure.
-fn blocked(resp: &Value) -> Option<Failure> {
+fn blocked(resp: &Value) -> Option<GatewayError> {
     let reason = resp
         .get("promptFeedback")
         .and_then(|f| f.get("blockReason"))
@@ -1004,26 +908,24 @@ fn blocked(resp: &Value) -> Option<Failure> {
         .get("promptFeedback")
         .and_then(|f| f.get("blockReasonMessage"))
         .and_then(Value::as_str);
-    Some(Failure {
-        class: Class::ContentFilter,
-        status: 400,
-        message: match detail {
-            Some(d) => format!("Gemini blocked the prompt ({reason}): {d}"),
-            None => format!("Gemini blocked the prompt ({reason})"),
-        },
-        code: Some(reason.to_string()),
-    })
+    let message = match detail {
+        Some(d) => format!("Gemini blocked the prompt ({reason}): {d}"),
+        None => format!("Gemini blocked the prompt ({reason})"),
+    };
+    let mut e = GatewayError::new(ErrorClass::ContentFilter, 400, message);
+    e.code = Some(reason.to_string());
+    Some(e)
 }
 
 /// Convert a Gemini `GenerateContentResponse` to an OpenAI chat completion named `model`
 /// (the model the client asked for), with the call's usage.
-pub fn gemini_to_chat(resp: &Value, model: &str) -> Result<(Value, Usage), Failure> {
+pub fn gemini_to_chat(resp: &Value, model: &str) -> Result<(Value, Usage), GatewayError> {
     if let Some(err) = resp.get("error").filter(|e| e.is_object()) {
         let status = error_status(err).unwrap_or(502);
         return Err(error_from_value(status, err));
     }
     if !resp.is_object() {
-        return Err(Failure::upstream(
+        return Err(GatewayError::upstream(
             "Gemini answered with a body that is not an object",
         ));
     }
@@ -1034,7 +936,7 @@ pub fn gemini_to_chat(resp: &Value, model: &str) -> Result<(Value, Usage), Failu
         .unwrap_or(&[]);
     if candidates.is_empty() {
         return Err(blocked(resp)
-            .unwrap_or_else(|| Failure::upstream("Gemini answered without any candidate")));
+            .unwrap_or_else(|| GatewayError::upstream("Gemini answered without any candidate")));
     }
     let rid = response_id(resp);
     let mut next_call = 0usize;
@@ -1206,13 +1108,13 @@ impl StreamToChat {
     }
 
     /// One upstream event's data in; the client chunks out.
-    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<String>, Failure> {
+    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<String>, GatewayError> {
         let data = data.trim();
         if data.is_empty() || data == "[DONE]" {
             return Ok(Vec::new());
         }
         let v: Value = serde_json::from_str(data).map_err(|e| {
-            Failure::upstream(format!("Gemini sent a stream chunk that is not JSON: {e}"))
+            GatewayError::upstream(format!("Gemini sent a stream chunk that is not JSON: {e}"))
         })?;
         // Errors mid-stream come as an error object (sometimes wrapped in an array).
         let err = v
@@ -1224,7 +1126,7 @@ impl StreamToChat {
             return Err(error_from_value(status, err));
         }
         if !v.is_object() {
-            return Err(Failure::upstream(
+            return Err(GatewayError::upstream(
                 "Gemini sent a stream chunk that is not an object",
             ));
         }
@@ -1314,9 +1216,9 @@ impl StreamToChat {
     /// The upstream stream ended: the remaining chunks (finish chunks not yet sent, the usage
     /// chunk when asked for, `[DONE]`) and the call's usage. A stream that never sent a
     /// `finishReason` was cut short: an error.
-    pub fn finish(&mut self) -> Result<(Vec<String>, Option<Usage>), Failure> {
+    pub fn finish(&mut self) -> Result<(Vec<String>, Option<Usage>), GatewayError> {
         if !self.saw_finish {
-            return Err(Failure::upstream(
+            return Err(GatewayError::upstream(
                 "Gemini stream ended before a finishReason (response incomplete)",
             ));
         }
@@ -1353,7 +1255,7 @@ fn error_status(err: &Value) -> Option<u16> {
 
 /// Read a Gemini error answer with HTTP `status`: `{"error":{"code","message","status"}}`,
 /// or that wrapped in an array (as the streaming endpoint sends it), or anything else.
-pub fn parse_error(status: u16, body: &[u8]) -> Failure {
+pub fn parse_error(status: u16, body: &[u8]) -> GatewayError {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let err = v
             .get("error")
@@ -1371,15 +1273,10 @@ pub fn parse_error(status: u16, body: &[u8]) -> Failure {
         let cut: String = text.chars().take(300).collect();
         format!("Gemini answered {status}: {cut}")
     };
-    Failure {
-        class: errors::class_for_status(status),
-        status,
-        message,
-        code: None,
-    }
+    GatewayError::new(errors::class_for_status(status), status, message)
 }
 
-fn error_from_value(status: u16, err: &Value) -> Failure {
+fn error_from_value(status: u16, err: &Value) -> GatewayError {
     let message = err
         .get("message")
         .and_then(Value::as_str)
@@ -1401,28 +1298,25 @@ fn error_from_value(status: u16, err: &Value) -> Failure {
     let lower = message.to_ascii_lowercase();
     let base = errors::class_for_status(status);
     let class = match code.as_deref() {
-        Some("RESOURCE_EXHAUSTED") => Class::RateLimited,
-        Some("UNAVAILABLE") => Class::Overloaded,
-        Some("PERMISSION_DENIED" | "UNAUTHENTICATED") => Class::Auth,
-        Some("DEADLINE_EXCEEDED") => Class::Timeout,
-        Some("NOT_FOUND") => Class::NotFound,
+        Some("RESOURCE_EXHAUSTED") => ErrorClass::RateLimited,
+        Some("UNAVAILABLE") => ErrorClass::Overloaded,
+        Some("PERMISSION_DENIED" | "UNAUTHENTICATED") => ErrorClass::Auth,
+        Some("DEADLINE_EXCEEDED") => ErrorClass::Timeout,
+        Some("NOT_FOUND") => ErrorClass::NotFound,
         Some("INVALID_ARGUMENT")
             if lower.contains("token count")
                 || lower.contains("exceeds the maximum number of tokens") =>
         {
-            Class::ContextLength
+            ErrorClass::ContextLength
         }
         _ if reasons.contains(&"API_KEY_INVALID") || lower.contains("api key not valid") => {
-            Class::Auth
+            ErrorClass::Auth
         }
         _ => errors::refine(base, code.as_deref(), &message),
     };
-    Failure {
-        class,
-        status,
-        message,
-        code,
-    }
+    let mut e = GatewayError::new(class, status, message);
+    e.code = code;
+    e
 }
 
 #[cfg(test)]

@@ -4,195 +4,103 @@
 //!
 //! - `/v1/chat/completions` to `POST {base}/v1beta/models/{model}:generateContent` (or
 //!   `:streamGenerateContent?alt=sse`) and back, streams included ([`convert`]).
-//! - `/v1/messages` (Anthropic clients) through the SDK's Messages <-> chat completions
-//!   conversion chained with the same chat <-> Gemini conversion.
+//! - `/v1/messages` (Anthropic clients) through the SDK's [`ViaChat`]: Messages <-> chat
+//!   completions, chained with the same chat <-> Gemini conversion.
 //!
 //! The key goes in `x-goog-api-key`; the host reads it from `GEMINI_API_KEY` or
 //! `GOOGLE_API_KEY` when the deployment sets none.
 
 pub mod convert;
 
-use std::cell::RefCell;
-
-use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
-use llmgate_sdk::provider::exports::llmgate::plugin::provider::{
-    ClientResponse, Guest, GuestExchange, Inbound, Info, Prefix, UpstreamRequest,
+use llmgate_sdk::chat::ChatRequest;
+use llmgate_sdk::plan::Plan;
+use llmgate_sdk::plugin::{
+    ClientResponse, DEFAULT_PARAMS, Description, Exchange, Prefix, Provider, Request,
+    UpstreamRequest, is_success, json_response,
 };
-use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::via_chat::ViaChat;
+use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
 use serde_json::Value;
 
-use crate::convert::{Failure, StreamToChat};
+use crate::convert::StreamToChat;
 
 /// The plugin.
 pub struct Gemini;
 
-const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
-
-/// `litellm_params` that become request defaults when the client did not set them.
-const DEFAULT_PARAMS: &[&str] = &[
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "reasoning_effort",
-    "response_format",
-    "n",
-];
-
-impl Guest for Gemini {
-    type Exchange = Exchange;
-
-    fn describe() -> Info {
-        Info {
-            name: "gemini".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            prefixes: vec![Prefix {
-                name: "gemini".into(),
-                default_api_base: Some(DEFAULT_BASE.into()),
-                api_key_env: vec!["GEMINI_API_KEY".into(), "GOOGLE_API_KEY".into()],
-            }],
-            apis: vec![Api::ChatCompletions, Api::Messages],
-            native_apis: Vec::new(),
-        }
-    }
+impl Provider for Gemini {
+    const DESCRIPTION: Description = Description {
+        name: "gemini",
+        version: env!("CARGO_PKG_VERSION"),
+        prefixes: &[Prefix::new(
+            "gemini",
+            Some("https://generativelanguage.googleapis.com"),
+            &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+        )],
+        apis: &[Api::ChatCompletions, Api::Messages],
+        native_apis: &[],
+    };
+    type Exchange = ViaChat<Chat>;
 }
 
-/// One attempt.
-pub struct Exchange {
-    req: Inbound,
-    state: RefCell<State>,
+/// One chat completions attempt.
+pub struct Chat {
+    req: Request,
+    /// Gemini chunks to OpenAI chunks (streamed attempts).
+    stream: Option<StreamToChat>,
 }
 
-#[derive(Default)]
-struct State {
-    /// Gemini chunks to OpenAI chunks (every stream).
-    to_chat: Option<StreamToChat>,
-    /// OpenAI chunks on to Anthropic events (Messages inbound).
-    to_messages: Option<ChatStreamToMessages>,
+fn events(chunks: Vec<String>) -> Vec<SseEvent> {
+    chunks.into_iter().map(SseEvent::data).collect()
 }
 
-fn gateway_error(f: Failure) -> GatewayError {
-    GatewayError {
-        class: f.class,
-        status: f.status,
-        message: f.message,
-        code: f.code,
-        retry_after_ms: None,
-    }
-}
+impl Exchange for Chat {
+    const UPSTREAM: &'static str = "Gemini";
 
-fn events(data: Vec<String>) -> Vec<SseEvent> {
-    data.into_iter()
-        .map(|data| SseEvent { event: None, data })
-        .collect()
-}
-
-fn anthropic_events(events: Vec<SseEvent>) -> Vec<SseEvent> {
-    events.into_iter().collect()
-}
-
-/// Whether the client asked for `stream_options.include_usage`.
-fn wants_usage(chat: &Value) -> bool {
-    chat.pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-}
-
-impl GuestExchange for Exchange {
-    fn new(req: Inbound) -> Self {
-        Self {
-            req,
-            state: RefCell::new(State::default()),
-        }
+    fn new(req: Request) -> Self {
+        Self { req, stream: None }
     }
 
-    fn build_request(&self) -> Result<UpstreamRequest, GatewayError> {
+    fn build_request(&mut self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
         let dep = &req.deployment;
-        let mut chat: Value = match req.api {
-            Api::ChatCompletions => serde_json::from_slice(&req.body).map_err(|e| {
-                GatewayError::bad_request(format!("request body is not valid JSON: {e}"))
-            })?,
-            Api::Messages => {
-                let body = anthropic::messages_to_chat_request(&req.body, &dep.model)
-                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-                serde_json::from_slice(&body).map_err(|e| {
-                    GatewayError::upstream(format!("messages translation produced bad JSON: {e}"))
-                })?
-            }
-            _ => {
-                return Err(GatewayError::bad_request(
-                    "the gemini plugin serves /v1/chat/completions and /v1/messages",
-                ));
-            }
-        };
-        let params: serde_json::Map<String, Value> =
-            serde_json::from_str(&dep.params_json).unwrap_or_default();
-        if let Some(obj) = chat.as_object_mut() {
-            for key in DEFAULT_PARAMS {
-                if let Some(v) = params.get(*key)
-                    && obj.get(*key).is_none_or(Value::is_null)
-                {
-                    obj.insert((*key).to_string(), v.clone());
-                }
-            }
+        if req.api != Api::ChatCompletions {
+            return Err(GatewayError::bad_request(
+                "the gemini plugin serves /v1/chat/completions and /v1/messages",
+            ));
         }
-        let body = convert::chat_to_gemini(&chat, &dep.model).map_err(gateway_error)?;
-        let body = serde_json::to_vec(&body)
+        let mut chat = ChatRequest::from_slice(&req.body)?;
+        chat.fill_defaults(&req.params, DEFAULT_PARAMS)?;
+        let body = serde_json::to_vec(&convert::from_chat(&chat, &dep.model)?)
             .map_err(|e| GatewayError::bad_request(format!("cannot encode the request: {e}")))?;
-
         if req.stream {
-            let mut st = self.state.borrow_mut();
-            // The Messages converter needs the usage chunk to report usage.
-            let include_usage = req.api == Api::Messages || wants_usage(&chat);
-            let to_chat = StreamToChat::new(&req.model, include_usage);
-            st.to_chat = Some(if req.api == Api::Messages {
+            // A Messages client's converter reports the input tokens of the first chunk.
+            let messages = req.translated_from == Some(Api::Messages);
+            let to_chat = StreamToChat::new(&req.model, messages || chat.wants_usage());
+            self.stream = Some(if messages {
                 to_chat.with_early_usage()
             } else {
                 to_chat
             });
-            if req.api == Api::Messages {
-                st.to_messages = Some(ChatStreamToMessages::new(&req.model));
-            }
         }
-
-        let base = dep.api_base.as_deref().unwrap_or(DEFAULT_BASE);
-        let url = convert::endpoint_url(base, dep.api_version.as_deref(), &dep.model, req.stream)?;
-        let mut headers: Headers = vec![("content-type".into(), "application/json".into())];
-        if let Some(extra) = params.get("extra_headers").and_then(Value::as_object) {
-            for (k, v) in extra {
-                if let Some(v) = v.as_str() {
-                    headers.push((k.to_ascii_lowercase(), v.into()));
-                }
-            }
-        }
-        Ok(UpstreamRequest {
-            method: "POST".into(),
-            url,
-            headers,
-            body,
-            auth: Auth::Header("x-goog-api-key".into()),
-            framing: if req.stream {
-                Framing::Sse
-            } else {
-                Framing::None
-            },
-        })
+        let url = convert::endpoint_url(
+            req.base()?,
+            dep.api_version.as_deref(),
+            &dep.model,
+            req.stream,
+        )?;
+        let auth = Auth::Header("x-goog-api-key".into());
+        Ok(Plan::post(req, url, auth, body).build())
     }
 
     fn on_body(
-        &self,
+        &mut self,
         status: u16,
-        headers: Headers,
+        headers: &Headers,
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
-        if !(200..300).contains(&status) {
-            let mut e = gateway_error(convert::parse_error(status, &body));
-            e.retry_after_ms = llmgate_sdk::retry_after_ms(&headers);
+        if !is_success(status) {
+            let mut e = convert::parse_error(status, &body);
+            e.retry_after_ms = llmgate_sdk::retry_after_ms(headers);
             return Err(e);
         }
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -201,98 +109,43 @@ impl GuestExchange for Exchange {
                 self.req.deployment.id
             ))
         })?;
-        let (chat, usage) = convert::gemini_to_chat(&v, &self.req.model).map_err(gateway_error)?;
+        let (chat, usage) = convert::gemini_to_chat(&v, &self.req.model)?;
         let model = v
             .get("modelVersion")
             .and_then(Value::as_str)
-            .map(str::to_string);
+            .map(Into::into);
         let chat = serde_json::to_vec(&chat)
             .map_err(|e| GatewayError::upstream(format!("cannot encode the response: {e}")))?;
-        let body = if self.req.api == Api::Messages {
-            anthropic::chat_response_to_messages(&chat, &self.req.model)
-                .map_err(|e| GatewayError::upstream(format!("unreadable Gemini response: {e}")))?
-                .0
-        } else {
-            chat
-        };
-        Ok(ClientResponse {
-            status,
-            headers: vec![("content-type".into(), "application/json".into())],
-            body,
-            usage: Some(usage),
-            model,
-        })
+        Ok(json_response(status, chat, Some(usage), model))
     }
 
-    fn on_stream_start(&self, _status: u16, _headers: Headers) -> Result<Headers, GatewayError> {
-        Ok(Vec::new())
-    }
-
-    fn on_event(&self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        let to_chat = st.to_chat.as_mut().ok_or_else(|| {
+    fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
+        let to_chat = self.stream.as_mut().ok_or_else(|| {
             GatewayError::upstream("stream event for a request that did not stream")
         })?;
-        let chunks = to_chat.on_chunk(&event.data).map_err(gateway_error)?;
-        match st.to_messages.as_mut() {
-            None => Ok(events(chunks)),
-            Some(conv) => {
-                let mut out = Vec::new();
-                for chunk in &chunks {
-                    let evs = conv.on_chunk(chunk).map_err(|e| {
-                        GatewayError::upstream(format!("unreadable Gemini stream: {e}"))
-                    })?;
-                    out.extend(anthropic_events(evs));
-                }
-                Ok(out)
-            }
-        }
+        Ok(events(to_chat.on_chunk(&event.data)?))
     }
 
-    fn finish(&self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        let to_chat = st.to_chat.as_mut().ok_or_else(|| {
+    fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
+        let to_chat = self.stream.as_mut().ok_or_else(|| {
             GatewayError::upstream("stream finished for a request that did not stream")
         })?;
-        let (chunks, usage) = to_chat.finish().map_err(gateway_error)?;
-        let usage: Option<Usage> = usage;
-        match st.to_messages.as_mut() {
-            None => Ok((events(chunks), usage)),
-            Some(conv) => {
-                let mut out = Vec::new();
-                for chunk in &chunks {
-                    let evs = conv.on_chunk(chunk).map_err(|e| {
-                        GatewayError::upstream(format!("unreadable Gemini stream: {e}"))
-                    })?;
-                    out.extend(anthropic_events(evs));
-                }
-                let (evs, conv_usage) = conv.finish().map_err(|e| {
-                    GatewayError::upstream(format!("Gemini stream ended early: {e}"))
-                })?;
-                out.extend(anthropic_events(evs));
-                Ok((out, usage.or(conv_usage)))
-            }
-        }
+        let (chunks, usage) = to_chat.finish()?;
+        Ok((events(chunks), usage))
     }
 }
 
-// Exported only in the component: natively (unit tests) the cdylib cannot link the
-// component-model export names (`cabi_post_llmgate:plugin/...` is not a valid symbol for
-// the native linker's version script).
-#[cfg(target_arch = "wasm32")]
-llmgate_sdk::export_guest_provider!(Gemini);
+llmgate_sdk::export_provider!(Gemini);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmgate_sdk::ErrorClass;
-    use llmgate_sdk::provider::exports::llmgate::plugin::provider::Deployment;
+    use llmgate_sdk::plugin::{Deployment, ExchangeCell, GuestExchange, Inbound};
+    use llmgate_sdk::{ErrorClass, Framing};
     use serde_json::json;
 
-    fn exchange(api: Api, stream: bool, body: Value) -> Exchange {
-        Exchange::new(Inbound {
+    fn exchange(api: Api, stream: bool, body: Value) -> ExchangeCell<Gemini> {
+        ExchangeCell::new(Inbound {
             api,
             model: "my-group".into(),
             stream,

@@ -1,11 +1,16 @@
 //! Request bodies: Anthropic `/v1/messages` to OpenAI `/v1/chat/completions` and back.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Number;
 use serde_json::value::RawValue;
 
+use crate::chat::{
+    ChatRequest, Content as ChatContent, DataUrl, Message, Part, Role, Stop, ToolChoice,
+};
+
 use super::{
-    BlockOut, ChatFunctionCallOut, ChatToolCallIn, ChatToolCallOut, Content, ContentOut,
-    ConvertError, SourceOut, arguments_to_input, content, parse_body, parse_raw, to_json_bytes,
+    BlockOut, ChatFunctionCallOut, ChatToolCallOut, Content, ContentOut, ConvertError, SourceOut,
+    arguments_to_input, content, parse_body, to_json_bytes,
 };
 
 // =======================================================================================
@@ -571,78 +576,6 @@ fn assistant_to_chat(
 // =======================================================================================
 // OpenAI -> Anthropic.
 
-#[derive(Deserialize)]
-struct ChatRequestIn {
-    messages: Vec<ChatMessageIn>,
-    max_completion_tokens: Option<u64>,
-    max_tokens: Option<u64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    stop: Option<Box<RawValue>>,
-    stream: Option<bool>,
-    user: Option<String>,
-    tools: Option<Vec<ChatToolIn>>,
-    tool_choice: Option<Box<RawValue>>,
-    parallel_tool_calls: Option<bool>,
-    reasoning_effort: Option<String>,
-    n: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct ChatMessageIn {
-    role: String,
-    content: Option<Box<RawValue>>,
-    tool_calls: Option<Vec<ChatToolCallIn>>,
-    tool_call_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChatPartIn {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-    refusal: Option<String>,
-    image_url: Option<ImageUrlIn>,
-    file: Option<FileIn>,
-}
-
-#[derive(Deserialize)]
-struct ImageUrlIn {
-    url: String,
-}
-
-#[derive(Deserialize)]
-struct FileIn {
-    file_data: Option<String>,
-    filename: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChatToolIn {
-    #[serde(rename = "type")]
-    kind: String,
-    function: Option<ChatFunctionDefIn>,
-}
-
-#[derive(Deserialize)]
-struct ChatFunctionDefIn {
-    name: String,
-    description: Option<String>,
-    parameters: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct ChatNamedToolChoiceIn {
-    #[serde(rename = "type")]
-    kind: String,
-    function: Option<ChatNamedFunctionIn>,
-}
-
-#[derive(Deserialize)]
-struct ChatNamedFunctionIn {
-    name: String,
-}
-
 #[derive(Serialize)]
 struct MessagesRequestOut<'a> {
     model: &'a str,
@@ -718,7 +651,7 @@ pub fn chat_to_messages_request(
     body: &[u8],
     upstream_model: &str,
 ) -> Result<Vec<u8>, ConvertError> {
-    let req: ChatRequestIn = parse_body(body, "chat completions request")?;
+    let req = ChatRequest::from_slice(body).map_err(|e| ConvertError::new(e.message))?;
     if req.n.is_some_and(|n| n > 1) {
         return Err(ConvertError::new(
             "n: only one choice per request is supported by the Anthropic Messages API",
@@ -729,28 +662,30 @@ pub fn chat_to_messages_request(
     let mut turns: Vec<(&'static str, Vec<BlockOut>)> = Vec::new();
     for (i, m) in req.messages.into_iter().enumerate() {
         let at = format!("messages[{i}]");
-        match m.role.as_str() {
-            "system" | "developer" => {
-                let text = parts_text(m.content.as_deref(), &at)?;
+        let role = m.role(&at).map_err(|e| ConvertError::new(e.message))?;
+        match role {
+            Role::System | Role::Developer => {
+                let text = parts_text(m.content.as_ref(), &at)?;
                 if !text.trim().is_empty() {
                     system.push(text);
                 }
             }
-            "user" => {
-                let blocks = user_blocks(m.content.as_deref(), &at)?;
+            Role::User => {
+                let blocks = user_blocks(m.content, &at)?;
                 push_turn(&mut turns, "user", blocks);
             }
-            "assistant" => {
+            Role::Assistant => {
                 let blocks = assistant_blocks(m, &at)?;
                 push_turn(&mut turns, "assistant", blocks);
             }
-            "tool" => {
+            Role::Tool => {
                 let block = tool_result_block(m, &at)?;
                 push_turn(&mut turns, "user", vec![block]);
             }
-            other => {
+            other @ (Role::Function | Role::Other(_)) => {
                 return Err(ConvertError::new(format!(
-                    "{at}.role: unsupported role {other:?}"
+                    "{at}.role: unsupported role {:?}",
+                    other.as_str()
                 )));
             }
         }
@@ -794,9 +729,14 @@ pub fn chat_to_messages_request(
 
     let mut tools = Vec::new();
     for (i, t) in req.tools.into_iter().flatten().enumerate() {
-        let (true, Some(f)) = (t.kind == "function", t.function) else {
+        let (Some("function"), Some(f)) = (t.kind.as_deref(), t.function) else {
             return Err(ConvertError::new(format!(
                 "tools[{i}]: only function tools are supported"
+            )));
+        };
+        let Some(name) = f.name else {
+            return Err(ConvertError::new(format!(
+                "tools[{i}].function: missing \"name\""
             )));
         };
         let input_schema = match f.parameters {
@@ -805,7 +745,7 @@ pub fn chat_to_messages_request(
                 .map_err(|e| ConvertError::new(e.to_string()))?,
         };
         tools.push(ToolOut {
-            name: f.name,
+            name,
             description: f.description,
             input_schema,
         });
@@ -847,7 +787,11 @@ pub fn chat_to_messages_request(
         .max_completion_tokens
         .or(req.max_tokens)
         .unwrap_or(DEFAULT_MAX_TOKENS);
-    let (mut temperature, mut top_p) = (req.temperature.map(|t| t.clamp(0.0, 1.0)), req.top_p);
+    let temperature = req.temperature.as_ref().and_then(Number::as_f64);
+    let (mut temperature, mut top_p) = (
+        temperature.map(|t| t.clamp(0.0, 1.0)),
+        req.top_p.as_ref().and_then(Number::as_f64),
+    );
     if top_p == Some(1.0) && temperature.is_some() {
         // A no-op, and some Anthropic models refuse temperature and top_p together.
         top_p = None;
@@ -871,7 +815,7 @@ pub fn chat_to_messages_request(
         system: (!system.is_empty()).then(|| system.join("\n\n")),
         messages,
         metadata: req.user.map(|user_id| MetadataOut { user_id }),
-        stop_sequences: stop_sequences(req.stop.as_deref())?,
+        stop_sequences: stop_sequences(req.stop.as_ref()),
         stream: req.stream.filter(|s| *s),
         temperature,
         top_p,
@@ -903,16 +847,24 @@ fn push_text(blocks: &mut Vec<BlockOut>, text: String) {
     }
 }
 
+/// `content` that is not a string, parts or null.
+fn not_content(at: &str) -> ConvertError {
+    ConvertError::new(format!(
+        "invalid {at}.content: expected a string or an array"
+    ))
+}
+
 /// The text of a `content` field that may only hold text (string or text parts).
-fn parts_text(raw: Option<&RawValue>, at: &str) -> Result<String, ConvertError> {
-    match content::<ChatPartIn>(raw, &format!("{at}.content"))? {
-        Content::Text(s) => Ok(s),
-        Content::Null => Ok(String::new()),
-        Content::Parts(parts) => {
+fn parts_text(content: Option<&ChatContent>, at: &str) -> Result<String, ConvertError> {
+    match content {
+        Some(ChatContent::Text(s)) => Ok(s.clone()),
+        None => Ok(String::new()),
+        Some(ChatContent::Other(_)) => Err(not_content(at)),
+        Some(ChatContent::Parts(parts)) => {
             let mut texts = Vec::with_capacity(parts.len());
-            for (j, p) in parts.into_iter().enumerate() {
-                match (p.kind.as_str(), p.text) {
-                    ("text", Some(text)) => texts.push(text),
+            for (j, p) in parts.iter().enumerate() {
+                match (p.kind.as_deref().unwrap_or(""), &p.text) {
+                    ("text", Some(text)) => texts.push(text.clone()),
                     (kind, _) => {
                         return Err(ConvertError::new(format!(
                             "{at}.content[{j}]: unsupported part {kind:?} (only text)"
@@ -925,12 +877,13 @@ fn parts_text(raw: Option<&RawValue>, at: &str) -> Result<String, ConvertError> 
     }
 }
 
-fn user_blocks(raw: Option<&RawValue>, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
+fn user_blocks(content: Option<ChatContent>, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
     let mut blocks = Vec::new();
-    match content::<ChatPartIn>(raw, &format!("{at}.content"))? {
-        Content::Text(s) => push_text(&mut blocks, s),
-        Content::Null => {}
-        Content::Parts(parts) => {
+    match content {
+        Some(ChatContent::Text(s)) => push_text(&mut blocks, s),
+        None => {}
+        Some(ChatContent::Other(_)) => return Err(not_content(at)),
+        Some(ChatContent::Parts(parts)) => {
             for (j, p) in parts.into_iter().enumerate() {
                 blocks.extend(part_block(p, &format!("{at}.content[{j}]"))?);
             }
@@ -940,8 +893,8 @@ fn user_blocks(raw: Option<&RawValue>, at: &str) -> Result<Vec<BlockOut>, Conver
 }
 
 /// One OpenAI content part as an Anthropic block (`None` for blank text).
-fn part_block(p: ChatPartIn, at: &str) -> Result<Option<BlockOut>, ConvertError> {
-    match p.kind.as_str() {
+fn part_block(p: Part, at: &str) -> Result<Option<BlockOut>, ConvertError> {
+    match p.kind.as_deref().unwrap_or("") {
         "text" => {
             let text = p
                 .text
@@ -949,12 +902,9 @@ fn part_block(p: ChatPartIn, at: &str) -> Result<Option<BlockOut>, ConvertError>
             Ok((!text.trim().is_empty()).then_some(BlockOut::Text { text }))
         }
         "image_url" => {
-            let url = p
-                .image_url
-                .ok_or_else(|| {
-                    ConvertError::new(format!("{at}: image_url part without \"image_url\""))
-                })?
-                .url;
+            let url = p.image_url.and_then(|u| u.url).ok_or_else(|| {
+                ConvertError::new(format!("{at}: image_url part without \"image_url\""))
+            })?;
             Ok(Some(BlockOut::Image {
                 source: url_source(url, at)?,
             }))
@@ -968,14 +918,13 @@ fn part_block(p: ChatPartIn, at: &str) -> Result<Option<BlockOut>, ConvertError>
                     "{at}: only inline files (file_data) are supported, not file ids"
                 )));
             };
-            let source = if data.starts_with("data:") {
-                url_source(data, at)?
-            } else {
+            let source = match DataUrl::parse(&data) {
+                Some(_) => url_source(data, at)?,
                 // Bare base64; OpenAI's file inputs are PDFs.
-                SourceOut::Base64 {
+                None => SourceOut::Base64 {
                     media_type: "application/pdf".to_owned(),
                     data,
-                }
+                },
             };
             Ok(Some(BlockOut::Document {
                 source,
@@ -994,24 +943,11 @@ fn part_block(p: ChatPartIn, at: &str) -> Result<Option<BlockOut>, ConvertError>
 /// An image or file URL as an Anthropic source: base64 `data:` URLs inline, http(s) URLs
 /// by reference.
 fn url_source(url: String, at: &str) -> Result<SourceOut, ConvertError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let Some((meta, data)) = rest.split_once(',') else {
-            return Err(ConvertError::new(format!("{at}: malformed data URL")));
-        };
-        let Some(meta) = meta.strip_suffix(";base64") else {
-            return Err(ConvertError::new(format!(
-                "{at}: only base64 data URLs are supported"
-            )));
-        };
-        let media_type = meta.split(';').next().unwrap_or(meta).trim();
-        if media_type.is_empty() {
-            return Err(ConvertError::new(format!(
-                "{at}: data URL without a media type"
-            )));
-        }
+    if let Some(parsed) = DataUrl::parse(&url) {
+        let d = parsed.map_err(|e| ConvertError::new(format!("{at}: {e}")))?;
         return Ok(SourceOut::Base64 {
-            media_type: media_type.to_owned(),
-            data: data.to_owned(),
+            media_type: d.media_type,
+            data: d.data.to_owned(),
         });
     }
     let lower = url.get(..8).unwrap_or(&url).to_ascii_lowercase();
@@ -1037,15 +973,16 @@ fn anthropic_tool_id(id: &str) -> String {
         .collect()
 }
 
-fn assistant_blocks(m: ChatMessageIn, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
+fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
     let mut blocks = Vec::new();
-    match content::<ChatPartIn>(m.content.as_deref(), &format!("{at}.content"))? {
-        Content::Text(s) => push_text(&mut blocks, s),
-        Content::Null => {}
-        Content::Parts(parts) => {
+    match m.content {
+        Some(ChatContent::Text(s)) => push_text(&mut blocks, s),
+        None => {}
+        Some(ChatContent::Other(_)) => return Err(not_content(at)),
+        Some(ChatContent::Parts(parts)) => {
             for (j, p) in parts.into_iter().enumerate() {
                 let at = format!("{at}.content[{j}]");
-                match (p.kind.as_str(), p.text, p.refusal) {
+                match (p.kind.as_deref().unwrap_or(""), p.text, p.refusal) {
                     ("text", Some(text), _) | ("refusal", _, Some(text)) => {
                         push_text(&mut blocks, text);
                     }
@@ -1084,15 +1021,16 @@ fn assistant_blocks(m: ChatMessageIn, at: &str) -> Result<Vec<BlockOut>, Convert
     Ok(blocks)
 }
 
-fn tool_result_block(m: ChatMessageIn, at: &str) -> Result<BlockOut, ConvertError> {
+fn tool_result_block(m: Message, at: &str) -> Result<BlockOut, ConvertError> {
     let id = m
         .tool_call_id
         .filter(|id| !id.is_empty())
         .ok_or_else(|| ConvertError::new(format!("{at}: tool message without \"tool_call_id\"")))?;
-    let content = match content::<ChatPartIn>(m.content.as_deref(), &format!("{at}.content"))? {
-        Content::Text(s) => (!s.is_empty()).then_some(ContentOut::Text(s)),
-        Content::Null => None,
-        Content::Parts(parts) => {
+    let content = match m.content {
+        Some(ChatContent::Text(s)) => (!s.is_empty()).then_some(ContentOut::Text(s)),
+        None => None,
+        Some(ChatContent::Other(_)) => return Err(not_content(at)),
+        Some(ChatContent::Parts(parts)) => {
             let mut blocks = Vec::new();
             for (j, p) in parts.into_iter().enumerate() {
                 blocks.extend(part_block(p, &format!("{at}.content[{j}]"))?);
@@ -1118,7 +1056,7 @@ fn tool_result_block(m: ChatMessageIn, at: &str) -> Result<BlockOut, ConvertErro
     })
 }
 
-fn tool_choice_out(raw: &RawValue) -> Result<Option<ToolChoiceOut>, ConvertError> {
+fn tool_choice_out(choice: &ToolChoice) -> Result<Option<ToolChoiceOut>, ConvertError> {
     let mode = |kind: &'static str| {
         Ok(Some(ToolChoiceOut {
             kind,
@@ -1126,8 +1064,8 @@ fn tool_choice_out(raw: &RawValue) -> Result<Option<ToolChoiceOut>, ConvertError
             disable_parallel_tool_use: None,
         }))
     };
-    match raw.get().as_bytes().first() {
-        Some(b'"') => match parse_raw::<String>(raw, "tool_choice")?.as_str() {
+    match choice {
+        ToolChoice::Mode(m) => match m.as_str() {
             "auto" => mode("auto"),
             "required" => mode("any"),
             "none" => mode("none"),
@@ -1135,32 +1073,31 @@ fn tool_choice_out(raw: &RawValue) -> Result<Option<ToolChoiceOut>, ConvertError
                 "tool_choice: unsupported value {other:?}"
             ))),
         },
-        Some(b'{') => {
-            let named: ChatNamedToolChoiceIn = parse_raw(raw, "tool_choice")?;
-            match (named.kind.as_str(), named.function) {
-                ("function", Some(f)) => Ok(Some(ToolChoiceOut {
+        ToolChoice::Named(named) => match (named.kind.as_deref(), &named.function) {
+            (Some("function"), Some(f)) => {
+                let name = f
+                    .name
+                    .clone()
+                    .ok_or_else(|| ConvertError::new("tool_choice.function: missing \"name\""))?;
+                Ok(Some(ToolChoiceOut {
                     kind: "tool",
-                    name: Some(f.name),
+                    name: Some(name),
                     disable_parallel_tool_use: None,
-                })),
-                (kind, _) => Err(ConvertError::new(format!(
-                    "tool_choice: unsupported type {kind:?} (expected a function)"
-                ))),
+                }))
             }
-        }
-        Some(b'n') => Ok(None),
-        _ => Err(ConvertError::new(
-            "tool_choice: expected a string or an object",
-        )),
+            (kind, _) => Err(ConvertError::new(format!(
+                "tool_choice: unsupported type {:?} (expected a function)",
+                kind.unwrap_or("")
+            ))),
+        },
     }
 }
 
-fn stop_sequences(raw: Option<&RawValue>) -> Result<Option<Vec<String>>, ConvertError> {
-    let stops = match content::<String>(raw, "stop")? {
-        Content::Text(s) => vec![s],
-        Content::Parts(list) => list,
-        Content::Null => return Ok(None),
-    };
-    let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
-    Ok((!stops.is_empty()).then_some(stops))
+fn stop_sequences(stop: Option<&Stop>) -> Option<Vec<String>> {
+    let stops: Vec<String> = stop?
+        .to_vec()
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!stops.is_empty()).then_some(stops)
 }

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use aws_smithy_eventstream::frame::{read_message_from, write_message_to};
+use aws_smithy_types::event_stream::{Header, HeaderValue as FrameValue, Message};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -39,33 +41,33 @@ pub const THINKING_SIGNATURE: &str = "sig_mock";
 /// The content type of event-stream responses.
 pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
 
-/// Header value type 7: a UTF-8 string with a 16-bit length.
-const HEADER_TYPE_STRING: u8 = 7;
-
-/// Encode one AWS event-stream message: prelude (total length, headers length, prelude CRC32),
-/// string headers, payload, and the CRC32 of everything before it.
+/// Encode one AWS event-stream message (prelude, string headers, payload, checksums) with
+/// `aws-smithy-eventstream`. Names over 255 bytes and values over 32 KiB are cut.
 pub fn encode_event_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
-    let mut head = Vec::new();
-    for (name, value) in headers {
-        let name = &name.as_bytes()[..name.len().min(255)];
-        let value = &value.as_bytes()[..value.len().min(usize::from(u16::MAX))];
-        head.push(name.len() as u8);
-        head.extend_from_slice(name);
-        head.push(HEADER_TYPE_STRING);
-        head.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        head.extend_from_slice(value);
-    }
-    let total = 12 + head.len() + payload.len() + 4;
-    let mut frame = Vec::with_capacity(total);
-    frame.extend_from_slice(&(total as u32).to_be_bytes());
-    frame.extend_from_slice(&(head.len() as u32).to_be_bytes());
-    let prelude_crc = crc32fast::hash(&frame);
-    frame.extend_from_slice(&prelude_crc.to_be_bytes());
-    frame.extend_from_slice(&head);
-    frame.extend_from_slice(payload);
-    let message_crc = crc32fast::hash(&frame);
-    frame.extend_from_slice(&message_crc.to_be_bytes());
+    let message = headers.iter().fold(
+        Message::new(Bytes::copy_from_slice(payload)),
+        |m, (name, value)| {
+            let name = cut(name, 255);
+            let value = cut(value, usize::from(i16::MAX as u16));
+            m.add_header(Header::new(
+                name.to_string(),
+                FrameValue::String(value.to_string().into()),
+            ))
+        },
+    );
+    let mut frame = Vec::new();
+    // Cannot fail: the lengths are within the format's limits.
+    let _ = write_message_to(&message, &mut frame);
     frame
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// One decoded event-stream message.
@@ -87,75 +89,38 @@ impl EventFrame {
     }
 }
 
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+/// A header value as text.
+fn header_text(value: &FrameValue) -> String {
+    match value {
+        FrameValue::Bool(b) => b.to_string(),
+        FrameValue::Byte(n) => n.to_string(),
+        FrameValue::Int16(n) => n.to_string(),
+        FrameValue::Int32(n) => n.to_string(),
+        FrameValue::Int64(n) => n.to_string(),
+        FrameValue::ByteArray(b) => String::from_utf8_lossy(b).into_owned(),
+        FrameValue::String(s) => s.as_str().to_owned(),
+        FrameValue::Timestamp(t) => t
+            .to_millis()
+            .map_or_else(|_| t.to_string(), |ms| ms.to_string()),
+        FrameValue::Uuid(u) => format!("{u:032x}"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Decode a sequence of event-stream messages, checking both CRCs of each.
-pub fn decode_event_frames(mut buf: &[u8]) -> Result<Vec<EventFrame>, String> {
+pub fn decode_event_frames(buf: &[u8]) -> Result<Vec<EventFrame>, String> {
+    let mut buf = Bytes::copy_from_slice(buf);
     let mut frames = Vec::new();
     while !buf.is_empty() {
-        if buf.len() < 16 {
-            return Err(format!("truncated prelude ({} bytes left)", buf.len()));
-        }
-        let total = be_u32(&buf[0..4]) as usize;
-        let head_len = be_u32(&buf[4..8]) as usize;
-        if crc32fast::hash(&buf[0..8]) != be_u32(&buf[8..12]) {
-            return Err("prelude CRC mismatch".into());
-        }
-        if total < 16 + head_len || total > buf.len() {
-            return Err(format!("bad lengths: total {total}, headers {head_len}"));
-        }
-        if crc32fast::hash(&buf[..total - 4]) != be_u32(&buf[total - 4..total]) {
-            return Err("message CRC mismatch".into());
-        }
-        let mut head = &buf[12..12 + head_len];
-        let mut headers = Vec::new();
-        while !head.is_empty() {
-            let name_len = usize::from(head[0]);
-            let name = head.get(1..1 + name_len).ok_or("truncated header name")?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let kind = *head.get(1 + name_len).ok_or("truncated header type")?;
-            let rest = &head[2 + name_len..];
-            let (value, used) = match kind {
-                0 => ("true".to_owned(), 0),
-                1 => ("false".to_owned(), 0),
-                2..=5 | 8 => {
-                    let size = match kind {
-                        2 => 1,
-                        3 => 2,
-                        4 => 4,
-                        _ => 8,
-                    };
-                    let bytes = rest.get(..size).ok_or("truncated header value")?;
-                    let mut n: i64 = if bytes[0] & 0x80 != 0 { -1 } else { 0 };
-                    for b in bytes {
-                        n = (n << 8) | i64::from(*b);
-                    }
-                    (n.to_string(), size)
-                }
-                6 | 7 => {
-                    let len = usize::from(u16::from_be_bytes([
-                        *rest.first().ok_or("truncated header length")?,
-                        *rest.get(1).ok_or("truncated header length")?,
-                    ]));
-                    let bytes = rest.get(2..2 + len).ok_or("truncated header value")?;
-                    (String::from_utf8_lossy(bytes).into_owned(), 2 + len)
-                }
-                9 => {
-                    let bytes = rest.get(..16).ok_or("truncated uuid header")?;
-                    (bytes.iter().map(|b| format!("{b:02x}")).collect(), 16)
-                }
-                other => return Err(format!("unknown header type {other}")),
-            };
-            headers.push((name, value));
-            head = &rest[used..];
-        }
+        let message = read_message_from(&mut buf).map_err(|e| e.to_string())?;
         frames.push(EventFrame {
-            headers,
-            payload: buf[12 + head_len..total - 4].to_vec(),
+            headers: message
+                .headers()
+                .iter()
+                .map(|h| (h.name().as_str().to_owned(), header_text(h.value())))
+                .collect(),
+            payload: message.payload().to_vec(),
         });
-        buf = &buf[total..];
     }
     Ok(frames)
 }
@@ -216,10 +181,7 @@ fn mock_error_response(err: MockError) -> Response {
 }
 
 fn sha256_hex(body: &[u8]) -> String {
-    Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(body))
 }
 
 /// `None` if the request is authorised (see the module docs), else a 403.

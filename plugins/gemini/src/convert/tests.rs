@@ -1,4 +1,5 @@
 use super::*;
+use llmgate_sdk::ErrorClass as Class;
 
 fn convert(req: Value) -> Value {
     chat_to_gemini(&req, "gemini-2.5-flash").unwrap()
@@ -102,6 +103,31 @@ fn images() {
         "{}",
         e.message
     );
+}
+
+#[test]
+fn data_urls() {
+    let parts = |url: &str| {
+        chat_to_gemini(
+            &json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}}
+            ]}]}),
+            "gemini-2.5-flash",
+        )
+        .map(|g| g["contents"][0]["parts"][0].clone())
+    };
+    // The media type is lowercased and the scheme read in any case.
+    assert_eq!(
+        parts("DATA:Image/PNG;base64,iVBOR").unwrap(),
+        json!({"inlineData": {"mimeType": "image/png", "data": "iVBOR"}})
+    );
+    // No media type: refused (it was guessed as image/jpeg), like the other converters.
+    let e = parts("data:;base64,iVBOR").unwrap_err();
+    assert_eq!((e.class, e.status), (Class::BadRequest, 400));
+    assert!(e.message.contains("media type"), "{}", e.message);
+    // `;base64` must be the last parameter (RFC 2397).
+    let e = parts("data:image/png;base64;x=y,iVBOR").unwrap_err();
+    assert!(e.message.contains("base64"), "{}", e.message);
 }
 
 #[test]

@@ -25,10 +25,7 @@ fn request(text: &str) -> Value {
 }
 
 fn sigv4_headers(key: &str, body: &[u8]) -> Vec<(String, String)> {
-    let hash: String = Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hex::encode(Sha256::digest(body));
     vec![
         (
             "authorization".into(),

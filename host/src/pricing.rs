@@ -20,7 +20,7 @@
 
 use serde_json::Value;
 
-use crate::plugins::Usage;
+use crate::wit::types::Usage;
 
 /// The output cap assumed when a model's is unknown.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;

@@ -1,5 +1,5 @@
 //! Hot reload: the plugins folder is watched, and a change (a `.wasm` added, replaced or
-//! removed) builds a new [`Registry`] that is swapped in atomically.
+//! removed) builds a new [`Registry`](crate::plugins::Registry) ([`Runtime::rescan`](crate::plugins::Runtime::rescan)) that is swapped in atomically.
 //!
 //! - **Debounced:** events are collected until the folder has been quiet for
 //!   [`QUIET`], so a file written in pieces, or copied and renamed, loads once, complete.
@@ -13,17 +13,12 @@
 //! - **A broken file never replaces a working plugin:** the plugin previously loaded from
 //!   that file keeps serving, and its `GET /plugins` row carries the new error.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
-
-use super::{Loaded, PluginStatus, Registry, Runtime};
 use crate::gateway::Gateway;
-use crate::hex;
 
 /// How long the folder must be quiet before a rescan.
 pub const QUIET: Duration = Duration::from_millis(150);
@@ -67,7 +62,7 @@ fn changes_plugins(e: &notify::Event) -> bool {
 
 /// `(size, mtime)` of every `.wasm` in `dir`: the cheap "did anything change" check.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    super::wasm_files(dir)
+    crate::plugins::wasm_files(dir)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|p| {
@@ -157,109 +152,5 @@ pub fn watch(gateway: Arc<Gateway>) -> Watch {
     Watch {
         stop,
         _watcher: watcher,
-    }
-}
-
-/// What the current registry has from one file.
-struct FromFile {
-    sha256: String,
-    loaded: Vec<Loaded>,
-    status: PluginStatus,
-}
-
-impl Registry {
-    /// The plugins loaded from each file (by path).
-    fn by_file(&self) -> HashMap<PathBuf, FromFile> {
-        let mut out: HashMap<PathBuf, FromFile> = HashMap::new();
-        for s in &self.status {
-            out.insert(
-                s.origin.file.clone(),
-                FromFile {
-                    sha256: s.origin.sha256.clone(),
-                    loaded: Vec::new(),
-                    status: s.clone(),
-                },
-            );
-        }
-        let mut add = |file: &Path, l: Loaded| {
-            if let Some(f) = out.get_mut(file)
-                && !f.loaded.iter().any(|x| x.same(&l))
-            {
-                f.loaded.push(l);
-            }
-        };
-        for p in self.providers.values() {
-            add(&p.origin.file, Loaded::Provider(p.clone()));
-        }
-        for p in self.policies.values() {
-            add(&p.origin.file, Loaded::Policy(p.clone()));
-        }
-        out
-    }
-}
-
-impl Loaded {
-    fn same(&self, other: &Loaded) -> bool {
-        match (self, other) {
-            (Loaded::Provider(a), Loaded::Provider(b)) => Arc::ptr_eq(a, b),
-            (Loaded::Policy(a), Loaded::Policy(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
-
-impl Runtime {
-    /// Compare `dir` with `current` and build the registry it should now be; `None` when
-    /// nothing changed. Unchanged files keep their loaded plugins (no recompile).
-    pub async fn rescan(self: &Arc<Self>, dir: &Path, current: &Registry) -> Option<Registry> {
-        let mut old = current.by_file();
-        let files = super::wasm_files(dir).ok()?;
-        let mut next = Registry::default();
-        let mut changed = files.len() != old.len();
-        for path in files {
-            let Ok(bytes) = std::fs::read(&path) else {
-                changed = true;
-                continue;
-            };
-            let sha = hex(&Sha256::digest(&bytes));
-            let prev = old.remove(&path);
-            if let Some(p) = &prev
-                && p.sha256 == sha
-                && (p.status.last_error.is_none() || p.loaded.is_empty())
-            {
-                // Unchanged.
-                p.loaded.iter().for_each(|l| next.insert(l));
-                next.status.push(p.status.clone());
-                continue;
-            }
-            changed = true;
-            let started = Instant::now();
-            match self.load_file(&path).await {
-                Ok(l) => {
-                    tracing::info!(file = %path.display(), plugin = %l.status().name, version = ?l.status().version, ms = started.elapsed().as_millis() as u64, "hot reload: plugin loaded");
-                    next.insert(&l);
-                    next.status.push(l.status());
-                }
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    tracing::error!(file = %path.display(), "hot reload: plugin failed to load, {}: {error}", if prev.as_ref().is_some_and(|p| !p.loaded.is_empty()) { "the previous version keeps serving" } else { "nothing is served from it" });
-                    match prev {
-                        Some(p) if !p.loaded.is_empty() => {
-                            p.loaded.iter().for_each(|l| next.insert(l));
-                            // The row keeps the serving plugin's name, version and hash.
-                            let mut status = p.status;
-                            status.last_error = Some(error);
-                            next.status.push(status);
-                        }
-                        _ => next.status.push(PluginStatus::failed(&path, sha, error)),
-                    }
-                }
-            }
-        }
-        for (file, _) in old {
-            tracing::info!(file = %file.display(), "hot reload: plugin file removed; its plugins are unloaded");
-            changed = true;
-        }
-        changed.then_some(next)
     }
 }

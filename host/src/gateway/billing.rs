@@ -1,0 +1,291 @@
+//! Billing: the one value that owns a request's ledger ticket, from admission to settlement.
+//!
+//! [`admit`] reserves the request's worst case against its key and opens a [`Billing`];
+//! every path then ends it exactly once, by value:
+//! - [`Billing::settle`] / [`Billing::settle_answer`]: the request was served; the real cost
+//!   (usage x price) is charged;
+//! - [`Billing::refund`]: no attempt answered; nothing is charged;
+//! - [`Billing::abandon`], or dropping it (the client went away mid-stream, an upstream
+//!   broke without usage, a plugin trapped while closing): the estimate so far is charged.
+//!
+//! Either way the reservation and the tpm hold are released ([`Ticket`]'s job).
+
+use std::sync::Arc;
+
+use crate::config::{Config, Deployment};
+use crate::error::Error;
+use crate::pricing::{Prices, input_tokens_upper_bound};
+use crate::ledger::{Admission, Admit, Ledger, Outcome, Ticket, unix_now_ms};
+use crate::plugins::Usage;
+use crate::wit::types::Api;
+use crate::store::SpendLog;
+
+use super::Call;
+
+/// A request's bill: its ledger ticket (reservation, parallel slot, spend log row) and what
+/// the charge-on-abandon estimate is made from.
+pub(super) struct Billing {
+    ticket: Ticket,
+    /// Upper bound of the request's input tokens.
+    input_bound: u64,
+}
+
+/// What the spend log takes from the request body beside the model.
+pub(super) struct LogFields {
+    /// `user` (OpenAI) or `metadata.user_id` (Anthropic).
+    pub user: Option<String>,
+    /// The client's `metadata` object (LiteLLM: `tags`, free-form fields).
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Admission: the key's checks and the reservation (cost and tokens), in memory.
+pub(super) fn admit(
+    ledger: &Arc<Ledger>,
+    call: &Call,
+    fields: LogFields,
+) -> Result<Billing, Error> {
+    let input_bound = input_tokens_upper_bound(call.body.len());
+    let (reserve, tokens) = reservation(ledger, call, input_bound);
+    let ticket = ledger.admit(
+        &call.caller,
+        Admit {
+            group: &call.group,
+            reserve,
+            tokens,
+            log: spend_log(ledger, call, fields),
+        },
+    )?;
+    Ok(Billing {
+        ticket,
+        input_bound,
+    })
+}
+
+/// `(USD, tokens)` to reserve: the dearest candidate sets the amount. Without `max_tokens`:
+/// the bounded default output, or the whole cap under strict admission (the rule is in
+/// [`crate::pricing`]).
+fn reservation(ledger: &Ledger, call: &Call, input_bound: u64) -> (f64, u64) {
+    let config: &Config = &call.config;
+    let unset_output = match ledger.settings().admission {
+        Admission::Reserve => config.default_reserved_output_tokens,
+        Admission::Strict => u64::MAX,
+    };
+    call.deployments
+        .iter()
+        .map(|&i| {
+            let prices = &config.deployments[i].prices;
+            let output = prices.output_reservation(call.max_output, unset_output);
+            (
+                prices.reservation(input_bound, output),
+                input_bound.saturating_add(output),
+            )
+        })
+        .fold((0.0, 0), |(c, t), (c2, t2)| (f64::max(c, c2), t.max(t2)))
+}
+
+/// The spend log row as admission knows it; the attempt and settlement fill in the rest.
+fn spend_log(ledger: &Ledger, call: &Call, fields: LogFields) -> SpendLog {
+    let mut log_meta = serde_json::Map::new();
+    let mut tags = Vec::new();
+    if let Some(m) = fields.metadata {
+        if let Some(t) = m.get("tags").and_then(|t| t.as_array()) {
+            tags = t
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect();
+        }
+        log_meta.insert("requester_metadata".into(), m);
+    }
+    SpendLog {
+        request_id: call.id.clone(),
+        call_type: call_type(call.api).to_string(),
+        start_time_ms: unix_now_ms(),
+        model_group: call.group.clone(),
+        user: fields.user.unwrap_or_default(),
+        metadata: serde_json::Value::Object(log_meta),
+        request_tags: tags,
+        messages: (ledger.settings().store_prompts && call.api != Api::ImagesEdits)
+            .then(|| serde_json::from_slice(&call.body).ok())
+            .flatten(),
+        requester_ip_address: call
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string()),
+        ..SpendLog::default()
+    }
+}
+
+/// LiteLLM's `call_type` for an API.
+fn call_type(api: Api) -> &'static str {
+    match api {
+        Api::ChatCompletions => "acompletion",
+        Api::Messages => "anthropic_messages",
+        Api::CountTokens => "count_tokens",
+        Api::Embeddings => "aembedding",
+        Api::ImagesGenerations => "aimage_generation",
+        Api::ImagesEdits => "aimage_edit",
+    }
+}
+
+impl Billing {
+    /// Whether full request/response logging is on.
+    pub fn stores_prompts(&self) -> bool {
+        self.ticket.ledger_store_prompts()
+    }
+
+    /// An attempt goes to `dep` as `model`: the spend log names it.
+    pub fn route_to(&mut self, dep: &Deployment, model: &str) {
+        let log = &mut self.ticket.log;
+        model.clone_into(&mut log.model);
+        log.model_id.clone_from(&dep.id);
+        log.custom_llm_provider.clone_from(&dep.provider);
+        log.api_base = dep.api_base.clone().unwrap_or_default();
+    }
+
+    /// A 2xx stream starts: from now on, if the client goes away, the prompt (estimated) is
+    /// still billed. Returns the response's rate-limit and key-spend headers.
+    pub fn start_stream(&mut self, prices: &Prices) -> Vec<(&'static str, String)> {
+        let t = &mut self.ticket;
+        t.fallback_cost = (self.input_bound * 3 / 4) as f64 * prices.input;
+        let mut headers = t.rate_headers.clone();
+        if let Some((spend, budget)) = t.key_spend() {
+            headers.push(("x-litellm-key-spend", spend.to_string()));
+            if let Some(b) = budget {
+                headers.push(("x-litellm-key-max-budget", b.to_string()));
+            }
+        }
+        headers
+    }
+
+    /// The stream's first upstream bytes arrived.
+    pub fn first_byte(&mut self) {
+        self.ticket.log.completion_start_time_ms = Some(unix_now_ms());
+    }
+
+    /// `events` more events reached the client: one event is about one output token, the
+    /// charge if the client leaves.
+    pub fn charge_events(&mut self, events: u64, prices: &Prices) {
+        self.ticket.fallback_cost += events as f64 * prices.output;
+    }
+
+    /// Put `err` in the spend log row's metadata.
+    fn note_error(&mut self, err: &Error) {
+        if let Some(m) = self.ticket.log.metadata.as_object_mut() {
+            m.insert("error".into(), serde_json::json!(err.to_string()));
+        }
+    }
+
+    /// No attempt answered: release everything and charge nothing.
+    pub fn refund(mut self, err: &Error) {
+        self.note_error(err);
+        if let Some(m) = self.ticket.log.metadata.as_object_mut() {
+            m.insert(
+                "error_status".into(),
+                serde_json::json!(err.status().as_u16()),
+            );
+        }
+        self.ticket.settle(Outcome {
+            cost: 0.0,
+            success: false,
+            tokens: 0,
+        });
+    }
+
+    /// The request ended without usage to bill (the client went away, or the stream broke):
+    /// charge the estimate so far, noting `err` if there is one.
+    pub fn abandon(mut self, err: Option<&Error>) {
+        if let Some(err) = err {
+            self.note_error(err);
+        }
+        // The ticket settles on drop with `fallback_cost`.
+    }
+
+    /// Charge a served request: usage x `dep`'s prices (without usage: nothing if it
+    /// succeeded, else the estimate so far). Returns (cost, key spend after it).
+    pub fn settle(
+        self,
+        dep: &Deployment,
+        usage: Option<&Usage>,
+        response: Option<serde_json::Value>,
+        success: bool,
+    ) -> (f64, f64) {
+        let mut ticket = self.ticket;
+        let cost = match usage {
+            Some(u) => dep.prices.cost(u),
+            None if success => 0.0,
+            None => ticket.fallback_cost,
+        };
+        let mut tokens = 0;
+        if let Some(u) = usage {
+            let log = &mut ticket.log;
+            log.prompt_tokens = u.input + u.cache_read + u.cache_write;
+            log.completion_tokens = u.output;
+            log.total_tokens = log.prompt_tokens + log.completion_tokens;
+            log.cache_read_input_tokens = u.cache_read;
+            log.cache_creation_input_tokens = u.cache_write;
+            log.reasoning_tokens = u.reasoning;
+            tokens = log.total_tokens;
+        }
+        if ticket.ledger_store_prompts() {
+            ticket.log.response = response;
+        }
+        let spend = ticket.settle(Outcome {
+            cost,
+            success,
+            tokens,
+        });
+        (cost, spend)
+    }
+
+    /// Settle a whole (non-streamed) answer with `body`; returns the response's cost,
+    /// key-spend and rate-limit headers.
+    pub fn settle_answer(
+        self,
+        dep: &Deployment,
+        usage: Option<&Usage>,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        let rate_headers = self.ticket.rate_headers.clone();
+        let max_budget = self.ticket.key_spend().and_then(|(_, b)| b);
+        let response = self
+            .stores_prompts()
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten();
+        let (cost, spend) = self.settle(dep, usage, response, true);
+        let mut headers = vec![
+            ("x-litellm-response-cost", cost.to_string()),
+            ("x-litellm-key-spend", spend.to_string()),
+        ];
+        if let Some(b) = max_budget {
+            headers.push(("x-litellm-key-max-budget", b.to_string()));
+        }
+        headers.extend(rate_headers);
+        headers
+    }
+
+    /// End a stream: `closed` is the plugin's usage if its `finish` succeeded, `failed` the
+    /// break the client was told about, `logged` what was streamed (for full logging).
+    /// Billed by usage when there is usage or the stream completed, else by the estimate.
+    pub fn end_stream(
+        mut self,
+        dep: &Deployment,
+        closed: Option<Option<Usage>>,
+        failed: Option<&Error>,
+        logged: &[u8],
+    ) {
+        match closed {
+            Some(usage) if usage.is_some() || failed.is_none() => {
+                if let Some(err) = failed {
+                    self.note_error(err);
+                }
+                let response = self.stores_prompts().then(|| {
+                    serde_json::Value::String(String::from_utf8_lossy(logged).into_owned())
+                });
+                self.settle(dep, usage.as_ref(), response, failed.is_none());
+            }
+            _ => self.abandon(failed),
+        }
+    }
+}
