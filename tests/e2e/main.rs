@@ -23,3 +23,4 @@ mod sandbox;
 mod secrets;
 mod startup;
 mod support;
+mod template;
