@@ -2,26 +2,21 @@
 //!
 //! What a plugin author writes llmgate plugins with, in Rust:
 //!
-//! - [`provider`] and [`policy`]: the guest bindings of the `llmgate:plugin` WIT worlds
-//!   (`provider-plugin` and `routing-policy`), with the export macros [`export_provider!`]
-//!   and [`export_policy!`] (feature `guest`, on by default).
+//! - [`plugin`]: the [`plugin::Provider`] and [`plugin::Exchange`] traits, the typed
+//!   [`plugin::Request`] (params parsed once) and the WIT adapter, exported with
+//!   [`export_provider!`]; [`plan`]: the upstream request builder; [`errors`]: the WIT
+//!   `GatewayError` with `GatewayError::from_status`.
+//! - [`openai_compat`]: the OpenAI exchange, table-driven for OpenAI-compatible upstreams;
+//!   [`via_chat`]: `/v1/messages` through any chat exchange; [`chat`]: the typed OpenAI chat
+//!   request the converters share; [`anthropic`]: Messages ⇄ chat conversion.
+//! - [`provider`] and [`policy`]: the raw guest bindings of the `llmgate:plugin` WIT worlds
+//!   (feature `guest`, on by default), with [`export_guest_provider!`] and [`export_policy!`].
 //! - [`json`]: fast scanning and patching of top-level members of large JSON bodies, so a
 //!   plugin can rewrite `model` in a 70 KB agent request without parsing it.
-//! - [`openai`]: OpenAI wire helpers: usage and error bodies, status classification.
-//! - [`errors`]: mapping HTTP statuses and provider error codes to error classes.
-//! - [`anthropic`]: conversion between Anthropic Messages and OpenAI Chat Completions.
 //! - [`multipart`]: `multipart/form-data` bodies: the boundary, the parts, rewriting one field.
 //! - [`url`]: a model name as exactly one URL path segment ([`url::path_segment`]).
 //!
-//! A provider plugin in full:
-//!
-//! ```ignore
-//! use llmgate_sdk::provider::exports::llmgate::plugin::provider::*;
-//! struct Plugin;
-//! impl Guest for Plugin { type Exchange = MyExchange; fn describe() -> Info { ... } }
-//! impl GuestExchange for MyExchange { ... }
-//! llmgate_sdk::export_provider!(Plugin);
-//! ```
+//! `plugins/template` is a complete provider on these, under 100 lines.
 //!
 //! The pure modules compile on any target and are shared with the host.
 
