@@ -147,23 +147,53 @@ impl FromRequest<Arc<Gateway>> for Bounded {
     }
 }
 
-/// Hand a model request to the gateway; its errors answer in `dialect`'s shape.
-pub(crate) async fn serve(
-    gw: &Gateway,
-    api: Api,
-    dialect: Dialect,
+/// A model request as its handler receives it: the caller ([`AnyKey`]), then the headers
+/// and the bounded body ([`Bounded`]), extracted in that order. Every model route takes this
+/// one extractor and names only its API and dialect.
+pub struct ModelCall {
+    gw: Arc<Gateway>,
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<axum::response::Response, ApiError> {
-    let req = Request {
-        api,
-        dialect,
-        headers,
-        body,
-        caller,
-    };
-    gw.handle(req).await.map_err(|e| ApiError(e, dialect))
+}
+
+impl FromRequest<Arc<Gateway>> for ModelCall {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let AnyKey(caller) = AnyKey::from_request_parts(&mut parts, gw).await?;
+        let headers = parts.headers.clone();
+        let req = axum::extract::Request::from_parts(parts, body);
+        let Bounded(body) = Bounded::from_request(req, gw).await?;
+        Ok(Self {
+            gw: gw.clone(),
+            caller,
+            headers,
+            body,
+        })
+    }
+}
+
+impl ModelCall {
+    /// Hand the request to the gateway as `api`; its errors answer in `dialect`'s shape.
+    pub(crate) async fn serve(
+        self,
+        api: Api,
+        dialect: Dialect,
+    ) -> Result<axum::response::Response, ApiError> {
+        let req = Request {
+            api,
+            dialect,
+            headers: self.headers,
+            body: self.body,
+            caller: self.caller,
+        };
+        self.gw.handle(req).await.map_err(|e| ApiError(e, dialect))
+    }
 }
 
 /// Read a request body up to `limit` bytes within `timeout`; larger bodies are refused with

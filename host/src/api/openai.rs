@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::json;
 
-use super::{AnyKey, ApiError, Bounded, Lister};
+use super::{ApiError, Lister, ModelCall};
 use crate::config::Config;
 use crate::error::{Dialect, Error};
 use crate::gateway::Gateway;
@@ -16,67 +15,23 @@ use crate::ledger::Caller;
 use crate::wit::types::Api;
 
 /// `POST /v1/chat/completions` (and `/chat/completions`).
-pub async fn chat_completions(
-    State(gw): State<Arc<Gateway>>,
-    AnyKey(caller): AnyKey,
-    headers: HeaderMap,
-    Bounded(body): Bounded,
-) -> Result<Response, ApiError> {
-    super::serve(
-        &gw,
-        Api::ChatCompletions,
-        Dialect::OpenAi,
-        caller,
-        headers,
-        body,
-    )
-    .await
+pub async fn chat_completions(call: ModelCall) -> Result<Response, ApiError> {
+    call.serve(Api::ChatCompletions, Dialect::OpenAi).await
 }
 
 /// `POST /v1/embeddings` (and `/embeddings`).
-pub async fn embeddings(
-    State(gw): State<Arc<Gateway>>,
-    AnyKey(caller): AnyKey,
-    headers: HeaderMap,
-    Bounded(body): Bounded,
-) -> Result<Response, ApiError> {
-    super::serve(&gw, Api::Embeddings, Dialect::OpenAi, caller, headers, body).await
+pub async fn embeddings(call: ModelCall) -> Result<Response, ApiError> {
+    call.serve(Api::Embeddings, Dialect::OpenAi).await
 }
 
 /// `POST /v1/images/generations` (and `/images/generations`): JSON.
-pub async fn images_generations(
-    State(gw): State<Arc<Gateway>>,
-    AnyKey(caller): AnyKey,
-    headers: HeaderMap,
-    Bounded(body): Bounded,
-) -> Result<Response, ApiError> {
-    super::serve(
-        &gw,
-        Api::ImagesGenerations,
-        Dialect::OpenAi,
-        caller,
-        headers,
-        body,
-    )
-    .await
+pub async fn images_generations(call: ModelCall) -> Result<Response, ApiError> {
+    call.serve(Api::ImagesGenerations, Dialect::OpenAi).await
 }
 
 /// `POST /v1/images/edits` (and `/images/edits`): multipart, one or more `image[]` parts.
-pub async fn images_edits(
-    State(gw): State<Arc<Gateway>>,
-    AnyKey(caller): AnyKey,
-    headers: HeaderMap,
-    Bounded(body): Bounded,
-) -> Result<Response, ApiError> {
-    super::serve(
-        &gw,
-        Api::ImagesEdits,
-        Dialect::OpenAi,
-        caller,
-        headers,
-        body,
-    )
-    .await
+pub async fn images_edits(call: ModelCall) -> Result<Response, ApiError> {
+    call.serve(Api::ImagesEdits, Dialect::OpenAi).await
 }
 
 /// The `/v1/models` entry of a group: OpenAI's fields, plus what agents configure
