@@ -335,6 +335,40 @@ mod tests {
         assert!(text.contains("model_list[2].litellm_params.timeout"));
     }
 
+    /// The config fuzzer's crash: a timeout of 1e60 seconds made `Duration::from_secs_f64`
+    /// panic, and a stream limit past the clock's range would panic on the first stream.
+    /// Every wait a config names is refused past a year, with the key.
+    #[test]
+    fn refuses_waits_past_a_year_instead_of_panicking() {
+        let err = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, timeout: 1233333333333333333333333333333333333333333333333333333333330, stream_timeout: 31536001}\nlitellm_settings: {request_timeout: .inf}\nrouter_settings: {cooldown_time: 1e300}\nllmgate: {client_idle_timeout_seconds: 1e20, max_stream_duration_seconds: 18446744073709551615, shutdown_grace_seconds: 31536001, stream_idle_timeout_seconds: 99999999999}\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "model_list[0].litellm_params.timeout",
+            "model_list[0].litellm_params.stream_timeout",
+            "litellm_settings.request_timeout",
+            "router_settings.cooldown_time",
+            "llmgate.client_idle_timeout_seconds",
+            "llmgate.max_stream_duration_seconds",
+            "llmgate.shutdown_grace_seconds",
+            "llmgate.stream_idle_timeout_seconds",
+        ] {
+            assert!(text.contains(key), "{key} not refused: {text}");
+        }
+        let c = parse(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, timeout: 31536000}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.deployments[0].timeout,
+            std::time::Duration::from_secs(31_536_000)
+        );
+    }
+
     #[test]
     fn resolves_groups_wildcards_and_secrets_stay_out_of_params() {
         let c = parse(

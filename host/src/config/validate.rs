@@ -10,7 +10,7 @@ use serde_yaml_ng::Value;
 
 use super::env::Environment;
 use super::raw::{RawConfig, RawDeployment};
-use super::validator::{Validator, scalar_string};
+use super::validator::{MAX_SECONDS, Validator, bounded_seconds, scalar_string};
 use super::*;
 
 /// Validate a parsed config. `environment` is the environment it reads (tests pass their
@@ -294,6 +294,24 @@ pub fn validate(
             "must be at least 1 (seconds without an upstream event before a stream fails)",
         );
     }
+    for (at, n) in [
+        (
+            "llmgate.stream_idle_timeout_seconds",
+            ll.stream_idle_timeout_seconds,
+        ),
+        (
+            "llmgate.max_stream_duration_seconds",
+            ll.max_stream_duration_seconds,
+        ),
+        ("llmgate.shutdown_grace_seconds", ll.shutdown_grace_seconds),
+    ] {
+        if n.is_some_and(|n| n > MAX_SECONDS) {
+            v.problem(
+                at,
+                &format!("must be at most {MAX_SECONDS} seconds (a year)"),
+            );
+        }
+    }
     let flag = |v: &mut Validator, k: &str| -> bool {
         match raw.general_settings.get(k) {
             None | Some(Value::Null) => false,
@@ -334,11 +352,13 @@ pub fn validate(
         let d = ClientLimits::default();
         let mut secs = |at: &str, n: Option<f64>, default: Duration| match n {
             None => default,
-            Some(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
-            Some(_) => {
-                v.problem(at, "must be a positive number of seconds");
+            Some(s) => bounded_seconds(s).unwrap_or_else(|| {
+                v.problem(
+                    at,
+                    &format!("must be a positive number of seconds, at most {MAX_SECONDS}"),
+                );
                 default
-            }
+            }),
         };
         ClientLimits {
             header_read_timeout: secs(

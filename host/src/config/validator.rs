@@ -18,6 +18,16 @@ pub(super) fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
+/// The longest wait a config may name: a year. Anything longer is a typo, and a deadline
+/// that far out (`Instant` + the wait) would overflow the clock.
+pub(super) const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A wait of `secs` seconds, when it is positive and at most [`MAX_SECONDS`] (NaN and
+/// infinities are neither).
+pub(super) fn bounded_seconds(secs: f64) -> Option<Duration> {
+    (secs > 0.0 && secs <= MAX_SECONDS as f64).then(|| Duration::from_secs_f64(secs))
+}
+
 pub(super) fn yaml_to_json(v: &Value) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
@@ -79,13 +89,14 @@ impl Validator {
             Value::String(s) => s.trim().parse::<f64>().ok(),
             _ => None,
         };
-        match secs {
-            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-            _ => {
-                self.problem(at, "must be a positive number of seconds");
-                None
-            }
+        let wait = secs.and_then(bounded_seconds);
+        if wait.is_none() {
+            self.problem(
+                at,
+                &format!("must be a positive number of seconds, at most {MAX_SECONDS}"),
+            );
         }
+        wait
     }
 
     pub(super) fn uint(&mut self, at: &str, v: Option<&Value>) -> Option<u32> {
