@@ -18,7 +18,7 @@ use crate::json;
 use crate::multipart::rewrite_field;
 use crate::plan::Plan;
 use crate::plugin::{
-    ClientResponse, Exchange, Request, UpstreamRequest, is_success, json_response,
+    ClientResponse, Exchange, Request, UpstreamRequest, asks_for_usage, is_success, json_response,
 };
 use crate::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
 
@@ -178,7 +178,8 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
                 edits.push((key, serde_json::to_vec(v).unwrap_or_default()));
             }
         }
-        self.hide_usage_chunk = req.stream && op == Operation::ChatCompletions && !req.wants_usage;
+        self.hide_usage_chunk =
+            req.stream && op == Operation::ChatCompletions && !asks_for_usage(&top);
         if self.hide_usage_chunk {
             let mut opts = top
                 .get("stream_options")
@@ -191,7 +192,7 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
                 serde_json::to_vec(&opts).unwrap_or_default(),
             ));
         }
-        let body = req.patched_body(&edits)?;
+        let body = req.patch(&top, &edits);
         Ok(self.plan(op, body)?.build())
     }
 
@@ -333,5 +334,75 @@ mod tests {
             Some((50, 4160))
         );
         assert!(image_usage(br#"{"created":1,"data":[{"url":"https://x"}]}"#).is_none());
+    }
+
+    /// A streamed chat request, its body scanned once by `build_request`: usage is asked for
+    /// (and its chunk hidden) unless the client asked for it itself.
+    #[test]
+    fn streamed_usage_is_asked_for_unless_the_client_did() {
+        use crate::plugin::{Deployment, Description, Inbound, Prefix};
+        const DESC: Description = Description {
+            name: "t",
+            version: "0",
+            prefixes: &[Prefix::new("openai", Some("http://up/v1"), &[])],
+            apis: APIS,
+            native_apis: NATIVE_APIS,
+        };
+        let exchange = |stream: bool, body: &str| {
+            let inbound = Inbound {
+                api: Api::ChatCompletions,
+                model: "alias".into(),
+                stream,
+                body: body.into(),
+                content_type: "application/json".into(),
+                headers: Vec::new(),
+                deployment: Deployment {
+                    id: "d1".into(),
+                    provider: "openai".into(),
+                    model: "m".into(),
+                    api_base: None,
+                    api_version: None,
+                    params_json: "{}".into(),
+                },
+            };
+            OpenAiExchange::<OpenAiCompatible>::new(Request::new(inbound, &DESC))
+        };
+        let usage_chunk = SseEvent {
+            event: None,
+            data: r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#.into(),
+        };
+        let cases = [
+            (true, r#"{"model":"alias","stream":true}"#, true),
+            (
+                true,
+                r#"{"model":"alias","stream":true,"stream_options":{"include_usage":false}}"#,
+                true,
+            ),
+            (
+                true,
+                r#"{"model":"alias","stream":true,"stream_options":{"include_usage":true}}"#,
+                false,
+            ),
+            (false, r#"{"model":"alias"}"#, false),
+        ];
+        for (stream, body, hidden) in cases {
+            let mut ex = exchange(stream, body);
+            let plan = ex.build_request().unwrap();
+            let sent: serde_json::Value = serde_json::from_slice(&plan.body).unwrap();
+            assert_eq!(sent["model"], "m", "{body}");
+            let asked = stream.then(|| serde_json::json!({"include_usage": true}));
+            assert_eq!(sent.get("stream_options"), asked.as_ref(), "{body}");
+            assert_eq!(ex.hide_usage_chunk, hidden, "{body}");
+            if stream {
+                let out = ex.on_event(usage_chunk.clone()).unwrap();
+                assert_eq!(out.is_empty(), hidden, "{body}");
+                let done = SseEvent {
+                    event: None,
+                    data: "[DONE]".into(),
+                };
+                assert_eq!(ex.on_event(done).unwrap().len(), 1);
+                assert_eq!(ex.finish().unwrap().1.map(|u| u.output), Some(2), "{body}");
+            }
+        }
     }
 }

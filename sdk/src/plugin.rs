@@ -192,8 +192,6 @@ pub struct Request {
     pub extra_headers: Headers,
     /// The deployment's `api_base`, else its prefix's default base.
     pub api_base: Option<String>,
-    /// The client asked for `stream_options.include_usage: true`.
-    pub wants_usage: bool,
     /// The API the client used, when the request was translated to [`Request::api`]
     /// (Messages served through chat completions by [`ViaChat`](crate::via_chat::ViaChat)).
     pub translated_from: Option<Api>,
@@ -223,7 +221,6 @@ impl Request {
             api: inbound.api,
             model: inbound.model,
             stream: inbound.stream,
-            wants_usage: wants_usage(&inbound.body),
             translated_from: None,
             body: inbound.body,
             content_type: inbound.content_type,
@@ -236,13 +233,19 @@ impl Request {
     }
 
     /// The same request with another API and body (e.g. a Messages request translated to
-    /// chat completions); `wants_usage` is read again from the new body.
+    /// chat completions).
     pub fn with_body(mut self, api: Api, body: Vec<u8>) -> Self {
         self.translated_from = Some(self.api);
         self.api = api;
-        self.wants_usage = wants_usage(&body);
         self.body = body;
         self
+    }
+
+    /// Whether the body asks for `stream_options.include_usage: true`. This scans the
+    /// body's top level (68 KB agent requests are common): an exchange that scans it anyway
+    /// asks its [`TopLevel`] with [`asks_for_usage`] instead.
+    pub fn wants_usage(&self) -> bool {
+        wants_usage(&self.body)
     }
 
     /// The API base, or a 400 naming the deployment when it has none.
@@ -284,20 +287,28 @@ impl Request {
     /// The body with `model` set to the deployment's model and `edits` applied (each a
     /// top-level member and its raw JSON), without parsing it whole.
     pub fn patched_body(&self, edits: &[(&str, Vec<u8>)]) -> Result<Vec<u8>, GatewayError> {
-        let top = self.top_level()?;
+        Ok(self.patch(&self.top_level()?, edits))
+    }
+
+    /// [`Request::patched_body`] from the body's [`TopLevel`] already scanned by
+    /// [`Request::top_level`], so that the body is scanned once.
+    pub fn patch(&self, top: &TopLevel<'_>, edits: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let model = json::quote(&self.deployment.model);
         let mut all: Vec<(&str, Option<&[u8]>)> = vec![("model", Some(&model))];
         all.extend(edits.iter().map(|(k, v)| (*k, Some(v.as_slice()))));
-        Ok(top.patch(&all))
+        top.patch(&all)
     }
 }
 
 /// Whether a JSON body asks for `stream_options.include_usage: true`.
 pub fn wants_usage(body: &[u8]) -> bool {
-    TopLevel::parse(body)
-        .ok()
-        .and_then(|t| t.get("stream_options").map(<[u8]>::to_vec))
-        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+    TopLevel::parse(body).is_ok_and(|top| asks_for_usage(&top))
+}
+
+/// Whether a scanned JSON body asks for `stream_options.include_usage: true`.
+pub fn asks_for_usage(top: &TopLevel<'_>) -> bool {
+    top.get("stream_options")
+        .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
         .and_then(|v| v.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false)
 }

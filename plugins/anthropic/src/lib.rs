@@ -71,7 +71,7 @@ impl Exchange for Messages {
                 let body = conv::chat_to_messages_request(&req.body, &req.deployment.model)
                     .map_err(|e| GatewayError::bad_request(e.to_string()))?;
                 if req.stream {
-                    self.to_chat = Some(MessagesStreamToChat::new(&req.model, req.wants_usage));
+                    self.to_chat = Some(MessagesStreamToChat::new(&req.model, req.wants_usage()));
                 }
                 ("messages", body)
             }
