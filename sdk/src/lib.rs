@@ -5,7 +5,7 @@
 //! - [`plugin`]: the [`plugin::Provider`] and [`plugin::Exchange`] traits, the typed
 //!   [`plugin::Request`] (params parsed once) and the WIT adapter, exported with
 //!   [`export_provider!`]; [`plan`]: the upstream request builder; [`errors`]: the WIT
-//!   `GatewayError` with `GatewayError::from_status`.
+//!   `GatewayError` with `GatewayError::from_status`; [`prelude`]: all of it in one `use`.
 //! - [`openai_compat`]: the OpenAI exchange, table-driven for OpenAI-compatible upstreams;
 //!   [`via_chat`]: `/v1/messages` through any chat exchange; [`chat`]: the typed OpenAI chat
 //!   request the converters share; [`anthropic`]: Messages ⇄ chat conversion.
@@ -36,6 +36,16 @@ pub mod openai_compat;
 pub mod plan;
 #[cfg(feature = "guest")]
 pub mod plugin;
+/// What a provider plugin usually needs, in one import: `use llmgate_sdk::prelude::*;`.
+#[cfg(feature = "guest")]
+pub mod prelude {
+    pub use crate::plan::Plan;
+    pub use crate::plugin::{
+        Answer, ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest,
+        json_response,
+    };
+    pub use crate::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage, export_provider};
+}
 pub mod url;
 #[cfg(feature = "guest")]
 pub mod via_chat;

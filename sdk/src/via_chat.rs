@@ -7,7 +7,7 @@
 //! exchange refuses what it does not serve).
 
 use crate::anthropic::{self, ChatStreamToMessages};
-use crate::plugin::{ClientResponse, Exchange, Request, UpstreamRequest};
+use crate::plugin::{Answer, ClientResponse, Exchange, Request, UpstreamRequest};
 use crate::{Api, GatewayError, Headers, SseEvent, Usage};
 
 /// An exchange serving Messages clients through the chat-speaking exchange `E`.
@@ -62,13 +62,8 @@ impl<E: Exchange> Exchange for ViaChat<E> {
         self.inner()?.build_request()
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        let resp = self.inner()?.on_body(status, headers, body)?;
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let resp = self.inner()?.on_answer(answer)?;
         let Some((model, _)) = &self.messages else {
             return Ok(resp);
         };
@@ -81,6 +76,13 @@ impl<E: Exchange> Exchange for ViaChat<E> {
             usage: resp.usage.or(Some(usage)),
             ..resp
         })
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        match &self.inner {
+            Ok(inner) => inner.on_error(answer),
+            Err(e) => e.clone(),
+        }
     }
 
     fn on_stream_start(&mut self, status: u16, headers: &Headers) -> Result<Headers, GatewayError> {

@@ -7,12 +7,7 @@
 //!   SDK's shared conversion.
 
 use llmgate_sdk::anthropic::{self as conv, MessagesStreamToChat, MessagesStreamUsage};
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
-    json_response,
-};
-use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::prelude::*;
 
 /// The plugin.
 pub struct Anthropic;
@@ -91,15 +86,8 @@ impl Exchange for Messages {
         Ok(plan.build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            return Err(GatewayError::from_status(status, headers, &body));
-        }
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let Answer { status, body, .. } = answer;
         if self.req.api == Api::ChatCompletions {
             let (body, usage) =
                 conv::messages_response_to_chat(&body, &self.req.model).map_err(|e| {
@@ -142,7 +130,7 @@ impl Exchange for Messages {
     }
 }
 
-llmgate_sdk::export_provider!(Anthropic);
+export_provider!(Anthropic);
 
 #[cfg(test)]
 mod tests;

@@ -19,12 +19,7 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
-    json_response,
-};
-use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::prelude::*;
 
 use crate::stream::ConverseStreamToChat;
 
@@ -129,25 +124,19 @@ impl Exchange for Converse {
         Ok(plan.framing(framing).build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            let mut e = errors::parse_error(status, headers, &body);
-            e.retry_after_ms = llmgate_sdk::retry_after_ms(headers);
-            return Err(e);
-        }
-        let (id, model) = (completion_id(headers), &self.req.model);
-        let (mut body, usage) = response::converse_to_chat(&body, model, &id, now())?;
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let (id, model) = (completion_id(&answer.headers), &self.req.model);
+        let (mut body, usage) = response::converse_to_chat(&answer.body, model, &id, now())?;
         if self.req.api == Api::Messages {
             body = messages::chat_to_messages_response(&body, model)
                 .map_err(unreadable("unreadable Bedrock response"))?
                 .0;
         }
-        Ok(json_response(status, body, Some(usage), None))
+        Ok(json_response(answer.status, body, Some(usage), None))
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        errors::parse_error(answer.status, &answer.headers, &answer.body)
     }
 
     fn on_stream_start(
@@ -197,7 +186,7 @@ impl Exchange for Converse {
     }
 }
 
-llmgate_sdk::export_provider!(Bedrock);
+export_provider!(Bedrock);
 
 #[cfg(test)]
 mod tests {
