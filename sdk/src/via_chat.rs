@@ -7,6 +7,7 @@
 //! exchange refuses what it does not serve).
 
 use crate::anthropic::{self, ChatStreamToMessages};
+use crate::errors::unreadable;
 use crate::plugin::{Answer, ClientResponse, Exchange, Request, UpstreamRequest};
 use crate::{Api, GatewayError, Headers, SseEvent, Usage};
 
@@ -23,18 +24,15 @@ impl<E: Exchange> ViaChat<E> {
         self.inner.as_mut().map_err(|e| e.clone())
     }
 
-    fn unreadable(e: impl std::fmt::Display) -> GatewayError {
-        GatewayError::upstream(format!("unreadable {} stream: {e}", E::UPSTREAM))
-    }
-
     /// Feed chat chunks to the converter.
     fn convert(
         conv: &mut ChatStreamToMessages,
         chunks: Vec<SseEvent>,
     ) -> Result<Vec<SseEvent>, GatewayError> {
+        let what = format!("unreadable {} stream", E::UPSTREAM);
         let mut out = Vec::new();
         for chunk in chunks {
-            out.extend(conv.on_chunk(&chunk.data).map_err(Self::unreadable)?);
+            out.extend(conv.on_chunk(&chunk.data).map_err(unreadable(&what))?);
         }
         Ok(out)
     }
@@ -53,8 +51,7 @@ impl<E: Exchange> Exchange for ViaChat<E> {
         let conv = req.stream.then(|| ChatStreamToMessages::new(&req.model));
         let messages = Some((req.model.clone(), conv));
         let inner = anthropic::messages_to_chat_request(&req.body, &req.deployment.model)
-            .map(|chat| E::new(req.with_body(Api::ChatCompletions, chat)))
-            .map_err(|e| GatewayError::bad_request(e.to_string()));
+            .map(|chat| E::new(req.with_body(Api::ChatCompletions, chat)));
         Self { inner, messages }
     }
 
@@ -67,10 +64,9 @@ impl<E: Exchange> Exchange for ViaChat<E> {
         let Some((model, _)) = &self.messages else {
             return Ok(resp);
         };
+        let what = format!("unreadable {} response", E::UPSTREAM);
         let (body, usage) =
-            anthropic::chat_response_to_messages(&resp.body, model).map_err(|e| {
-                GatewayError::upstream(format!("unreadable {} response: {e}", E::UPSTREAM))
-            })?;
+            anthropic::chat_response_to_messages(&resp.body, model).map_err(unreadable(&what))?;
         Ok(ClientResponse {
             body,
             usage: resp.usage.or(Some(usage)),
@@ -102,7 +98,8 @@ impl<E: Exchange> Exchange for ViaChat<E> {
         let Some((_, Some(conv))) = &mut self.messages else {
             return inner;
         };
-        let ended = |e| GatewayError::upstream(format!("{} stream ended early: {e}", E::UPSTREAM));
+        let what = format!("{} stream ended early", E::UPSTREAM);
+        let ended = unreadable(&what);
         // When both fail, the converter's account of the broken stream is reported.
         let (chunks, usage) = match inner {
             Ok(done) => done,

@@ -7,6 +7,7 @@
 //!   SDK's shared conversion.
 
 use llmgate_sdk::anthropic::{self as conv, MessagesStreamToChat, MessagesStreamUsage};
+use llmgate_sdk::errors::unreadable;
 use llmgate_sdk::prelude::*;
 
 /// The plugin.
@@ -63,8 +64,7 @@ impl Exchange for Messages {
             Api::Messages => ("messages", req.patched_body(&[])?),
             Api::CountTokens => ("messages/count_tokens", req.patched_body(&[])?),
             Api::ChatCompletions => {
-                let body = conv::chat_to_messages_request(&req.body, &req.deployment.model)
-                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                let body = conv::chat_to_messages_request(&req.body, &req.deployment.model)?;
                 if req.stream {
                     self.to_chat = Some(MessagesStreamToChat::new(&req.model, req.wants_usage));
                 }
@@ -89,10 +89,8 @@ impl Exchange for Messages {
     fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
         let Answer { status, body, .. } = answer;
         if self.req.api == Api::ChatCompletions {
-            let (body, usage) =
-                conv::messages_response_to_chat(&body, &self.req.model).map_err(|e| {
-                    GatewayError::upstream(format!("unreadable Anthropic response: {e}"))
-                })?;
+            let (body, usage) = conv::messages_response_to_chat(&body, &self.req.model)
+                .map_err(unreadable("unreadable Anthropic response"))?;
             return Ok(json_response(status, body, Some(usage), None));
         }
         let (usage, model) = conv::response_usage(&body).ok_or_else(|| {
@@ -105,7 +103,7 @@ impl Exchange for Messages {
         if let Some(conv) = self.to_chat.as_mut() {
             return conv
                 .on_event(event.event.as_deref(), &event.data)
-                .map_err(|e| GatewayError::upstream(format!("unreadable Anthropic stream: {e}")));
+                .map_err(unreadable("unreadable Anthropic stream"));
         }
         // Native: pass through, reading usage as it goes.
         self.native.on_event(&event.data).map_err(|_| {
@@ -121,7 +119,7 @@ impl Exchange for Messages {
         if let Some(conv) = self.to_chat.as_mut() {
             return conv
                 .finish()
-                .map_err(|e| GatewayError::upstream(format!("Anthropic stream ended early: {e}")));
+                .map_err(unreadable("Anthropic stream ended early"));
         }
         let usage = self.native.finish();
         let usage = usage

@@ -19,6 +19,7 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
+use llmgate_sdk::errors::unreadable;
 use llmgate_sdk::prelude::*;
 
 use crate::stream::ConverseStreamToChat;
@@ -70,10 +71,6 @@ fn completion_id(headers: &[(String, String)]) -> String {
     }
 }
 
-fn unreadable(what: &str) -> impl Fn(llmgate_sdk::anthropic::ConvertError) -> GatewayError {
-    move |e| GatewayError::upstream(format!("{what}: {e}"))
-}
-
 impl Exchange for Converse {
     const UPSTREAM: &'static str = "Bedrock";
 
@@ -92,8 +89,7 @@ impl Exchange for Converse {
         let converted = match req.api {
             Api::ChatCompletions => request::chat_to_converse(&req.body, model_id, &req.params)?,
             Api::Messages => {
-                let chat = messages::messages_to_chat(&req.body, model_id)
-                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                let chat = messages::messages_to_chat(&req.body, model_id)?;
                 request::chat_to_converse(&chat, model_id, &req.params)?
             }
             _ => {

@@ -10,13 +10,12 @@
 //! - the signatures of the thinking the model returns (in whole answers and as
 //!   `signature_delta` events in streams), so that the client can send them back.
 
-use llmgate_sdk::SseEvent as Event;
-use llmgate_sdk::Usage;
-use llmgate_sdk::anthropic::{self, ChatStreamToMessages, ConvertError};
+use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
+use llmgate_sdk::{GatewayError, SseEvent as Event, Usage};
 use serde_json::{Value, json};
 
 /// The chat request for a Messages body, for Bedrock model `model_id`.
-pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertError> {
+pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, GatewayError> {
     let chat = anthropic::messages_to_chat_request(body, model_id)?;
     let (Ok(original), Ok(mut out)) = (
         serde_json::from_slice::<Value>(body),
@@ -80,7 +79,7 @@ pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertE
             }
         }
     }
-    serde_json::to_vec(&out).map_err(|e| ConvertError::new(e.to_string()))
+    serde_json::to_vec(&out).map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 /// The Messages answer for a chat completion made from a Converse answer: the SDK's
@@ -89,7 +88,7 @@ pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertE
 pub fn chat_to_messages_response(
     chat: &[u8],
     requested_model: &str,
-) -> Result<(Vec<u8>, Usage), ConvertError> {
+) -> Result<(Vec<u8>, Usage), GatewayError> {
     let (body, usage) = anthropic::chat_response_to_messages(chat, requested_model)?;
     let blocks = serde_json::from_slice::<Value>(chat)
         .ok()
@@ -111,7 +110,7 @@ pub fn chat_to_messages_response(
             content.insert(i, b);
         }
     }
-    let body = serde_json::to_vec(&msg).map_err(|e| ConvertError::new(e.to_string()))?;
+    let body = serde_json::to_vec(&msg).map_err(|e| GatewayError::upstream(e.to_string()))?;
     Ok((body, usage))
 }
 
@@ -132,7 +131,7 @@ impl StreamToMessages {
     }
 
     /// One chat chunk payload (or `[DONE]`) in; Anthropic events out.
-    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<Event>, ConvertError> {
+    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<Event>, GatewayError> {
         let mut out = self.inner.on_chunk(data)?;
         for ev in &out {
             self.track(ev);
@@ -179,7 +178,7 @@ impl StreamToMessages {
     }
 
     /// The upstream stream ended: the closing events and the usage.
-    pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), ConvertError> {
+    pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), GatewayError> {
         self.inner.finish()
     }
 }
