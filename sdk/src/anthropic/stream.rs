@@ -673,9 +673,7 @@ impl MessagesStreamToChat {
             .ok_or_else(|| GatewayError::upstream("Anthropic event without a type"))?;
         match kind {
             "message_start" => {
-                let message = ev
-                    .message
-                    .ok_or_else(|| GatewayError::upstream("message_start without \"message\""))?;
+                let message = ev.message.ok_or_else(missing(kind, "message"))?;
                 if let Some(u) = &message.usage {
                     self.usage = u.to_usage();
                 }
@@ -692,27 +690,19 @@ impl MessagesStreamToChat {
                 }
             }
             "content_block_start" => {
-                let index = ev.index.ok_or_else(|| {
-                    GatewayError::upstream("content_block_start without \"index\"")
-                })?;
-                let block = ev.content_block.ok_or_else(|| {
-                    GatewayError::upstream("content_block_start without \"content_block\"")
-                })?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
+                let block = ev
+                    .content_block
+                    .ok_or_else(missing(kind, "content_block"))?;
                 self.on_block_start(index, block, &mut out)?;
             }
             "content_block_delta" => {
-                let index = ev.index.ok_or_else(|| {
-                    GatewayError::upstream("content_block_delta without \"index\"")
-                })?;
-                let delta = ev.delta.ok_or_else(|| {
-                    GatewayError::upstream("content_block_delta without \"delta\"")
-                })?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
+                let delta = ev.delta.ok_or_else(missing(kind, "delta"))?;
                 self.on_block_delta(index, delta, &mut out)?;
             }
             "content_block_stop" => {
-                let index = ev.index.ok_or_else(|| {
-                    GatewayError::upstream("content_block_stop without \"index\"")
-                })?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
                 let pending =
                     self.blocks
                         .iter_mut()
@@ -988,4 +978,9 @@ impl MessagesStreamToChat {
             None,
         )
     }
+}
+
+/// The error for an Anthropic stream event without a member it needs, for `ok_or_else`.
+fn missing<'a>(event: &'a str, member: &'a str) -> impl FnOnce() -> GatewayError + 'a {
+    move || GatewayError::upstream(format!("{event} without \"{member}\""))
 }
