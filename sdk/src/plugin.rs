@@ -152,6 +152,37 @@ pub trait Exchange: Sized + 'static {
     }
 }
 
+impl Deployment {
+    /// Deployment `id` of `provider/model`, with no `api_base`, `api_version` or params
+    /// (set the fields that matter): for driving an exchange in tests and tools.
+    pub fn new(id: &str, provider: &str, model: &str) -> Self {
+        Self {
+            id: id.into(),
+            provider: provider.into(),
+            model: model.into(),
+            api_base: None,
+            api_version: None,
+            params_json: "{}".into(),
+        }
+    }
+}
+
+impl Inbound {
+    /// A JSON request of `api` for the model group `model`, streamed or not, without client
+    /// headers, served by `deployment`: for driving an exchange in tests and tools.
+    pub fn json(api: Api, model: &str, stream: bool, body: &[u8], deployment: Deployment) -> Self {
+        Self {
+            api,
+            model: model.into(),
+            stream,
+            body: body.to_vec(),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            deployment,
+        }
+    }
+}
+
 /// A whole upstream answer, as the WIT `on-body` gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

@@ -10,22 +10,13 @@ use super::{Azure, azure_url};
 type Exchange = ExchangeCell<Azure>;
 
 fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
-    Inbound {
-        api,
-        model: "my-gpt".into(),
-        stream,
-        body: body.to_vec(),
-        content_type: content_type.into(),
-        headers: vec![("openai-beta".into(), "x".into())],
-        deployment: Deployment {
-            id: "az-1".into(),
-            provider: "azure".into(),
-            model: "gpt-4o-prod".into(),
-            api_base: Some("https://myres.openai.azure.com/".into()),
-            api_version: None,
-            params_json: r#"{"temperature":0.3}"#.into(),
-        },
-    }
+    let mut dep = Deployment::new("az-1", "azure", "gpt-4o-prod");
+    dep.api_base = Some("https://myres.openai.azure.com/".into());
+    dep.params_json = r#"{"temperature":0.3}"#.into();
+    let mut inbound = Inbound::json(api, "my-gpt", stream, body, dep);
+    inbound.content_type = content_type.into();
+    inbound.headers = vec![("openai-beta".into(), "x".into())];
+    inbound
 }
 
 /// A JSON request.

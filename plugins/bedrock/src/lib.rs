@@ -158,22 +158,14 @@ mod tests {
     type Exchange = ExchangeCell<Bedrock>;
 
     fn inbound(api: Api, stream: bool, body: &[u8], api_base: Option<&str>) -> Inbound {
-        Inbound {
-            api,
-            model: "claude".into(),
-            stream,
-            body: body.to_vec(),
-            content_type: "application/json".into(),
-            headers: Vec::new(),
-            deployment: Deployment {
-                id: "br-1".into(),
-                provider: "bedrock".into(),
-                model: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
-                api_base: api_base.map(Into::into),
-                api_version: None,
-                params_json: r#"{"aws_region_name":"eu-west-1","max_tokens":256}"#.into(),
-            },
-        }
+        let mut dep = Deployment::new(
+            "br-1",
+            "bedrock",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        );
+        dep.api_base = api_base.map(Into::into);
+        dep.params_json = r#"{"aws_region_name":"eu-west-1","max_tokens":256}"#.into();
+        Inbound::json(api, "claude", stream, body, dep)
     }
 
     #[test]

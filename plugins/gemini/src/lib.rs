@@ -136,22 +136,10 @@ mod tests {
     use serde_json::json;
 
     fn exchange(api: Api, stream: bool, body: Value) -> ExchangeCell<Gemini> {
-        ExchangeCell::new(Inbound {
-            api,
-            model: "my-group".into(),
-            stream,
-            body: serde_json::to_vec(&body).unwrap(),
-            content_type: "application/json".into(),
-            headers: Vec::new(),
-            deployment: Deployment {
-                id: "d1".into(),
-                provider: "gemini".into(),
-                model: "gemini-2.5-flash".into(),
-                api_base: None,
-                api_version: None,
-                params_json: r#"{"temperature":0.5,"extra_headers":{"X-Trace":"1"}}"#.into(),
-            },
-        })
+        let mut dep = Deployment::new("d1", "gemini", "gemini-2.5-flash");
+        dep.params_json = r#"{"temperature":0.5,"extra_headers":{"X-Trace":"1"}}"#.into();
+        let body = serde_json::to_vec(&body).unwrap();
+        ExchangeCell::new(Inbound::json(api, "my-group", stream, &body, dep))
     }
 
     fn gemini_text_response() -> Vec<u8> {

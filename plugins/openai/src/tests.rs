@@ -9,22 +9,11 @@ use super::OpenAi;
 type Exchange = ExchangeCell<OpenAi>;
 
 fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
-    Inbound {
-        api,
-        model: "alias".into(),
-        stream,
-        body: body.to_vec(),
-        content_type: content_type.into(),
-        headers: Vec::new(),
-        deployment: Deployment {
-            id: "d1".into(),
-            provider: "openai".into(),
-            model: "gpt-image-1".into(),
-            api_base: None,
-            api_version: None,
-            params_json: r#"{"temperature":0.1}"#.into(),
-        },
-    }
+    let mut dep = Deployment::new("d1", "openai", "gpt-image-1");
+    dep.params_json = r#"{"temperature":0.1}"#.into();
+    let mut inbound = Inbound::json(api, "alias", stream, body, dep);
+    inbound.content_type = content_type.into();
+    inbound
 }
 
 /// A JSON request.
