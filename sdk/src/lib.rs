@@ -172,6 +172,27 @@ impl Default for Usage {
     }
 }
 
+/// Nanoseconds since the Unix epoch (0 where the target has no clock).
+pub fn now_nanos() -> u128 {
+    #[cfg(all(target_family = "wasm", target_os = "unknown"))]
+    {
+        0
+    }
+    #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    }
+}
+
+/// Seconds since the Unix epoch (0 where the target has no clock), e.g. a chat
+/// completion's `created`.
+pub fn now_secs() -> u64 {
+    u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0)
+}
+
 /// Header lookup by case-insensitive name.
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

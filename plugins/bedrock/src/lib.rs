@@ -21,6 +21,7 @@ pub mod stream;
 
 use llmgate_sdk::prelude::*;
 use llmgate_sdk::via_chat::ViaChat;
+use llmgate_sdk::{now_nanos, now_secs};
 
 use crate::messages::KeepThinking;
 use crate::stream::ConverseStreamToChat;
@@ -51,22 +52,11 @@ pub struct Converse {
     to_chat: Option<ConverseStreamToChat>,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// `chatcmpl-<AWS request id>`, or a time-based id when the header is missing.
 fn completion_id(headers: &[(String, String)]) -> String {
     match llmgate_sdk::header(headers, "x-amzn-requestid") {
         Some(id) if !id.is_empty() => format!("chatcmpl-{id}"),
-        _ => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("chatcmpl-bedrock-{nanos:x}")
-        }
+        _ => format!("chatcmpl-bedrock-{:x}", now_nanos()),
     }
 }
 
@@ -93,7 +83,8 @@ impl Exchange for Converse {
         let (accept, framing) = if req.stream {
             // A Messages client's usage comes from the usage chunk: always produce it.
             let usage = converted.include_usage || req.translated_from == Some(Api::Messages);
-            let conv = ConverseStreamToChat::new(&req.model, &completion_id(&[]), now(), usage);
+            let conv =
+                ConverseStreamToChat::new(&req.model, &completion_id(&[]), now_secs(), usage);
             self.to_chat = Some(conv);
             (
                 "application/vnd.amazon.eventstream",
@@ -109,7 +100,7 @@ impl Exchange for Converse {
 
     fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
         let (id, model) = (completion_id(&answer.headers), &self.req.model);
-        let (body, usage) = response::converse_to_chat(&answer.body, model, &id, now())?;
+        let (body, usage) = response::converse_to_chat(&answer.body, model, &id, now_secs())?;
         Ok(json_response(answer.status, body, Some(usage), None))
     }
 

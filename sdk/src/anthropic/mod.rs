@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{GatewayError, SseEvent, Usage};
+use crate::{GatewayError, SseEvent, Usage, now_nanos, now_secs};
 
 pub use native::{MessagesStreamUsage, response_usage, usage_from};
 pub use request::{DEFAULT_MAX_TOKENS, chat_to_messages_request, messages_to_chat_request};
@@ -94,25 +94,6 @@ struct AnthropicErrorDetailIn {
 
 // ---------------------------------------------------------------------------------------
 // Shared helpers.
-
-fn now_nanos() -> u128 {
-    #[cfg(all(target_family = "wasm", target_os = "unknown"))]
-    {
-        0
-    }
-    #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
-    {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    }
-}
-
-/// Seconds since the Unix epoch (0 where the target has no clock).
-fn now_secs() -> u64 {
-    u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0)
-}
 
 /// A fresh id: `prefix` and 24 hex digits, unique within the process.
 fn gen_id(prefix: &str) -> String {
