@@ -369,6 +369,141 @@ mod tests {
         );
     }
 
+    /// A config with something wrong in every section: every problem is reported, in the
+    /// order the sections are read (deployments, plugin limits, routing, policies, general
+    /// settings, admission, waits, spend logs, client limits), and so is every warning.
+    #[test]
+    fn reports_problems_section_by_section_in_order() {
+        let yaml = r#"
+surprise: 1
+litellm_settings: {request_timeout: -1, telemetry: true}
+model_list:
+  - litellm_params: {model: openai/x}
+  - model_name: a
+    flavour: 1
+    litellm_params:
+      model: openai/a
+      custom_llm_provider: [p]
+      api_base: ftp://x
+      api_version: [1]
+      api_key: {k: 1}
+      aws_session_token: [t]
+      timeout: 0
+      stream_timeout: -3
+      weight: -1
+      rpm: x
+      tpm: y
+      order: z
+      region: os.environ/NOT_SET_ANYWHERE
+      extra_headers: {"bad header": v, good: [1]}
+  - model_name: b
+    litellm_params: {model: openai/b}
+    model_info: {id: same}
+  - model_name: c
+    litellm_params: {model: openai/c}
+    model_info: {id: same}
+  - model_name: d
+    litellm_params: {model: mystery-model}
+  - model_name: e
+    litellm_params: {model: openai/*, extra_headers: 3}
+router_settings: {routing_strategy: bogus, num_retries: -1, cache: true}
+general_settings:
+  master_key: ""
+  custom_auth: my.module
+  database_url: postgres://x
+  disable_spend_logs: maybe
+  store_prompts_in_spend_logs: 3
+llmgate:
+  plugin_limits: {memory_mib: 0, call_timeout_ms: 0, max_instances: 0}
+  routing:
+    default_policy_config: 5
+    groups: {nope: {config: 3}}
+  budget_admission: lax
+  default_reserved_output_tokens: 0
+  stream_idle_timeout_seconds: 0
+  max_stream_duration_seconds: 99999999999
+  shutdown_grace_seconds: 31536001
+  client_header_timeout_seconds: 0
+  client_idle_timeout_seconds: -1
+  client_body_timeout_seconds: 1e20
+  max_client_connections: 0
+"#;
+        let err = parse(yaml, &[]).unwrap_err();
+        let got: Vec<&str> = err
+            .0
+            .iter()
+            .map(|p| p.strip_prefix("config.yaml: ").unwrap_or(p))
+            .collect();
+        let year = "must be a positive number of seconds, at most 31536000";
+        let m1 = "model_list[1].litellm_params";
+        let expected = [
+            format!("litellm_settings.request_timeout: {year}"),
+            "model_list[0].model_name: missing (the name clients ask for)".into(),
+            format!("{m1}.custom_llm_provider: must be a string"),
+            format!("{m1}.api_base: must start with http:// or https://"),
+            format!("{m1}.api_version: must be a string"),
+            format!("{m1}.api_key: must be a string"),
+            format!("{m1}.aws_session_token: must be a string"),
+            format!("{m1}.timeout: {year}"),
+            format!("{m1}.stream_timeout: {year}"),
+            format!("{m1}.weight: must be a non-negative integer"),
+            format!("{m1}.rpm: must be a non-negative integer"),
+            format!("{m1}.tpm: must be a non-negative integer"),
+            format!("{m1}.order: must be a non-negative integer"),
+            format!("{m1}.extra_headers: `bad header` is not a valid header name"),
+            format!("{m1}.extra_headers.good: must be a string"),
+            "model_list[4].litellm_params.model: cannot tell the provider of `mystery-model`; write it as provider/model (e.g. openai/mystery-model)".into(),
+            "model_list[5].litellm_params.model: a wildcard model needs a wildcard model_name (e.g. `openai/*`)".into(),
+            "model_list[5].litellm_params.extra_headers: must be a mapping of header names to values".into(),
+            "model_list: deployment id `same` is used twice (groups b and c)".into(),
+            "llmgate.plugin_limits.memory_mib: must be between 1 and 4096".into(),
+            "llmgate.plugin_limits.call_timeout_ms: must be between 1 and 60000".into(),
+            "llmgate.plugin_limits.max_instances: must be between 1 and 100000".into(),
+            "router_settings.num_retries: must be a non-negative integer".into(),
+            "router_settings.routing_strategy: `bogus` is not a strategy; use one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing, ordered".into(),
+            "llmgate.routing.default_policy_config: must be a mapping".into(),
+            "llmgate.routing.groups.nope: names a model group that model_list does not define".into(),
+            "llmgate.routing.groups.nope.config: must be a mapping".into(),
+            "general_settings.master_key: is empty: refusing to start with authentication off (remove it to run without a master key)".into(),
+            "general_settings.custom_auth: a custom authentication function is not supported by llmgate yet; refusing to start rather than serve with weaker authentication than the config asks for (remove the setting to use master and virtual keys)".into(),
+            "general_settings.database_url: only SQLite is supported so far (`sqlite:///path/to/llmgate.db`); PostgreSQL is planned".into(),
+            "llmgate.budget_admission: `lax` is not a rule: use `reserve` or `strict`".into(),
+            "llmgate.default_reserved_output_tokens: must be between 1 and 10000000".into(),
+            "llmgate.stream_idle_timeout_seconds: must be at least 1 (seconds without an upstream event before a stream fails)".into(),
+            "llmgate.max_stream_duration_seconds: must be at most 31536000 seconds (a year)".into(),
+            "llmgate.shutdown_grace_seconds: must be at most 31536000 seconds (a year)".into(),
+            "general_settings.disable_spend_logs: must be true or false".into(),
+            "general_settings.store_prompts_in_spend_logs: must be true or false".into(),
+            format!("llmgate.client_header_timeout_seconds: {year}"),
+            format!("llmgate.client_idle_timeout_seconds: {year}"),
+            format!("llmgate.client_body_timeout_seconds: {year}"),
+            "llmgate.max_client_connections: must be at least 1".into(),
+        ];
+        assert_eq!(got, expected);
+    }
+
+    /// Warnings are kept in the order the sections are read too, and a config with only
+    /// warnings starts.
+    #[test]
+    fn warns_section_by_section_in_order() {
+        let c = parse(
+            "surprise: 1\nlitellm_settings: {telemetry: true}\nmodel_list:\n  - model_name: a\n    flavour: 1\n    litellm_params: {model: openai/a, api_key: os.environ/NO_KEY, region: os.environ/NO_REGION}\nrouter_settings: {cache: true}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "config.yaml: surprise: unknown top-level key, ignored",
+                "config.yaml: litellm_settings.telemetry: not supported yet, ignored",
+                "config.yaml: model_list[0].flavour: unknown key, ignored",
+                "config.yaml: model_list[0].litellm_params.api_key: environment variable NO_KEY is not set",
+                "config.yaml: model_list[0].litellm_params.region: environment variable NO_REGION is not set",
+                "config.yaml: router_settings.cache: not supported yet, ignored",
+            ]
+        );
+    }
+
     #[test]
     fn resolves_groups_wildcards_and_secrets_stay_out_of_params() {
         let c = parse(
