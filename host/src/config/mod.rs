@@ -284,6 +284,17 @@ mod tests {
         )
     }
 
+    /// What `yaml` (read with an empty environment) is refused for.
+    fn refused(yaml: &str) -> ConfigError {
+        parse(yaml, &[]).unwrap_err()
+    }
+
+    /// [`refused`]'s problems, each without the file name in front.
+    fn problems(yaml: &str) -> Vec<String> {
+        let strip = |p: &String| p.strip_prefix("config.yaml: ").unwrap_or(p).to_string();
+        refused(yaml).0.iter().map(strip).collect()
+    }
+
     #[test]
     fn deployments_keep_the_environment_read_at_load() {
         // The provider key a plugin's prefix names is looked up in this snapshot on every
@@ -322,11 +333,9 @@ mod tests {
 
     #[test]
     fn reports_every_problem_with_file_and_key() {
-        let err = parse(
+        let err = refused(
             "model_list:\n  - litellm_params: {model: openai/x}\n  - model_name: a\n    litellm_params: {model: mystery-model}\n  - model_name: b\n    litellm_params: {model: openai/b, api_base: ftp://x, timeout: -1}\n",
-            &[],
-        )
-        .unwrap_err();
+        );
         let text = err.to_string();
         assert_eq!(err.0.len(), 4, "{text}");
         assert!(text.contains("config.yaml: model_list[0].model_name: missing"));
@@ -340,11 +349,9 @@ mod tests {
     /// Every wait a config names is refused past a year, with the key.
     #[test]
     fn refuses_waits_past_a_year_instead_of_panicking() {
-        let err = parse(
+        let err = refused(
             "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, timeout: 1233333333333333333333333333333333333333333333333333333333330, stream_timeout: 31536001}\nlitellm_settings: {request_timeout: .inf}\nrouter_settings: {cooldown_time: 1e300}\nllmgate: {client_idle_timeout_seconds: 1e20, max_stream_duration_seconds: 18446744073709551615, shutdown_grace_seconds: 31536001, stream_idle_timeout_seconds: 99999999999}\n",
-            &[],
-        )
-        .unwrap_err();
+        );
         let text = err.to_string();
         for key in [
             "model_list[0].litellm_params.timeout",
@@ -369,12 +376,8 @@ mod tests {
         );
     }
 
-    /// A config with something wrong in every section: every problem is reported, in the
-    /// order the sections are read (deployments, plugin limits, routing, policies, general
-    /// settings, admission, waits, spend logs, client limits), and so is every warning.
-    #[test]
-    fn reports_problems_section_by_section_in_order() {
-        let yaml = r#"
+    /// Something wrong in every section (see [`reports_problems_section_by_section_in_order`]).
+    const SECTIONS_YAML: &str = r#"
 surprise: 1
 litellm_settings: {request_timeout: -1, telemetry: true}
 model_list:
@@ -428,12 +431,13 @@ llmgate:
   client_body_timeout_seconds: 1e20
   max_client_connections: 0
 "#;
-        let err = parse(yaml, &[]).unwrap_err();
-        let got: Vec<&str> = err
-            .0
-            .iter()
-            .map(|p| p.strip_prefix("config.yaml: ").unwrap_or(p))
-            .collect();
+
+    /// A config with something wrong in every section: every problem is reported, in the
+    /// order the sections are read (deployments, plugin limits, routing, policies, general
+    /// settings, admission, waits, spend logs, client limits), and so is every warning.
+    #[test]
+    fn reports_problems_section_by_section_in_order() {
+        let got = problems(SECTIONS_YAML);
         let year = "must be a positive number of seconds, at most 31536000";
         let m1 = "model_list[1].litellm_params";
         let expected = [
@@ -482,6 +486,47 @@ llmgate:
         assert_eq!(got, expected);
     }
 
+    /// The routing settings' problems, in the order they are read: fallbacks of each kind,
+    /// the default fallbacks, aliases, then the auto model's names and targets.
+    #[test]
+    fn reports_routing_problems_in_order() {
+        let got = problems(
+            r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/a}}
+  - {model_name: b, litellm_params: {model: openai/b}}
+router_settings:
+  fallbacks: [{a: [zz]}, 5]
+  context_window_fallbacks: {nope: [a]}
+  content_policy_fallbacks: 3
+  default_fallbacks: 7
+  retry_after: -2
+  model_group_alias: {x: nope, 3: a}
+llmgate:
+  routing:
+    auto: {strong: a, fast: b, models: [x, 3, a], default: c, modes: {m: zz}, features: 3}
+"#,
+        );
+        assert_eq!(
+            got,
+            [
+                "router_settings.fallbacks[1]: must be a mapping like {\"gpt-4o\": [\"claude-sonnet\"]}",
+                "router_settings.fallbacks.a: fallback `zz` is not a model group in model_list",
+                "router_settings.context_window_fallbacks.nope: names a model group that model_list does not define",
+                "router_settings.content_policy_fallbacks: must be a list like [{\"gpt-4o\": [\"claude-sonnet\"]}]",
+                "router_settings.default_fallbacks: must be a list of model group names",
+                "router_settings.retry_after: must be a positive number of seconds, at most 31536000",
+                "router_settings.model_group_alias.x: `nope` is not a model group in model_list",
+                "router_settings.model_group_alias: must map names to model group names",
+                "llmgate.routing.auto.models: must be a list of names",
+                "llmgate.routing.auto.models: `a` is also a model group in model_list",
+                "llmgate.routing.auto.default: `c` is neither strong, fast nor a model group",
+                "llmgate.routing.auto.modes.m: `zz` is neither strong, fast nor a model group",
+                "llmgate.routing.auto.features: must be a mapping of name to strong, fast or a model group",
+            ]
+        );
+    }
+
     /// Warnings are kept in the order the sections are read too, and a config with only
     /// warnings starts.
     #[test]
@@ -500,6 +545,53 @@ llmgate:
                 "config.yaml: model_list[0].litellm_params.api_key: environment variable NO_KEY is not set",
                 "config.yaml: model_list[0].litellm_params.region: environment variable NO_REGION is not set",
                 "config.yaml: router_settings.cache: not supported yet, ignored",
+            ]
+        );
+    }
+
+    /// `--model` entries follow `model_list`: the first is named by `--alias` and serves any
+    /// other name, `--api_base` applies to all, and their problems name the flag.
+    #[test]
+    fn quick_start_models_follow_the_model_list() {
+        let overrides = |api_base: &str| Overrides {
+            models: vec!["openai/gpt-4o".into(), "claude-sonnet-4".into()],
+            alias: Some("fast".into()),
+            api_base: Some(api_base.into()),
+            plugins_dir: None,
+        };
+        let raw: RawConfig = serde_yaml_ng::from_str(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a}\n",
+        )
+        .unwrap();
+        let env = Environment::default();
+        let c = validate(raw, "c.yaml".into(), &overrides("http://up"), &env).unwrap();
+        let names: Vec<(&str, &str, Option<&str>)> = c
+            .deployments
+            .iter()
+            .map(|d| (d.id.as_str(), d.provider.as_str(), d.api_base.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a-0", "openai", None),
+                ("fast-1", "openai", Some("http://up")),
+                ("claude-sonnet-4-2", "anthropic", Some("http://up")),
+            ]
+        );
+        assert_eq!(c.catch_all.as_deref(), Some("fast"));
+        assert_eq!(c.resolve("anything").unwrap().group, "fast");
+        let err = validate(
+            RawConfig::default(),
+            "command line".into(),
+            &overrides("ftp://up"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "command line: --model openai/gpt-4o.litellm_params.api_base: must start with http:// or https://",
+                "command line: --model claude-sonnet-4.litellm_params.api_base: must start with http:// or https://",
             ]
         );
     }
