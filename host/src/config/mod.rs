@@ -596,6 +596,39 @@ llmgate:
         );
     }
 
+    /// The `llmgate:` waits in whole seconds follow the one-year rule of every other wait:
+    /// a year is the longest accepted, and 0 keeps its meaning where it has one.
+    #[test]
+    fn whole_second_waits_stop_at_a_year() {
+        let c = parse(
+            "llmgate: {shutdown_grace_seconds: 31536000, stream_idle_timeout_seconds: 31536000, max_stream_duration_seconds: 0}\n",
+            &[],
+        )
+        .unwrap();
+        let year = std::time::Duration::from_secs(31_536_000);
+        assert_eq!(c.shutdown_grace, year);
+        assert_eq!(c.stream_idle_timeout, year);
+        assert_eq!(c.max_stream_duration, None, "0: no limit");
+        let c = parse(
+            "llmgate: {shutdown_grace_seconds: 0, max_stream_duration_seconds: 31536000}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace, std::time::Duration::ZERO);
+        assert_eq!(c.max_stream_duration, Some(year));
+        let c = parse("", &[]).unwrap();
+        let secs = |d: std::time::Duration| d.as_secs();
+        assert_eq!(
+            (
+                secs(c.shutdown_grace),
+                secs(c.stream_idle_timeout),
+                c.max_stream_duration.map(secs)
+            ),
+            (30, 600, Some(3600)),
+            "the defaults"
+        );
+    }
+
     #[test]
     fn resolves_groups_wildcards_and_secrets_stay_out_of_params() {
         let c = parse(
