@@ -41,10 +41,12 @@ pub(super) fn yaml_to_json(v: &Value) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
+/// Reads a config's values for its sections and keeps what is wrong with them, in order.
 pub(super) struct Validator {
-    pub(super) source: String,
-    pub(super) problems: Vec<String>,
-    pub(super) warnings: Vec<String>,
+    /// The file (or `command line`) every message names first.
+    source: String,
+    problems: Vec<String>,
+    warnings: Vec<String>,
     /// The environment the deployments keep (see [`Deployment::env`]).
     ///
     /// [`Deployment::env`]: super::Deployment::env
