@@ -245,6 +245,7 @@ impl Validator {
         Some(base)
     }
 
+    /// `api_key` and the AWS keys: secrets, literal or `os.environ/VAR` (empty is unset).
     fn credentials(&mut self, p: &Params) -> Credentials {
         let mut secret = |k: &str| p.get(k).and_then(|v| self.secret(&p.at(k), v));
         Credentials {
