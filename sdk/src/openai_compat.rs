@@ -18,9 +18,9 @@ use crate::json;
 use crate::multipart::rewrite_field;
 use crate::plan::Plan;
 use crate::plugin::{
-    ClientResponse, Exchange, Request, UpstreamRequest, asks_for_usage, is_success, json_response,
+    Answer, ClientResponse, Exchange, Request, UpstreamRequest, asks_for_usage, json_response,
 };
-use crate::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
+use crate::{Api, Auth, GatewayError, SseEvent, Usage};
 
 /// The inbound APIs an OpenAI-shaped plugin serves (Messages through `ViaChat`).
 pub const APIS: &[Api] = &[
@@ -76,8 +76,8 @@ pub trait Endpoint: 'static {
     }
 
     /// An error answer as a gateway error.
-    fn error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
-        GatewayError::from_status(status, headers, body)
+    fn error(answer: &Answer) -> GatewayError {
+        GatewayError::from_status(answer.status, &answer.headers, &answer.body)
     }
 }
 
@@ -196,15 +196,8 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
         Ok(self.plan(op, body)?.build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            return Err(E::error(status, headers, &body));
-        }
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let Answer { status, body, .. } = answer;
         if json::validate(&body).is_err() {
             return Err(GatewayError::upstream(format!(
                 "upstream {} answered {status} with a body that is not JSON",
@@ -216,6 +209,10 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
             _ => crate::openai::usage_and_model(&body),
         };
         Ok(json_response(status, body, usage, model))
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        E::error(answer)
     }
 
     fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
@@ -349,22 +346,9 @@ mod tests {
             native_apis: NATIVE_APIS,
         };
         let exchange = |stream: bool, body: &str| {
-            let inbound = Inbound {
-                api: Api::ChatCompletions,
-                model: "alias".into(),
-                stream,
-                body: body.into(),
-                content_type: "application/json".into(),
-                headers: Vec::new(),
-                deployment: Deployment {
-                    id: "d1".into(),
-                    provider: "openai".into(),
-                    model: "m".into(),
-                    api_base: None,
-                    api_version: None,
-                    params_json: "{}".into(),
-                },
-            };
+            let dep = Deployment::new("d1", "openai", "m");
+            let inbound =
+                Inbound::json(Api::ChatCompletions, "alias", stream, body.as_bytes(), dep);
             OpenAiExchange::<OpenAiCompatible>::new(Request::new(inbound, &DESC))
         };
         let usage_chunk = SseEvent {
