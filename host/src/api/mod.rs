@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod anthropic;
+mod error;
 pub mod health;
 pub mod keys;
 pub mod openai;
@@ -14,27 +15,11 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use bytes::Bytes;
 
-pub use crate::error::ApiError;
 use crate::error::{Dialect, Error};
 use crate::gateway::{Gateway, Request};
 use crate::ledger::Caller;
 use crate::wit::types::Api;
-
-impl From<Error> for ApiError {
-    /// An error on an OpenAI-shaped route (every route but `/v1/messages*`).
-    fn from(e: Error) -> Self {
-        Self(e, Dialect::OpenAi)
-    }
-}
-
-/// The error shape of the API a path belongs to: Anthropic's under `/messages`, else OpenAI's.
-pub fn dialect_for(path: &str) -> Dialect {
-    if path.contains("/messages") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
-}
+pub use error::{ApiError, dialect_for};
 
 /// The dialect of the route a request matched (its template, so that a model name in the
 /// path cannot change it), else of its path.
@@ -123,33 +108,9 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
     }
 }
 
-/// The request body, bounded: `max_request_body_bytes` (413) and
-/// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
-pub struct Bounded(pub Bytes);
-
-impl FromRequest<Arc<Gateway>> for Bounded {
-    type Rejection = ApiError;
-
-    async fn from_request(
-        req: axum::extract::Request,
-        gw: &Arc<Gateway>,
-    ) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let config = gw.config();
-        let (limit, timeout) = (
-            config.max_request_body_bytes,
-            config.client.body_read_timeout,
-        );
-        read_body(&parts.headers, body, limit, timeout)
-            .await
-            .map(Self)
-            .map_err(|e| ApiError(e, route_dialect(&parts)))
-    }
-}
-
 /// A model request as its handler receives it: the caller ([`AnyKey`]), then the headers
-/// and the bounded body ([`Bounded`]), extracted in that order. Every model route takes this
-/// one extractor and names only its API and dialect.
+/// and the body, bounded ([`bounded_body`]), extracted in that order. Every model route
+/// takes this one extractor and names only its API and dialect.
 pub struct ModelCall {
     gw: Arc<Gateway>,
     caller: Caller,
@@ -166,16 +127,29 @@ impl FromRequest<Arc<Gateway>> for ModelCall {
     ) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let AnyKey(caller) = AnyKey::from_request_parts(&mut parts, gw).await?;
-        let headers = parts.headers.clone();
-        let req = axum::extract::Request::from_parts(parts, body);
-        let Bounded(body) = Bounded::from_request(req, gw).await?;
+        let body = bounded_body(&parts, body, gw).await?;
         Ok(Self {
             gw: gw.clone(),
             caller,
-            headers,
+            headers: parts.headers,
             body,
         })
     }
+}
+
+/// The request body, bounded: `max_request_body_bytes` (413) and
+/// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
+async fn bounded_body(parts: &Parts, body: Body, gw: &Gateway) -> Result<Bytes, ApiError> {
+    let (limit, timeout) = {
+        let config = gw.config();
+        (
+            config.max_request_body_bytes,
+            config.client.body_read_timeout,
+        )
+    };
+    read_body(&parts.headers, body, limit, timeout)
+        .await
+        .map_err(|e| ApiError(e, route_dialect(parts)))
 }
 
 impl ModelCall {
