@@ -213,3 +213,12 @@ pub async fn read_body(
 mod http_body_util_limit {
     pub use http_body_util::LengthLimitError;
 }
+
+/// Asserts that `view` serializes its object keys by name at every depth, as the `json!`
+/// answers the views replaced did (a `Value`'s map is ordered by key).
+#[cfg(test)]
+pub(crate) fn assert_keys_by_name<T: serde::Serialize>(view: &T) {
+    let text = serde_json::to_string(view).unwrap();
+    let by_name = serde_json::to_value(view).unwrap().to_string();
+    assert_eq!(text, by_name);
+}
