@@ -21,6 +21,19 @@ use crate::ledger::Caller;
 use crate::wit::types::Api;
 pub use error::{ApiError, dialect_for};
 
+/// Serializes `value` with its object keys by name, as `serde_json::json!` did: for a view
+/// field whose type declares its fields in another order, so the answer keeps the order
+/// clients have always seen.
+pub(crate) fn by_name<T: serde::Serialize, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
 /// The dialect of the route a request matched (its template, so that a model name in the
 /// path cannot change it), else of its path.
 fn route_dialect(parts: &Parts) -> Dialect {
