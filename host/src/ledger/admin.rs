@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::{KeyEntry, KeyState, Ledger, hash_key, key_name, unix_now, window};
 use crate::error::Error;
-use crate::store::{KeyRecord, ModelBudgets, ModelSpend};
+use crate::store::{KeyRecord, ModelBudgets};
 
 /// A new random key: `sk-` and 32 URL-safe characters (~190 bits).
 pub fn new_key() -> String {
@@ -237,28 +237,7 @@ impl Ledger {
         if self.key_by_token(&token).is_some() {
             return Err(bad("key", "is already in use"));
         }
-        let mut rec = KeyRecord {
-            token,
-            key_name: key_name(&key),
-            key_alias: None,
-            spend: 0.0,
-            max_budget: None,
-            budget_duration: None,
-            budget_reset_at: None,
-            expires: None,
-            models: Vec::new(),
-            metadata: json!({}),
-            tpm_limit: None,
-            rpm_limit: None,
-            max_parallel_requests: None,
-            model_max_budget: ModelBudgets::default(),
-            model_spend: ModelSpend::new(),
-            blocked: false,
-            user_id: None,
-            team_id: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut rec = KeyRecord::new(token, key_name(&key), now);
         apply(&mut rec, body, now)?;
         self.check_alias(&rec, None)?;
         self.store

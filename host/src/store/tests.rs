@@ -52,26 +52,8 @@ fn key(token: &str, alias: Option<&str>) -> KeyRecord {
 
 fn bare_key(token: &str) -> KeyRecord {
     KeyRecord {
-        token: token.to_owned(),
         key_name: "sk-...bare".to_owned(),
-        key_alias: None,
-        spend: 0.0,
-        max_budget: None,
-        budget_duration: None,
-        budget_reset_at: None,
-        expires: None,
-        models: vec![],
-        metadata: json!({}),
-        tpm_limit: None,
-        rpm_limit: None,
-        max_parallel_requests: None,
-        model_max_budget: ModelBudgets::default(),
-        model_spend: ModelSpend::new(),
-        blocked: false,
-        user_id: None,
-        team_id: None,
-        created_at: 1_690_000_100,
-        updated_at: 1_690_000_100,
+        ..KeyRecord::new(token.to_owned(), String::new(), 1_690_000_100)
     }
 }
 

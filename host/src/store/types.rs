@@ -211,6 +211,34 @@ pub struct KeyRecord {
     pub updated_at: i64,
 }
 
+impl KeyRecord {
+    /// A key with no settings and no spend, made at `now` (unix seconds).
+    pub fn new(token: String, key_name: String, now: i64) -> Self {
+        Self {
+            token,
+            key_name,
+            key_alias: None,
+            spend: 0.0,
+            max_budget: None,
+            budget_duration: None,
+            budget_reset_at: None,
+            expires: None,
+            models: Vec::new(),
+            metadata: Value::Object(serde_json::Map::new()),
+            tpm_limit: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
+            model_max_budget: ModelBudgets::default(),
+            model_spend: ModelSpend::new(),
+            blocked: false,
+            user_id: None,
+            team_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// One request's spend log row (LiteLLM's `/spend/logs` fields).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpendLog {
