@@ -1,6 +1,7 @@
 //! Key management with LiteLLM's field names: generate, update, delete, regenerate, list
-//! (the API renders the answers: `api::keys`). Every change is committed to the store before the in-memory ledger
-//! changes, so a failed write leaves the key as it was, in memory and on disk.
+//! (the answers are rendered by the API, `api::keys`). Every change is committed to the
+//! store before the in-memory ledger changes, so a failed write leaves the key as it was,
+//! in memory and on disk.
 
 use std::sync::{Arc, Mutex};
 
@@ -298,8 +299,8 @@ impl Ledger {
     }
 
     /// `POST /key/delete`: `keys` (keys or hashes) and/or `key_aliases`. All or nothing:
-    /// if one is unknown, nothing is deleted.
-    /// Answers what was named, keys and aliases as given.
+    /// if one is unknown, nothing is deleted. Returns what was named, keys and aliases as
+    /// given.
     pub async fn delete(&self, body: &Map<String, Value>) -> Result<Vec<String>, Error> {
         let _admin = self.admin.lock().await;
         let list = |k: &str| -> Result<Vec<String>, Error> {
