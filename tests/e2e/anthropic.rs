@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::http::messages_call;
 use crate::support::mock::{UPSTREAM_KEY, keyed_mock};
-use crate::support::{Config, Deployment, Gateway, Spec, sse_data};
+use crate::support::{Config, Deployment, Gateway, Spec, chunk_content, openai_chunks, sse_data};
 
 const PLUGINS: &[&str] = &["openai", "anthropic", "policy-ordered"];
 
@@ -130,23 +130,14 @@ async fn chat_completions_to_anthropic_are_translated_both_ways() {
     let mut body = body;
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let data = sse_data(
+    let chunks = openai_chunks(
         &gw.post("/v1/chat/completions", &body)
             .await
             .text()
             .await
             .unwrap(),
     );
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(content, "echo: hi there");
+    assert_eq!(chunk_content(&chunks), "echo: hi there");
     assert!(
         chunks
             .iter()

@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use crate::support::mock::keyed_mock as mock;
-use crate::support::{Config, Deployment, Gateway, openai_config, sse_data};
+use crate::support::{
+    Config, Deployment, Gateway, chunk_content, openai_chunks, openai_config, sse_data,
+};
 
 fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -42,17 +44,8 @@ async fn streaming_passes_chunks_and_hides_usage_unless_asked() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
-    let data = sse_data(&text);
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let content: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(content, "echo: one two three");
+    let chunks = openai_chunks(&text);
+    assert_eq!(chunk_content(&chunks), "echo: one two three");
     assert!(
         chunks.iter().all(|c| c["usage"].is_null()),
         "usage chunk leaked: {text}"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Resp, Spec, client, sse_data};
+use crate::harness::{Gateway, Resp, Spec, chunk_content, client, openai_chunks, sse_data};
 
 /// The plugin file stem in plugins/dist/.
 const PLUGIN: &str = "provider-compat";
@@ -230,22 +230,8 @@ async fn js_provider_serves_plain_and_streamed_chat_and_its_usage_is_costed() {
     let r = send(&gw, &key, &body).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.header("x-llmgate-plugin"), Some("compat@0.1.0"));
-    let data = sse_data(&r.text);
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "{}",
-        r.text
-    );
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(text, "echo: one two", "{}", r.text);
+    let chunks = openai_chunks(&r.text);
+    assert_eq!(chunk_content(&chunks), "echo: one two", "{}", r.text);
     assert!(
         chunks.iter().all(|c| c["usage"].is_null()),
         "the usage chunk reached a client that did not ask: {}",

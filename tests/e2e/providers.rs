@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use crate::support::http::post_messages;
 use crate::support::mock::{UPSTREAM_KEY, keyed_mock, mock_requiring};
-use crate::support::{Config, Deployment, Gateway, Spec, client, sse_data};
+use crate::support::{
+    Config, Deployment, Gateway, Spec, chunk_content, client, openai_chunks, sse_data,
+};
 
 /// The model groups every provider test configures, and the mock behaviour of each.
 const CHAT: &str = "chat";
@@ -289,32 +291,6 @@ fn messages_request(model: &str, text: &str) -> Value {
         "system": SYSTEM,
         "messages": [{"role": "user", "content": text}],
     })
-}
-
-/// The JSON chunks of an OpenAI stream that ended with `[DONE]`.
-fn openai_chunks(text: &str) -> Vec<Value> {
-    let data = sse_data(text);
-    assert_eq!(
-        data.last().map(String::as_str),
-        Some("[DONE]"),
-        "stream does not end with [DONE]: {text}"
-    );
-    assert_eq!(
-        data.iter().filter(|d| *d == "[DONE]").count(),
-        1,
-        "more than one [DONE]: {text}"
-    );
-    data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("chunk {d:?}: {e}")))
-        .collect()
-}
-
-fn chunk_content(chunks: &[Value]) -> String {
-    chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect()
 }
 
 /// `(event name, data)` of every event of an SSE body; data that is not JSON is a string.
@@ -655,15 +631,12 @@ async fn errors_suite(p: Provider) {
             !last["error"]["message"].as_str().unwrap_or("").is_empty(),
             "{p:?} {group}: last event is not an error: {text}"
         );
-        let partial: String = data[..data.len() - 1]
-            .iter()
-            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|c| {
-                c["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
+        let partial = chunk_content(
+            &data[..data.len() - 1]
+                .iter()
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect::<Vec<_>>(),
+        );
         assert!(
             !partial.is_empty() && ECHO.starts_with(&partial),
             "{p:?} {group}: the text before the break ({partial:?}) was not passed on: {text}"

@@ -4,7 +4,7 @@
 use llmgate_mock::{MockOptions, MockServer};
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Spec, sse_data};
+use crate::support::{Gateway, Spec, chunk_content, openai_chunks};
 
 fn gateway(mock_url: &str) -> Gateway {
     let config = format!(
@@ -41,22 +41,11 @@ async fn template_serves_chat_plain_streamed_and_errors() {
 
     let r = gw.post("/v1/chat/completions", &chat("tpl", true)).await;
     assert_eq!(r.status(), 200);
-    let data = sse_data(&r.text().await.unwrap());
-    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
-    let text: String = data
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
-    assert_eq!(text, "echo: hello");
+    let chunks = openai_chunks(&r.text().await.unwrap());
+    assert_eq!(chunk_content(&chunks), "echo: hello");
     assert!(
-        data.iter()
-            .any(|d| d.contains("\"usage\"") && d.contains("prompt_tokens")),
-        "the usage chunk was asked for: {data:?}"
+        chunks.iter().any(|c| c["usage"]["prompt_tokens"].is_u64()),
+        "the usage chunk was asked for: {chunks:?}"
     );
     assert_eq!(
         m.requests()[1].body["stream_options"],

@@ -50,8 +50,5 @@ pub async fn spend_logs(gw: &Gateway, master: &str, query: &str) -> Vec<Value> {
 
 /// The hash a key is stored and shown under (SHA-256, lower-case hex).
 pub fn hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }

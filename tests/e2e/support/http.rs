@@ -108,6 +108,33 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The JSON chunks of an OpenAI stream that ended with `[DONE]`.
+pub fn openai_chunks(text: &str) -> Vec<Value> {
+    let data = sse_data(text);
+    assert_eq!(
+        data.last().map(String::as_str),
+        Some("[DONE]"),
+        "stream does not end with [DONE]: {text}"
+    );
+    assert_eq!(
+        data.iter().filter(|d| *d == "[DONE]").count(),
+        1,
+        "more than one [DONE]: {text}"
+    );
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("chunk {d:?}: {e}")))
+        .collect()
+}
+
+/// The text of streamed chat chunks: every `choices[0].delta.content`, joined.
+pub fn chunk_content(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
 /// The `usage` of a streamed chat completion (its last chunk with usage); checks that the
 /// stream ended with `[DONE]`.
 pub fn stream_usage(text: &str) -> Value {

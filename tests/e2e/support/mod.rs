@@ -11,4 +11,4 @@ pub mod mock;
 
 pub use config::{Config, Deployment, openai_config};
 pub use gateway::{Gateway, Spec, plugin, root};
-pub use http::{Resp, client, sse_data};
+pub use http::{Resp, chunk_content, client, openai_chunks, sse_data};
