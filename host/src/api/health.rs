@@ -54,11 +54,10 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         providers: None,
         status: "healthy",
     };
-    let ledger = gw.ledger();
     if admin.is_ok() {
         let reg = gw.registry();
         let config = gw.config();
-        v.db_path = Some(ledger.store().path());
+        v.db_path = Some(gw.ledger().store().path());
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
         v.policies = Some(reg.policy_names());
