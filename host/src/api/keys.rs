@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse as _, Response};
+use axum::extract::{FromRequest, Path, State};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -20,7 +20,24 @@ use crate::ledger::admin::Issued;
 use crate::ledger::{Caller, hash_key, window};
 use crate::store::{KeyRecord, ModelBudgets, SpendLog, SpendQuery};
 
-/// The body as a JSON object (an empty body is an empty object).
+/// A key route's body: a JSON object (an empty body is an empty object); anything else is a
+/// 400 in OpenAI's shape.
+pub struct Object(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Object {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        object(&body)
+            .map(Self)
+            .map_err(|e| ApiError::from(e).into_response())
+    }
+}
+
+/// `body` as a JSON object (an empty body is an empty object).
 fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -157,9 +174,9 @@ pub enum Listed<'a> {
 pub async fn generate(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
-    body: Bytes,
+    Object(body): Object,
 ) -> Result<Response, ApiError> {
-    issued(gw.ledger().generate(&object(&body)?).await)
+    issued(gw.ledger().generate(&body).await)
 }
 
 /// A made key's answer.
@@ -171,9 +188,9 @@ fn issued(made: Result<Issued, Error>) -> Result<Response, ApiError> {
 pub async fn update(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
-    body: Bytes,
+    Object(body): Object,
 ) -> Result<Response, ApiError> {
-    let rec = gw.ledger().update(&object(&body)?).await?;
+    let rec = gw.ledger().update(&body).await?;
     Ok(Json(InfoView::of(&rec)).into_response())
 }
 
@@ -181,9 +198,9 @@ pub async fn update(
 pub async fn delete(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
-    body: Bytes,
+    Object(body): Object,
 ) -> Result<Json<DeletedView>, ApiError> {
-    let deleted_keys = gw.ledger().delete(&object(&body)?).await?;
+    let deleted_keys = gw.ledger().delete(&body).await?;
     Ok(Json(DeletedView { deleted_keys }))
 }
 
@@ -192,24 +209,23 @@ pub async fn regenerate(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
     Path(key): Path<String>,
-    body: Bytes,
+    Object(body): Object,
 ) -> Result<Response, ApiError> {
-    issued(gw.ledger().regenerate(&key, &object(&body)?).await)
+    issued(gw.ledger().regenerate(&key, &body).await)
 }
 
 /// `POST /key/regenerate` with `{"key": ...}` in the body.
 pub async fn regenerate_body(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
-    body: Bytes,
+    Object(body): Object,
 ) -> Result<Response, ApiError> {
-    let b = object(&body)?;
-    let Some(key) = b.get("key").and_then(Value::as_str).map(str::to_string) else {
+    let Some(key) = body.get("key").and_then(Value::as_str).map(str::to_string) else {
         return Err(
             Error::BadRequest("`key` is required: the key (sk-...) or its hash".into()).into(),
         );
     };
-    issued(gw.ledger().regenerate(&key, &b).await)
+    issued(gw.ledger().regenerate(&key, &body).await)
 }
 
 /// `GET /key/info[?key=...]`: the master key names a key; a key sees itself.
