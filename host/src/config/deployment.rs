@@ -1,6 +1,7 @@
 //! One `model_list` entry validated into a [`Deployment`]: provider and model, secrets
 //! (kept by the host, masked everywhere else), timeouts, weights, prices and origin.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_yaml_ng::Value;
@@ -57,15 +58,108 @@ fn infer_provider(model: &str) -> Option<&'static str> {
     }
 }
 
+/// One entry's `litellm_params`, with the key path their problems name.
+struct Params<'a> {
+    /// `model_list[i].litellm_params`.
+    at: String,
+    map: &'a BTreeMap<String, Value>,
+}
+
+impl Params<'_> {
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.map.get(k)
+    }
+
+    /// The key path of param `k`.
+    fn at(&self, k: &str) -> String {
+        format!("{}.{k}", self.at)
+    }
+}
+
+/// The credentials an entry names (literals or `os.environ/VAR`), applied by the host only.
+struct Credentials {
+    api_key: Option<Secret>,
+    aws_access_key_id: Option<Secret>,
+    aws_secret_access_key: Option<Secret>,
+    aws_session_token: Option<Secret>,
+}
+
+/// An entry's timeouts and the numbers its policy weighs it by.
+struct AttemptLimits {
+    timeout: Duration,
+    stream_timeout: Duration,
+    weight: u32,
+    rpm: u32,
+    tpm: u32,
+    order: u32,
+}
+
 impl Validator {
+    /// Validate the `model_list` entry at `at` (the `index`-th deployment kept so far):
+    /// `None` when it cannot be served at all (its problems are recorded).
     pub(super) fn deployment(
         &mut self,
         at: &str,
-        d: RawDeployment,
+        d: &RawDeployment,
         index: usize,
         default_timeout: Duration,
-        env: &dyn Fn(&str) -> Option<String>,
     ) -> Option<Deployment> {
+        let (model_name, params) = self.entry(at, d)?;
+        let p = Params {
+            at: format!("{at}.litellm_params"),
+            map: params,
+        };
+        let (provider, model) = self.provider_and_model(&p, &model_name)?;
+        let api_base = self.api_base(&p);
+        let api_version = self.param_string(&p, "api_version");
+        let keys = self.credentials(&p);
+        let limits = self.attempt_limits(&p, default_timeout);
+        let extra = self.extra_params(&p);
+        let extra_headers = self.extra_headers(&p);
+        let base_parts = api_base
+            .as_deref()
+            .map(secrets::ApiBase::split)
+            .unwrap_or_default();
+        let scrubber = scrubber(&extra, &extra_headers, &base_parts, &keys);
+        let (model_info, id) = model_info_and_id(d.model_info.as_ref(), &model_name, index);
+        let info = crate::models::info_for(&model, &extra, &model_info);
+        Some(Deployment {
+            id,
+            model_name,
+            provider,
+            model,
+            api_version,
+            api_key: keys.api_key,
+            aws_access_key_id: keys.aws_access_key_id,
+            aws_secret_access_key: keys.aws_secret_access_key,
+            aws_session_token: keys.aws_session_token,
+            env: self.environment.clone(),
+            params_json: serde_json::Value::Object(secrets::plugin_params(&extra)).to_string(),
+            extra_headers,
+            public_params: public_params(&extra, params),
+            scrubber,
+            timeout: limits.timeout,
+            stream_timeout: limits.stream_timeout,
+            weight: limits.weight,
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            order: limits.order,
+            model_info,
+            prices: crate::pricing::Prices::from_info(&info),
+            api_base_origin: api_base.as_deref().and_then(crate::net::origin_of),
+            api_base: api_base.is_some().then(|| base_parts.public.clone()),
+            api_base_credentials: base_parts,
+            info,
+        })
+    }
+
+    /// The entry's unknown keys (warned about), its `model_name` and its `litellm_params`;
+    /// `None` when either is missing.
+    fn entry<'d>(
+        &mut self,
+        at: &str,
+        d: &'d RawDeployment,
+    ) -> Option<(String, &'d BTreeMap<String, Value>)> {
         for key in d.other.keys() {
             self.warn(&format!("{at}.{key}"), "unknown key, ignored");
         }
@@ -79,25 +173,30 @@ impl Validator {
                 return None;
             }
         };
-        let Some(params) = d.litellm_params else {
+        let Some(params) = &d.litellm_params else {
             self.problem(
                 &format!("{at}.litellm_params"),
                 "missing (needs at least `model`)",
             );
             return None;
         };
-        let p = |k: &str| params.get(k);
-        let Some(full_model) = p("model").and_then(scalar_string).filter(|m| !m.is_empty()) else {
+        Some((model_name, params))
+    }
+
+    /// `model` (and `custom_llm_provider`): the provider prefix and the upstream model.
+    fn provider_and_model(&mut self, p: &Params, model_name: &str) -> Option<(String, String)> {
+        let Some(full_model) = p
+            .get("model")
+            .and_then(scalar_string)
+            .filter(|m| !m.is_empty())
+        else {
             self.problem(
-                &format!("{at}.litellm_params.model"),
+                &p.at("model"),
                 "missing (write it as provider/model, e.g. openai/gpt-4o)",
             );
             return None;
         };
-        let explicit = match p("custom_llm_provider") {
-            Some(v) => self.string(&format!("{at}.litellm_params.custom_llm_provider"), v, env),
-            None => None,
-        };
+        let explicit = self.param_string(p, "custom_llm_provider");
         let (provider, model) = match (explicit, full_model.split_once('/')) {
             (Some(prov), _) => {
                 let m = full_model
@@ -113,7 +212,7 @@ impl Validator {
                 Some(prov) => (prov.to_string(), full_model.clone()),
                 None => {
                     self.problem(
-                        &format!("{at}.litellm_params.model"),
+                        &p.at("model"),
                         &format!(
                             "cannot tell the provider of `{full_model}`; write it as provider/model (e.g. openai/{full_model})"
                         ),
@@ -124,68 +223,67 @@ impl Validator {
         };
         if model.contains('*') && !model_name.contains('*') {
             self.problem(
-                &format!("{at}.litellm_params.model"),
+                &p.at("model"),
                 "a wildcard model needs a wildcard model_name (e.g. `openai/*`)",
             );
         }
-        let api_base = match p("api_base").or_else(|| p("base_url")) {
-            Some(v) => self.string(&format!("{at}.litellm_params.api_base"), v, env),
-            None => None,
-        };
-        if let Some(base) = &api_base
-            && !(base.starts_with("http://") || base.starts_with("https://"))
-        {
-            self.problem(
-                &format!("{at}.litellm_params.api_base"),
-                "must start with http:// or https://",
-            );
-        }
-        let api_version = match p("api_version") {
-            Some(v) => self.string(&format!("{at}.litellm_params.api_version"), v, env),
-            None => None,
-        };
-        let api_key = match p("api_key") {
-            Some(v) => self.secret(&format!("{at}.litellm_params.api_key"), v, env),
-            None => None,
-        };
-        let mut aws = |k: &str| match p(k) {
-            Some(v) => self.secret(&format!("{at}.litellm_params.{k}"), v, env),
-            None => None,
-        };
-        let aws_access_key_id = aws("aws_access_key_id");
-        let aws_secret_access_key = aws("aws_secret_access_key");
-        let aws_session_token = aws("aws_session_token");
-        let timeout = match p("timeout") {
-            Some(t) => self.seconds(&format!("{at}.litellm_params.timeout"), t),
-            None => None,
-        }
-        .unwrap_or(default_timeout);
-        let stream_timeout = match p("stream_timeout") {
-            Some(t) => self.seconds(&format!("{at}.litellm_params.stream_timeout"), t),
-            None => None,
-        }
-        .unwrap_or(timeout);
-        let weight = self
-            .uint(&format!("{at}.litellm_params.weight"), p("weight"))
-            .unwrap_or(1);
-        let rpm = self
-            .uint(&format!("{at}.litellm_params.rpm"), p("rpm"))
-            .unwrap_or(0);
-        let tpm = self
-            .uint(&format!("{at}.litellm_params.tpm"), p("tpm"))
-            .unwrap_or(0);
-        let order = self
-            .uint(&format!("{at}.litellm_params.order"), p("order"))
-            .unwrap_or(0);
+        Some((provider, model))
+    }
 
+    /// Param `k` as a string ([`Validator::string`]), `None` when unset.
+    fn param_string(&mut self, p: &Params, k: &str) -> Option<String> {
+        p.get(k).and_then(|v| self.string(&p.at(k), v))
+    }
+
+    /// `api_base` (or LiteLLM's `base_url`), which must be an http(s) URL.
+    fn api_base(&mut self, p: &Params) -> Option<String> {
+        let at = p.at("api_base");
+        let base = self.string(&at, p.get("api_base").or_else(|| p.get("base_url"))?)?;
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            self.problem(&at, "must start with http:// or https://");
+        }
+        Some(base)
+    }
+
+    /// `api_key` and the AWS keys: secrets, literal or `os.environ/VAR` (empty is unset).
+    fn credentials(&mut self, p: &Params) -> Credentials {
+        let mut secret = |k: &str| p.get(k).and_then(|v| self.secret(&p.at(k), v));
+        Credentials {
+            api_key: secret("api_key"),
+            aws_access_key_id: secret("aws_access_key_id"),
+            aws_secret_access_key: secret("aws_secret_access_key"),
+            aws_session_token: secret("aws_session_token"),
+        }
+    }
+
+    /// `timeout` (default: `litellm_settings.request_timeout`), `stream_timeout` (default:
+    /// `timeout`), `weight` (default 1), `rpm`, `tpm` and `order` (default 0).
+    fn attempt_limits(&mut self, p: &Params, default_timeout: Duration) -> AttemptLimits {
+        let mut seconds = |k: &str| p.get(k).and_then(|t| self.seconds(&p.at(k), t));
+        let timeout = seconds("timeout").unwrap_or(default_timeout);
+        let stream_timeout = seconds("stream_timeout").unwrap_or(timeout);
+        let mut uint = |k: &str, default: u32| self.uint(&p.at(k), p.get(k)).unwrap_or(default);
+        AttemptLimits {
+            timeout,
+            stream_timeout,
+            weight: uint("weight", 1),
+            rpm: uint("rpm", 0),
+            tpm: uint("tpm", 0),
+            order: uint("order", 0),
+        }
+    }
+
+    /// The params the host does not consume and that are not secrets, as JSON
+    /// (`os.environ/VAR` resolved; an unset variable leaves its param out).
+    fn extra_params(&mut self, p: &Params) -> serde_json::Map<String, serde_json::Value> {
         let mut extra = serde_json::Map::new();
-        for (k, val) in &params {
+        for (k, val) in p.map {
             if SECRET_PARAMS.contains(&k.as_str()) || HOST_PARAMS.contains(&k.as_str()) {
                 continue;
             }
             let json = match val {
                 Value::String(s) if s.starts_with("os.environ/") => {
-                    match self.string(&format!("{at}.litellm_params.{k}"), val, env) {
+                    match self.string(&p.at(k), val) {
                         Some(s) => serde_json::Value::String(s),
                         None => continue,
                     }
@@ -194,109 +292,110 @@ impl Validator {
             };
             extra.insert(k.clone(), json);
         }
-        let mut extra_headers = Vec::new();
-        match params.get("extra_headers") {
-            None | Some(Value::Null) => {}
-            Some(Value::Mapping(m)) => {
-                for (k, val) in m {
-                    let at_h = format!("{at}.litellm_params.extra_headers");
-                    let Some(name) = scalar_string(k) else {
-                        self.problem(&at_h, "header names must be strings");
-                        continue;
-                    };
-                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        self.problem(&at_h, &format!("`{name}` is not a valid header name"));
-                        continue;
-                    }
-                    if let Some(v) = self.string(&format!("{at_h}.{name}"), val, env) {
-                        if http::HeaderValue::from_str(&v).is_err() {
-                            self.problem(&format!("{at_h}.{name}"), "is not valid header text");
-                            continue;
-                        }
-                        extra_headers.push((name.to_ascii_lowercase(), Secret(v)));
-                    }
-                }
-            }
-            Some(_) => self.problem(
-                &format!("{at}.litellm_params.extra_headers"),
-                "must be a mapping of header names to values",
-            ),
-        }
-        let base_parts = api_base
-            .as_deref()
-            .map(secrets::ApiBase::split)
-            .unwrap_or_default();
-        let mut secret_texts = secrets::secret_texts(&extra);
-        secret_texts.extend(extra_headers.iter().map(|(_, v)| v.0.clone()));
-        secret_texts.extend(base_parts.secrets());
-        secret_texts.extend(
-            [
-                &api_key,
-                &aws_access_key_id,
-                &aws_secret_access_key,
-                &aws_session_token,
-            ]
-            .into_iter()
-            .flatten()
-            .map(|s| s.0.clone()),
-        );
-        let mut shown = extra.clone();
-        for k in SECRET_PARAMS {
-            if params.contains_key(*k) {
-                shown.insert(
-                    (*k).to_string(),
-                    serde_json::Value::String(secrets::MASK.into()),
-                );
-            }
-        }
-        let public_params = serde_json::Value::Object(secrets::masked_params(&shown));
-        let model_info = d
-            .model_info
-            .as_ref()
-            .map(|m| {
-                serde_json::Value::Object(
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), yaml_to_json(v)))
-                        .collect(),
-                )
-            })
-            .unwrap_or_else(|| serde_json::json!({}));
-        let id = model_info
-            .get("id")
-            .and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| v.as_u64().map(|n| n.to_string()))
-            })
-            .unwrap_or_else(|| format!("{model_name}-{index}"));
-        let info = crate::models::info_for(&model, &extra, &model_info);
-        Some(Deployment {
-            id,
-            model_name,
-            provider,
-            model,
-            api_version,
-            api_key,
-            aws_access_key_id,
-            aws_secret_access_key,
-            aws_session_token,
-            env: self.environment.clone(),
-            params_json: serde_json::Value::Object(secrets::plugin_params(&extra)).to_string(),
-            extra_headers,
-            public_params,
-            scrubber: secrets::Scrubber::new(secret_texts),
-            timeout,
-            stream_timeout,
-            weight,
-            rpm,
-            tpm,
-            order,
-            model_info,
-            prices: crate::pricing::Prices::from_info(&info),
-            api_base_origin: api_base.as_deref().and_then(crate::net::origin_of),
-            api_base: api_base.is_some().then(|| base_parts.public.clone()),
-            api_base_credentials: base_parts,
-            info,
-        })
+        extra
     }
+
+    /// `extra_headers`: a mapping of valid header names to valid header text.
+    fn extra_headers(&mut self, p: &Params) -> Vec<(String, Secret)> {
+        let at = p.at("extra_headers");
+        match p.get("extra_headers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .filter_map(|(name, val)| self.extra_header(&at, name, val))
+                .collect(),
+            Some(_) => {
+                self.problem(&at, "must be a mapping of header names to values");
+                Vec::new()
+            }
+        }
+    }
+
+    /// One `extra_headers` entry: its name lowercased, its value.
+    fn extra_header(&mut self, at: &str, name: &Value, val: &Value) -> Option<(String, Secret)> {
+        let Some(name) = scalar_string(name) else {
+            self.problem(at, "header names must be strings");
+            return None;
+        };
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.problem(at, &format!("`{name}` is not a valid header name"));
+            return None;
+        }
+        let at_name = format!("{at}.{name}");
+        let v = self.string(&at_name, val)?;
+        if http::HeaderValue::from_str(&v).is_err() {
+            self.problem(&at_name, "is not valid header text");
+            return None;
+        }
+        Some((name.to_ascii_lowercase(), Secret(v)))
+    }
+}
+
+/// Masks every secret of the deployment: secret-looking params, header values, the
+/// credentials `api_base` carries and the keys.
+fn scrubber(
+    extra: &serde_json::Map<String, serde_json::Value>,
+    extra_headers: &[(String, Secret)],
+    base: &secrets::ApiBase,
+    keys: &Credentials,
+) -> secrets::Scrubber {
+    let mut texts = secrets::secret_texts(extra);
+    texts.extend(extra_headers.iter().map(|(_, v)| v.0.clone()));
+    texts.extend(base.secrets());
+    texts.extend(
+        [
+            &keys.api_key,
+            &keys.aws_access_key_id,
+            &keys.aws_secret_access_key,
+            &keys.aws_session_token,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.0.clone()),
+    );
+    secrets::Scrubber::new(texts)
+}
+
+/// The params `/model/info` shows: `extra`, with every secret param the entry sets masked.
+fn public_params(
+    extra: &serde_json::Map<String, serde_json::Value>,
+    params: &BTreeMap<String, Value>,
+) -> serde_json::Value {
+    let mut shown = extra.clone();
+    for k in SECRET_PARAMS {
+        if params.contains_key(*k) {
+            shown.insert(
+                (*k).to_string(),
+                serde_json::Value::String(secrets::MASK.into()),
+            );
+        }
+    }
+    serde_json::Value::Object(secrets::masked_params(&shown))
+}
+
+/// `model_info` as JSON (`{}` when absent), and the deployment's id: `model_info.id`
+/// (a string or a number), else `<model_name>-<index>`.
+fn model_info_and_id(
+    raw: Option<&BTreeMap<String, Value>>,
+    model_name: &str,
+    index: usize,
+) -> (serde_json::Value, String) {
+    let model_info = raw
+        .map(|m| {
+            serde_json::Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), yaml_to_json(v)))
+                    .collect(),
+            )
+        })
+        .unwrap_or_else(|| serde_json::json!({}));
+    let id = model_info
+        .get("id")
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        })
+        .unwrap_or_else(|| format!("{model_name}-{index}"));
+    (model_info, id)
 }

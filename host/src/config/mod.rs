@@ -284,6 +284,17 @@ mod tests {
         )
     }
 
+    /// What `yaml` (read with an empty environment) is refused for.
+    fn refused(yaml: &str) -> ConfigError {
+        parse(yaml, &[]).unwrap_err()
+    }
+
+    /// [`refused`]'s problems, each without the file name in front.
+    fn problems(yaml: &str) -> Vec<String> {
+        let strip = |p: &String| p.strip_prefix("config.yaml: ").unwrap_or(p).to_string();
+        refused(yaml).0.iter().map(strip).collect()
+    }
+
     #[test]
     fn deployments_keep_the_environment_read_at_load() {
         // The provider key a plugin's prefix names is looked up in this snapshot on every
@@ -322,11 +333,9 @@ mod tests {
 
     #[test]
     fn reports_every_problem_with_file_and_key() {
-        let err = parse(
+        let err = refused(
             "model_list:\n  - litellm_params: {model: openai/x}\n  - model_name: a\n    litellm_params: {model: mystery-model}\n  - model_name: b\n    litellm_params: {model: openai/b, api_base: ftp://x, timeout: -1}\n",
-            &[],
-        )
-        .unwrap_err();
+        );
         let text = err.to_string();
         assert_eq!(err.0.len(), 4, "{text}");
         assert!(text.contains("config.yaml: model_list[0].model_name: missing"));
@@ -340,11 +349,9 @@ mod tests {
     /// Every wait a config names is refused past a year, with the key.
     #[test]
     fn refuses_waits_past_a_year_instead_of_panicking() {
-        let err = parse(
+        let err = refused(
             "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, timeout: 1233333333333333333333333333333333333333333333333333333333330, stream_timeout: 31536001}\nlitellm_settings: {request_timeout: .inf}\nrouter_settings: {cooldown_time: 1e300}\nllmgate: {client_idle_timeout_seconds: 1e20, max_stream_duration_seconds: 18446744073709551615, shutdown_grace_seconds: 31536001, stream_idle_timeout_seconds: 99999999999}\n",
-            &[],
-        )
-        .unwrap_err();
+        );
         let text = err.to_string();
         for key in [
             "model_list[0].litellm_params.timeout",
@@ -366,6 +373,259 @@ mod tests {
         assert_eq!(
             c.deployments[0].timeout,
             std::time::Duration::from_secs(31_536_000)
+        );
+    }
+
+    /// Something wrong in every section (see [`reports_problems_section_by_section_in_order`]).
+    const SECTIONS_YAML: &str = r#"
+surprise: 1
+litellm_settings: {request_timeout: -1, telemetry: true}
+model_list:
+  - litellm_params: {model: openai/x}
+  - model_name: a
+    flavour: 1
+    litellm_params:
+      model: openai/a
+      custom_llm_provider: [p]
+      api_base: ftp://x
+      api_version: [1]
+      api_key: {k: 1}
+      aws_session_token: [t]
+      timeout: 0
+      stream_timeout: -3
+      weight: -1
+      rpm: x
+      tpm: y
+      order: z
+      region: os.environ/NOT_SET_ANYWHERE
+      extra_headers: {"bad header": v, good: [1]}
+  - model_name: b
+    litellm_params: {model: openai/b}
+    model_info: {id: same}
+  - model_name: c
+    litellm_params: {model: openai/c}
+    model_info: {id: same}
+  - model_name: d
+    litellm_params: {model: mystery-model}
+  - model_name: e
+    litellm_params: {model: openai/*, extra_headers: 3}
+router_settings: {routing_strategy: bogus, num_retries: -1, cache: true}
+general_settings:
+  master_key: ""
+  custom_auth: my.module
+  database_url: postgres://x
+  disable_spend_logs: maybe
+  store_prompts_in_spend_logs: 3
+llmgate:
+  plugin_limits: {memory_mib: 0, call_timeout_ms: 0, max_instances: 0}
+  routing:
+    default_policy_config: 5
+    groups: {nope: {config: 3}}
+  budget_admission: lax
+  default_reserved_output_tokens: 0
+  stream_idle_timeout_seconds: 0
+  max_stream_duration_seconds: 99999999999
+  shutdown_grace_seconds: 31536001
+  client_header_timeout_seconds: 0
+  client_idle_timeout_seconds: -1
+  client_body_timeout_seconds: 1e20
+  max_client_connections: 0
+"#;
+
+    /// A config with something wrong in every section: every problem is reported, in the
+    /// order the sections are read (deployments, plugin limits, routing, policies, general
+    /// settings, admission, waits, spend logs, client limits), and so is every warning.
+    #[test]
+    fn reports_problems_section_by_section_in_order() {
+        let got = problems(SECTIONS_YAML);
+        let year = "must be a positive number of seconds, at most 31536000";
+        let m1 = "model_list[1].litellm_params";
+        let expected = [
+            format!("litellm_settings.request_timeout: {year}"),
+            "model_list[0].model_name: missing (the name clients ask for)".into(),
+            format!("{m1}.custom_llm_provider: must be a string"),
+            format!("{m1}.api_base: must start with http:// or https://"),
+            format!("{m1}.api_version: must be a string"),
+            format!("{m1}.api_key: must be a string"),
+            format!("{m1}.aws_session_token: must be a string"),
+            format!("{m1}.timeout: {year}"),
+            format!("{m1}.stream_timeout: {year}"),
+            format!("{m1}.weight: must be a non-negative integer"),
+            format!("{m1}.rpm: must be a non-negative integer"),
+            format!("{m1}.tpm: must be a non-negative integer"),
+            format!("{m1}.order: must be a non-negative integer"),
+            format!("{m1}.extra_headers: `bad header` is not a valid header name"),
+            format!("{m1}.extra_headers.good: must be a string"),
+            "model_list[4].litellm_params.model: cannot tell the provider of `mystery-model`; write it as provider/model (e.g. openai/mystery-model)".into(),
+            "model_list[5].litellm_params.model: a wildcard model needs a wildcard model_name (e.g. `openai/*`)".into(),
+            "model_list[5].litellm_params.extra_headers: must be a mapping of header names to values".into(),
+            "model_list: deployment id `same` is used twice (groups b and c)".into(),
+            "llmgate.plugin_limits.memory_mib: must be between 1 and 4096".into(),
+            "llmgate.plugin_limits.call_timeout_ms: must be between 1 and 60000".into(),
+            "llmgate.plugin_limits.max_instances: must be between 1 and 100000".into(),
+            "router_settings.num_retries: must be a non-negative integer".into(),
+            "router_settings.routing_strategy: `bogus` is not a strategy; use one of simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing, ordered".into(),
+            "llmgate.routing.default_policy_config: must be a mapping".into(),
+            "llmgate.routing.groups.nope: names a model group that model_list does not define".into(),
+            "llmgate.routing.groups.nope.config: must be a mapping".into(),
+            "general_settings.master_key: is empty: refusing to start with authentication off (remove it to run without a master key)".into(),
+            "general_settings.custom_auth: a custom authentication function is not supported by llmgate yet; refusing to start rather than serve with weaker authentication than the config asks for (remove the setting to use master and virtual keys)".into(),
+            "general_settings.database_url: only SQLite is supported so far (`sqlite:///path/to/llmgate.db`); PostgreSQL is planned".into(),
+            "llmgate.budget_admission: `lax` is not a rule: use `reserve` or `strict`".into(),
+            "llmgate.default_reserved_output_tokens: must be between 1 and 10000000".into(),
+            "llmgate.stream_idle_timeout_seconds: must be at least 1 (seconds without an upstream event before a stream fails)".into(),
+            "llmgate.max_stream_duration_seconds: must be at most 31536000 seconds (a year)".into(),
+            "llmgate.shutdown_grace_seconds: must be at most 31536000 seconds (a year)".into(),
+            "general_settings.disable_spend_logs: must be true or false".into(),
+            "general_settings.store_prompts_in_spend_logs: must be true or false".into(),
+            format!("llmgate.client_header_timeout_seconds: {year}"),
+            format!("llmgate.client_idle_timeout_seconds: {year}"),
+            format!("llmgate.client_body_timeout_seconds: {year}"),
+            "llmgate.max_client_connections: must be at least 1".into(),
+        ];
+        assert_eq!(got, expected);
+    }
+
+    /// The routing settings' problems, in the order they are read: fallbacks of each kind,
+    /// the default fallbacks, aliases, then the auto model's names and targets.
+    #[test]
+    fn reports_routing_problems_in_order() {
+        let got = problems(
+            r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/a}}
+  - {model_name: b, litellm_params: {model: openai/b}}
+router_settings:
+  fallbacks: [{a: [zz]}, 5]
+  context_window_fallbacks: {nope: [a]}
+  content_policy_fallbacks: 3
+  default_fallbacks: 7
+  retry_after: -2
+  model_group_alias: {x: nope, 3: a}
+llmgate:
+  routing:
+    auto: {strong: a, fast: b, models: [x, 3, a], default: c, modes: {m: zz}, features: 3}
+"#,
+        );
+        assert_eq!(
+            got,
+            [
+                "router_settings.fallbacks[1]: must be a mapping like {\"gpt-4o\": [\"claude-sonnet\"]}",
+                "router_settings.fallbacks.a: fallback `zz` is not a model group in model_list",
+                "router_settings.context_window_fallbacks.nope: names a model group that model_list does not define",
+                "router_settings.content_policy_fallbacks: must be a list like [{\"gpt-4o\": [\"claude-sonnet\"]}]",
+                "router_settings.default_fallbacks: must be a list of model group names",
+                "router_settings.retry_after: must be a positive number of seconds, at most 31536000",
+                "router_settings.model_group_alias.x: `nope` is not a model group in model_list",
+                "router_settings.model_group_alias: must map names to model group names",
+                "llmgate.routing.auto.models: must be a list of names",
+                "llmgate.routing.auto.models: `a` is also a model group in model_list",
+                "llmgate.routing.auto.default: `c` is neither strong, fast nor a model group",
+                "llmgate.routing.auto.modes.m: `zz` is neither strong, fast nor a model group",
+                "llmgate.routing.auto.features: must be a mapping of name to strong, fast or a model group",
+            ]
+        );
+    }
+
+    /// Warnings are kept in the order the sections are read too, and a config with only
+    /// warnings starts.
+    #[test]
+    fn warns_section_by_section_in_order() {
+        let c = parse(
+            "surprise: 1\nlitellm_settings: {telemetry: true}\nmodel_list:\n  - model_name: a\n    flavour: 1\n    litellm_params: {model: openai/a, api_key: os.environ/NO_KEY, region: os.environ/NO_REGION}\nrouter_settings: {cache: true}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "config.yaml: surprise: unknown top-level key, ignored",
+                "config.yaml: litellm_settings.telemetry: not supported yet, ignored",
+                "config.yaml: model_list[0].flavour: unknown key, ignored",
+                "config.yaml: model_list[0].litellm_params.api_key: environment variable NO_KEY is not set",
+                "config.yaml: model_list[0].litellm_params.region: environment variable NO_REGION is not set",
+                "config.yaml: router_settings.cache: not supported yet, ignored",
+            ]
+        );
+    }
+
+    /// `--model` entries follow `model_list`: the first is named by `--alias` and serves any
+    /// other name, `--api_base` applies to all, and their problems name the flag.
+    #[test]
+    fn quick_start_models_follow_the_model_list() {
+        let overrides = |api_base: &str| Overrides {
+            models: vec!["openai/gpt-4o".into(), "claude-sonnet-4".into()],
+            alias: Some("fast".into()),
+            api_base: Some(api_base.into()),
+            plugins_dir: None,
+        };
+        let raw: RawConfig = serde_yaml_ng::from_str(
+            "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a}\n",
+        )
+        .unwrap();
+        let env = Environment::default();
+        let c = validate(raw, "c.yaml".into(), &overrides("http://up"), &env).unwrap();
+        let names: Vec<(&str, &str, Option<&str>)> = c
+            .deployments
+            .iter()
+            .map(|d| (d.id.as_str(), d.provider.as_str(), d.api_base.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a-0", "openai", None),
+                ("fast-1", "openai", Some("http://up")),
+                ("claude-sonnet-4-2", "anthropic", Some("http://up")),
+            ]
+        );
+        assert_eq!(c.catch_all.as_deref(), Some("fast"));
+        assert_eq!(c.resolve("anything").unwrap().group, "fast");
+        let err = validate(
+            RawConfig::default(),
+            "command line".into(),
+            &overrides("ftp://up"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "command line: --model openai/gpt-4o.litellm_params.api_base: must start with http:// or https://",
+                "command line: --model claude-sonnet-4.litellm_params.api_base: must start with http:// or https://",
+            ]
+        );
+    }
+
+    /// The `llmgate:` waits in whole seconds follow the one-year rule of every other wait:
+    /// a year is the longest accepted, and 0 keeps its meaning where it has one.
+    #[test]
+    fn whole_second_waits_stop_at_a_year() {
+        let c = parse(
+            "llmgate: {shutdown_grace_seconds: 31536000, stream_idle_timeout_seconds: 31536000, max_stream_duration_seconds: 0}\n",
+            &[],
+        )
+        .unwrap();
+        let year = std::time::Duration::from_secs(31_536_000);
+        assert_eq!(c.shutdown_grace, year);
+        assert_eq!(c.stream_idle_timeout, year);
+        assert_eq!(c.max_stream_duration, None, "0: no limit");
+        let c = parse(
+            "llmgate: {shutdown_grace_seconds: 0, max_stream_duration_seconds: 31536000}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace, std::time::Duration::ZERO);
+        assert_eq!(c.max_stream_duration, Some(year));
+        let c = parse("", &[]).unwrap();
+        let secs = |d: std::time::Duration| d.as_secs();
+        assert_eq!(
+            (
+                secs(c.shutdown_grace),
+                secs(c.stream_idle_timeout),
+                c.max_stream_duration.map(secs)
+            ),
+            (30, 600, Some(3600)),
+            "the defaults"
         );
     }
 

@@ -51,6 +51,24 @@ pub struct RawDeployment {
     pub other: BTreeMap<String, Value>,
 }
 
+impl RawDeployment {
+    /// The entry a `--model` quick start stands for: `model_name` serving `model`, at
+    /// `api_base` when given.
+    pub fn quick_start(model_name: &str, model: &str, api_base: Option<&str>) -> Self {
+        let text = |s: &str| Value::String(s.to_string());
+        let mut params = BTreeMap::from([("model".to_string(), text(model))]);
+        if let Some(base) = api_base {
+            params.insert("api_base".to_string(), text(base));
+        }
+        Self {
+            model_name: Some(text(model_name)),
+            litellm_params: Some(params),
+            model_info: None,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
 /// The `llmgate:` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

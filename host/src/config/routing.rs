@@ -12,6 +12,7 @@ use serde_json::{Value as Json, json};
 use serde_yaml_ng::Value;
 
 use super::Validator;
+use super::raw::RawConfig;
 
 /// Routing settings, validated.
 #[derive(Debug, Clone)]
@@ -144,47 +145,7 @@ fn fallback_map(
     known: &dyn Fn(&str) -> bool,
 ) -> HashMap<String, Vec<String>> {
     let mut out = HashMap::new();
-    let Some(raw) = raw else {
-        return out;
-    };
-    let entries: Vec<(String, &Value)> = match raw {
-        Value::Sequence(items) => {
-            let mut e = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    Value::Mapping(m) => {
-                        for (k, val) in m {
-                            match k.as_str() {
-                                Some(k) => e.push((k.to_string(), val)),
-                                None => v.problem(
-                                    &format!("{at}[{i}]"),
-                                    "keys must be model group names",
-                                ),
-                            }
-                        }
-                    }
-                    _ => v.problem(
-                        &format!("{at}[{i}]"),
-                        "must be a mapping like {\"gpt-4o\": [\"claude-sonnet\"]}",
-                    ),
-                }
-            }
-            e
-        }
-        Value::Mapping(m) => m
-            .iter()
-            .filter_map(|(k, val)| Some((k.as_str()?.to_string(), val)))
-            .collect(),
-        Value::Null => Vec::new(),
-        _ => {
-            v.problem(
-                at,
-                "must be a list like [{\"gpt-4o\": [\"claude-sonnet\"]}]",
-            );
-            return out;
-        }
-    };
-    for (group, targets) in entries {
+    for (group, targets) in fallback_entries(v, at, raw) {
         let list = group_list(v, &format!("{at}.{group}"), targets, known);
         if group != "*" && !known(&group) {
             v.problem(
@@ -195,6 +156,44 @@ fn fallback_map(
         out.insert(group, list);
     }
     out
+}
+
+/// The `(group, fallbacks)` pairs of a fallback setting, in the order written.
+fn fallback_entries<'a>(
+    v: &mut Validator,
+    at: &str,
+    raw: Option<&'a Value>,
+) -> Vec<(String, &'a Value)> {
+    let mut entries = Vec::new();
+    match raw {
+        None | Some(Value::Null) => {}
+        Some(Value::Sequence(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let Value::Mapping(m) = item else {
+                    v.problem(
+                        &format!("{at}[{i}]"),
+                        "must be a mapping like {\"gpt-4o\": [\"claude-sonnet\"]}",
+                    );
+                    continue;
+                };
+                for (k, val) in m {
+                    match k.as_str() {
+                        Some(k) => entries.push((k.to_string(), val)),
+                        None => v.problem(&format!("{at}[{i}]"), "keys must be model group names"),
+                    }
+                }
+            }
+        }
+        Some(Value::Mapping(m)) => entries.extend(
+            m.iter()
+                .filter_map(|(k, val)| Some((k.as_str()?.to_string(), val))),
+        ),
+        Some(_) => v.problem(
+            at,
+            "must be a list like [{\"gpt-4o\": [\"claude-sonnet\"]}]",
+        ),
+    }
+    entries
 }
 
 fn group_list(
@@ -225,90 +224,58 @@ fn group_list(
     out
 }
 
-/// Validate the routing settings. `known` tells whether a model group exists.
+/// `router_settings` keys llmgate reads (or accepts without acting on them).
+const ROUTER_SETTINGS: &[&str] = &[
+    "fallbacks",
+    "context_window_fallbacks",
+    "content_policy_fallbacks",
+    "default_fallbacks",
+    "num_retries",
+    "allowed_fails",
+    "cooldown_time",
+    "retry_after",
+    "routing_strategy",
+    "model_group_alias",
+    "timeout",
+    "enable_pre_call_checks",
+    "redis_host",
+    "redis_port",
+    "redis_password",
+];
+
+/// Validate the routing settings: `router_settings` (a key missing there is read from
+/// `litellm_settings`) and `llmgate.routing.auto`, over the exact model `groups`.
 pub(super) fn parse(
     v: &mut Validator,
-    router: &BTreeMap<String, Value>,
-    litellm: &BTreeMap<String, Value>,
-    auto: Option<serde_json::Value>,
-    groups: &[String],
+    raw: &RawConfig,
+    groups: &BTreeMap<String, Vec<usize>>,
 ) -> Routing {
-    let known = |g: &str| groups.iter().any(|x| x == g);
+    let (router, litellm) = (&raw.router_settings, &raw.litellm_settings);
+    let known = |g: &str| groups.contains_key(g);
     let rs = |k: &str| router.get(k).or_else(|| litellm.get(k));
     for key in router.keys() {
-        if !matches!(
-            key.as_str(),
-            "fallbacks"
-                | "context_window_fallbacks"
-                | "content_policy_fallbacks"
-                | "default_fallbacks"
-                | "num_retries"
-                | "allowed_fails"
-                | "cooldown_time"
-                | "retry_after"
-                | "routing_strategy"
-                | "model_group_alias"
-                | "timeout"
-                | "enable_pre_call_checks"
-                | "redis_host"
-                | "redis_port"
-                | "redis_password"
-        ) {
+        if !ROUTER_SETTINGS.contains(&key.as_str()) {
             v.warn(
                 &format!("router_settings.{key}"),
                 "not supported yet, ignored",
             );
         }
     }
-    let fallbacks = fallback_map(v, "router_settings.fallbacks", rs("fallbacks"), &known);
-    let context_window_fallbacks = fallback_map(
-        v,
-        "router_settings.context_window_fallbacks",
-        rs("context_window_fallbacks"),
-        &known,
-    );
-    let content_policy_fallbacks = fallback_map(
-        v,
-        "router_settings.content_policy_fallbacks",
-        rs("content_policy_fallbacks"),
-        &known,
-    );
+    let fallback = |v: &mut Validator, k: &str| {
+        fallback_map(v, &format!("router_settings.{k}"), rs(k), &known)
+    };
+    let mut fallbacks = fallback(v, "fallbacks");
+    let context_window_fallbacks = fallback(v, "context_window_fallbacks");
+    let content_policy_fallbacks = fallback(v, "content_policy_fallbacks");
     let mut default_fallbacks = rs("default_fallbacks")
         .map(|d| group_list(v, "router_settings.default_fallbacks", d, &known))
         .unwrap_or_default();
-    let mut fallbacks = fallbacks;
     if let Some(star) = fallbacks.remove("*")
         && default_fallbacks.is_empty()
     {
         // LiteLLM's `{"*": [...]}` is the default fallback list.
         default_fallbacks = star;
     }
-    finish(
-        v,
-        router,
-        rs,
-        fallbacks,
-        context_window_fallbacks,
-        content_policy_fallbacks,
-        default_fallbacks,
-        auto,
-        groups,
-    )
-}
-
-#[expect(clippy::too_many_arguments, reason = "the parts parse() already read")]
-fn finish<'a>(
-    v: &mut Validator,
-    router: &BTreeMap<String, Value>,
-    rs: impl Fn(&str) -> Option<&'a Value>,
-    fallbacks: HashMap<String, Vec<String>>,
-    context_window_fallbacks: HashMap<String, Vec<String>>,
-    content_policy_fallbacks: HashMap<String, Vec<String>>,
-    default_fallbacks: Vec<String>,
-    auto: Option<serde_json::Value>,
-    groups: &[String],
-) -> Routing {
-    let known = |g: &str| groups.iter().any(|x| x == g);
     let num_retries = v
         .uint("router_settings.num_retries", rs("num_retries"))
         .unwrap_or(0);
@@ -318,59 +285,10 @@ fn finish<'a>(
     let cooldown_time = rs("cooldown_time")
         .and_then(|t| v.seconds("router_settings.cooldown_time", t))
         .unwrap_or(Duration::from_secs(5));
-    let retry_after = match rs("retry_after") {
-        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Duration::ZERO,
-        Some(t) => v
-            .seconds("router_settings.retry_after", t)
-            .unwrap_or(Duration::ZERO),
-        None => Duration::ZERO,
-    };
-    let strategy = match router.get("routing_strategy").and_then(Value::as_str) {
-        None => "simple-shuffle".to_string(),
-        Some(s) if STRATEGIES.contains(&s) => s.to_string(),
-        Some(s) => {
-            v.problem(
-                "router_settings.routing_strategy",
-                &format!(
-                    "`{s}` is not a strategy; use one of {}",
-                    STRATEGIES.join(", ")
-                ),
-            );
-            "simple-shuffle".to_string()
-        }
-    };
-    let mut aliases = HashMap::new();
-    if let Some(m) = router.get("model_group_alias") {
-        match m {
-            Value::Mapping(m) => {
-                for (k, target) in m {
-                    let (Some(k), Some(t)) = (
-                        k.as_str(),
-                        target.as_str().or_else(|| {
-                            // LiteLLM also accepts {"model": "gpt-4o", "hidden": true}.
-                            target.get("model").and_then(Value::as_str)
-                        }),
-                    ) else {
-                        v.problem(
-                            "router_settings.model_group_alias",
-                            "must map names to model group names",
-                        );
-                        continue;
-                    };
-                    if known(t) {
-                        aliases.insert(k.to_string(), t.to_string());
-                    } else {
-                        v.problem(
-                            &format!("router_settings.model_group_alias.{k}"),
-                            &format!("`{t}` is not a model group in model_list"),
-                        );
-                    }
-                }
-            }
-            _ => v.problem("router_settings.model_group_alias", "must be a mapping"),
-        }
-    }
-    let auto = auto_router(v, auto, groups);
+    let retry_after = retry_after(v, rs("retry_after"));
+    let strategy = strategy(v, router.get("routing_strategy"));
+    let aliases = aliases(v, router.get("model_group_alias"), &known);
+    let names: Vec<String> = groups.keys().cloned().collect();
     Routing {
         fallbacks,
         context_window_fallbacks,
@@ -383,113 +301,115 @@ fn finish<'a>(
         max_retry_wait: Duration::from_secs(10),
         strategy,
         aliases,
-        auto,
+        auto: auto_router(v, raw.llmgate.routing.auto.clone(), &names),
     }
 }
+
+/// `retry_after`: 0 (the default) or a wait.
+fn retry_after(v: &mut Validator, raw: Option<&Value>) -> Duration {
+    match raw {
+        Some(Value::Number(n)) if n.as_f64() == Some(0.0) => Duration::ZERO,
+        Some(t) => v
+            .seconds("router_settings.retry_after", t)
+            .unwrap_or(Duration::ZERO),
+        None => Duration::ZERO,
+    }
+}
+
+/// `routing_strategy`: one of [`STRATEGIES`] (default `simple-shuffle`).
+fn strategy(v: &mut Validator, raw: Option<&Value>) -> String {
+    match raw.and_then(Value::as_str) {
+        None => "simple-shuffle".to_string(),
+        Some(s) if STRATEGIES.contains(&s) => s.to_string(),
+        Some(s) => {
+            v.problem(
+                "router_settings.routing_strategy",
+                &format!(
+                    "`{s}` is not a strategy; use one of {}",
+                    STRATEGIES.join(", ")
+                ),
+            );
+            "simple-shuffle".to_string()
+        }
+    }
+}
+
+/// `model_group_alias`: names clients use for existing groups.
+fn aliases(
+    v: &mut Validator,
+    raw: Option<&Value>,
+    known: &dyn Fn(&str) -> bool,
+) -> HashMap<String, String> {
+    const AT: &str = "router_settings.model_group_alias";
+    let mut aliases = HashMap::new();
+    let Some(raw) = raw else {
+        return aliases;
+    };
+    let Value::Mapping(m) = raw else {
+        v.problem(AT, "must be a mapping");
+        return aliases;
+    };
+    for (k, target) in m {
+        let (Some(k), Some(t)) = (
+            k.as_str(),
+            target.as_str().or_else(|| {
+                // LiteLLM also accepts {"model": "gpt-4o", "hidden": true}.
+                target.get("model").and_then(Value::as_str)
+            }),
+        ) else {
+            v.problem(AT, "must map names to model group names");
+            continue;
+        };
+        if known(t) {
+            aliases.insert(k.to_string(), t.to_string());
+        } else {
+            v.problem(
+                &format!("{AT}.{k}"),
+                &format!("`{t}` is not a model group in model_list"),
+            );
+        }
+    }
+    aliases
+}
+
+const AUTO_AT: &str = "llmgate.routing.auto";
 
 /// `llmgate.routing.auto`. Without it, `kilo/auto` is served when the config has a Claude
 /// Opus group (strong) and a Claude Sonnet group (fast).
 fn auto_router(v: &mut Validator, raw: Option<Json>, groups: &[String]) -> Option<Auto> {
-    let at = "llmgate.routing.auto";
+    let raw = match raw {
+        Some(Json::Bool(false)) => return None,
+        None | Some(Json::Null) | Some(Json::Bool(true)) => json!({}),
+        Some(o @ Json::Object(_)) => o,
+        Some(_) => {
+            v.problem(
+                AUTO_AT,
+                "must be a mapping (or false to turn auto routing off)",
+            );
+            return None;
+        }
+    };
+    let explicit = raw.as_object().is_some_and(|o| !o.is_empty());
     let find = |needle: &str| {
         groups
             .iter()
             .find(|g| g.to_ascii_lowercase().contains(needle))
             .cloned()
     };
-    let raw = match raw {
-        Some(Json::Bool(false)) => return None,
-        None | Some(Json::Null) | Some(Json::Bool(true)) => json!({}),
-        Some(o @ Json::Object(_)) => o,
-        Some(_) => {
-            v.problem(at, "must be a mapping (or false to turn auto routing off)");
-            return None;
-        }
-    };
-    let explicit = raw.as_object().is_some_and(|o| !o.is_empty());
-    let group_of = |v: &mut Validator, k: &str, default: Option<String>| -> Option<String> {
-        match raw.get(k) {
-            Some(Json::String(g)) if groups.contains(g) => Some(g.clone()),
-            Some(Json::String(g)) => {
-                v.problem(
-                    &format!("{at}.{k}"),
-                    &format!("`{g}` is not a model group in model_list"),
-                );
-                None
-            }
-            Some(_) => {
-                v.problem(&format!("{at}.{k}"), "must be a model group name");
-                None
-            }
-            None => default,
-        }
-    };
-    let strong = group_of(v, "strong", find("opus"));
-    let fast = group_of(v, "fast", find("sonnet"));
+    let strong = auto_group(v, &raw, "strong", find("opus"), groups);
+    let fast = auto_group(v, &raw, "fast", find("sonnet"), groups);
     let (Some(strong), Some(fast)) = (strong, fast) else {
         if explicit {
             v.problem(
-                at,
+                AUTO_AT,
                 "needs `strong` and `fast` model groups (defaults: a group whose name contains `opus`, and one with `sonnet`)",
             );
         }
         return None;
     };
-    let mut names = vec!["kilo/auto".to_string()];
-    match raw.get("models").or_else(|| raw.get("model")) {
-        None => {}
-        Some(Json::String(n)) => names.push(n.clone()),
-        Some(Json::Array(a)) => {
-            for n in a {
-                match n.as_str() {
-                    Some(n) => names.push(n.to_string()),
-                    None => v.problem(&format!("{at}.models"), "must be a list of names"),
-                }
-            }
-        }
-        Some(_) => v.problem(&format!("{at}.models"), "must be a name or a list of names"),
-    }
-    names.dedup();
-    for n in &names {
-        if groups.contains(n) {
-            v.problem(
-                &format!("{at}.models"),
-                &format!("`{n}` is also a model group in model_list"),
-            );
-        }
-    }
-    let mut targets = vec![strong.clone(), fast.clone()];
-    let mut check_target = |v: &mut Validator, where_: &str, t: &Json| match t.as_str() {
-        Some("strong") | Some("fast") => {}
-        Some(g) if groups.iter().any(|x| x == g) => {
-            if !targets.iter().any(|x| x == g) {
-                targets.push(g.to_string());
-            }
-        }
-        Some(g) => v.problem(
-            where_,
-            &format!("`{g}` is neither strong, fast nor a model group"),
-        ),
-        None => v.problem(where_, "must be strong, fast or a model group name"),
-    };
-    if let Some(d) = raw.get("default") {
-        check_target(v, &format!("{at}.default"), d);
-    }
-    for k in ["modes", "features"] {
-        match raw.get(k) {
-            None => {}
-            Some(Json::Object(m)) => {
-                for (name, t) in m {
-                    check_target(v, &format!("{at}.{k}.{name}"), t);
-                }
-            }
-            Some(_) => v.problem(
-                &format!("{at}.{k}"),
-                "must be a mapping of name to strong, fast or a model group",
-            ),
-        }
-    }
-    let mut config = raw.clone();
+    let names = auto_names(v, &raw, groups);
+    let targets = auto_targets(v, &raw, [strong.clone(), fast.clone()], groups);
+    let mut config = raw;
     config["strong"] = json!(strong);
     config["fast"] = json!(fast);
     if config.get("default").is_none() {
@@ -500,4 +420,98 @@ fn auto_router(v: &mut Validator, raw: Option<Json>, groups: &[String]) -> Optio
         groups: targets,
         config,
     })
+}
+
+/// `auto.strong` or `auto.fast`: a model group (`default` when unset).
+fn auto_group(
+    v: &mut Validator,
+    raw: &Json,
+    k: &str,
+    default: Option<String>,
+    groups: &[String],
+) -> Option<String> {
+    match raw.get(k) {
+        Some(Json::String(g)) if groups.contains(g) => Some(g.clone()),
+        Some(Json::String(g)) => {
+            v.problem(
+                &format!("{AUTO_AT}.{k}"),
+                &format!("`{g}` is not a model group in model_list"),
+            );
+            None
+        }
+        Some(_) => {
+            v.problem(&format!("{AUTO_AT}.{k}"), "must be a model group name");
+            None
+        }
+        None => default,
+    }
+}
+
+/// The names the auto model answers to: `kilo/auto` and `auto.models` (or `auto.model`),
+/// none of them a model group.
+fn auto_names(v: &mut Validator, raw: &Json, groups: &[String]) -> Vec<String> {
+    let at = format!("{AUTO_AT}.models");
+    let mut names = vec!["kilo/auto".to_string()];
+    match raw.get("models").or_else(|| raw.get("model")) {
+        None => {}
+        Some(Json::String(n)) => names.push(n.clone()),
+        Some(Json::Array(a)) => {
+            for n in a {
+                match n.as_str() {
+                    Some(n) => names.push(n.to_string()),
+                    None => v.problem(&at, "must be a list of names"),
+                }
+            }
+        }
+        Some(_) => v.problem(&at, "must be a name or a list of names"),
+    }
+    names.dedup();
+    for n in &names {
+        if groups.contains(n) {
+            v.problem(&at, &format!("`{n}` is also a model group in model_list"));
+        }
+    }
+    names
+}
+
+/// Every group the auto model may route to: `strong` and `fast`, then the groups
+/// `default`, `modes` and `features` name (each is strong, fast or a model group).
+fn auto_targets(
+    v: &mut Validator,
+    raw: &Json,
+    strong_and_fast: [String; 2],
+    groups: &[String],
+) -> Vec<String> {
+    let mut targets = Vec::from(strong_and_fast);
+    let mut check_target = |v: &mut Validator, at: &str, t: &Json| match t.as_str() {
+        Some("strong") | Some("fast") => {}
+        Some(g) if groups.iter().any(|x| x == g) => {
+            if !targets.iter().any(|x| x == g) {
+                targets.push(g.to_string());
+            }
+        }
+        Some(g) => v.problem(
+            at,
+            &format!("`{g}` is neither strong, fast nor a model group"),
+        ),
+        None => v.problem(at, "must be strong, fast or a model group name"),
+    };
+    if let Some(d) = raw.get("default") {
+        check_target(v, &format!("{AUTO_AT}.default"), d);
+    }
+    for k in ["modes", "features"] {
+        match raw.get(k) {
+            None => {}
+            Some(Json::Object(m)) => {
+                for (name, t) in m {
+                    check_target(v, &format!("{AUTO_AT}.{k}.{name}"), t);
+                }
+            }
+            Some(_) => v.problem(
+                &format!("{AUTO_AT}.{k}"),
+                "must be a mapping of name to strong, fast or a model group",
+            ),
+        }
+    }
+    targets
 }
