@@ -81,6 +81,12 @@ impl GatewayError {
     }
 }
 
+/// A converter's error about an upstream answer as a 502 naming it: `{what}: {message}`
+/// (`unreadable Gemini stream: ...`), for `map_err`.
+pub fn unreadable(what: &str) -> impl Fn(GatewayError) -> GatewayError + '_ {
+    move |e| GatewayError::upstream(format!("{what}: {}", e.message))
+}
+
 impl From<crate::url::NotASegment> for GatewayError {
     fn from(e: crate::url::NotASegment) -> Self {
         Self::bad_request(e.to_string())

@@ -5,7 +5,7 @@
 //! - [`plugin`]: the [`plugin::Provider`] and [`plugin::Exchange`] traits, the typed
 //!   [`plugin::Request`] (params parsed once) and the WIT adapter, exported with
 //!   [`export_provider!`]; [`plan`]: the upstream request builder; [`errors`]: the WIT
-//!   `GatewayError` with `GatewayError::from_status`.
+//!   `GatewayError` with `GatewayError::from_status`; [`prelude`]: all of it in one `use`.
 //! - [`openai_compat`]: the OpenAI exchange, table-driven for OpenAI-compatible upstreams;
 //!   [`via_chat`]: `/v1/messages` through any chat exchange; [`chat`]: the typed OpenAI chat
 //!   request the converters share; [`anthropic`]: Messages ⇄ chat conversion.
@@ -36,6 +36,16 @@ pub mod openai_compat;
 pub mod plan;
 #[cfg(feature = "guest")]
 pub mod plugin;
+/// What a provider plugin usually needs, in one import: `use llmgate_sdk::prelude::*;`.
+#[cfg(feature = "guest")]
+pub mod prelude {
+    pub use crate::plan::Plan;
+    pub use crate::plugin::{
+        Answer, ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest,
+        json_response,
+    };
+    pub use crate::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage, export_provider};
+}
 pub mod url;
 #[cfg(feature = "guest")]
 pub mod via_chat;
@@ -160,6 +170,27 @@ impl Default for Usage {
             reasoning: 0,
         }
     }
+}
+
+/// Nanoseconds since the Unix epoch (0 where the target has no clock).
+pub fn now_nanos() -> u128 {
+    #[cfg(all(target_family = "wasm", target_os = "unknown"))]
+    {
+        0
+    }
+    #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    }
+}
+
+/// Seconds since the Unix epoch (0 where the target has no clock), e.g. a chat
+/// completion's `created`.
+pub fn now_secs() -> u64 {
+    u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0)
 }
 
 /// Header lookup by case-insensitive name.

@@ -17,10 +17,8 @@ use std::marker::PhantomData;
 use crate::json;
 use crate::multipart::rewrite_field;
 use crate::plan::Plan;
-use crate::plugin::{
-    ClientResponse, Exchange, Request, UpstreamRequest, is_success, json_response,
-};
-use crate::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
+use crate::plugin::{Answer, ClientResponse, Exchange, Request, UpstreamRequest, json_response};
+use crate::{Api, Auth, GatewayError, SseEvent, Usage};
 
 /// The inbound APIs an OpenAI-shaped plugin serves (Messages through `ViaChat`).
 pub const APIS: &[Api] = &[
@@ -76,8 +74,8 @@ pub trait Endpoint: 'static {
     }
 
     /// An error answer as a gateway error.
-    fn error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
-        GatewayError::from_status(status, headers, body)
+    fn error(answer: &Answer) -> GatewayError {
+        GatewayError::from_status(answer.status, &answer.headers, &answer.body)
     }
 }
 
@@ -195,15 +193,8 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
         Ok(self.plan(op, body)?.build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            return Err(E::error(status, headers, &body));
-        }
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let Answer { status, body, .. } = answer;
         if json::validate(&body).is_err() {
             return Err(GatewayError::upstream(format!(
                 "upstream {} answered {status} with a body that is not JSON",
@@ -215,6 +206,10 @@ impl<E: Endpoint> Exchange for OpenAiExchange<E> {
             _ => crate::openai::usage_and_model(&body),
         };
         Ok(json_response(status, body, usage, model))
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        E::error(answer)
     }
 
     fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {

@@ -106,8 +106,8 @@ pub trait Provider: 'static {
 }
 
 /// One attempt: plan the upstream request, then translate the answer back. The adapter
-/// calls these in the WIT order (`build_request`, then `on_body`, or `on_stream_start`,
-/// `on_event`s and `finish`).
+/// calls these in the WIT order (`build_request`, then `on_answer` or `on_error`, or
+/// `on_stream_start`, `on_event`s and `finish`).
 pub trait Exchange: Sized + 'static {
     /// How error messages name the upstream (`upstream`, `Gemini`, ...).
     const UPSTREAM: &'static str = "upstream";
@@ -118,13 +118,16 @@ pub trait Exchange: Sized + 'static {
     /// Plan the upstream request. An error fails the attempt without sending anything.
     fn build_request(&mut self) -> Result<UpstreamRequest, GatewayError>;
 
-    /// The whole upstream answer: any non-2xx answer, or a 2xx one with framing `none`.
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError>;
+    /// A whole 2xx answer (framing `none`). Error answers never get here: the adapter
+    /// hands them to [`Exchange::on_error`].
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError>;
+
+    /// A non-2xx answer as the attempt's error: [`GatewayError::from_status`] unless the
+    /// upstream's errors read otherwise. The adapter fills in `retry_after_ms` from the
+    /// answer's `Retry-After` when the error has none.
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        GatewayError::from_status(answer.status, &answer.headers, &answer.body)
+    }
 
     /// A 2xx stream starts: the headers to add for the client (none by default).
     fn on_stream_start(
@@ -146,6 +149,55 @@ pub trait Exchange: Sized + 'static {
     /// The upstream stream ended: the last client events and the usage of the call.
     fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
         Ok((Vec::new(), None))
+    }
+}
+
+impl Deployment {
+    /// Deployment `id` of `provider/model`, with no `api_base`, `api_version` or params
+    /// (set the fields that matter): for driving an exchange in tests and tools.
+    pub fn new(id: &str, provider: &str, model: &str) -> Self {
+        Self {
+            id: id.into(),
+            provider: provider.into(),
+            model: model.into(),
+            api_base: None,
+            api_version: None,
+            params_json: "{}".into(),
+        }
+    }
+}
+
+impl Inbound {
+    /// A JSON request of `api` for the model group `model`, streamed or not, without client
+    /// headers, served by `deployment`: for driving an exchange in tests and tools.
+    pub fn json(api: Api, model: &str, stream: bool, body: &[u8], deployment: Deployment) -> Self {
+        Self {
+            api,
+            model: model.into(),
+            stream,
+            body: body.to_vec(),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            deployment,
+        }
+    }
+}
+
+/// A whole upstream answer, as the WIT `on-body` gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: Headers,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A header by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        crate::header(&self.headers, name)
     }
 }
 
@@ -336,7 +388,19 @@ impl<P: Provider> GuestExchange for ExchangeCell<P> {
         headers: Headers,
         body: Vec<u8>,
     ) -> Result<ClientResponse, GatewayError> {
-        self.0.borrow_mut().on_body(status, &headers, body)
+        let answer = Answer {
+            status,
+            headers,
+            body,
+        };
+        if is_success(status) {
+            return self.0.borrow_mut().on_answer(answer);
+        }
+        let mut e = self.0.borrow().on_error(&answer);
+        if e.retry_after_ms.is_none() {
+            e.retry_after_ms = crate::retry_after_ms(&answer.headers);
+        }
+        Err(e)
     }
 
     fn on_stream_start(&self, status: u16, headers: Headers) -> Result<Headers, GatewayError> {

@@ -7,12 +7,8 @@
 //!   SDK's shared conversion.
 
 use llmgate_sdk::anthropic::{self as conv, MessagesStreamToChat, MessagesStreamUsage};
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
-    json_response,
-};
-use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::errors::unreadable;
+use llmgate_sdk::prelude::*;
 
 /// The plugin.
 pub struct Anthropic;
@@ -68,8 +64,7 @@ impl Exchange for Messages {
             Api::Messages => ("messages", req.patched_body(&[])?),
             Api::CountTokens => ("messages/count_tokens", req.patched_body(&[])?),
             Api::ChatCompletions => {
-                let body = conv::chat_to_messages_request(&req.body, &req.deployment.model)
-                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
+                let body = conv::chat_to_messages_request(&req.body, &req.deployment.model)?;
                 if req.stream {
                     self.to_chat = Some(MessagesStreamToChat::new(&req.model, req.wants_usage));
                 }
@@ -91,20 +86,11 @@ impl Exchange for Messages {
         Ok(plan.build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            return Err(GatewayError::from_status(status, headers, &body));
-        }
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let Answer { status, body, .. } = answer;
         if self.req.api == Api::ChatCompletions {
-            let (body, usage) =
-                conv::messages_response_to_chat(&body, &self.req.model).map_err(|e| {
-                    GatewayError::upstream(format!("unreadable Anthropic response: {e}"))
-                })?;
+            let (body, usage) = conv::messages_response_to_chat(&body, &self.req.model)
+                .map_err(unreadable("unreadable Anthropic response"))?;
             return Ok(json_response(status, body, Some(usage), None));
         }
         let (usage, model) = conv::response_usage(&body).ok_or_else(|| {
@@ -117,7 +103,7 @@ impl Exchange for Messages {
         if let Some(conv) = self.to_chat.as_mut() {
             return conv
                 .on_event(event.event.as_deref(), &event.data)
-                .map_err(|e| GatewayError::upstream(format!("unreadable Anthropic stream: {e}")));
+                .map_err(unreadable("unreadable Anthropic stream"));
         }
         // Native: pass through, reading usage as it goes.
         self.native.on_event(&event.data).map_err(|_| {
@@ -133,7 +119,7 @@ impl Exchange for Messages {
         if let Some(conv) = self.to_chat.as_mut() {
             return conv
                 .finish()
-                .map_err(|e| GatewayError::upstream(format!("Anthropic stream ended early: {e}")));
+                .map_err(unreadable("Anthropic stream ended early"));
         }
         let usage = self.native.finish();
         let usage = usage
@@ -142,7 +128,7 @@ impl Exchange for Messages {
     }
 }
 
-llmgate_sdk::export_provider!(Anthropic);
+export_provider!(Anthropic);
 
 #[cfg(test)]
 mod tests;

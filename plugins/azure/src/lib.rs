@@ -15,10 +15,10 @@
 //! read too.
 
 use llmgate_sdk::openai_compat::{APIS, Endpoint, NATIVE_APIS, OpenAiExchange, Operation};
-use llmgate_sdk::plugin::{Description, Prefix, Provider, Request};
+use llmgate_sdk::plugin::{Answer, Description, Prefix, Provider, Request};
 use llmgate_sdk::url::{NotASegment, path_segment};
 use llmgate_sdk::via_chat::ViaChat;
-use llmgate_sdk::{Auth, GatewayError, Headers};
+use llmgate_sdk::{Auth, GatewayError};
 
 /// The plugin.
 pub struct Azure;
@@ -89,10 +89,10 @@ impl Endpoint for AzureEndpoint {
     }
 
     /// OpenAI-shaped, or API Management's `{"statusCode", "message"}`.
-    fn error(status: u16, headers: &Headers, body: &[u8]) -> GatewayError {
-        let mut e = GatewayError::from_status(status, headers, body);
+    fn error(answer: &Answer) -> GatewayError {
+        let mut e = GatewayError::from_status(answer.status, &answer.headers, &answer.body);
         if e.code.is_none()
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&answer.body)
             && v.get("error").is_none()
             && let Some(m) = v.get("message").or_else(|| v.get("Message"))
             && let Some(m) = m.as_str()

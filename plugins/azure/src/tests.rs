@@ -10,22 +10,18 @@ use super::{Azure, azure_url};
 type Exchange = ExchangeCell<Azure>;
 
 fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
-    Inbound {
-        api,
-        model: "my-gpt".into(),
-        stream,
-        body: body.to_vec(),
-        content_type: content_type.into(),
-        headers: vec![("openai-beta".into(), "x".into())],
-        deployment: Deployment {
-            id: "az-1".into(),
-            provider: "azure".into(),
-            model: "gpt-4o-prod".into(),
-            api_base: Some("https://myres.openai.azure.com/".into()),
-            api_version: None,
-            params_json: r#"{"temperature":0.3}"#.into(),
-        },
-    }
+    let mut dep = Deployment::new("az-1", "azure", "gpt-4o-prod");
+    dep.api_base = Some("https://myres.openai.azure.com/".into());
+    dep.params_json = r#"{"temperature":0.3}"#.into();
+    let mut inbound = Inbound::json(api, "my-gpt", stream, body, dep);
+    inbound.content_type = content_type.into();
+    inbound.headers = vec![("openai-beta".into(), "x".into())];
+    inbound
+}
+
+/// A JSON request.
+fn json_req(api: Api, stream: bool, body: &[u8]) -> Inbound {
+    inbound(api, stream, body, "application/json")
 }
 
 #[test]
@@ -62,12 +58,7 @@ fn urls() {
 #[test]
 fn plans_chat_with_azure_url_auth_and_usage() {
     let body = br#"{"model":"my-gpt","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-    let ex = Exchange::new(inbound(
-        Api::ChatCompletions,
-        true,
-        body,
-        "application/json",
-    ));
+    let ex = Exchange::new(json_req(Api::ChatCompletions, true, body));
     let plan = ex.build_request().unwrap();
     assert_eq!(
         plan.url,
@@ -81,10 +72,7 @@ fn plans_chat_with_azure_url_auth_and_usage() {
     assert!(plan.headers.contains(&("openai-beta".into(), "x".into())));
 
     // Azure's prompt-filter chunk passes; the injected usage chunk is hidden but read.
-    let ev = |d: &str| SseEvent {
-        event: None,
-        data: d.into(),
-    };
+    let ev = SseEvent::data;
     let out = ex
         .on_event(ev(r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#))
         .unwrap();
@@ -101,12 +89,7 @@ fn plans_chat_with_azure_url_auth_and_usage() {
 
 #[test]
 fn api_version_and_required_base() {
-    let mut req = inbound(
-        Api::Embeddings,
-        false,
-        br#"{"model":"e","input":"x"}"#,
-        "application/json",
-    );
+    let mut req = json_req(Api::Embeddings, false, br#"{"model":"e","input":"x"}"#);
     req.deployment.api_version = Some("2023-05-15".into());
     let plan = Exchange::new(req.clone()).build_request().unwrap();
     assert!(
@@ -131,14 +114,9 @@ fn api_version_and_required_base() {
 #[test]
 fn images_pass_through() {
     let body = br#"{"model":"my-gpt","prompt":"a red fox","size":"1024x1024","response_format":"b64_json"}"#;
-    let plan = Exchange::new(inbound(
-        Api::ImagesGenerations,
-        false,
-        body,
-        "application/json",
-    ))
-    .build_request()
-    .unwrap();
+    let plan = Exchange::new(json_req(Api::ImagesGenerations, false, body))
+        .build_request()
+        .unwrap();
     assert!(
         plan.url
             .contains("/deployments/gpt-4o-prod/images/generations?api-version=")
@@ -168,12 +146,7 @@ fn images_pass_through() {
 
 #[test]
 fn errors() {
-    let ex = Exchange::new(inbound(
-        Api::ChatCompletions,
-        false,
-        b"{}",
-        "application/json",
-    ));
+    let ex = Exchange::new(json_req(Api::ChatCompletions, false, b"{}"));
     let e = ex
         .on_body(
             429,
@@ -215,7 +188,7 @@ fn errors() {
 fn messages_inbound_is_translated() {
     let body =
         br#"{"model":"my-gpt","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
-    let ex = Exchange::new(inbound(Api::Messages, false, body, "application/json"));
+    let ex = Exchange::new(json_req(Api::Messages, false, body));
     let plan = ex.build_request().unwrap();
     assert!(plan.url.contains("/chat/completions?"));
     let v: Value = serde_json::from_slice(&plan.body).unwrap();

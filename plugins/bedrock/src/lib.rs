@@ -2,9 +2,9 @@
 //!
 //! - `/v1/chat/completions` is translated to `POST /model/{modelId}/converse` (or
 //!   `/converse-stream`) and the answer back ([`request`], [`response`], [`stream`]).
-//! - `/v1/messages` (Anthropic clients) is chained through the SDK's Anthropic <-> chat
-//!   conversion: Messages -> chat -> Converse, and Converse -> chat -> Messages, keeping
-//!   thinking settings and signatures ([`messages`]).
+//! - `/v1/messages` (Anthropic clients) is chained through chat by the SDK's [`ViaChat`]:
+//!   Messages -> chat -> Converse, and Converse -> chat -> Messages, with conversion steps
+//!   that keep thinking settings and signatures ([`messages`]).
 //!
 //! The host signs every request with SigV4 for the `bedrock` service (credentials from
 //! `aws_access_key_id`/`aws_secret_access_key`/`aws_session_token` or the AWS environment)
@@ -19,13 +19,11 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
-    json_response,
-};
-use llmgate_sdk::{Api, Auth, Framing, GatewayError, Headers, SseEvent, Usage};
+use llmgate_sdk::prelude::*;
+use llmgate_sdk::via_chat::ViaChat;
+use llmgate_sdk::{now_nanos, now_secs};
 
+use crate::messages::KeepThinking;
 use crate::stream::ConverseStreamToChat;
 
 /// The plugin.
@@ -44,79 +42,50 @@ impl Provider for Bedrock {
         apis: &[Api::ChatCompletions, Api::Messages],
         native_apis: &[],
     };
-    type Exchange = Converse;
+    type Exchange = ViaChat<Converse, KeepThinking>;
 }
 
-/// One attempt.
+/// One chat completions attempt.
 pub struct Converse {
     req: Request,
     /// Converse stream -> chat chunks (every streamed attempt).
     to_chat: Option<ConverseStreamToChat>,
-    /// Chat chunks -> Anthropic events (streamed `/v1/messages`).
-    to_messages: Option<messages::StreamToMessages>,
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `chatcmpl-<AWS request id>`, or a time-based id when the header is missing.
 fn completion_id(headers: &[(String, String)]) -> String {
     match llmgate_sdk::header(headers, "x-amzn-requestid") {
         Some(id) if !id.is_empty() => format!("chatcmpl-{id}"),
-        _ => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("chatcmpl-bedrock-{nanos:x}")
-        }
+        _ => format!("chatcmpl-bedrock-{:x}", now_nanos()),
     }
-}
-
-fn unreadable(what: &str) -> impl Fn(llmgate_sdk::anthropic::ConvertError) -> GatewayError {
-    move |e| GatewayError::upstream(format!("{what}: {e}"))
 }
 
 impl Exchange for Converse {
     const UPSTREAM: &'static str = "Bedrock";
 
     fn new(req: Request) -> Self {
-        Self {
-            req,
-            to_chat: None,
-            to_messages: None,
-        }
+        Self { req, to_chat: None }
     }
 
     fn build_request(&mut self) -> Result<UpstreamRequest, GatewayError> {
         let req = &self.req;
         let dep = &req.deployment;
+        if req.api != Api::ChatCompletions {
+            return Err(GatewayError::bad_request(
+                "the bedrock plugin serves /v1/chat/completions and /v1/messages",
+            ));
+        }
         let model_id = endpoint::model_id(&dep.model);
-        let converted = match req.api {
-            Api::ChatCompletions => request::chat_to_converse(&req.body, model_id, &req.params)?,
-            Api::Messages => {
-                let chat = messages::messages_to_chat(&req.body, model_id)
-                    .map_err(|e| GatewayError::bad_request(e.to_string()))?;
-                request::chat_to_converse(&chat, model_id, &req.params)?
-            }
-            _ => {
-                return Err(GatewayError::bad_request(
-                    "the bedrock plugin serves /v1/chat/completions and /v1/messages",
-                ));
-            }
-        };
+        let converted = request::chat_to_converse(&req.body, model_id, &req.params)?;
         let base = endpoint::base_url(dep.api_base.as_deref(), req.param_str("aws_region_name"))
             .map_err(GatewayError::bad_request)?;
         let url = endpoint::converse_url(&base, model_id, req.stream)?;
-        let messages = req.api == Api::Messages;
         let (accept, framing) = if req.stream {
             // A Messages client's usage comes from the usage chunk: always produce it.
-            let usage = converted.include_usage || messages;
-            let conv = ConverseStreamToChat::new(&req.model, &completion_id(&[]), now(), usage);
+            let usage = converted.include_usage || req.translated_from == Some(Api::Messages);
+            let conv =
+                ConverseStreamToChat::new(&req.model, &completion_id(&[]), now_secs(), usage);
             self.to_chat = Some(conv);
-            self.to_messages = messages.then(|| messages::StreamToMessages::new(&req.model));
             (
                 "application/vnd.amazon.eventstream",
                 Framing::AwsEventstream,
@@ -129,25 +98,14 @@ impl Exchange for Converse {
         Ok(plan.framing(framing).build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            let mut e = errors::parse_error(status, headers, &body);
-            e.retry_after_ms = llmgate_sdk::retry_after_ms(headers);
-            return Err(e);
-        }
-        let (id, model) = (completion_id(headers), &self.req.model);
-        let (mut body, usage) = response::converse_to_chat(&body, model, &id, now())?;
-        if self.req.api == Api::Messages {
-            body = messages::chat_to_messages_response(&body, model)
-                .map_err(unreadable("unreadable Bedrock response"))?
-                .0;
-        }
-        Ok(json_response(status, body, Some(usage), None))
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let (id, model) = (completion_id(&answer.headers), &self.req.model);
+        let (body, usage) = response::converse_to_chat(&answer.body, model, &id, now_secs())?;
+        Ok(json_response(answer.status, body, Some(usage), None))
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        errors::parse_error(answer.status, &answer.headers, &answer.body)
     }
 
     fn on_stream_start(
@@ -168,36 +126,18 @@ impl Exchange for Converse {
             ));
         };
         let chunks = conv.on_event(event.event.as_deref(), &event.data)?;
-        let Some(to_messages) = self.to_messages.as_mut() else {
-            return Ok(chunks.into_iter().map(SseEvent::data).collect());
-        };
-        let mut out = Vec::new();
-        for chunk in chunks {
-            out.extend(
-                to_messages
-                    .on_chunk(&chunk)
-                    .map_err(unreadable("unreadable Bedrock stream"))?,
-            );
-        }
-        Ok(out)
+        Ok(chunks.into_iter().map(SseEvent::data).collect())
     }
 
     fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
         let Some(conv) = self.to_chat.as_mut() else {
             return Ok((Vec::new(), None));
         };
-        let usage = conv.finish()?;
-        let Some(to_messages) = self.to_messages.as_mut() else {
-            return Ok((Vec::new(), usage));
-        };
-        let (events, u) = to_messages
-            .finish()
-            .map_err(unreadable("Bedrock stream ended early"))?;
-        Ok((events, usage.or(u)))
+        Ok((Vec::new(), conv.finish()?))
     }
 }
 
-llmgate_sdk::export_provider!(Bedrock);
+export_provider!(Bedrock);
 
 #[cfg(test)]
 mod tests {
@@ -209,22 +149,14 @@ mod tests {
     type Exchange = ExchangeCell<Bedrock>;
 
     fn inbound(api: Api, stream: bool, body: &[u8], api_base: Option<&str>) -> Inbound {
-        Inbound {
-            api,
-            model: "claude".into(),
-            stream,
-            body: body.to_vec(),
-            content_type: "application/json".into(),
-            headers: Vec::new(),
-            deployment: Deployment {
-                id: "br-1".into(),
-                provider: "bedrock".into(),
-                model: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
-                api_base: api_base.map(Into::into),
-                api_version: None,
-                params_json: r#"{"aws_region_name":"eu-west-1","max_tokens":256}"#.into(),
-            },
-        }
+        let mut dep = Deployment::new(
+            "br-1",
+            "bedrock",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        );
+        dep.api_base = api_base.map(Into::into);
+        dep.params_json = r#"{"aws_region_name":"eu-west-1","max_tokens":256}"#.into();
+        Inbound::json(api, "claude", stream, body, dep)
     }
 
     #[test]
@@ -335,6 +267,21 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.class, e.status), (ErrorClass::Overloaded, 503));
         assert!(ex.finish().is_err());
+    }
+
+    #[test]
+    fn messages_streams_cut_short_report_what_converse_saw() {
+        let body = br#"{"model":"claude","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let ex = Exchange::new(inbound(Api::Messages, true, body, Some("http://mock")));
+        ex.build_request().unwrap();
+        ex.on_event(SseEvent {
+            event: Some("messageStart".into()),
+            data: r#"{"role":"assistant"}"#.into(),
+        })
+        .unwrap();
+        let e = ex.finish().unwrap_err();
+        assert_eq!(e.status, 502);
+        assert_eq!(e.message, "Bedrock stream ended before messageStop");
     }
 
     #[test]

@@ -10,13 +10,14 @@
 //! - the signatures of the thinking the model returns (in whole answers and as
 //!   `signature_delta` events in streams), so that the client can send them back.
 
-use llmgate_sdk::SseEvent as Event;
-use llmgate_sdk::Usage;
-use llmgate_sdk::anthropic::{self, ChatStreamToMessages, ConvertError};
+use llmgate_sdk::anthropic::{self, ChatStreamToMessages};
+use llmgate_sdk::plugin::Request;
+use llmgate_sdk::via_chat::Conversion;
+use llmgate_sdk::{GatewayError, SseEvent as Event, Usage};
 use serde_json::{Value, json};
 
 /// The chat request for a Messages body, for Bedrock model `model_id`.
-pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertError> {
+pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, GatewayError> {
     let chat = anthropic::messages_to_chat_request(body, model_id)?;
     let (Ok(original), Ok(mut out)) = (
         serde_json::from_slice::<Value>(body),
@@ -80,7 +81,7 @@ pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertE
             }
         }
     }
-    serde_json::to_vec(&out).map_err(|e| ConvertError::new(e.to_string()))
+    serde_json::to_vec(&out).map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 /// The Messages answer for a chat completion made from a Converse answer: the SDK's
@@ -89,7 +90,7 @@ pub fn messages_to_chat(body: &[u8], model_id: &str) -> Result<Vec<u8>, ConvertE
 pub fn chat_to_messages_response(
     chat: &[u8],
     requested_model: &str,
-) -> Result<(Vec<u8>, Usage), ConvertError> {
+) -> Result<(Vec<u8>, Usage), GatewayError> {
     let (body, usage) = anthropic::chat_response_to_messages(chat, requested_model)?;
     let blocks = serde_json::from_slice::<Value>(chat)
         .ok()
@@ -111,28 +112,39 @@ pub fn chat_to_messages_response(
             content.insert(i, b);
         }
     }
-    let body = serde_json::to_vec(&msg).map_err(|e| ConvertError::new(e.to_string()))?;
+    let body = serde_json::to_vec(&msg).map_err(|e| GatewayError::upstream(e.to_string()))?;
     Ok((body, usage))
 }
 
-/// Chat chunks -> Anthropic events, with thinking signatures forwarded as
-/// `signature_delta` events of the open thinking block.
-pub struct StreamToMessages {
+/// The conversion steps of `/v1/messages` over Bedrock: [`messages_to_chat`] (for the
+/// Bedrock model id), [`chat_to_messages_response`], and as the stream converter, chat
+/// chunks -> Anthropic events with thinking signatures forwarded as `signature_delta`
+/// events of the open thinking block.
+pub struct KeepThinking {
     inner: ChatStreamToMessages,
     open_thinking: Option<u64>,
 }
 
-impl StreamToMessages {
-    /// A converter whose events report `requested_model`.
-    pub fn new(requested_model: &str) -> Self {
+impl Conversion for KeepThinking {
+    /// A stream cut short is reported as Converse saw it (`... before messageStop`).
+    const CONVERTER_ERROR_WINS: bool = false;
+
+    fn request(req: &Request) -> Result<Vec<u8>, GatewayError> {
+        messages_to_chat(&req.body, crate::endpoint::model_id(&req.deployment.model))
+    }
+
+    fn response(chat: &[u8], requested_model: &str) -> Result<(Vec<u8>, Usage), GatewayError> {
+        chat_to_messages_response(chat, requested_model)
+    }
+
+    fn stream(requested_model: &str) -> Self {
         Self {
             inner: ChatStreamToMessages::new(requested_model),
             open_thinking: None,
         }
     }
 
-    /// One chat chunk payload (or `[DONE]`) in; Anthropic events out.
-    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<Event>, ConvertError> {
+    fn on_chunk(&mut self, data: &str) -> Result<Vec<Event>, GatewayError> {
         let mut out = self.inner.on_chunk(data)?;
         for ev in &out {
             self.track(ev);
@@ -163,6 +175,12 @@ impl StreamToMessages {
         Ok(out)
     }
 
+    fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), GatewayError> {
+        self.inner.finish()
+    }
+}
+
+impl KeepThinking {
     fn track(&mut self, ev: &Event) {
         match ev.event.as_deref() {
             Some("content_block_start") => {
@@ -176,11 +194,6 @@ impl StreamToMessages {
             Some("content_block_stop") => self.open_thinking = None,
             _ => {}
         }
-    }
-
-    /// The upstream stream ended: the closing events and the usage.
-    pub fn finish(&mut self) -> Result<(Vec<Event>, Option<Usage>), ConvertError> {
-        self.inner.finish()
     }
 }
 
@@ -267,7 +280,7 @@ mod tests {
     #[test]
     fn streams_forward_signatures() {
         let mut conv = ConverseStreamToChat::new("claude", "chatcmpl-x", 0, true);
-        let mut to_messages = StreamToMessages::new("claude");
+        let mut to_messages = KeepThinking::stream("claude");
         let events = [
             ("messageStart", r#"{"role":"assistant"}"#),
             (

@@ -13,13 +13,9 @@
 pub mod convert;
 
 use llmgate_sdk::chat::ChatRequest;
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, DEFAULT_PARAMS, Description, Exchange, Prefix, Provider, Request,
-    UpstreamRequest, is_success, json_response,
-};
+use llmgate_sdk::plugin::DEFAULT_PARAMS;
+use llmgate_sdk::prelude::*;
 use llmgate_sdk::via_chat::ViaChat;
-use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage};
 use serde_json::Value;
 
 use crate::convert::StreamToChat;
@@ -92,18 +88,9 @@ impl Exchange for Chat {
         Ok(Plan::post(req, url, auth, body).build())
     }
 
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            let mut e = convert::parse_error(status, &body);
-            e.retry_after_ms = llmgate_sdk::retry_after_ms(headers);
-            return Err(e);
-        }
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        let status = answer.status;
+        let v: Value = serde_json::from_slice(&answer.body).map_err(|_| {
             GatewayError::upstream(format!(
                 "Gemini answered {status} with a body that is not JSON (deployment {})",
                 self.req.deployment.id
@@ -117,6 +104,10 @@ impl Exchange for Chat {
         let chat = serde_json::to_vec(&chat)
             .map_err(|e| GatewayError::upstream(format!("cannot encode the response: {e}")))?;
         Ok(json_response(status, chat, Some(usage), model))
+    }
+
+    fn on_error(&self, answer: &Answer) -> GatewayError {
+        convert::parse_error(answer.status, &answer.body)
     }
 
     fn on_event(&mut self, event: SseEvent) -> Result<Vec<SseEvent>, GatewayError> {
@@ -135,7 +126,7 @@ impl Exchange for Chat {
     }
 }
 
-llmgate_sdk::export_provider!(Gemini);
+export_provider!(Gemini);
 
 #[cfg(test)]
 mod tests {
@@ -145,22 +136,10 @@ mod tests {
     use serde_json::json;
 
     fn exchange(api: Api, stream: bool, body: Value) -> ExchangeCell<Gemini> {
-        ExchangeCell::new(Inbound {
-            api,
-            model: "my-group".into(),
-            stream,
-            body: serde_json::to_vec(&body).unwrap(),
-            content_type: "application/json".into(),
-            headers: Vec::new(),
-            deployment: Deployment {
-                id: "d1".into(),
-                provider: "gemini".into(),
-                model: "gemini-2.5-flash".into(),
-                api_base: None,
-                api_version: None,
-                params_json: r#"{"temperature":0.5,"extra_headers":{"X-Trace":"1"}}"#.into(),
-            },
-        })
+        let mut dep = Deployment::new("d1", "gemini", "gemini-2.5-flash");
+        dep.params_json = r#"{"temperature":0.5,"extra_headers":{"X-Trace":"1"}}"#.into();
+        let body = serde_json::to_vec(&body).unwrap();
+        ExchangeCell::new(Inbound::json(api, "my-group", stream, &body, dep))
     }
 
     fn gemini_text_response() -> Vec<u8> {

@@ -9,33 +9,22 @@ use super::OpenAi;
 type Exchange = ExchangeCell<OpenAi>;
 
 fn inbound(api: Api, stream: bool, body: &[u8], content_type: &str) -> Inbound {
-    Inbound {
-        api,
-        model: "alias".into(),
-        stream,
-        body: body.to_vec(),
-        content_type: content_type.into(),
-        headers: Vec::new(),
-        deployment: Deployment {
-            id: "d1".into(),
-            provider: "openai".into(),
-            model: "gpt-image-1".into(),
-            api_base: None,
-            api_version: None,
-            params_json: r#"{"temperature":0.1}"#.into(),
-        },
-    }
+    let mut dep = Deployment::new("d1", "openai", "gpt-image-1");
+    dep.params_json = r#"{"temperature":0.1}"#.into();
+    let mut inbound = Inbound::json(api, "alias", stream, body, dep);
+    inbound.content_type = content_type.into();
+    inbound
+}
+
+/// A JSON request.
+fn json_req(api: Api, stream: bool, body: &[u8]) -> Inbound {
+    inbound(api, stream, body, "application/json")
 }
 
 #[test]
 fn chat_streams_ask_for_usage_and_hide_it() {
     let body = br#"{"model":"alias","messages":[{"role":"user","content":"x"}],"stream":true}"#;
-    let ex = Exchange::new(inbound(
-        Api::ChatCompletions,
-        true,
-        body,
-        "application/json",
-    ));
+    let ex = Exchange::new(json_req(Api::ChatCompletions, true, body));
     let plan = ex.build_request().unwrap();
     assert_eq!(plan.url, "https://api.openai.com/v1/chat/completions");
     assert!(matches!(plan.auth, Auth::Bearer));
@@ -43,10 +32,7 @@ fn chat_streams_ask_for_usage_and_hide_it() {
     assert_eq!(v["model"], "gpt-image-1");
     assert_eq!(v["temperature"], 0.1);
     assert_eq!(v["stream_options"], json!({"include_usage": true}));
-    let ev = |d: &str| SseEvent {
-        event: None,
-        data: d.into(),
-    };
+    let ev = SseEvent::data;
     let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
     assert!(ex.on_event(ev(usage)).unwrap().is_empty());
     assert_eq!(ex.on_event(ev("[DONE]")).unwrap().len(), 1);
@@ -59,14 +45,9 @@ fn chat_streams_ask_for_usage_and_hide_it() {
 #[test]
 fn images() {
     let body = br#"{"model":"alias","prompt":"a cat","n":1}"#;
-    let plan = Exchange::new(inbound(
-        Api::ImagesGenerations,
-        false,
-        body,
-        "application/json",
-    ))
-    .build_request()
-    .unwrap();
+    let plan = Exchange::new(json_req(Api::ImagesGenerations, false, body))
+        .build_request()
+        .unwrap();
     assert_eq!(plan.url, "https://api.openai.com/v1/images/generations");
     let v: Value = serde_json::from_slice(&plan.body).unwrap();
     assert_eq!(v, json!({"model":"gpt-image-1","prompt":"a cat","n":1}));
@@ -88,11 +69,10 @@ fn images() {
     assert!(resp.usage.is_none());
 
     // A streamed image generation ends with its `completed` event.
-    let ex = Exchange::new(inbound(
+    let ex = Exchange::new(json_req(
         Api::ImagesGenerations,
         true,
         br#"{"model":"alias","prompt":"x","stream":true}"#,
-        "application/json",
     ));
     let plan = ex.build_request().unwrap();
     assert!(!String::from_utf8_lossy(&plan.body).contains("stream_options"));

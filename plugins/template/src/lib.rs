@@ -1,15 +1,12 @@
 //! A complete provider plugin, to copy: `/v1/chat/completions`, plain and streamed, for an
 //! OpenAI-compatible upstream (`model: template/<model>`, key from `TEMPLATE_API_KEY`). The
 //! SDK parses the request ([`Request`]), plans the upstream one ([`Plan`]), reads errors
-//! ([`GatewayError::from_status`]) and exports the component ([`export_provider!`]).
+//! ([`GatewayError::from_status`], the default [`Exchange::on_error`]) and exports the
+//! component ([`export_provider!`]).
 
+use llmgate_sdk::json;
 use llmgate_sdk::openai::usage_and_model;
-use llmgate_sdk::plan::Plan;
-use llmgate_sdk::plugin::{
-    ClientResponse, Description, Exchange, Prefix, Provider, Request, UpstreamRequest, is_success,
-    json_response,
-};
-use llmgate_sdk::{Api, Auth, GatewayError, Headers, SseEvent, Usage, export_provider, json};
+use llmgate_sdk::prelude::*;
 
 /// The plugin: what it serves.
 pub struct Template;
@@ -57,21 +54,14 @@ impl Exchange for Chat {
         Ok(Plan::post(&self.req, url, Auth::Bearer, body).build())
     }
 
-    /// A whole answer: an error, or the completion as is with its usage.
-    fn on_body(
-        &mut self,
-        status: u16,
-        headers: &Headers,
-        body: Vec<u8>,
-    ) -> Result<ClientResponse, GatewayError> {
-        if !is_success(status) {
-            return Err(GatewayError::from_status(status, headers, &body));
-        }
-        if json::validate(&body).is_err() {
+    /// A whole 2xx answer: the completion as is, with its usage. (Error answers go to
+    /// `on_error`, whose default reads OpenAI- and Anthropic-shaped errors.)
+    fn on_answer(&mut self, answer: Answer) -> Result<ClientResponse, GatewayError> {
+        if json::validate(&answer.body).is_err() {
             return Err(GatewayError::upstream("the answer is not JSON"));
         }
-        let (usage, model) = usage_and_model(&body);
-        Ok(json_response(status, body, usage, model))
+        let (usage, model) = usage_and_model(&answer.body);
+        Ok(json_response(answer.status, answer.body, usage, model))
     }
 
     /// Stream chunks pass through; the usage chunk is read on the way.

@@ -10,22 +10,16 @@ type Exchange = ExchangeCell<Template>;
 
 fn exchange(stream: bool) -> Exchange {
     let body = json!({"model": "alias", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
-    Exchange::new(Inbound {
-        api: Api::ChatCompletions,
-        model: "alias".into(),
+    let mut dep = Deployment::new("t1", "template", "upstream-model");
+    dep.params_json = r#"{"extra_headers":{"X-Team":"a"}}"#.into();
+    let body = serde_json::to_vec(&body).unwrap();
+    Exchange::new(Inbound::json(
+        Api::ChatCompletions,
+        "alias",
         stream,
-        body: serde_json::to_vec(&body).unwrap(),
-        content_type: "application/json".into(),
-        headers: Vec::new(),
-        deployment: Deployment {
-            id: "t1".into(),
-            provider: "template".into(),
-            model: "upstream-model".into(),
-            api_base: None,
-            api_version: None,
-            params_json: r#"{"extra_headers":{"X-Team":"a"}}"#.into(),
-        },
-    })
+        &body,
+        dep,
+    ))
 }
 
 #[test]

@@ -16,50 +16,27 @@
 //!
 //! Parts of a body that are passed through (tool schemas, tool inputs) are copied verbatim
 //! as raw JSON, so key order (which models are sensitive to) is preserved. Input that cannot
-//! be converted is answered with a [`ConvertError`], never a panic.
+//! be converted is answered with a [`GatewayError`], never a panic: a 400 for a request, a
+//! 502 for an upstream answer or stream (callers name the upstream with
+//! [`errors::unreadable`](crate::errors::unreadable)).
 
 mod native;
 mod request;
 mod response;
 mod stream;
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{SseEvent, Usage};
+use crate::{GatewayError, SseEvent, Usage, now_nanos, now_secs};
 
 pub use native::{MessagesStreamUsage, response_usage, usage_from};
 pub use request::{DEFAULT_MAX_TOKENS, chat_to_messages_request, messages_to_chat_request};
 pub use response::{chat_response_to_messages, messages_response_to_chat};
 pub use stream::{ChatStreamToMessages, MessagesStreamToChat};
-
-/// Why a body could not be converted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConvertError {
-    /// What is wrong, naming the offending field where possible.
-    pub message: String,
-}
-
-impl ConvertError {
-    /// An error with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConvertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ConvertError {}
 
 /// The Anthropic `error.type` for an HTTP status.
 pub fn anthropic_error_type(status: u16) -> &'static str {
@@ -118,25 +95,6 @@ struct AnthropicErrorDetailIn {
 // ---------------------------------------------------------------------------------------
 // Shared helpers.
 
-fn now_nanos() -> u128 {
-    #[cfg(all(target_family = "wasm", target_os = "unknown"))]
-    {
-        0
-    }
-    #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
-    {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    }
-}
-
-/// Seconds since the Unix epoch (0 where the target has no clock).
-fn now_secs() -> u64 {
-    u64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0)
-}
-
 /// A fresh id: `prefix` and 24 hex digits, unique within the process.
 fn gen_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -166,20 +124,26 @@ fn chat_id(message_id: Option<&str>) -> String {
     }
 }
 
-fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ConvertError> {
-    serde_json::from_slice(body).map_err(|e| ConvertError::new(format!("invalid {what}: {e}")))
+/// How a converter fails: [`GatewayError::bad_request`] for requests,
+/// [`GatewayError::upstream`] for answers.
+type Fail = fn(String) -> GatewayError;
+
+fn parse_body<T: DeserializeOwned>(body: &[u8], what: &str, fail: Fail) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| fail(format!("invalid {what}: {e}")))
 }
 
-fn parse_raw<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, ConvertError> {
-    serde_json::from_str(raw.get()).map_err(|e| ConvertError::new(format!("invalid {what}: {e}")))
+fn parse_raw<T: DeserializeOwned>(raw: &RawValue, what: &str) -> Result<T, GatewayError> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| GatewayError::bad_request(format!("invalid {what}: {e}")))
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, ConvertError> {
-    serde_json::to_string(value).map_err(|e| ConvertError::new(format!("cannot serialise: {e}")))
+fn to_json<T: Serialize>(value: &T) -> Result<String, GatewayError> {
+    serde_json::to_string(value)
+        .map_err(|e| GatewayError::upstream(format!("cannot serialise: {e}")))
 }
 
-fn to_json_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, ConvertError> {
-    serde_json::to_vec(value).map_err(|e| ConvertError::new(format!("cannot serialise: {e}")))
+fn to_json_bytes<T: Serialize>(value: &T, fail: Fail) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec(value).map_err(|e| fail(format!("cannot serialise: {e}")))
 }
 
 /// A `content`-like field: a string, an array of parts, or absent/null.
@@ -192,7 +156,7 @@ enum Content<T> {
 fn content<T: DeserializeOwned>(
     raw: Option<&RawValue>,
     what: &str,
-) -> Result<Content<T>, ConvertError> {
+) -> Result<Content<T>, GatewayError> {
     let Some(raw) = raw else {
         return Ok(Content::Null);
     };
@@ -200,14 +164,14 @@ fn content<T: DeserializeOwned>(
         Some(b'"') => parse_raw(raw, what).map(Content::Text),
         Some(b'[') => parse_raw(raw, what).map(Content::Parts),
         Some(b'n') => Ok(Content::Null),
-        _ => Err(ConvertError::new(format!(
+        _ => Err(GatewayError::bad_request(format!(
             "invalid {what}: expected a string or an array"
         ))),
     }
 }
 
-fn empty_object() -> Result<Box<RawValue>, ConvertError> {
-    RawValue::from_string("{}".to_owned()).map_err(|e| ConvertError::new(e.to_string()))
+fn empty_object() -> Result<Box<RawValue>, GatewayError> {
+    RawValue::from_string("{}".to_owned()).map_err(|e| GatewayError::bad_request(e.to_string()))
 }
 
 /// A tool call's `arguments` (a JSON string, or an object some servers send) as the raw
@@ -217,10 +181,10 @@ fn arguments_to_input(
     arguments: Option<&RawValue>,
     strict: bool,
     what: &str,
-) -> Result<Box<RawValue>, ConvertError> {
+) -> Result<Box<RawValue>, GatewayError> {
     let fail = |why: String| {
         if strict {
-            Err(ConvertError::new(format!("invalid {what}: {why}")))
+            Err(GatewayError::bad_request(format!("invalid {what}: {why}")))
         } else {
             empty_object()
         }

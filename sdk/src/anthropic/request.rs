@@ -9,9 +9,10 @@ use crate::chat::{
 };
 
 use super::{
-    BlockOut, ChatFunctionCallOut, ChatToolCallOut, Content, ContentOut, ConvertError, SourceOut,
+    BlockOut, ChatFunctionCallOut, ChatToolCallOut, Content, ContentOut, SourceOut,
     arguments_to_input, content, parse_body, to_json_bytes,
 };
+use crate::GatewayError;
 
 // =======================================================================================
 // Anthropic -> OpenAI.
@@ -226,8 +227,12 @@ struct ChatNamedFunctionOut {
 pub fn messages_to_chat_request(
     body: &[u8],
     upstream_model: &str,
-) -> Result<Vec<u8>, ConvertError> {
-    let req: MessagesRequestIn = parse_body(body, "Anthropic Messages request")?;
+) -> Result<Vec<u8>, GatewayError> {
+    let req: MessagesRequestIn = parse_body(
+        body,
+        "Anthropic Messages request",
+        GatewayError::bad_request,
+    )?;
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if let Some(system) = &req.system {
         let text = system_text(system)?;
@@ -241,7 +246,7 @@ pub fn messages_to_chat_request(
             "user" => user_to_chat(m.content.as_deref(), &at, &mut messages)?,
             "assistant" => assistant_to_chat(m.content.as_deref(), &at, &mut messages)?,
             other => {
-                return Err(ConvertError::new(format!(
+                return Err(GatewayError::bad_request(format!(
                     "{at}.role: unsupported role {other:?} (expected \"user\" or \"assistant\")"
                 )));
             }
@@ -251,7 +256,7 @@ pub fn messages_to_chat_request(
     let mut tools = Vec::new();
     for (i, t) in req.tools.iter().flatten().enumerate() {
         if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::bad_request(format!(
                 "tools[{i}]: tool type {kind:?} ({}) is not supported by this upstream",
                 t.name
             )));
@@ -259,7 +264,7 @@ pub fn messages_to_chat_request(
         let parameters = match &t.input_schema {
             Some(schema) => schema.clone(),
             None => RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned())
-                .map_err(|e| ConvertError::new(e.to_string()))?,
+                .map_err(|e| GatewayError::bad_request(e.to_string()))?,
         };
         tools.push(ChatToolOut {
             kind: "function",
@@ -279,7 +284,7 @@ pub fn messages_to_chat_request(
                 "none" => ChatToolChoiceOut::Mode("none"),
                 "tool" => {
                     let name = tc.name.clone().ok_or_else(|| {
-                        ConvertError::new("tool_choice: type \"tool\" requires a name")
+                        GatewayError::bad_request("tool_choice: type \"tool\" requires a name")
                     })?;
                     ChatToolChoiceOut::Function {
                         kind: "function",
@@ -287,7 +292,7 @@ pub fn messages_to_chat_request(
                     }
                 }
                 other => {
-                    return Err(ConvertError::new(format!(
+                    return Err(GatewayError::bad_request(format!(
                         "tool_choice: unsupported type {other:?}"
                     )));
                 }
@@ -325,11 +330,11 @@ pub fn messages_to_chat_request(
         parallel_tool_calls,
         reasoning_effort,
     };
-    to_json_bytes(&out)
+    to_json_bytes(&out, GatewayError::bad_request)
 }
 
 /// `system` (a string or text blocks) as one string.
-fn system_text(raw: &RawValue) -> Result<String, ConvertError> {
+fn system_text(raw: &RawValue) -> Result<String, GatewayError> {
     match content::<BlockIn>(Some(raw), "system")? {
         Content::Text(s) => Ok(s),
         Content::Null => Ok(String::new()),
@@ -337,7 +342,7 @@ fn system_text(raw: &RawValue) -> Result<String, ConvertError> {
             let mut texts = Vec::with_capacity(blocks.len());
             for (i, b) in blocks.into_iter().enumerate() {
                 if b.kind != "text" {
-                    return Err(ConvertError::new(format!(
+                    return Err(GatewayError::bad_request(format!(
                         "system[{i}]: unsupported block type {:?} (only text)",
                         b.kind
                     )));
@@ -349,22 +354,24 @@ fn system_text(raw: &RawValue) -> Result<String, ConvertError> {
     }
 }
 
-fn required_text(text: Option<String>, at: &str) -> Result<String, ConvertError> {
-    text.ok_or_else(|| ConvertError::new(format!("{at}: text block without \"text\"")))
+fn required_text(text: Option<String>, at: &str) -> Result<String, GatewayError> {
+    text.ok_or_else(|| GatewayError::bad_request(format!("{at}: text block without \"text\"")))
 }
 
 fn user_to_chat(
     raw: Option<&RawValue>,
     at: &str,
     out: &mut Vec<ChatMessageOut>,
-) -> Result<(), ConvertError> {
+) -> Result<(), GatewayError> {
     let blocks = match content::<BlockIn>(raw, &format!("{at}.content"))? {
         Content::Text(s) => {
             out.push(ChatMessageOut::new("user", ChatContentOut::Text(s)));
             return Ok(());
         }
         Content::Null => {
-            return Err(ConvertError::new(format!("{at}: missing \"content\"")));
+            return Err(GatewayError::bad_request(format!(
+                "{at}: missing \"content\""
+            )));
         }
         Content::Parts(blocks) => blocks,
     };
@@ -383,7 +390,7 @@ fn user_to_chat(
             "tool_result" => out.push(tool_message(b, &at, &mut tool_images)?),
             "thinking" | "redacted_thinking" => {}
             other => {
-                return Err(ConvertError::new(format!(
+                return Err(GatewayError::bad_request(format!(
                     "{at}: unsupported content block type {other:?} in a user message"
                 )));
             }
@@ -402,17 +409,17 @@ fn user_to_chat(
     Ok(())
 }
 
-fn image_part(source: Option<&SourceIn>, at: &str) -> Result<ChatPartOut, ConvertError> {
-    let source =
-        source.ok_or_else(|| ConvertError::new(format!("{at}: image block without \"source\"")))?;
+fn image_part(source: Option<&SourceIn>, at: &str) -> Result<ChatPartOut, GatewayError> {
+    let source = source.ok_or_else(|| {
+        GatewayError::bad_request(format!("{at}: image block without \"source\""))
+    })?;
     let url = match source.kind.as_str() {
         "base64" => data_url(source, at)?,
-        "url" => source
-            .url
-            .clone()
-            .ok_or_else(|| ConvertError::new(format!("{at}: url image source without \"url\"")))?,
+        "url" => source.url.clone().ok_or_else(|| {
+            GatewayError::bad_request(format!("{at}: url image source without \"url\""))
+        })?,
         other => {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::bad_request(format!(
                 "{at}: unsupported image source type {other:?}"
             )));
         }
@@ -422,20 +429,19 @@ fn image_part(source: Option<&SourceIn>, at: &str) -> Result<ChatPartOut, Conver
     })
 }
 
-fn data_url(source: &SourceIn, at: &str) -> Result<String, ConvertError> {
+fn data_url(source: &SourceIn, at: &str) -> Result<String, GatewayError> {
     let (Some(media_type), Some(data)) = (&source.media_type, &source.data) else {
-        return Err(ConvertError::new(format!(
+        return Err(GatewayError::bad_request(format!(
             "{at}: base64 source needs \"media_type\" and \"data\""
         )));
     };
     Ok(format!("data:{media_type};base64,{data}"))
 }
 
-fn document_part(b: &BlockIn, at: &str) -> Result<ChatPartOut, ConvertError> {
-    let source = b
-        .source
-        .as_ref()
-        .ok_or_else(|| ConvertError::new(format!("{at}: document block without \"source\"")))?;
+fn document_part(b: &BlockIn, at: &str) -> Result<ChatPartOut, GatewayError> {
+    let source = b.source.as_ref().ok_or_else(|| {
+        GatewayError::bad_request(format!("{at}: document block without \"source\""))
+    })?;
     match source.kind.as_str() {
         "base64" => {
             let filename = b.title.clone().unwrap_or_else(|| {
@@ -454,7 +460,7 @@ fn document_part(b: &BlockIn, at: &str) -> Result<ChatPartOut, ConvertError> {
         }
         "text" => {
             let data = source.data.clone().ok_or_else(|| {
-                ConvertError::new(format!("{at}: text document source without \"data\""))
+                GatewayError::bad_request(format!("{at}: text document source without \"data\""))
             })?;
             let text = match &b.title {
                 Some(title) => format!("{title}\n\n{data}"),
@@ -462,7 +468,7 @@ fn document_part(b: &BlockIn, at: &str) -> Result<ChatPartOut, ConvertError> {
             };
             Ok(ChatPartOut::Text { text })
         }
-        other => Err(ConvertError::new(format!(
+        other => Err(GatewayError::bad_request(format!(
             "{at}: unsupported document source type {other:?} (base64 and text are supported)"
         ))),
     }
@@ -472,10 +478,10 @@ fn tool_message(
     b: BlockIn,
     at: &str,
     images: &mut Vec<ChatPartOut>,
-) -> Result<ChatMessageOut, ConvertError> {
-    let id = b
-        .tool_use_id
-        .ok_or_else(|| ConvertError::new(format!("{at}: tool_result without \"tool_use_id\"")))?;
+) -> Result<ChatMessageOut, GatewayError> {
+    let id = b.tool_use_id.ok_or_else(|| {
+        GatewayError::bad_request(format!("{at}: tool_result without \"tool_use_id\""))
+    })?;
     let mut text = match content::<BlockIn>(b.content.as_deref(), &format!("{at}.content"))? {
         Content::Text(s) => s,
         Content::Null => String::new(),
@@ -491,7 +497,7 @@ fn tool_message(
                         other => images.push(other),
                     },
                     other => {
-                        return Err(ConvertError::new(format!(
+                        return Err(GatewayError::bad_request(format!(
                             "{at}: unsupported block type {other:?} in a tool_result"
                         )));
                     }
@@ -515,14 +521,16 @@ fn assistant_to_chat(
     raw: Option<&RawValue>,
     at: &str,
     out: &mut Vec<ChatMessageOut>,
-) -> Result<(), ConvertError> {
+) -> Result<(), GatewayError> {
     let blocks = match content::<BlockIn>(raw, &format!("{at}.content"))? {
         Content::Text(s) => {
             out.push(ChatMessageOut::new("assistant", ChatContentOut::Text(s)));
             return Ok(());
         }
         Content::Null => {
-            return Err(ConvertError::new(format!("{at}: missing \"content\"")));
+            return Err(GatewayError::bad_request(format!(
+                "{at}: missing \"content\""
+            )));
         }
         Content::Parts(blocks) => blocks,
     };
@@ -534,7 +542,7 @@ fn assistant_to_chat(
             "text" => text.push_str(&required_text(b.text, &at)?),
             "tool_use" => {
                 let (Some(id), Some(name)) = (b.id, b.name) else {
-                    return Err(ConvertError::new(format!(
+                    return Err(GatewayError::bad_request(format!(
                         "{at}: tool_use needs \"id\" and \"name\""
                     )));
                 };
@@ -550,7 +558,7 @@ fn assistant_to_chat(
             }
             "thinking" | "redacted_thinking" => {}
             other => {
-                return Err(ConvertError::new(format!(
+                return Err(GatewayError::bad_request(format!(
                     "{at}: unsupported content block type {other:?} in an assistant message"
                 )));
             }
@@ -650,10 +658,10 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 pub fn chat_to_messages_request(
     body: &[u8],
     upstream_model: &str,
-) -> Result<Vec<u8>, ConvertError> {
-    let req = ChatRequest::from_slice(body).map_err(|e| ConvertError::new(e.message))?;
+) -> Result<Vec<u8>, GatewayError> {
+    let req = ChatRequest::from_slice(body)?;
     if req.n.is_some_and(|n| n > 1) {
-        return Err(ConvertError::new(
+        return Err(GatewayError::bad_request(
             "n: only one choice per request is supported by the Anthropic Messages API",
         ));
     }
@@ -662,7 +670,7 @@ pub fn chat_to_messages_request(
     let mut turns: Vec<(&'static str, Vec<BlockOut>)> = Vec::new();
     for (i, m) in req.messages.into_iter().enumerate() {
         let at = format!("messages[{i}]");
-        let role = m.role(&at).map_err(|e| ConvertError::new(e.message))?;
+        let role = m.role(&at)?;
         match role {
             Role::System | Role::Developer => {
                 let text = parts_text(m.content.as_ref(), &at)?;
@@ -683,7 +691,7 @@ pub fn chat_to_messages_request(
                 push_turn(&mut turns, "user", vec![block]);
             }
             other @ (Role::Function | Role::Other(_)) => {
-                return Err(ConvertError::new(format!(
+                return Err(GatewayError::bad_request(format!(
                     "{at}.role: unsupported role {:?}",
                     other.as_str()
                 )));
@@ -691,7 +699,7 @@ pub fn chat_to_messages_request(
         }
     }
     if turns.is_empty() {
-        return Err(ConvertError::new(
+        return Err(GatewayError::bad_request(
             "messages: no user or assistant message with content",
         ));
     }
@@ -730,19 +738,19 @@ pub fn chat_to_messages_request(
     let mut tools = Vec::new();
     for (i, t) in req.tools.into_iter().flatten().enumerate() {
         let (Some("function"), Some(f)) = (t.kind.as_deref(), t.function) else {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::bad_request(format!(
                 "tools[{i}]: only function tools are supported"
             )));
         };
         let Some(name) = f.name else {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::bad_request(format!(
                 "tools[{i}].function: missing \"name\""
             )));
         };
         let input_schema = match f.parameters {
             Some(p) => p,
             None => RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned())
-                .map_err(|e| ConvertError::new(e.to_string()))?,
+                .map_err(|e| GatewayError::bad_request(e.to_string()))?,
         };
         tools.push(ToolOut {
             name,
@@ -775,7 +783,7 @@ pub fn chat_to_messages_request(
         Some("medium") => Some(8192),
         Some("high") => Some(24576),
         Some(other) => {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::bad_request(format!(
                 "reasoning_effort: unsupported value {other:?} (expected low, medium or high)"
             )));
         }
@@ -823,7 +831,7 @@ pub fn chat_to_messages_request(
         tool_choice,
         thinking,
     };
-    to_json_bytes(&out)
+    to_json_bytes(&out, GatewayError::bad_request)
 }
 
 fn push_turn(
@@ -848,14 +856,14 @@ fn push_text(blocks: &mut Vec<BlockOut>, text: String) {
 }
 
 /// `content` that is not a string, parts or null.
-fn not_content(at: &str) -> ConvertError {
-    ConvertError::new(format!(
+fn not_content(at: &str) -> GatewayError {
+    GatewayError::bad_request(format!(
         "invalid {at}.content: expected a string or an array"
     ))
 }
 
 /// The text of a `content` field that may only hold text (string or text parts).
-fn parts_text(content: Option<&ChatContent>, at: &str) -> Result<String, ConvertError> {
+fn parts_text(content: Option<&ChatContent>, at: &str) -> Result<String, GatewayError> {
     match content {
         Some(ChatContent::Text(s)) => Ok(s.clone()),
         None => Ok(String::new()),
@@ -866,7 +874,7 @@ fn parts_text(content: Option<&ChatContent>, at: &str) -> Result<String, Convert
                 match (p.kind.as_deref().unwrap_or(""), &p.text) {
                     ("text", Some(text)) => texts.push(text.clone()),
                     (kind, _) => {
-                        return Err(ConvertError::new(format!(
+                        return Err(GatewayError::bad_request(format!(
                             "{at}.content[{j}]: unsupported part {kind:?} (only text)"
                         )));
                     }
@@ -877,7 +885,7 @@ fn parts_text(content: Option<&ChatContent>, at: &str) -> Result<String, Convert
     }
 }
 
-fn user_blocks(content: Option<ChatContent>, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
+fn user_blocks(content: Option<ChatContent>, at: &str) -> Result<Vec<BlockOut>, GatewayError> {
     let mut blocks = Vec::new();
     match content {
         Some(ChatContent::Text(s)) => push_text(&mut blocks, s),
@@ -893,28 +901,28 @@ fn user_blocks(content: Option<ChatContent>, at: &str) -> Result<Vec<BlockOut>, 
 }
 
 /// One OpenAI content part as an Anthropic block (`None` for blank text).
-fn part_block(p: Part, at: &str) -> Result<Option<BlockOut>, ConvertError> {
+fn part_block(p: Part, at: &str) -> Result<Option<BlockOut>, GatewayError> {
     match p.kind.as_deref().unwrap_or("") {
         "text" => {
-            let text = p
-                .text
-                .ok_or_else(|| ConvertError::new(format!("{at}: text part without \"text\"")))?;
+            let text = p.text.ok_or_else(|| {
+                GatewayError::bad_request(format!("{at}: text part without \"text\""))
+            })?;
             Ok((!text.trim().is_empty()).then_some(BlockOut::Text { text }))
         }
         "image_url" => {
             let url = p.image_url.and_then(|u| u.url).ok_or_else(|| {
-                ConvertError::new(format!("{at}: image_url part without \"image_url\""))
+                GatewayError::bad_request(format!("{at}: image_url part without \"image_url\""))
             })?;
             Ok(Some(BlockOut::Image {
                 source: url_source(url, at)?,
             }))
         }
         "file" => {
-            let file = p
-                .file
-                .ok_or_else(|| ConvertError::new(format!("{at}: file part without \"file\"")))?;
+            let file = p.file.ok_or_else(|| {
+                GatewayError::bad_request(format!("{at}: file part without \"file\""))
+            })?;
             let Some(data) = file.file_data else {
-                return Err(ConvertError::new(format!(
+                return Err(GatewayError::bad_request(format!(
                     "{at}: only inline files (file_data) are supported, not file ids"
                 )));
             };
@@ -931,10 +939,10 @@ fn part_block(p: Part, at: &str) -> Result<Option<BlockOut>, ConvertError> {
                 title: file.filename,
             }))
         }
-        "input_audio" => Err(ConvertError::new(format!(
+        "input_audio" => Err(GatewayError::bad_request(format!(
             "{at}: audio input is not supported by the Anthropic Messages API"
         ))),
-        other => Err(ConvertError::new(format!(
+        other => Err(GatewayError::bad_request(format!(
             "{at}: unsupported content part type {other:?}"
         ))),
     }
@@ -942,9 +950,9 @@ fn part_block(p: Part, at: &str) -> Result<Option<BlockOut>, ConvertError> {
 
 /// An image or file URL as an Anthropic source: base64 `data:` URLs inline, http(s) URLs
 /// by reference.
-fn url_source(url: String, at: &str) -> Result<SourceOut, ConvertError> {
+fn url_source(url: String, at: &str) -> Result<SourceOut, GatewayError> {
     if let Some(parsed) = DataUrl::parse(&url) {
-        let d = parsed.map_err(|e| ConvertError::new(format!("{at}: {e}")))?;
+        let d = parsed.map_err(|e| GatewayError::bad_request(format!("{at}: {e}")))?;
         return Ok(SourceOut::Base64 {
             media_type: d.media_type,
             data: d.data.to_owned(),
@@ -954,7 +962,7 @@ fn url_source(url: String, at: &str) -> Result<SourceOut, ConvertError> {
     if lower.starts_with("https://") || lower.starts_with("http://") {
         Ok(SourceOut::Url { url })
     } else {
-        Err(ConvertError::new(format!(
+        Err(GatewayError::bad_request(format!(
             "{at}: unsupported URL (expected a data: or http(s): URL)"
         )))
     }
@@ -973,7 +981,7 @@ fn anthropic_tool_id(id: &str) -> String {
         .collect()
 }
 
-fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, ConvertError> {
+fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, GatewayError> {
     let mut blocks = Vec::new();
     match m.content {
         Some(ChatContent::Text(s)) => push_text(&mut blocks, s),
@@ -987,7 +995,7 @@ fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, ConvertError>
                         push_text(&mut blocks, text);
                     }
                     (kind, _, _) => {
-                        return Err(ConvertError::new(format!(
+                        return Err(GatewayError::bad_request(format!(
                             "{at}: unsupported assistant content part {kind:?}"
                         )));
                     }
@@ -1000,13 +1008,13 @@ fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, ConvertError>
         let id = call
             .id
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| ConvertError::new(format!("{at}: tool call without \"id\"")))?;
-        let function = call
-            .function
-            .ok_or_else(|| ConvertError::new(format!("{at}: tool call without \"function\"")))?;
+            .ok_or_else(|| GatewayError::bad_request(format!("{at}: tool call without \"id\"")))?;
+        let function = call.function.ok_or_else(|| {
+            GatewayError::bad_request(format!("{at}: tool call without \"function\""))
+        })?;
         let name = function
             .name
-            .ok_or_else(|| ConvertError::new(format!("{at}.function: missing \"name\"")))?;
+            .ok_or_else(|| GatewayError::bad_request(format!("{at}.function: missing \"name\"")))?;
         let input = arguments_to_input(
             function.arguments.as_deref(),
             true,
@@ -1021,11 +1029,10 @@ fn assistant_blocks(m: Message, at: &str) -> Result<Vec<BlockOut>, ConvertError>
     Ok(blocks)
 }
 
-fn tool_result_block(m: Message, at: &str) -> Result<BlockOut, ConvertError> {
-    let id = m
-        .tool_call_id
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| ConvertError::new(format!("{at}: tool message without \"tool_call_id\"")))?;
+fn tool_result_block(m: Message, at: &str) -> Result<BlockOut, GatewayError> {
+    let id = m.tool_call_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+        GatewayError::bad_request(format!("{at}: tool message without \"tool_call_id\""))
+    })?;
     let content = match m.content {
         Some(ChatContent::Text(s)) => (!s.is_empty()).then_some(ContentOut::Text(s)),
         None => None,
@@ -1056,7 +1063,7 @@ fn tool_result_block(m: Message, at: &str) -> Result<BlockOut, ConvertError> {
     })
 }
 
-fn tool_choice_out(choice: &ToolChoice) -> Result<Option<ToolChoiceOut>, ConvertError> {
+fn tool_choice_out(choice: &ToolChoice) -> Result<Option<ToolChoiceOut>, GatewayError> {
     let mode = |kind: &'static str| {
         Ok(Some(ToolChoiceOut {
             kind,
@@ -1069,23 +1076,22 @@ fn tool_choice_out(choice: &ToolChoice) -> Result<Option<ToolChoiceOut>, Convert
             "auto" => mode("auto"),
             "required" => mode("any"),
             "none" => mode("none"),
-            other => Err(ConvertError::new(format!(
+            other => Err(GatewayError::bad_request(format!(
                 "tool_choice: unsupported value {other:?}"
             ))),
         },
         ToolChoice::Named(named) => match (named.kind.as_deref(), &named.function) {
             (Some("function"), Some(f)) => {
-                let name = f
-                    .name
-                    .clone()
-                    .ok_or_else(|| ConvertError::new("tool_choice.function: missing \"name\""))?;
+                let name = f.name.clone().ok_or_else(|| {
+                    GatewayError::bad_request("tool_choice.function: missing \"name\"")
+                })?;
                 Ok(Some(ToolChoiceOut {
                     kind: "tool",
                     name: Some(name),
                     disable_parallel_tool_use: None,
                 }))
             }
-            (kind, _) => Err(ConvertError::new(format!(
+            (kind, _) => Err(GatewayError::bad_request(format!(
                 "tool_choice: unsupported type {:?} (expected a function)",
                 kind.unwrap_or("")
             ))),

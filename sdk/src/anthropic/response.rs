@@ -5,10 +5,11 @@ use serde_json::value::RawValue;
 
 use super::{
     AnthropicUsageIn, AnthropicUsageOut, BlockOut, ChatFunctionCallOut, ChatToolCallIn,
-    ChatToolCallOut, ChatUsageIn, ChatUsageOut, Content, ConvertError, Usage, arguments_to_input,
-    chat_id, content, finish_reason_for, gen_id, message_id, now_secs, parse_body, stop_reason_for,
+    ChatToolCallOut, ChatUsageIn, ChatUsageOut, Content, Usage, arguments_to_input, chat_id,
+    content, finish_reason_for, gen_id, message_id, now_secs, parse_body, stop_reason_for,
     to_json_bytes,
 };
+use crate::GatewayError;
 
 // =======================================================================================
 // OpenAI -> Anthropic.
@@ -70,10 +71,10 @@ struct MessageOut<'a> {
 pub fn chat_response_to_messages(
     body: &[u8],
     requested_model: &str,
-) -> Result<(Vec<u8>, Usage), ConvertError> {
-    let resp: ChatResponseIn = parse_body(body, "chat completion")?;
+) -> Result<(Vec<u8>, Usage), GatewayError> {
+    let resp: ChatResponseIn = parse_body(body, "chat completion", GatewayError::upstream)?;
     if let Some(error) = resp.error {
-        return Err(ConvertError::new(format!(
+        return Err(GatewayError::upstream(format!(
             "upstream returned an error: {}",
             error.message.as_deref().unwrap_or("(no message)")
         )));
@@ -81,10 +82,10 @@ pub fn chat_response_to_messages(
     let choice = resp
         .choices
         .and_then(|c| c.into_iter().next())
-        .ok_or_else(|| ConvertError::new("chat completion has no choices"))?;
+        .ok_or_else(|| GatewayError::upstream("chat completion has no choices"))?;
     let message = choice
         .message
-        .ok_or_else(|| ConvertError::new("choices[0] has no \"message\""))?;
+        .ok_or_else(|| GatewayError::upstream("choices[0] has no \"message\""))?;
 
     let mut blocks = Vec::new();
     if let Some(thinking) = message
@@ -119,12 +120,12 @@ pub fn chat_response_to_messages(
     let mut has_tool_calls = false;
     for (j, call) in message.tool_calls.into_iter().flatten().enumerate() {
         let at = format!("choices[0].message.tool_calls[{j}]");
-        let function = call
-            .function
-            .ok_or_else(|| ConvertError::new(format!("{at}: tool call without \"function\"")))?;
+        let function = call.function.ok_or_else(|| {
+            GatewayError::upstream(format!("{at}: tool call without \"function\""))
+        })?;
         let name = function
             .name
-            .ok_or_else(|| ConvertError::new(format!("{at}.function: missing \"name\"")))?;
+            .ok_or_else(|| GatewayError::upstream(format!("{at}.function: missing \"name\"")))?;
         let input = arguments_to_input(function.arguments.as_deref(), false, &at)?;
         blocks.push(BlockOut::ToolUse {
             id: call
@@ -153,7 +154,7 @@ pub fn chat_response_to_messages(
         stop_sequence: None,
         usage: AnthropicUsageOut::from(&usage),
     };
-    Ok((to_json_bytes(&out)?, usage))
+    Ok((to_json_bytes(&out, GatewayError::upstream)?, usage))
 }
 
 // =======================================================================================
@@ -219,10 +220,10 @@ struct ResponseMessageOut {
 pub fn messages_response_to_chat(
     body: &[u8],
     requested_model: &str,
-) -> Result<(Vec<u8>, Usage), ConvertError> {
-    let msg: MessageIn = parse_body(body, "Anthropic message")?;
+) -> Result<(Vec<u8>, Usage), GatewayError> {
+    let msg: MessageIn = parse_body(body, "Anthropic message", GatewayError::upstream)?;
     if msg.kind.as_deref() == Some("error") || msg.error.is_some() {
-        return Err(ConvertError::new(format!(
+        return Err(GatewayError::upstream(format!(
             "upstream returned an error: {}",
             msg.error
                 .and_then(|e| e.message)
@@ -232,7 +233,7 @@ pub fn messages_response_to_chat(
     }
     let blocks = msg
         .content
-        .ok_or_else(|| ConvertError::new("Anthropic message has no \"content\""))?;
+        .ok_or_else(|| GatewayError::upstream("Anthropic message has no \"content\""))?;
     let mut text = String::new();
     let mut thinking = String::new();
     let mut tool_calls = Vec::new();
@@ -242,7 +243,7 @@ pub fn messages_response_to_chat(
             "thinking" => thinking.push_str(b.thinking.as_deref().unwrap_or("")),
             "tool_use" => {
                 let (Some(id), Some(name)) = (b.id, b.name) else {
-                    return Err(ConvertError::new(format!(
+                    return Err(GatewayError::upstream(format!(
                         "content[{j}]: tool_use needs \"id\" and \"name\""
                     )));
                 };
@@ -285,5 +286,5 @@ pub fn messages_response_to_chat(
         }],
         usage: ChatUsageOut::from(&usage),
     };
-    Ok((to_json_bytes(&out)?, usage))
+    Ok((to_json_bytes(&out, GatewayError::upstream)?, usage))
 }

@@ -9,9 +9,10 @@ use serde_json::value::RawValue;
 
 use super::{
     AnthropicErrorDetailIn, AnthropicUsageIn, AnthropicUsageOut, ChatUsageIn, ChatUsageOut,
-    ConvertError, SseEvent, Usage, anthropic_error_json, chat_id, finish_reason_for, gen_id,
-    message_id, now_secs, stop_reason_for, to_json,
+    SseEvent, Usage, anthropic_error_json, chat_id, finish_reason_for, gen_id, message_id,
+    now_secs, stop_reason_for, to_json,
 };
+use crate::GatewayError;
 
 // =======================================================================================
 // OpenAI chunks -> Anthropic events.
@@ -170,7 +171,7 @@ struct ToolSlot {
     block: usize,
 }
 
-fn anthropic_event<T: Serialize>(name: &str, data: &T) -> Result<SseEvent, ConvertError> {
+fn anthropic_event<T: Serialize>(name: &str, data: &T) -> Result<SseEvent, GatewayError> {
     Ok(SseEvent {
         event: Some(name.to_owned()),
         data: to_json(data)?,
@@ -217,7 +218,7 @@ impl ChatStreamToMessages {
     /// Convert one upstream `data:` payload (a chunk's JSON, or `[DONE]`) into the Anthropic
     /// events to emit. An upstream error payload becomes an Anthropic `error` event and ends
     /// the stream.
-    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<SseEvent>, ConvertError> {
+    pub fn on_chunk(&mut self, data: &str) -> Result<Vec<SseEvent>, GatewayError> {
         let data = data.trim();
         let mut out = Vec::new();
         if self.closed || data.is_empty() {
@@ -230,7 +231,7 @@ impl ChatStreamToMessages {
             return Ok(out);
         }
         let chunk: ChunkIn = serde_json::from_str(data)
-            .map_err(|e| ConvertError::new(format!("invalid chat completion chunk: {e}")))?;
+            .map_err(|e| GatewayError::upstream(format!("invalid chat completion chunk: {e}")))?;
         if let Some(error) = chunk.error {
             let message = error
                 .message
@@ -310,19 +311,19 @@ impl ChatStreamToMessages {
     /// at all, failed, or was cut off: neither a `finish_reason` nor `[DONE]` arrived, so the
     /// answer is incomplete and must not be closed as if it were (the caller reports the
     /// break to the client and bills what was streamed).
-    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), ConvertError> {
+    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
         if let Some(message) = &self.error {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::upstream(format!(
                 "upstream stream failed: {message}"
             )));
         }
         if !self.started {
-            return Err(ConvertError::new(
+            return Err(GatewayError::upstream(
                 "upstream stream ended before sending any chunk",
             ));
         }
         if !self.closed && self.finish_reason.is_none() {
-            return Err(ConvertError::new(
+            return Err(GatewayError::upstream(
                 "upstream stream ended before the response was complete (no finish_reason or [DONE])",
             ));
         }
@@ -338,7 +339,7 @@ impl ChatStreamToMessages {
         position: usize,
         call: ToolCallDeltaIn,
         out: &mut Vec<SseEvent>,
-    ) -> Result<(), ConvertError> {
+    ) -> Result<(), GatewayError> {
         let openai_index = call.index.unwrap_or(position as u64);
         let id = call.id.filter(|id| !id.is_empty());
         let (name, arguments) = match call.function {
@@ -395,7 +396,7 @@ impl ChatStreamToMessages {
         &mut self,
         kind: OpenBlock,
         out: &mut Vec<SseEvent>,
-    ) -> Result<usize, ConvertError> {
+    ) -> Result<usize, GatewayError> {
         if let Some((open, index)) = self.open
             && open == kind
         {
@@ -423,7 +424,7 @@ impl ChatStreamToMessages {
         Ok(index)
     }
 
-    fn delta(&self, index: usize, delta: BlockDelta<'_>) -> Result<SseEvent, ConvertError> {
+    fn delta(&self, index: usize, delta: BlockDelta<'_>) -> Result<SseEvent, GatewayError> {
         anthropic_event(
             "content_block_delta",
             &BlockDeltaOut {
@@ -434,7 +435,7 @@ impl ChatStreamToMessages {
         )
     }
 
-    fn close_block(&mut self, out: &mut Vec<SseEvent>) -> Result<(), ConvertError> {
+    fn close_block(&mut self, out: &mut Vec<SseEvent>) -> Result<(), GatewayError> {
         if let Some((_, index)) = self.open.take() {
             out.push(anthropic_event(
                 "content_block_stop",
@@ -447,7 +448,7 @@ impl ChatStreamToMessages {
         Ok(())
     }
 
-    fn close_message(&mut self, out: &mut Vec<SseEvent>) -> Result<(), ConvertError> {
+    fn close_message(&mut self, out: &mut Vec<SseEvent>) -> Result<(), GatewayError> {
         self.close_block(out)?;
         let usage = self.usage.unwrap_or_default();
         out.push(anthropic_event(
@@ -646,7 +647,7 @@ impl MessagesStreamToChat {
         &mut self,
         event_name: Option<&str>,
         data: &str,
-    ) -> Result<Vec<SseEvent>, ConvertError> {
+    ) -> Result<Vec<SseEvent>, GatewayError> {
         let mut out = Vec::new();
         if self.stopped || self.error.is_some() {
             return Ok(out);
@@ -654,13 +655,13 @@ impl MessagesStreamToChat {
         if data.trim().is_empty() {
             return match event_name {
                 None | Some("ping") => Ok(out),
-                Some(name) => Err(ConvertError::new(format!(
+                Some(name) => Err(GatewayError::upstream(format!(
                     "Anthropic event {name:?} without data"
                 ))),
             };
         }
         let ev: EventIn = serde_json::from_str(data).map_err(|e| {
-            ConvertError::new(format!(
+            GatewayError::upstream(format!(
                 "invalid Anthropic event {:?}: {e}",
                 event_name.unwrap_or("")
             ))
@@ -669,12 +670,10 @@ impl MessagesStreamToChat {
             .kind
             .as_deref()
             .or(event_name)
-            .ok_or_else(|| ConvertError::new("Anthropic event without a type"))?;
+            .ok_or_else(|| GatewayError::upstream("Anthropic event without a type"))?;
         match kind {
             "message_start" => {
-                let message = ev
-                    .message
-                    .ok_or_else(|| ConvertError::new("message_start without \"message\""))?;
+                let message = ev.message.ok_or_else(missing(kind, "message"))?;
                 if let Some(u) = &message.usage {
                     self.usage = u.to_usage();
                 }
@@ -691,27 +690,19 @@ impl MessagesStreamToChat {
                 }
             }
             "content_block_start" => {
-                let index = ev
-                    .index
-                    .ok_or_else(|| ConvertError::new("content_block_start without \"index\""))?;
-                let block = ev.content_block.ok_or_else(|| {
-                    ConvertError::new("content_block_start without \"content_block\"")
-                })?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
+                let block = ev
+                    .content_block
+                    .ok_or_else(missing(kind, "content_block"))?;
                 self.on_block_start(index, block, &mut out)?;
             }
             "content_block_delta" => {
-                let index = ev
-                    .index
-                    .ok_or_else(|| ConvertError::new("content_block_delta without \"index\""))?;
-                let delta = ev
-                    .delta
-                    .ok_or_else(|| ConvertError::new("content_block_delta without \"delta\""))?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
+                let delta = ev.delta.ok_or_else(missing(kind, "delta"))?;
                 self.on_block_delta(index, delta, &mut out)?;
             }
             "content_block_stop" => {
-                let index = ev
-                    .index
-                    .ok_or_else(|| ConvertError::new("content_block_stop without \"index\""))?;
+                let index = ev.index.ok_or_else(missing(kind, "index"))?;
                 let pending =
                     self.blocks
                         .iter_mut()
@@ -798,14 +789,14 @@ impl MessagesStreamToChat {
 
     /// End of the upstream stream: no further events, and the usage. An error if the
     /// stream failed or was cut short (no `message_stop`).
-    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), ConvertError> {
+    pub fn finish(&mut self) -> Result<(Vec<SseEvent>, Option<Usage>), GatewayError> {
         if let Some(message) = &self.error {
-            return Err(ConvertError::new(format!(
+            return Err(GatewayError::upstream(format!(
                 "upstream stream failed: {message}"
             )));
         }
         if !self.stopped {
-            return Err(ConvertError::new(
+            return Err(GatewayError::upstream(
                 "upstream stream ended before message_stop",
             ));
         }
@@ -833,7 +824,7 @@ impl MessagesStreamToChat {
         index: usize,
         block: StartBlockIn,
         out: &mut Vec<SseEvent>,
-    ) -> Result<(), ConvertError> {
+    ) -> Result<(), GatewayError> {
         let kind = match block.kind.as_str() {
             "text" => {
                 if let Some(text) = block.text.as_deref().filter(|t| !t.is_empty()) {
@@ -891,7 +882,7 @@ impl MessagesStreamToChat {
         index: usize,
         delta: EventDeltaIn,
         out: &mut Vec<SseEvent>,
-    ) -> Result<(), ConvertError> {
+    ) -> Result<(), GatewayError> {
         let tool = match self.blocks.iter().find(|(i, _)| *i == index) {
             Some((_, BlockKind::Tool { call, .. })) => Some(*call),
             Some((_, BlockKind::Other)) => return Ok(()),
@@ -937,17 +928,17 @@ impl MessagesStreamToChat {
         Ok(())
     }
 
-    fn id(&self) -> Result<&str, ConvertError> {
-        self.id
-            .as_deref()
-            .ok_or_else(|| ConvertError::new("Anthropic stream did not start with message_start"))
+    fn id(&self) -> Result<&str, GatewayError> {
+        self.id.as_deref().ok_or_else(|| {
+            GatewayError::upstream("Anthropic stream did not start with message_start")
+        })
     }
 
     fn chunk(
         &self,
         delta: ChunkDeltaOut<'_>,
         finish_reason: Option<&'static str>,
-    ) -> Result<SseEvent, ConvertError> {
+    ) -> Result<SseEvent, GatewayError> {
         let chunk = ChunkOut {
             id: self.id()?,
             object: "chat.completion.chunk",
@@ -973,7 +964,7 @@ impl MessagesStreamToChat {
         id: Option<&str>,
         name: Option<&str>,
         arguments: &str,
-    ) -> Result<SseEvent, ConvertError> {
+    ) -> Result<SseEvent, GatewayError> {
         self.chunk(
             ChunkDeltaOut {
                 tool_calls: Some([ToolCallDeltaOut {
@@ -987,4 +978,9 @@ impl MessagesStreamToChat {
             None,
         )
     }
+}
+
+/// The error for an Anthropic stream event without a member it needs, for `ok_or_else`.
+fn missing<'a>(event: &'a str, member: &'a str) -> impl FnOnce() -> GatewayError + 'a {
+    move || GatewayError::upstream(format!("{event} without \"{member}\""))
 }

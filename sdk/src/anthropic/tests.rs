@@ -471,8 +471,10 @@ fn bad_requests_are_errors() {
         "m",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("messages[0].content[1]"), "{e}");
-    assert!(e.to_string().contains("video"), "{e}");
+    assert!(e.message.contains("messages[0].content[1]"), "{e:?}");
+    assert!(e.message.contains("video"), "{e:?}");
+    // A request that cannot be converted is the client's error.
+    assert_eq!((e.class, e.status), (crate::ErrorClass::BadRequest, 400));
 
     let bad_chat: &[&[u8]] = &[
         b"{",
@@ -1241,6 +1243,8 @@ fn anthropic_stream_failures() {
     }
     let e = conv.finish().unwrap_err();
     assert!(e.message.contains("message_stop"), "{e}");
+    // An answer that cannot be converted is the upstream's.
+    assert_eq!((e.class, e.status), (crate::ErrorClass::Upstream, 502));
 
     // Nothing at all.
     assert!(MessagesStreamToChat::new("m", true).finish().is_err());
