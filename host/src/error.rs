@@ -338,13 +338,3 @@ impl Error {
 /// Put on error responses so the logging layer can name the error kind once.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind(pub &'static str);
-
-/// An error paired with the dialect to render it in; what handlers return.
-#[derive(Debug)]
-pub struct ApiError(pub Error, pub Dialect);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        self.0.render(self.1)
-    }
-}

@@ -4,11 +4,13 @@
 //! serves; what it is made of (the database path, providers, policies, model groups) is
 //! for an admin caller (the master key, or anyone when no master key is configured).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::json;
+use axum::response::{IntoResponse as _, Response};
+use serde::Serialize;
 
 use super::{Admin, ApiError};
 use crate::gateway::Gateway;
@@ -18,27 +20,79 @@ pub async fn liveliness() -> Json<&'static str> {
     Json("I'm alive!")
 }
 
+/// `GET /health/readiness`'s answer (fields by name, the order clients have always seen).
+/// The fields that are `None` (what the gateway is made of) are only for an admin caller.
+#[derive(Serialize)]
+pub struct Readiness<'a> {
+    db: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db_path: Option<&'a Path>,
+    event_loops: usize,
+    llmgate_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_groups: Option<usize>,
+    open_connections_per_loop: Option<Vec<usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policies: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    providers: Option<Vec<String>>,
+    status: &'static str,
+}
+
 /// `GET /health/readiness`: ready to serve, and how the event loops share the open
 /// connections (this request's own included). An admin caller also sees the database path
 /// and what is loaded.
-pub async fn readiness(
-    State(gw): State<Arc<Gateway>>,
-    admin: Result<Admin, ApiError>,
-) -> Json<serde_json::Value> {
-    let mut v = json!({
-        "status": "healthy",
-        "db": "connected",
-        "llmgate_version": env!("CARGO_PKG_VERSION"),
-        "event_loops": gw.event_loops(),
-        "open_connections_per_loop": gw.loop_connections(),
-    });
+pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiError>) -> Response {
+    let mut v = Readiness {
+        db: "connected",
+        db_path: None,
+        event_loops: gw.event_loops(),
+        llmgate_version: env!("CARGO_PKG_VERSION"),
+        model_groups: None,
+        open_connections_per_loop: gw.loop_connections(),
+        policies: None,
+        providers: None,
+        status: "healthy",
+    };
     if admin.is_ok() {
         let reg = gw.registry();
         let config = gw.config();
-        v["db_path"] = json!(gw.ledger().store().path());
-        v["model_groups"] = json!(config.groups.len() + config.wildcards.len());
-        v["providers"] = json!(reg.prefixes());
-        v["policies"] = json!(reg.policy_names());
+        v.db_path = Some(gw.ledger().store().path());
+        v.model_groups = Some(config.groups.len() + config.wildcards.len());
+        v.providers = Some(reg.prefixes());
+        v.policies = Some(reg.policy_names());
     }
-    Json(v)
+    Json(v).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::assert_keys_by_name;
+
+    #[test]
+    fn readiness_shows_its_fields_by_name() {
+        let mut v = Readiness {
+            db: "connected",
+            db_path: Some(Path::new("/x/llmgate.db")),
+            event_loops: 2,
+            llmgate_version: "0",
+            model_groups: Some(3),
+            open_connections_per_loop: Some(vec![1, 0]),
+            policies: Some(vec!["ordered".into()]),
+            providers: Some(vec!["openai".into()]),
+            status: "healthy",
+        };
+        assert_keys_by_name(&v);
+        // Without the admin's fields.
+        (v.db_path, v.model_groups, v.policies, v.providers) = (None, None, None, None);
+        v.open_connections_per_loop = None;
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            serde_json::json!({
+                "status": "healthy", "db": "connected", "llmgate_version": "0",
+                "event_loops": 2, "open_connections_per_loop": null,
+            })
+        );
+    }
 }

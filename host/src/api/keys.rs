@@ -7,18 +7,37 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::response::{IntoResponse as _, Response};
+use axum::extract::{FromRequest, Path, State};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::{Admin, AnyKey, ApiError, Query};
 use crate::error::Error;
 use crate::gateway::Gateway;
+use crate::ledger::admin::Issued;
 use crate::ledger::{Caller, hash_key, window};
-use crate::store::{SpendLog, SpendQuery};
+use crate::store::{KeyRecord, ModelBudgets, SpendLog, SpendQuery};
 
-/// The body as a JSON object (an empty body is an empty object).
+/// A key route's body: a JSON object (an empty body is an empty object); anything else is a
+/// 400 in OpenAI's shape.
+pub struct Object(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for Object {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        object(&body)
+            .map(Self)
+            .map_err(|e| ApiError::from(e).into_response())
+    }
+}
+
+/// `body` as a JSON object (an empty body is an empty object).
 fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -34,22 +53,155 @@ fn object(body: &Bytes) -> Result<Map<String, Value>, Error> {
     }
 }
 
-/// What an admin route answers.
-type Answer = Result<Json<Value>, ApiError>;
+/// A key as the key routes show it (`/key/info`'s `info`, `/key/list` objects, the
+/// `/key/generate` answer), LiteLLM's fields by name (the order clients have always seen).
+/// `key` and `token_id` are only in the answers that make a key.
+#[derive(Serialize)]
+pub struct KeyView<'a> {
+    blocked: bool,
+    budget_duration: Option<&'a str>,
+    budget_reset_at: Option<String>,
+    created_at: String,
+    expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    key_alias: Option<&'a str>,
+    key_name: &'a str,
+    max_budget: Option<f64>,
+    max_parallel_requests: Option<u64>,
+    metadata: &'a Value,
+    /// As the caller gave it.
+    model_max_budget: &'a ModelBudgets,
+    /// USD spent per model group in its window.
+    model_spend: BTreeMap<&'a str, f64>,
+    models: &'a [String],
+    rpm_limit: Option<u64>,
+    spend: f64,
+    team_id: Option<&'a str>,
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<&'a str>,
+    tpm_limit: Option<u64>,
+    updated_at: String,
+    user_id: Option<&'a str>,
+}
+
+impl<'a> KeyView<'a> {
+    /// The view of `rec`.
+    pub fn of(rec: &'a KeyRecord) -> Self {
+        Self {
+            blocked: rec.blocked,
+            budget_duration: rec.budget_duration.as_deref(),
+            budget_reset_at: rec.budget_reset_at.map(window::iso),
+            created_at: window::iso(rec.created_at),
+            expires: rec.expires.map(window::iso),
+            key: None,
+            key_alias: rec.key_alias.as_deref(),
+            key_name: &rec.key_name,
+            max_budget: rec.max_budget,
+            max_parallel_requests: rec.max_parallel_requests,
+            metadata: &rec.metadata,
+            model_max_budget: &rec.model_max_budget,
+            model_spend: rec
+                .model_spend
+                .iter()
+                .map(|(m, w)| (m.as_str(), w.spend))
+                .collect(),
+            models: &rec.models,
+            rpm_limit: rec.rpm_limit,
+            spend: rec.spend,
+            team_id: rec.team_id.as_deref(),
+            token: &rec.token,
+            token_id: None,
+            tpm_limit: rec.tpm_limit,
+            updated_at: window::iso(rec.updated_at),
+            user_id: rec.user_id.as_deref(),
+        }
+    }
+
+    /// The answer to generate and regenerate: the view plus the key itself (shown only here).
+    pub fn issued(issued: &'a Issued) -> Self {
+        Self {
+            key: Some(&issued.key),
+            token_id: Some(&issued.record.token),
+            ..Self::of(&issued.record)
+        }
+    }
+}
+
+/// `/key/info` and `/key/update`: the key's hash and its view.
+#[derive(Serialize)]
+pub struct InfoView<'a> {
+    info: KeyView<'a>,
+    key: &'a str,
+}
+
+impl<'a> InfoView<'a> {
+    fn of(rec: &'a KeyRecord) -> Self {
+        Self {
+            info: KeyView::of(rec),
+            key: &rec.token,
+        }
+    }
+}
+
+/// `/key/delete`: what was deleted, keys and aliases as named.
+#[derive(Serialize)]
+pub struct DeletedView {
+    deleted_keys: Vec<String>,
+}
+
+/// `/key/list`: one page of hashes, or of whole views.
+#[derive(Serialize)]
+pub struct ListView<'a> {
+    current_page: usize,
+    keys: Vec<Listed<'a>>,
+    total_count: usize,
+    total_pages: usize,
+}
+
+/// A key in `/key/list`: its hash, or (`return_full_object=true`) its view.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Listed<'a> {
+    /// The key's hash.
+    Token(&'a str),
+    /// The whole view.
+    Full(Box<KeyView<'a>>),
+}
 
 /// `POST /key/generate`.
-pub async fn generate(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
-    Ok(Json(gw.ledger().generate(&object(&body)?).await?))
+pub async fn generate(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    issued(gw.ledger().generate(&body).await)
+}
+
+/// A made key's answer.
+fn issued(made: Result<Issued, Error>) -> Result<Response, ApiError> {
+    Ok(Json(KeyView::issued(&made?)).into_response())
 }
 
 /// `POST /key/update`.
-pub async fn update(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
-    Ok(Json(gw.ledger().update(&object(&body)?).await?))
+pub async fn update(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    let rec = gw.ledger().update(&body).await?;
+    Ok(Json(InfoView::of(&rec)).into_response())
 }
 
 /// `POST /key/delete`.
-pub async fn delete(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
-    Ok(Json(gw.ledger().delete(&object(&body)?).await?))
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Json<DeletedView>, ApiError> {
+    let deleted_keys = gw.ledger().delete(&body).await?;
+    Ok(Json(DeletedView { deleted_keys }))
 }
 
 /// `POST /key/{key}/regenerate`.
@@ -57,20 +209,23 @@ pub async fn regenerate(
     State(gw): State<Arc<Gateway>>,
     _: Admin,
     Path(key): Path<String>,
-    body: Bytes,
-) -> Answer {
-    Ok(Json(gw.ledger().regenerate(&key, &object(&body)?).await?))
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    issued(gw.ledger().regenerate(&key, &body).await)
 }
 
 /// `POST /key/regenerate` with `{"key": ...}` in the body.
-pub async fn regenerate_body(State(gw): State<Arc<Gateway>>, _: Admin, body: Bytes) -> Answer {
-    let b = object(&body)?;
-    let Some(key) = b.get("key").and_then(Value::as_str).map(str::to_string) else {
+pub async fn regenerate_body(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    let Some(key) = body.get("key").and_then(Value::as_str).map(str::to_string) else {
         return Err(
             Error::BadRequest("`key` is required: the key (sk-...) or its hash".into()).into(),
         );
     };
-    Ok(Json(gw.ledger().regenerate(&key, &b).await?))
+    issued(gw.ledger().regenerate(&key, &body).await)
 }
 
 /// `GET /key/info[?key=...]`: the master key names a key; a key sees itself.
@@ -78,11 +233,11 @@ pub async fn info(
     State(gw): State<Arc<Gateway>>,
     AnyKey(caller): AnyKey,
     Query(q): Query<InfoQuery>,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let ledger = gw.ledger();
     let asked = q.key.as_deref().map(str::trim).filter(|k| !k.is_empty());
-    let info = match (&caller, asked) {
-        (Caller::Key(own), None) => ledger.info(own),
+    let rec = match (&caller, asked) {
+        (Caller::Key(own), None) => own.record(),
         (Caller::Key(own), Some(k)) => {
             let own_token = own.token();
             if k != own_token && hash_key(k) != own_token {
@@ -91,10 +246,10 @@ pub async fn info(
                 )
                 .into());
             }
-            ledger.info(own)
+            own.record()
         }
         (_, Some(k)) => match ledger.find(k) {
-            Some(e) => ledger.info(&e),
+            Some(e) => e.record(),
             None => {
                 let name = crate::ledger::key_name(k);
                 return Err(Error::NotFound(format!("key {name} not found")).into());
@@ -107,11 +262,15 @@ pub async fn info(
             .into());
         }
     };
-    Ok(Json(info))
+    Ok(Json(InfoView::of(&rec)).into_response())
 }
 
 /// `GET /key/list?page=1&size=10&return_full_object=false&key_alias=&user_id=`.
-pub async fn list(State(gw): State<Arc<Gateway>>, _: Admin, Query(q): Query<ListQuery>) -> Answer {
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let (page, size) = (
         number("page", q.page.as_deref(), 1)?,
         number("size", q.size.as_deref(), 10)?,
@@ -119,13 +278,24 @@ pub async fn list(State(gw): State<Arc<Gateway>>, _: Admin, Query(q): Query<List
     let full = q
         .return_full_object
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    Ok(Json(gw.ledger().list(
-        page,
-        size,
-        full,
-        q.key_alias.as_deref(),
-        q.user_id.as_deref(),
-    )))
+    let found = gw
+        .ledger()
+        .list(page, size, q.key_alias.as_deref(), q.user_id.as_deref());
+    let keys = found
+        .records
+        .iter()
+        .map(|r| match full {
+            true => Listed::Full(Box::new(KeyView::of(r))),
+            false => Listed::Token(&r.token),
+        })
+        .collect();
+    let view = ListView {
+        current_page: found.page,
+        keys,
+        total_count: found.total,
+        total_pages: found.pages,
+    };
+    Ok(Json(view).into_response())
 }
 
 /// `GET /key/info`'s query.
@@ -183,7 +353,7 @@ fn date(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
 
 /// One spend log row in LiteLLM's shape (fields in the order clients have always seen:
 /// by name).
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 pub struct LogView<'a> {
     api_base: &'a str,
     api_key: &'a str,
@@ -217,7 +387,7 @@ pub struct LogView<'a> {
 }
 
 /// What `messages` and `response` show when the row has none.
-static EMPTY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({}));
+static EMPTY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(Map::new()));
 
 impl<'a> LogView<'a> {
     /// The view of `l`.
@@ -296,35 +466,134 @@ pub async fn spend_logs(
     Ok(Json(rows.iter().map(LogView::of).collect::<Vec<_>>()).into_response())
 }
 
+/// One day of the spend summary (`/spend/logs` with both dates): spend, and spend by model
+/// group, key and user, LiteLLM's fields by name.
+#[derive(Default, Serialize)]
+pub struct DayView {
+    api_keys: BTreeMap<String, f64>,
+    models: BTreeMap<String, f64>,
+    spend: f64,
+    #[serde(rename = "startTime")]
+    start_time: String,
+    users: BTreeMap<String, f64>,
+}
+
 /// Spend per day, with breakdowns by model, key and user.
-fn summary(rows: &[SpendLog]) -> Value {
-    #[derive(Default)]
-    struct Day {
-        spend: f64,
-        models: BTreeMap<String, f64>,
-        keys: BTreeMap<String, f64>,
-        users: BTreeMap<String, f64>,
-    }
-    let mut days: BTreeMap<String, Day> = BTreeMap::new();
+fn summary(rows: &[SpendLog]) -> Vec<DayView> {
+    let mut days: BTreeMap<String, DayView> = BTreeMap::new();
     for r in rows {
         let day = window::iso_ms(r.start_time_ms)[..10].to_string();
         let d = days.entry(day).or_default();
         d.spend += r.spend;
         *d.models.entry(r.model_group.clone()).or_default() += r.spend;
-        *d.keys.entry(r.api_key.clone()).or_default() += r.spend;
+        *d.api_keys.entry(r.api_key.clone()).or_default() += r.spend;
         *d.users.entry(r.user.clone()).or_default() += r.spend;
     }
-    Value::Array(
-        days.into_iter()
-            .map(|(day, d)| {
-                json!({
-                    "startTime": day,
-                    "spend": d.spend,
-                    "models": d.models,
-                    "api_keys": d.keys,
-                    "users": d.users,
-                })
-            })
-            .collect(),
-    )
+    days.into_iter()
+        .map(|(day, d)| DayView {
+            start_time: day,
+            ..d
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::assert_keys_by_name;
+    use crate::store::{ModelSpend, ModelWindow};
+
+    fn record() -> KeyRecord {
+        let spend = ModelWindow {
+            reset_at: Some(1_700_000_000),
+            spend: 0.25,
+        };
+        KeyRecord {
+            token: "t".repeat(64),
+            key_name: "sk-...abcd".into(),
+            key_alias: Some("alias".into()),
+            spend: 1.5,
+            max_budget: Some(10.0),
+            budget_duration: Some("30d".into()),
+            budget_reset_at: Some(1_700_000_000),
+            expires: Some(1_800_000_000),
+            models: vec!["gpt-4o".into()],
+            metadata: json!({"z": 1, "a": {"y": 2, "b": 3}}),
+            tpm_limit: Some(1),
+            rpm_limit: Some(2),
+            max_parallel_requests: Some(3),
+            model_max_budget: ModelBudgets::parse(
+                &json!({"gpt-4o": {"time_period": "1d", "budget_limit": "1"}, "a": 2}),
+            )
+            .unwrap(),
+            model_spend: ModelSpend::from([("gpt-4o".to_string(), spend)]),
+            blocked: true,
+            user_id: Some("u".into()),
+            team_id: Some("t".into()),
+            created_at: 1_690_000_000,
+            updated_at: 1_690_000_001,
+        }
+    }
+
+    #[test]
+    fn key_views_show_their_fields_by_name() {
+        let rec = record();
+        assert_keys_by_name(&KeyView::of(&rec));
+        assert_keys_by_name(&InfoView::of(&rec));
+        let made = Issued {
+            key: "sk-abcd".into(),
+            record: rec.clone(),
+        };
+        let v = serde_json::to_value(KeyView::issued(&made)).unwrap();
+        assert_eq!(
+            (&v["key"], &v["token_id"]),
+            (&json!("sk-abcd"), &json!(rec.token))
+        );
+        assert_keys_by_name(&KeyView::issued(&made));
+        assert!(
+            serde_json::to_value(KeyView::of(&rec))
+                .unwrap()
+                .get("key")
+                .is_none()
+        );
+        let list = ListView {
+            current_page: 1,
+            keys: vec![
+                Listed::Token(&rec.token),
+                Listed::Full(Box::new(KeyView::of(&rec))),
+            ],
+            total_count: 2,
+            total_pages: 1,
+        };
+        assert_keys_by_name(&list);
+        assert_keys_by_name(&DeletedView {
+            deleted_keys: vec!["k".into()],
+        });
+    }
+
+    #[test]
+    fn spend_summary_shows_its_fields_by_name() {
+        let row = |day_ms: i64, spend: f64| SpendLog {
+            start_time_ms: day_ms,
+            spend,
+            api_key: "k".into(),
+            model_group: "m".into(),
+            user: "u".into(),
+            ..SpendLog::default()
+        };
+        let days = summary(&[row(0, 0.5), row(1_000, 0.25), row(86_400_000, 1.0)]);
+        assert_keys_by_name(&days);
+        let v = serde_json::to_value(&days).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"startTime": "1970-01-01", "spend": 0.75, "models": {"m": 0.75}, "api_keys": {"k": 0.75}, "users": {"u": 0.75}},
+                {"startTime": "1970-01-02", "spend": 1.0, "models": {"m": 1.0}, "api_keys": {"k": 1.0}, "users": {"u": 1.0}},
+            ])
+        );
+        let log = row(0, 0.5);
+        assert_keys_by_name(&LogView::of(&log));
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod anthropic;
+mod error;
 pub mod health;
 pub mod keys;
 pub mod openai;
@@ -14,26 +15,23 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use bytes::Bytes;
 
-pub use crate::error::ApiError;
 use crate::error::{Dialect, Error};
 use crate::gateway::{Gateway, Request};
 use crate::ledger::Caller;
 use crate::wit::types::Api;
+pub use error::{ApiError, dialect_for};
 
-impl From<Error> for ApiError {
-    /// An error on an OpenAI-shaped route (every route but `/v1/messages*`).
-    fn from(e: Error) -> Self {
-        Self(e, Dialect::OpenAi)
-    }
-}
-
-/// The error shape of the API a path belongs to: Anthropic's under `/messages`, else OpenAI's.
-pub fn dialect_for(path: &str) -> Dialect {
-    if path.contains("/messages") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    }
+/// Serializes `value` with its object keys by name, as `serde_json::json!` did: for a view
+/// field whose type declares its fields in another order, so the answer keeps the order
+/// clients have always seen.
+pub(crate) fn by_name<T: serde::Serialize, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    serde_json::to_value(value)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
 }
 
 /// The dialect of the route a request matched (its template, so that a model name in the
@@ -123,33 +121,9 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
     }
 }
 
-/// The request body, bounded: `max_request_body_bytes` (413) and
-/// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
-pub struct Bounded(pub Bytes);
-
-impl FromRequest<Arc<Gateway>> for Bounded {
-    type Rejection = ApiError;
-
-    async fn from_request(
-        req: axum::extract::Request,
-        gw: &Arc<Gateway>,
-    ) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let config = gw.config();
-        let (limit, timeout) = (
-            config.max_request_body_bytes,
-            config.client.body_read_timeout,
-        );
-        read_body(&parts.headers, body, limit, timeout)
-            .await
-            .map(Self)
-            .map_err(|e| ApiError(e, route_dialect(&parts)))
-    }
-}
-
 /// A model request as its handler receives it: the caller ([`AnyKey`]), then the headers
-/// and the bounded body ([`Bounded`]), extracted in that order. Every model route takes this
-/// one extractor and names only its API and dialect.
+/// and the body, bounded ([`bounded_body`]), extracted in that order. Every model route
+/// takes this one extractor and names only its API and dialect.
 pub struct ModelCall {
     gw: Arc<Gateway>,
     caller: Caller,
@@ -166,16 +140,29 @@ impl FromRequest<Arc<Gateway>> for ModelCall {
     ) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let AnyKey(caller) = AnyKey::from_request_parts(&mut parts, gw).await?;
-        let headers = parts.headers.clone();
-        let req = axum::extract::Request::from_parts(parts, body);
-        let Bounded(body) = Bounded::from_request(req, gw).await?;
+        let body = bounded_body(&parts, body, gw).await?;
         Ok(Self {
             gw: gw.clone(),
             caller,
-            headers,
+            headers: parts.headers,
             body,
         })
     }
+}
+
+/// The request body, bounded: `max_request_body_bytes` (413) and
+/// `llmgate.client_body_timeout_seconds` (408), as [`read_body`] reads it.
+async fn bounded_body(parts: &Parts, body: Body, gw: &Gateway) -> Result<Bytes, ApiError> {
+    let (limit, timeout) = {
+        let config = gw.config();
+        (
+            config.max_request_body_bytes,
+            config.client.body_read_timeout,
+        )
+    };
+    read_body(&parts.headers, body, limit, timeout)
+        .await
+        .map_err(|e| ApiError(e, route_dialect(parts)))
 }
 
 impl ModelCall {
@@ -238,4 +225,13 @@ pub async fn read_body(
 
 mod http_body_util_limit {
     pub use http_body_util::LengthLimitError;
+}
+
+/// Asserts that `view` serializes its object keys by name at every depth, as the `json!`
+/// answers the views replaced did (a `Value`'s map is ordered by key).
+#[cfg(test)]
+pub(crate) fn assert_keys_by_name<T: serde::Serialize>(view: &T) {
+    let text = serde_json::to_string(view).unwrap();
+    let by_name = serde_json::to_value(view).unwrap().to_string();
+    assert_eq!(text, by_name);
 }

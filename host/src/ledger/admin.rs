@@ -1,15 +1,15 @@
-//! Key management with LiteLLM's names and shapes: generate, info, update, delete,
-//! regenerate, list. Every change is committed to the store before the in-memory ledger
-//! changes, so a failed write leaves the key as it was, in memory and on disk.
+//! Key management with LiteLLM's field names: generate, update, delete, regenerate, list
+//! (the answers are rendered by the API, `api::keys`). Every change is committed to the
+//! store before the in-memory ledger changes, so a failed write leaves the key as it was,
+//! in memory and on disk.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
 use super::{KeyEntry, KeyState, Ledger, hash_key, key_name, unix_now, window};
 use crate::error::Error;
-use crate::store::{KeyRecord, ModelSpend};
+use crate::store::{KeyRecord, ModelBudgets};
 
 /// A new random key: `sk-` and 32 URL-safe characters (~190 bits).
 pub fn new_key() -> String {
@@ -131,27 +131,14 @@ fn apply(rec: &mut KeyRecord, body: &Map<String, Value>, now: i64) -> Result<(),
         rec.max_parallel_requests = v;
     }
     if let Some(v) = body.get("model_max_budget") {
-        rec.model_max_budget = match v {
-            Value::Null => json!({}),
-            Value::Object(m) => {
-                for (model, b) in m {
-                    let limit = super::budget_limit(b);
-                    if limit.is_none_or(|l| !l.is_finite() || l < 0.0) {
-                        return Err(bad(
-                            "model_max_budget",
-                            &format!(
-                                "entry `{model}` needs a budget: a number or {{\"budget_limit\": 1.0, \"time_period\": \"1d\"}}"
-                            ),
-                        ));
-                    }
-                    if let Some(tp) = b.get("time_period").and_then(Value::as_str) {
-                        window::parse(tp).map_err(|e| bad("model_max_budget", &e))?;
-                    }
-                }
-                v.clone()
+        let budgets = ModelBudgets::parse(v).map_err(|e| bad("model_max_budget", &e))?;
+        for (model, b) in budgets.iter() {
+            if let Some(w) = &b.window {
+                window::parse(w)
+                    .map_err(|e| bad("model_max_budget", &format!("entry `{model}`: {e}")))?;
             }
-            _ => return Err(bad("model_max_budget", "must be a JSON object")),
-        };
+        }
+        rec.model_max_budget = budgets;
         // Windows of models whose budget changed start over.
         rec.model_spend.clear();
     }
@@ -171,41 +158,25 @@ fn apply(rec: &mut KeyRecord, body: &Map<String, Value>, now: i64) -> Result<(),
     Ok(())
 }
 
-/// The key's public view (`/key/info`'s `info`, `/key/list` objects).
-pub fn view(rec: &KeyRecord) -> Value {
-    let iso = |t: Option<i64>| t.map(window::iso);
-    json!({
-        "token": rec.token,
-        "key_name": rec.key_name,
-        "key_alias": rec.key_alias,
-        "spend": rec.spend,
-        "max_budget": rec.max_budget,
-        "budget_duration": rec.budget_duration,
-        "budget_reset_at": iso(rec.budget_reset_at),
-        "expires": iso(rec.expires),
-        "models": rec.models,
-        "metadata": rec.metadata,
-        "tpm_limit": rec.tpm_limit,
-        "rpm_limit": rec.rpm_limit,
-        "max_parallel_requests": rec.max_parallel_requests,
-        "model_max_budget": rec.model_max_budget,
-        "model_spend": rec.model_spend.iter().map(|(k, w)| (k, w.spend)).collect::<BTreeMap<_, _>>(),
-        "blocked": rec.blocked,
-        "user_id": rec.user_id,
-        "team_id": rec.team_id,
-        "created_at": window::iso(rec.created_at),
-        "updated_at": window::iso(rec.updated_at),
-    })
+/// A key just made (generate, regenerate): its record and the key itself, which is shown
+/// only in this answer.
+pub struct Issued {
+    /// The key (`sk-...`).
+    pub key: String,
+    /// Its record as stored.
+    pub record: KeyRecord,
 }
 
-/// The answer to generate and regenerate: the view plus the key itself (shown only here).
-fn generated(rec: &KeyRecord, key: &str) -> Value {
-    let mut v = view(rec);
-    if let Some(m) = v.as_object_mut() {
-        m.insert("key".into(), json!(key));
-        m.insert("token_id".into(), json!(rec.token));
-    }
-    v
+/// One page of `/key/list`.
+pub struct KeyPage {
+    /// The keys on this page, newest first.
+    pub records: Vec<KeyRecord>,
+    /// Keys matching the filters, on every page.
+    pub total: usize,
+    /// This page (from 1).
+    pub page: usize,
+    /// How many pages there are (at least 1).
+    pub pages: usize,
 }
 
 fn store_error(e: &anyhow::Error) -> Error {
@@ -248,7 +219,7 @@ impl Ledger {
     }
 
     /// `POST /key/generate`.
-    pub async fn generate(&self, body: &Map<String, Value>) -> Result<Value, Error> {
+    pub async fn generate(&self, body: &Map<String, Value>) -> Result<Issued, Error> {
         let _admin = self.admin.lock().await;
         let now = unix_now();
         let key = match opt_str(body, "key")? {
@@ -267,47 +238,25 @@ impl Ledger {
         if self.key_by_token(&token).is_some() {
             return Err(bad("key", "is already in use"));
         }
-        let mut rec = KeyRecord {
-            token,
-            key_name: key_name(&key),
-            key_alias: None,
-            spend: 0.0,
-            max_budget: None,
-            budget_duration: None,
-            budget_reset_at: None,
-            expires: None,
-            models: Vec::new(),
-            metadata: json!({}),
-            tpm_limit: None,
-            rpm_limit: None,
-            max_parallel_requests: None,
-            model_max_budget: json!({}),
-            model_spend: ModelSpend::new(),
-            blocked: false,
-            user_id: None,
-            team_id: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut rec = KeyRecord::new(token, key_name(&key), now);
         apply(&mut rec, body, now)?;
         self.check_alias(&rec, None)?;
         self.store
             .put_key(rec.clone())
             .await
             .map_err(|e| store_error(&e))?;
-        let out = generated(&rec, &key);
         let token = rec.token.clone();
         self.keys_write().insert(
             token,
             Arc::new(KeyEntry {
-                state: Mutex::new(KeyState::new(rec)),
+                state: Mutex::new(KeyState::new(rec.clone())),
             }),
         );
-        Ok(out)
+        Ok(Issued { key, record: rec })
     }
 
     /// `POST /key/update`: `key` names the key (the key or its hash); other fields change.
-    pub async fn update(&self, body: &Map<String, Value>) -> Result<Value, Error> {
+    pub async fn update(&self, body: &Map<String, Value>) -> Result<KeyRecord, Error> {
         let _admin = self.admin.lock().await;
         let entry = self.entry_for(body)?;
         let now = unix_now();
@@ -337,7 +286,7 @@ impl Ledger {
         };
         // Requests that settled while the write was in flight: re-queue the live spend.
         self.store.record(st.spend_event());
-        Ok(json!({ "key": st.rec.token, "info": view(&st.rec) }))
+        Ok(st.rec.clone())
     }
 
     fn entry_for(&self, body: &Map<String, Value>) -> Result<Arc<KeyEntry>, Error> {
@@ -350,8 +299,9 @@ impl Ledger {
     }
 
     /// `POST /key/delete`: `keys` (keys or hashes) and/or `key_aliases`. All or nothing:
-    /// if one is unknown, nothing is deleted.
-    pub async fn delete(&self, body: &Map<String, Value>) -> Result<Value, Error> {
+    /// if one is unknown, nothing is deleted. Returns what was named, keys and aliases as
+    /// given.
+    pub async fn delete(&self, body: &Map<String, Value>) -> Result<Vec<String>, Error> {
         let _admin = self.admin.lock().await;
         let list = |k: &str| -> Result<Vec<String>, Error> {
             match body.get(k) {
@@ -399,12 +349,12 @@ impl Ledger {
         drop(map);
         let mut shown: Vec<String> = keys;
         shown.extend(aliases);
-        Ok(json!({ "deleted_keys": shown }))
+        Ok(shown)
     }
 
     /// `POST /key/{key}/regenerate`: a new key with the same settings and spend; the old
     /// key stops working at once. The body may change settings too.
-    pub async fn regenerate(&self, old: &str, body: &Map<String, Value>) -> Result<Value, Error> {
+    pub async fn regenerate(&self, old: &str, body: &Map<String, Value>) -> Result<Issued, Error> {
         let _admin = self.admin.lock().await;
         let entry = self
             .find(old)
@@ -440,29 +390,22 @@ impl Ledger {
             ..rec
         };
         self.store.record(st.spend_event());
-        let out = generated(&st.rec, &key);
-        let new_token = st.rec.token.clone();
+        let record = st.rec.clone();
         drop(st);
         map.remove(&old_token);
-        map.insert(new_token, entry.clone());
-        Ok(out)
+        map.insert(record.token.clone(), entry.clone());
+        Ok(Issued { key, record })
     }
 
-    /// `GET /key/info` for `entry`.
-    pub fn info(&self, entry: &KeyEntry) -> Value {
-        let rec = entry.record();
-        json!({ "key": rec.token, "info": view(&rec) })
-    }
-
-    /// `GET /key/list`: hashes (or full objects), paged, newest first.
+    /// `GET /key/list`: the keys with `alias` and `user` (when given), paged (`size` from 1
+    /// to 1000), newest first.
     pub fn list(
         &self,
         page: usize,
         size: usize,
-        full: bool,
         alias: Option<&str>,
         user: Option<&str>,
-    ) -> Value {
+    ) -> KeyPage {
         let mut recs: Vec<KeyRecord> = self
             .keys_read()
             .values()
@@ -475,17 +418,16 @@ impl Ledger {
         let size = size.clamp(1, 1000);
         let pages = total.div_ceil(size).max(1);
         let page = page.max(1);
-        let items: Vec<Value> = recs
-            .iter()
+        let records = recs
+            .into_iter()
             .skip((page - 1) * size)
             .take(size)
-            .map(|r| if full { view(r) } else { json!(r.token) })
             .collect();
-        json!({
-            "keys": items,
-            "total_count": total,
-            "current_page": page,
-            "total_pages": pages,
-        })
+        KeyPage {
+            records,
+            total,
+            page,
+            pages,
+        }
     }
 }

@@ -49,13 +49,13 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 pub use crate::config::Admission;
 use crate::error::Error;
-use crate::store::{KeyRecord, ModelWindow, SpendEvent, SpendLog, Store};
+use crate::store::{KeyRecord, ModelBudgets, ModelWindow, SpendEvent, SpendLog, Store};
 
 /// Ledger settings from the config.
 #[derive(Debug, Clone, Default)]
@@ -201,28 +201,15 @@ impl KeyState {
     }
 }
 
-/// The limit of one `model_max_budget` entry: `1.0` or `{"budget_limit": 1.0, ...}`
-/// (the limit may be a number or a numeric string, as LiteLLM accepts).
-pub(crate) fn budget_limit(entry: &Value) -> Option<f64> {
-    entry.as_f64().or_else(|| {
-        let l = entry.get("budget_limit")?;
-        l.as_f64().or_else(|| l.as_str()?.parse().ok())
-    })
-}
-
-/// A model budget of a key: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}` or
-/// `{"gpt-4o": 1.0}`.
+/// A model budget of a key (`model_max_budget`), USD.
 fn model_budget(rec: &KeyRecord, model: &str) -> Option<f64> {
-    budget_limit(rec.model_max_budget.get(model)?)
+    rec.model_max_budget.get(model).map(|b| b.max_budget)
 }
 
 /// The window (`time_period`) of a model's budget in `model_max_budget`.
-fn model_period(budgets: &Value, model: &str) -> Option<window::Period> {
-    budgets
-        .get(model)?
-        .get("time_period")?
-        .as_str()
-        .and_then(|p| window::parse(p).ok())
+fn model_period(budgets: &ModelBudgets, model: &str) -> Option<window::Period> {
+    let w = budgets.get(model)?.window.as_deref()?;
+    window::parse(w).ok()
 }
 
 /// What one admitted request holds until it settles: its reservation, parallel slot and

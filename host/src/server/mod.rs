@@ -20,8 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::api;
-use crate::error::{ApiError, Error, ErrorKind};
+use crate::api::{self, ApiError};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 
 /// The whole application; used by the real server and by in-process tests.

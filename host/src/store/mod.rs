@@ -48,7 +48,9 @@ use std::sync::{Arc, PoisonError, RwLock, mpsc};
 use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
-pub use types::{KeyRecord, ModelSpend, ModelWindow, SpendEvent, SpendLog, SpendQuery};
+pub use types::{
+    KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendEvent, SpendLog, SpendQuery,
+};
 use worker::{Msg, Reply};
 
 /// [`Store::put_key`] or [`Store::replace_key`] was given a `key_alias` that another key

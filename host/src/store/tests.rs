@@ -16,6 +16,11 @@ fn window(model: &str, spend: f64, reset_at: i64) -> ModelSpend {
     [(model.to_string(), w)].into_iter().collect()
 }
 
+/// Budgets as a request gives them.
+fn budgets(given: serde_json::Value) -> ModelBudgets {
+    ModelBudgets::parse(&given).unwrap()
+}
+
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("nested").join("llmgate.db")
 }
@@ -35,7 +40,7 @@ fn key(token: &str, alias: Option<&str>) -> KeyRecord {
         tpm_limit: Some(100_000),
         rpm_limit: Some(60),
         max_parallel_requests: Some(1 << 40),
-        model_max_budget: json!({"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}),
+        model_max_budget: budgets(json!({"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}})),
         model_spend: window("gpt-4o", 0.1, 1_700_000_000),
         blocked: true,
         user_id: Some("alice".to_owned()),
@@ -47,26 +52,8 @@ fn key(token: &str, alias: Option<&str>) -> KeyRecord {
 
 fn bare_key(token: &str) -> KeyRecord {
     KeyRecord {
-        token: token.to_owned(),
         key_name: "sk-...bare".to_owned(),
-        key_alias: None,
-        spend: 0.0,
-        max_budget: None,
-        budget_duration: None,
-        budget_reset_at: None,
-        expires: None,
-        models: vec![],
-        metadata: json!({}),
-        tpm_limit: None,
-        rpm_limit: None,
-        max_parallel_requests: None,
-        model_max_budget: json!({}),
-        model_spend: ModelSpend::new(),
-        blocked: false,
-        user_id: None,
-        team_id: None,
-        created_at: 1_690_000_100,
-        updated_at: 1_690_000_100,
+        ..KeyRecord::new(token.to_owned(), String::new(), 1_690_000_100)
     }
 }
 
@@ -196,6 +183,86 @@ async fn keys_round_trip_every_field() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.load_keys().await.unwrap(), vec![full]);
     store.close().await.unwrap();
+}
+
+#[test]
+fn model_budgets_are_read_and_shown_as_given() {
+    let given = json!({
+        "a": 2.5,
+        "b": {"budget_limit": "0.5", "time_period": "1d", "tpm_limit": 10},
+        "c": {"max_budget": 1, "budget_duration": "30d"},
+        "d": {"budget_limit": 3, "time_period": null},
+    });
+    let b = budgets(given.clone());
+    assert_eq!(serde_json::to_value(&b).unwrap(), given);
+    let got = |m: &str| b.get(m).map(|b| (b.max_budget, b.window.clone()));
+    assert_eq!(got("a"), Some((2.5, None)));
+    assert_eq!(got("b"), Some((0.5, Some("1d".into()))));
+    assert_eq!(got("c"), Some((1.0, Some("30d".into()))));
+    assert_eq!(got("d"), Some((3.0, None)));
+    assert_eq!(got("e"), None);
+    assert_eq!(b.iter().count(), 4);
+    assert_eq!(budgets(json!(null)), ModelBudgets::default());
+
+    // What a request may not give is refused with the entry named (tests/e2e/keys/model_budgets.rs).
+    let err = ModelBudgets::parse(&json!({"a": "1.0"})).unwrap_err();
+    assert!(err.contains("entry `a` needs a budget"), "{err}");
+}
+
+/// A database written before `model_max_budget` was typed (the column held whatever JSON
+/// the API accepted) still loads, and shows each entry as it was written.
+#[tokio::test]
+async fn model_budgets_of_an_old_row_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    Store::open(&path).unwrap().close().await.unwrap();
+    let old = r#"{"bare":0.25,"full":{"budget_limit":"1.5","time_period":"1d"},"odd":{"budget_limit":2,"time_period":5},"hand":{"note":"no limit"}}"#;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO llmgate_verification_tokens (token, key_name, spend, models, metadata,
+             model_max_budget, model_spend, blocked, created_at, updated_at)
+         VALUES ('old1', 'sk-...old1', 0.5, '[]', '{}', ?1,
+             '{\"full\":{\"reset_at\":1700000000,\"spend\":0.1}}', 0, 1, 2)",
+        [old],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO llmgate_verification_tokens (token, key_name, spend, models, metadata,
+             model_max_budget, model_spend, blocked, created_at, updated_at)
+         VALUES ('old2', 'sk-...old2', 0, '[]', '{}', 'null', '{}', 0, 3, 4)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let keys = store.load_keys().await.unwrap();
+    let b = &keys[0].model_max_budget;
+    let got = |m: &str| b.get(m).map(|b| (b.max_budget, b.window.clone()));
+    assert_eq!(got("bare"), Some((0.25, None)));
+    assert_eq!(got("full"), Some((1.5, Some("1d".into()))));
+    // What the runtime always did with these: a limit without a window, and no budget.
+    assert_eq!(got("odd"), Some((2.0, None)));
+    assert_eq!(got("hand"), None);
+    assert_eq!(
+        serde_json::to_string(b).unwrap(),
+        r#"{"bare":0.25,"full":{"budget_limit":"1.5","time_period":"1d"},"hand":{"note":"no limit"},"odd":{"budget_limit":2,"time_period":5}}"#
+    );
+    assert_eq!(keys[0].model_spend, window("full", 0.1, 1_700_000_000));
+    assert_eq!(keys[1].model_max_budget, ModelBudgets::default());
+
+    // Written back, the column is what it was (keys in order).
+    store.put_key(keys[0].clone()).await.unwrap();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let text: String = conn
+        .query_row(
+            "SELECT model_max_budget FROM llmgate_verification_tokens WHERE token = 'old1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let as_written: serde_json::Value = serde_json::from_str(old).unwrap();
+    assert_eq!(text, as_written.to_string());
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// A key's spend per model group in its budget windows, stored (and shown in the key
 /// admin API) as `{"gpt-4o": {"reset_at": 1700000000, "spend": 0.1}}`.
@@ -18,6 +19,151 @@ pub struct ModelWindow {
     /// USD spent in the window.
     #[serde(default)]
     pub spend: f64,
+}
+
+/// A key's budgets per model group (`model_max_budget`), in the shapes LiteLLM's
+/// `/key/generate` takes: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}` (or
+/// LiteLLM's other names for the two fields, `max_budget` and `budget_duration`; the limit
+/// may be a numeric string) or `{"gpt-4o": 1.0}`.
+///
+/// Each entry keeps the JSON the caller gave: it is stored and shown exactly so (LiteLLM
+/// clients compare what they read back with what they sent), and the [`ModelBudget`] read
+/// from it is what the ledger enforces. [`ModelBudgets::parse`] refuses an entry it cannot
+/// read; a stored row is read leniently, as it always was (see [`Deserialize`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelBudgets(BTreeMap<String, BudgetEntry>);
+
+/// One `model_max_budget` entry: as given, and as read.
+#[derive(Debug, Clone, PartialEq)]
+struct BudgetEntry {
+    given: Value,
+    /// `None` only for a stored entry without a readable limit (written by hand): shown,
+    /// not enforced.
+    budget: Option<ModelBudget>,
+}
+
+/// One model group's budget of a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelBudget {
+    /// USD cap per window.
+    pub max_budget: f64,
+    /// The window as given (`1d`, `30d`, `monthly`, ...); `None`: the budget never resets.
+    pub window: Option<String>,
+}
+
+/// An entry with a limit read from it, and the first thing wrong with it, if anything.
+struct Reading {
+    budget: Option<ModelBudget>,
+    problem: Option<String>,
+}
+
+impl ModelBudget {
+    /// What one entry says. A stored entry is read with the same rules, so a budget set
+    /// through the API is enforced the same way after a restart.
+    fn read(entry: &Value) -> Reading {
+        const SHAPE: &str =
+            "needs a budget: a number or {\"budget_limit\": 1.0, \"time_period\": \"1d\"}";
+        let mut problem = None;
+        let (limit, window) = match entry {
+            Value::Number(_) => (Some(entry), None),
+            Value::Object(m) => {
+                let mut either = |a: &str, b: &str| {
+                    let get = |k: &str| m.get(k).filter(|v| !v.is_null());
+                    if get(a).is_some() && get(b).is_some() {
+                        problem.get_or_insert(format!(
+                            "gives both `{a}` and `{b}` (two names of one field); give one"
+                        ));
+                    }
+                    get(a).or_else(|| get(b))
+                };
+                (
+                    either("budget_limit", "max_budget"),
+                    either("time_period", "budget_duration"),
+                )
+            }
+            _ => (None, None),
+        };
+        let max_budget = limit
+            .and_then(|l| l.as_f64().or_else(|| l.as_str()?.parse().ok()))
+            .filter(|l: &f64| l.is_finite() && *l >= 0.0);
+        let window = match window {
+            None => None,
+            Some(Value::String(w)) => Some(w.clone()),
+            Some(_) => {
+                problem.get_or_insert(
+                    "has a `time_period` that is not a string such as \"1d\"".to_string(),
+                );
+                None
+            }
+        };
+        if max_budget.is_none() {
+            problem = Some(SHAPE.to_string());
+        }
+        Reading {
+            budget: max_budget.map(|max_budget| Self { max_budget, window }),
+            problem,
+        }
+    }
+}
+
+impl ModelBudgets {
+    /// A request's `model_max_budget`: an object of entries (`null` clears it). The error
+    /// names the entry and what is wrong with it.
+    pub fn parse(given: &Value) -> Result<Self, String> {
+        let m = match given {
+            Value::Null => return Ok(Self::default()),
+            Value::Object(m) => m,
+            _ => return Err("must be a JSON object".into()),
+        };
+        let mut budgets = BTreeMap::new();
+        for (model, entry) in m {
+            let reading = ModelBudget::read(entry);
+            if let Some(p) = reading.problem {
+                return Err(format!("entry `{model}` {p}"));
+            }
+            let e = BudgetEntry {
+                given: entry.clone(),
+                budget: reading.budget,
+            };
+            budgets.insert(model.clone(), e);
+        }
+        Ok(Self(budgets))
+    }
+
+    /// The budget of `model`, if the key has one.
+    pub fn get(&self, model: &str) -> Option<&ModelBudget> {
+        self.0.get(model)?.budget.as_ref()
+    }
+
+    /// Every model with a budget, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ModelBudget)> {
+        self.0
+            .iter()
+            .filter_map(|(m, e)| Some((m.as_str(), e.budget.as_ref()?)))
+    }
+}
+
+/// As given: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}`.
+impl Serialize for ModelBudgets {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(m, e)| (m, &e.given)))
+    }
+}
+
+/// A stored `model_max_budget` column, read as it always was: any JSON loads; an entry
+/// without a readable limit is kept (and shown) but not enforced, a `time_period` that is
+/// not a string is ignored, and anything but an object reads as no budgets.
+impl<'de> Deserialize<'de> for ModelBudgets {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Value::Object(m) = Value::deserialize(d)? else {
+            return Ok(Self::default());
+        };
+        let budgets = m.into_iter().map(|(model, given)| {
+            let budget = ModelBudget::read(&given).budget;
+            (model, BudgetEntry { given, budget })
+        });
+        Ok(Self(budgets.collect()))
+    }
 }
 
 /// A virtual key as stored. The key itself is never stored: `token` is its SHA-256 (hex).
@@ -50,7 +196,7 @@ pub struct KeyRecord {
     /// Requests in flight at once.
     pub max_parallel_requests: Option<u64>,
     /// Per-model budgets: `{"gpt-4o": {"budget_limit": 1.0, "time_period": "1d"}}`.
-    pub model_max_budget: serde_json::Value,
+    pub model_max_budget: ModelBudgets,
     /// Per-model spend in their windows: `{"gpt-4o": {"spend": 0.1, "reset_at": 1700000000}}`.
     pub model_spend: ModelSpend,
     /// A blocked key is refused.
@@ -63,6 +209,34 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+}
+
+impl KeyRecord {
+    /// A key with no settings and no spend, made at `now` (unix seconds).
+    pub fn new(token: String, key_name: String, now: i64) -> Self {
+        Self {
+            token,
+            key_name,
+            key_alias: None,
+            spend: 0.0,
+            max_budget: None,
+            budget_duration: None,
+            budget_reset_at: None,
+            expires: None,
+            models: Vec::new(),
+            metadata: Value::Object(serde_json::Map::new()),
+            tpm_limit: None,
+            rpm_limit: None,
+            max_parallel_requests: None,
+            model_max_budget: ModelBudgets::default(),
+            model_spend: ModelSpend::new(),
+            blocked: false,
+            user_id: None,
+            team_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// One request's spend log row (LiteLLM's `/spend/logs` fields).

@@ -73,32 +73,33 @@ async fn budget_exceeded_in_both_dialects() {
 #[tokio::test]
 async fn model_max_budget_limits_one_model_only() {
     let (_m, gw) = setup().await;
-    let (key, _) = generate(
-        &gw,
-        MASTER,
-        json!({"model_max_budget": {"priced": {"budget_limit": 0.000_244_140_625, "time_period": "1d"}}}),
-    )
-    .await;
-    let body = chat_body("priced", "x", false);
-    let c = chat(&gw, Some(&key), &body).await;
-    assert_eq!(c.resp.status, 200);
-    let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
-    assert_budget_exceeded(&r);
-    assert!(r.text.contains("for model priced"), "{}", r.text);
-    // Other models are not limited.
-    assert_eq!(
-        chat(&gw, Some(&key), &chat_body("other", "x", false))
-            .await
-            .resp
-            .status,
-        200
-    );
-    assert_eq!(
-        info(&gw, MASTER, &key).await["model_spend"]["priced"]
-            .as_f64()
-            .unwrap(),
-        c.cost()
-    );
+    // Under either of LiteLLM's names for the two fields.
+    for budget in [
+        json!({"budget_limit": 0.000_244_140_625, "time_period": "1d"}),
+        json!({"max_budget": 0.000_244_140_625, "budget_duration": "1d"}),
+    ] {
+        let (key, _) = generate(&gw, MASTER, json!({"model_max_budget": {"priced": budget}})).await;
+        let body = chat_body("priced", "x", false);
+        let c = chat(&gw, Some(&key), &body).await;
+        assert_eq!(c.resp.status, 200);
+        let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+        assert_budget_exceeded(&r);
+        assert!(r.text.contains("for model priced"), "{}", r.text);
+        // Other models are not limited.
+        assert_eq!(
+            chat(&gw, Some(&key), &chat_body("other", "x", false))
+                .await
+                .resp
+                .status,
+            200
+        );
+        assert_eq!(
+            info(&gw, MASTER, &key).await["model_spend"]["priced"]
+                .as_f64()
+                .unwrap(),
+            c.cost()
+        );
+    }
 }
 
 /// One answer of the storm.

@@ -32,6 +32,7 @@ mod admin;
 mod auth;
 mod budgets;
 mod limits;
+mod model_budgets;
 mod spend_logs;
 
 // ---------------------------------------------------------------------------------------
