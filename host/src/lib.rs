@@ -163,16 +163,8 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let fd_limit = server::raise_fd_limit();
     let gw = build(&opts).await?;
-    let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
-        .await
-        .with_context(|| format!("resolving --host {}", opts.host))?
-        .next()
-        .with_context(|| format!("--host {} resolves to no address", opts.host))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = bind(&opts).await?;
     let local = listener.local_addr()?;
-    let grace = gw.config().shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let event_loops = opts.event_loops.max(1);
     // An acceptor on this loop hands each connection to the least busy loop (this one too).
@@ -192,32 +184,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     gw.set_loop_connections(acceptor.open_connections());
     tokio::spawn(acceptor.run(stop_rx.clone()));
     let first = loops.remove(0);
-    let mut threads = Vec::new();
-    for (i, handoff) in loops.into_iter().enumerate() {
-        let index = i + 1;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (gw, stop) = (gw.clone(), stop_rx.clone());
-        std::thread::Builder::new()
-            .name(format!("llmgate-loop-{index}"))
-            .spawn(move || {
-                let served = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting an event loop")
-                    .and_then(|rt| {
-                        rt.block_on(async move {
-                            gateway::set_event_loop(index);
-                            serve(gw, handoff, stop, limits).await
-                        })
-                    });
-                if let Err(e) = &served {
-                    tracing::error!("event loop {index} stopped: {e:#}");
-                }
-                let _ = done_tx.send(served);
-            })
-            .context("starting an event loop thread")?;
-        threads.push(done_rx);
-    }
+    let threads = (1..)
+        .zip(loops)
+        .map(|(index, handoff)| spawn_loop(index, gw.clone(), handoff, stop_rx.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     tracing::info!(%local, event_loops, "llmgate listening");
     // The one line on stdout: tests and scripts read the address from it.
     {
@@ -250,11 +220,66 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         () = shutdown_signal() => {}
     }
+    drain(&gw, &stop_tx, server).await
+}
+
+/// The listening socket of `--host` and `--port`.
+async fn bind(opts: &RunOptions) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = tokio::net::lookup_host((opts.host.as_str(), opts.port))
+        .await
+        .with_context(|| format!("resolving --host {}", opts.host))?
+        .next()
+        .with_context(|| format!("--host {} resolves to no address", opts.host))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// Event loop `index` on a thread of its own, serving the connections handed to it; the
+/// receiver answers when it has stopped.
+fn spawn_loop(
+    index: usize,
+    gw: Arc<gateway::Gateway>,
+    handoff: server::loops::Handoff,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let limits = gw.config().client;
+    std::thread::Builder::new()
+        .name(format!("llmgate-loop-{index}"))
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting an event loop")
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        gateway::set_event_loop(index);
+                        serve(gw, handoff, stop, limits).await
+                    })
+                });
+            if let Err(e) = &served {
+                tracing::error!("event loop {index} stopped: {e:#}");
+            }
+            let _ = done_tx.send(served);
+        })
+        .context("starting an event loop thread")?;
+    Ok(done_rx)
+}
+
+/// After a shutdown signal: stop accepting, give requests in flight the grace period, and
+/// commit every queued spend record before the process exits.
+async fn drain(
+    gw: &gateway::Gateway,
+    stop: &tokio::sync::watch::Sender<bool>,
+    server: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let grace = gw.config().shutdown_grace;
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining requests in flight"
     );
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     let served = match tokio::time::timeout(grace, server).await {
         Ok(r) => r.context("serving"),
         Err(_) => {
@@ -262,7 +287,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Ok(())
         }
     };
-    // Every spend record queued so far is committed before the process exits.
     if let Err(e) = gw.ledger().store().close().await {
         tracing::error!("flushing the store on shutdown failed: {e:#}");
     }

@@ -52,6 +52,34 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
         Some(b"true") => true,
         Some(_) => return Err(Error::BadRequest("`stream` must be true or false".into())),
     };
+    required_fields(api, &top)?;
+    let max_output = match output_cap(&top, "max_completion_tokens")? {
+        Some(n) => n,
+        None => output_cap(&top, "max_tokens")?.unwrap_or(0),
+    };
+    let metadata = top
+        .get("metadata")
+        .filter(|raw| raw.first() == Some(&b'{'))
+        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok());
+    let user = top.get_str("user").or_else(|| {
+        metadata
+            .as_ref()?
+            .get("user_id")?
+            .as_str()
+            .map(str::to_string)
+    });
+    Ok(Summary {
+        model,
+        stream,
+        max_output,
+        user,
+        metadata,
+    })
+}
+
+/// The fields each API cannot do without: a non-empty `messages` array, an `input`, a
+/// `prompt`.
+fn required_fields(api: Api, top: &TopLevel<'_>) -> Result<(), Error> {
     match api {
         Api::ChatCompletions | Api::Messages | Api::CountTokens => match top.get("messages") {
             None => {
@@ -75,28 +103,7 @@ pub fn summarize(api: Api, content_type: &str, body: &[u8]) -> Result<Summary, E
         }
         _ => {}
     }
-    let max_output = match output_cap(&top, "max_completion_tokens")? {
-        Some(n) => n,
-        None => output_cap(&top, "max_tokens")?.unwrap_or(0),
-    };
-    let metadata = top
-        .get("metadata")
-        .filter(|raw| raw.first() == Some(&b'{'))
-        .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw).ok());
-    let user = top.get_str("user").or_else(|| {
-        metadata
-            .as_ref()?
-            .get("user_id")?
-            .as_str()
-            .map(str::to_string)
-    });
-    Ok(Summary {
-        model,
-        stream,
-        max_output,
-        user,
-        metadata,
-    })
+    Ok(())
 }
 
 /// An output-token cap (`max_tokens`, `max_completion_tokens`): absent or `null`, else a

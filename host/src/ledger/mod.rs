@@ -511,117 +511,151 @@ impl Ledger {
         if let Some(refused) = st.refusal(now) {
             return Err(refused);
         }
-        let name = &st.rec.key_name;
-        if !model_allowed(&st.rec.models, req.group) {
-            return Err(Error::Forbidden(format!(
-                "key {name} is not allowed to access model `{}`; it may use: {}",
-                req.group,
-                st.rec.models.join(", ")
-            )));
-        }
         let worst = if req.reserve.is_finite() {
             req.reserve.max(0.0)
         } else {
             f64::MAX
         };
-        let admission = self.settings.admission;
-        if let Some(cap) = st.rec.max_budget {
-            let scope = format!("Key={name}");
-            check_budget(admission, &scope, st.rec.spend, st.reserved, worst, cap)?;
-        }
-        if let Some(cap) = model_budget(&st.rec, req.group) {
-            let reserved = st.model_reserved.get(req.group).copied().unwrap_or(0.0);
-            let scope = format!("Key={name} for model {}", req.group);
-            check_budget(
-                admission,
-                &scope,
-                st.model_spend(req.group),
-                reserved,
-                worst,
-                cap,
-            )?;
-        }
+        st.check_model(req.group)?;
+        st.check_budgets(self.settings.admission, req.group, worst)?;
         let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
-        if let Some(limit) = st.rec.max_parallel_requests
-            && st.in_flight >= limit
-        {
-            return Err(Error::RateLimited {
-                message: format!(
-                    "key {name} has {} requests in flight; its max_parallel_requests is {limit}",
-                    st.in_flight
-                ),
-                retry_after_secs: 1,
-                headers: vec![],
-            });
+        st.check_rates(reset_secs)?;
+        st.reserve(req.group, worst, req.tokens, now);
+        let headers = rate_headers(&st, reset_secs);
+        st.tag(&mut log);
+        drop(st);
+        // Built only now: a refused request holds no ticket, so it writes no spend row.
+        Ok(ticket(log, Some(key.clone()), worst, headers))
+    }
+}
+
+/// The steps of [`Ledger::admit`] on a key's state, in the order it takes them: the model
+/// allowed, the budgets, the rate limits, then the reservation.
+impl KeyState {
+    fn check_model(&self, group: &str) -> Result<(), Error> {
+        if model_allowed(&self.rec.models, group) {
+            return Ok(());
         }
-        if let Some(limit) = st.rec.rpm_limit
-            && st.requests_this_minute >= limit
+        Err(Error::Forbidden(format!(
+            "key {} is not allowed to access model `{group}`; it may use: {}",
+            self.rec.key_name,
+            self.rec.models.join(", ")
+        )))
+    }
+
+    /// The key's budget, then its budget for this model group.
+    fn check_budgets(&self, admission: Admission, group: &str, worst: f64) -> Result<(), Error> {
+        let name = &self.rec.key_name;
+        if let Some(cap) = self.rec.max_budget {
+            let scope = format!("Key={name}");
+            check_budget(admission, &scope, self.rec.spend, self.reserved, worst, cap)?;
+        }
+        if let Some(cap) = model_budget(&self.rec, group) {
+            let reserved = self.model_reserved.get(group).copied().unwrap_or(0.0);
+            let scope = format!("Key={name} for model {group}");
+            let spend = self.model_spend(group);
+            check_budget(admission, &scope, spend, reserved, worst, cap)?;
+        }
+        Ok(())
+    }
+
+    /// `max_parallel_requests`, `rpm_limit`, then `tpm_limit` (used up, or held by requests
+    /// in flight); `reset_secs` until the minute's counters reset.
+    fn check_rates(&self, reset_secs: u64) -> Result<(), Error> {
+        let name = &self.rec.key_name;
+        let limited = |message: String, retry_after_secs: u64, headers| Error::RateLimited {
+            message,
+            retry_after_secs,
+            headers,
+        };
+        if let Some(limit) = self.rec.max_parallel_requests
+            && self.in_flight >= limit
         {
-            return Err(Error::RateLimited {
-                message: format!(
+            return Err(limited(
+                format!(
+                    "key {name} has {} requests in flight; its max_parallel_requests is {limit}",
+                    self.in_flight
+                ),
+                1,
+                vec![],
+            ));
+        }
+        if let Some(limit) = self.rec.rpm_limit
+            && self.requests_this_minute >= limit
+        {
+            return Err(limited(
+                format!(
                     "key {name} reached its rpm_limit of {limit} requests per minute; retry in {reset_secs}s"
                 ),
-                retry_after_secs: reset_secs,
-                headers: rate_headers(&st, reset_secs),
-            });
+                reset_secs,
+                rate_headers(self, reset_secs),
+            ));
         }
-        if let Some(limit) = st.rec.tpm_limit {
-            let used = st.tokens_this_minute;
-            if used >= limit {
-                return Err(Error::RateLimited {
-                    message: format!(
-                        "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used); retry in {reset_secs}s"
-                    ),
-                    retry_after_secs: reset_secs,
-                    headers: rate_headers(&st, reset_secs),
-                });
-            }
-            // Not used up, but held by requests in flight: they settle (usually for less
-            // than they hold) well before the minute ends.
-            if used.saturating_add(st.reserved_tokens) >= limit {
-                return Err(Error::RateLimited {
-                    message: format!(
-                        "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used, {} held by {} requests in flight); retry in 1s",
-                        st.reserved_tokens, st.in_flight
-                    ),
-                    retry_after_secs: 1,
-                    headers: rate_headers(&st, reset_secs),
-                });
-            }
+        let Some(limit) = self.rec.tpm_limit else {
+            return Ok(());
+        };
+        let used = self.tokens_this_minute;
+        if used >= limit {
+            return Err(limited(
+                format!(
+                    "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used); retry in {reset_secs}s"
+                ),
+                reset_secs,
+                rate_headers(self, reset_secs),
+            ));
         }
-        // Admitted: reserve.
-        st.reserved += worst;
-        if model_budget(&st.rec, req.group).is_some() {
-            if !st.rec.model_spend.contains_key(req.group) {
-                let reset_at = model_period(&st.rec.model_max_budget, req.group)
+        // Not used up, but held by requests in flight: they settle (usually for less than
+        // they hold) well before the minute ends.
+        if used.saturating_add(self.reserved_tokens) >= limit {
+            return Err(limited(
+                format!(
+                    "key {name} reached its tpm_limit of {limit} tokens per minute ({used} used, {} held by {} requests in flight); retry in 1s",
+                    self.reserved_tokens, self.in_flight
+                ),
+                1,
+                rate_headers(self, reset_secs),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Admitted: hold `worst` (and, for a model budget, open the model's window) and count
+    /// the request and its tokens.
+    fn reserve(&mut self, group: &str, worst: f64, tokens: u64, now: i64) {
+        self.reserved += worst;
+        if model_budget(&self.rec, group).is_some() {
+            if !self.rec.model_spend.contains_key(group) {
+                let reset_at = model_period(&self.rec.model_max_budget, group)
                     .map(|p| window::next_reset(p, now));
                 let w = ModelWindow {
                     reset_at,
                     spend: 0.0,
                 };
-                st.rec.model_spend.insert(req.group.to_string(), w);
+                self.rec.model_spend.insert(group.to_string(), w);
             }
-            *st.model_reserved.entry(req.group.to_string()).or_default() += worst;
+            *self.model_reserved.entry(group.to_string()).or_default() += worst;
         }
-        st.in_flight += 1;
-        st.reserved_tokens = st.reserved_tokens.saturating_add(req.tokens);
-        st.requests_this_minute += 1;
-        let headers = rate_headers(&st, reset_secs);
-        log.api_key = st.rec.token.clone();
-        if let Some(m) = log.metadata.as_object_mut() {
-            if let Some(alias) = &st.rec.key_alias {
-                m.insert("user_api_key_alias".into(), json!(alias));
-            }
-            if let Some(u) = &st.rec.user_id {
-                m.insert("user_api_key_user_id".into(), json!(u));
-            }
-            if let Some(t) = &st.rec.team_id {
-                m.insert("user_api_key_team_id".into(), json!(t));
-            }
+        self.in_flight += 1;
+        self.reserved_tokens = self.reserved_tokens.saturating_add(tokens);
+        self.requests_this_minute += 1;
+    }
+
+    /// The spend row names the key (its hash) and, as LiteLLM's metadata does, its alias,
+    /// user and team.
+    fn tag(&self, log: &mut SpendLog) {
+        log.api_key = self.rec.token.clone();
+        let Some(m) = log.metadata.as_object_mut() else {
+            return;
+        };
+        if let Some(alias) = &self.rec.key_alias {
+            m.insert("user_api_key_alias".into(), json!(alias));
         }
-        drop(st);
-        // Built only now: a refused request holds no ticket, so it writes no spend row.
-        Ok(ticket(log, Some(key.clone()), worst, headers))
+        if let Some(u) = &self.rec.user_id {
+            m.insert("user_api_key_user_id".into(), json!(u));
+        }
+        if let Some(t) = &self.rec.team_id {
+            m.insert("user_api_key_team_id".into(), json!(t));
+        }
     }
 }
 
