@@ -190,13 +190,7 @@ async fn update_changes_fields_and_keeps_spend() {
     .await;
     assert_eq!(v["info"]["models"], json!([]));
     assert_eq!(v["info"]["expires"], Value::Null);
-    assert_eq!(
-        chat(&gw, Some(&key), &chat_body("other", "x", false))
-            .await
-            .resp
-            .status,
-        200
-    );
+    assert_eq!(chat_status(&gw, &key, "other").await, 200);
     // Setting spend explicitly (LiteLLM allows it).
     let v = update(&gw, MASTER, json!({"key": key, "spend": 1.25})).await;
     assert_eq!(v["info"]["spend"], 1.25);

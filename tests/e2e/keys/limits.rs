@@ -6,13 +6,7 @@ use super::*;
 async fn model_allowlist_expiry_and_blocking() {
     let (m, gw) = setup().await;
     let (key, _) = generate(&gw, MASTER, json!({"models": ["priced"]})).await;
-    assert_eq!(
-        chat(&gw, Some(&key), &chat_body("priced", "x", false))
-            .await
-            .resp
-            .status,
-        200
-    );
+    assert_eq!(chat_status(&gw, &key, "priced").await, 200);
     let before = m.count();
     let r = chat(&gw, Some(&key), &chat_body("other", "x", false)).await;
     let e = r.resp.openai_error(403);

@@ -144,6 +144,14 @@ async fn chat(gw: &Gateway, key: Option<&str>, body: &Value) -> Chat {
     }
 }
 
+/// The status of a one-word chat with `model` under `key`.
+async fn chat_status(gw: &Gateway, key: &str, model: &str) -> u16 {
+    chat(gw, Some(key), &chat_body(model, "x", false))
+        .await
+        .resp
+        .status
+}
+
 /// Assert a 400 `budget_exceeded` in OpenAI's shape.
 fn assert_budget_exceeded(r: &Resp) {
     let e = r.openai_error(400);
