@@ -1,5 +1,6 @@
 //! The `llmgate` binary: parse the command line, set up logging, run the gateway.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -76,10 +77,23 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMGATE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // LiteLLM's three switches for JSON logs: the flag, `JSON_LOGS=true`, and
+    // `litellm_settings.json_logs: true` in the config.
+    let json_logs = cli.json_logs
+        || std::env::var("JSON_LOGS").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        || cli
+            .config
+            .as_deref()
+            .is_some_and(llmgate::config::wants_json_logs);
+    // Colour only for a person at a terminal (https://no-color.org: any non-empty NO_COLOR
+    // turns it off); a pipe or a file gets plain text.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
-    if cli.json_logs {
+    if json_logs {
         builder.json().init();
     } else {
         builder.init();

@@ -11,6 +11,7 @@ mod clients;
 mod faults;
 mod harness;
 mod keys;
+mod logging;
 mod loops;
 mod openai;
 mod policy_js;

@@ -26,6 +26,23 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     }
 }
 
+/// Whether the config at `path` asks for JSON logs (`litellm_settings.json_logs: true`).
+/// Logging starts before the config is loaded, so this reads only that one key; a file
+/// that cannot be read or parsed says no here and is reported by [`load`].
+pub fn wants_json_logs(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(raw) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text) else {
+        return false;
+    };
+    match &raw["litellm_settings"]["json_logs"] {
+        serde_yaml_ng::Value::Bool(b) => *b,
+        serde_yaml_ng::Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
 /// Parse and validate a config text (`source` names it in messages), then apply
 /// `overrides`. `env` is the environment it reads (once: see [`env`]).
 pub fn from_text(

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use env::Environment;
-pub use load::{from_text, load};
+pub use load::{from_text, load, wants_json_logs};
 pub use resolve::Resolved;
 pub use validate::validate;
 use validator::Validator;
