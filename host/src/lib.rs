@@ -186,7 +186,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let first = loops.remove(0);
     let threads = (1..)
         .zip(loops)
-        .map(|(index, handoff)| spawn_loop(index, gw.clone(), handoff, stop_rx.clone()))
+        .map(|(index, handoff)| spawn_loop(index, gw.clone(), handoff, stop_rx.clone(), limits))
         .collect::<anyhow::Result<Vec<_>>>()?;
     tracing::info!(%local, event_loops, "llmgate listening");
     // The one line on stdout: tests and scripts read the address from it.
@@ -242,9 +242,9 @@ fn spawn_loop(
     gw: Arc<gateway::Gateway>,
     handoff: server::loops::Handoff,
     stop: tokio::sync::watch::Receiver<bool>,
+    limits: config::ClientLimits,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let limits = gw.config().client;
     std::thread::Builder::new()
         .name(format!("llmgate-loop-{index}"))
         .spawn(move || {

@@ -225,15 +225,8 @@ fn connections_over_the_cap_wait_until_one_closes() {
         rx.recv_timeout(Duration::from_secs(2)).is_err(),
         "a connection over the cap was served"
     );
-    let deadline = Instant::now() + DEADLINE;
-    while !gw.logs().contains("client connection limit reached") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        gw.logs().contains("client connection limit reached"),
-        "{}",
-        gw.logs()
-    );
+    let logs = gw.logs_once("client connection limit reached", DEADLINE);
+    assert!(logs.contains("client connection limit reached"), "{logs}");
     // ...and is once one of them closes.
     drop(held.pop());
     let r = rx

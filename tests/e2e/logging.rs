@@ -1,24 +1,16 @@
 //! The log's format: plain text without colour codes when stderr is not a terminal, and
 //! JSON (one object per line) by each of LiteLLM's three switches.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::mock::keyed_mock;
 use crate::support::{Config, Gateway, Spec, openai_config};
 
-/// The gateway's stderr once its start-up lines are in (the reader thread may lag the
-/// address on stdout).
+/// The gateway's stderr once its start-up lines are in.
 fn startup_logs(gw: &Gateway) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = gw.logs();
-        if logs.contains("llmgate listening") || Instant::now() > deadline {
-            return logs;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    gw.logs_once("llmgate listening", Duration::from_secs(30))
 }
 
 #[tokio::test]

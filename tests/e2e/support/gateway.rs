@@ -168,6 +168,19 @@ impl Gateway {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The log once it contains `needle` (the stderr reader may lag what the gateway did),
+    /// or as it is after `timeout`: the caller's assertion says which.
+    pub fn logs_once(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
