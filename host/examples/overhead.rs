@@ -199,6 +199,7 @@ async fn main() {
                     reserve: 0.7,
                     tokens: 1000,
                     log: l,
+                    facts: Default::default(),
                 },
             )
             .unwrap();

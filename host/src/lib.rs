@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod ledger;
 pub mod models;
 pub mod net;
+pub mod observe;
 pub mod plugins;
 pub mod pricing;
 pub mod server;
@@ -141,6 +142,9 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         );
     }
     let ledger = ledger::Ledger::open(store, settings).await?;
+    if config.access_log {
+        ledger.observer().add(Arc::new(observe::access::AccessLog));
+    }
     tracing::info!(db = %config.database_path.display(), "store ready");
     Ok(Arc::new(gateway::Gateway::new(
         config,

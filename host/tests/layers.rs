@@ -21,8 +21,8 @@ const LAYERS: &[&[&str]] = &[
     &["models", "net", "pricing", "wit"],
     // Persistence: the database thread and its rows.
     &["store"],
-    // The validated configuration, and the one error type.
-    &["config", "error"],
+    // The validated configuration, the one error type, and the per-request record.
+    &["config", "error", "observe"],
     // The plugin runtime; keys, budgets and spend.
     &["ledger", "plugins"],
     // The pipeline: admit, route, attempt, stream, settle (`gateway::upstream` inside).

@@ -123,29 +123,55 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Que
 
 /// A model request as its handler receives it: the caller ([`AnyKey`]), then the headers
 /// and the body, bounded ([`bounded_body`]), extracted in that order. Every model route
-/// takes this one extractor and names only its API and dialect.
+/// takes this one extractor and names only its API and dialect. A request refused here (no
+/// key, a body too large or too slow) is refused by [`ModelCall::serve`], which knows the
+/// API to record it under.
 pub struct ModelCall {
     gw: Arc<Gateway>,
+    read: Result<Read, Refused>,
+}
+
+/// A model request's caller, headers and body.
+struct Read {
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 }
 
+/// Why a model request could not be read, and by whom (`None`: not authenticated).
+struct Refused {
+    caller: Option<Caller>,
+    error: Error,
+}
+
 impl FromRequest<Arc<Gateway>> for ModelCall {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request(
         req: axum::extract::Request,
         gw: &Arc<Gateway>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = req.into_parts();
-        let AnyKey(caller) = AnyKey::from_request_parts(&mut parts, gw).await?;
-        let body = bounded_body(&parts, body, gw).await?;
+        let read = match AnyKey::from_request_parts(&mut parts, gw).await {
+            Err(ApiError(error, _)) => Err(Refused {
+                caller: None,
+                error,
+            }),
+            Ok(AnyKey(caller)) => match bounded_body(&parts, body, gw).await {
+                Ok(body) => Ok(Read {
+                    caller,
+                    headers: parts.headers,
+                    body,
+                }),
+                Err(ApiError(error, _)) => Err(Refused {
+                    caller: Some(caller),
+                    error,
+                }),
+            },
+        };
         Ok(Self {
             gw: gw.clone(),
-            caller,
-            headers: parts.headers,
-            body,
+            read,
         })
     }
 }
@@ -172,12 +198,16 @@ impl ModelCall {
         api: Api,
         dialect: Dialect,
     ) -> Result<axum::response::Response, ApiError> {
+        let read = self.read.map_err(|r| {
+            self.gw.refused(api, r.caller.as_ref(), "", &r.error);
+            ApiError(r.error, dialect)
+        })?;
         let req = Request {
             api,
             dialect,
-            headers: self.headers,
-            body: self.body,
-            caller: self.caller,
+            headers: read.headers,
+            body: read.body,
+            caller: read.caller,
         };
         self.gw.handle(req).await.map_err(|e| ApiError(e, dialect))
     }

@@ -200,6 +200,8 @@ pub struct Config {
     pub store_prompts: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Write the access log line of every request (`llmgate.access_log`, default true).
+    pub access_log: bool,
     /// Longest a started stream may go without an upstream event (SSE comments do not count).
     pub stream_idle_timeout: Duration,
     /// Longest a stream may run (`None`: no limit).

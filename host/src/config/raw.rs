@@ -96,6 +96,8 @@ pub struct RawLlmgate {
     pub max_stream_duration_seconds: Option<u64>,
     /// Watch the plugins folder and reload changed plugins (default true).
     pub hot_reload: Option<bool>,
+    /// One INFO line per request, target `llmgate::access` (default true).
+    pub access_log: Option<bool>,
     /// The SQLite database file (keys, spend logs).
     pub database_path: Option<String>,
     /// Budget admission rule: `reserve` (default) or `strict`.

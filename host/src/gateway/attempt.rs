@@ -47,7 +47,9 @@ pub(super) async fn run_plan(
             fallbacks,
         };
         let span = tracing::info_span!("attempt", deployment = %dep.id, provider = %dep.provider);
-        match one.run(&forwarded, billing).instrument(span).await {
+        let ran = one.run(&forwarded, billing).instrument(span).await;
+        billing.attempt_ended(ran.as_ref().err());
+        match ran {
             Ok(answer) => return Ok(answer),
             // The gateway is at capacity, not the deployment at fault: no cooldown, and no
             // other attempt (they share the pool). Logged where counted.
@@ -301,7 +303,7 @@ impl One<'_> {
                 "provider `{}` (plugin {}) does not serve the {} API (deployment {})",
                 dep.provider,
                 plugin.id(),
-                upstream::api_name(inbound.api),
+                crate::observe::route(inbound.api),
                 dep.id
             )));
         }
@@ -359,7 +361,7 @@ impl Answer {
         let dep = &served.dep;
         match self.kind {
             AnswerKind::Whole(ex, cr) => {
-                let headers = billing.settle_answer(dep, cr.usage.as_ref(), &cr.body);
+                let headers = billing.settle_answer(dep, cr.status, cr.usage.as_ref(), &cr.body);
                 let mut out = response(cr.status, &cr.headers, Body::from(cr.body));
                 decorate(&mut out, call, served);
                 for (k, v) in headers {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Deployment};
 use crate::error::Error;
-use crate::ledger::{Admission, Admit, Ledger, Outcome, Ticket, unix_now_ms};
+use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
+use crate::observe::{AttemptFacts, Facts, exception_class, route};
 use crate::plugins::Usage;
 use crate::pricing::{Prices, input_tokens_upper_bound};
 use crate::store::SpendLog;
@@ -46,15 +47,34 @@ pub(super) fn admit(
 ) -> Result<Billing, Error> {
     let input_bound = input_tokens_upper_bound(call.body.len());
     let (reserve, tokens) = reservation(ledger, call, input_bound);
-    let ticket = ledger.admit(
-        &call.caller,
-        Admit {
-            group: &call.group,
-            reserve,
-            tokens,
-            log: spend_log(ledger, call, fields),
-        },
-    )?;
+    let facts = Facts {
+        api: route(call.api),
+        requested_model: call.model.clone(),
+        caller: call.caller.kind(),
+        stream: call.stream,
+        ..Facts::default()
+    };
+    let ticket = ledger
+        .admit(
+            &call.caller,
+            Admit {
+                group: &call.group,
+                reserve,
+                tokens,
+                log: spend_log(ledger, call, fields),
+                facts,
+            },
+        )
+        .inspect_err(|e| {
+            let asked = Asked {
+                api: call.api,
+                caller: Some(&call.caller),
+                model: &call.model,
+                group: &call.group,
+                stream: call.stream,
+            };
+            refused(ledger, &asked, e);
+        })?;
     Ok(Billing {
         ticket,
         input_bound,
@@ -117,6 +137,41 @@ fn spend_log(ledger: &Ledger, call: &Call, fields: LogFields) -> SpendLog {
     }
 }
 
+/// What is known of a request refused before admission.
+pub(super) struct Asked<'a> {
+    pub api: Api,
+    /// `None`: refused before authentication.
+    pub caller: Option<&'a Caller>,
+    /// The model asked (empty if the body could not be read).
+    pub model: &'a str,
+    /// The model group it resolved to (empty if none).
+    pub group: &'a str,
+    pub stream: bool,
+}
+
+/// Record a request refused before admission (it gets no spend log row: an unauthenticated
+/// client must not be able to fill the database).
+pub(super) fn refused(ledger: &Ledger, asked: &Asked<'_>, err: &Error) {
+    let log = SpendLog {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        call_type: call_type(asked.api).to_string(),
+        start_time_ms: unix_now_ms(),
+        model_group: asked.group.to_string(),
+        metadata: serde_json::Value::Object(serde_json::Map::new()),
+        ..SpendLog::default()
+    };
+    let facts = Facts {
+        api: route(asked.api),
+        requested_model: asked.model.to_string(),
+        caller: asked.caller.map_or("none", Caller::kind),
+        stream: asked.stream,
+        status: err.status().as_u16(),
+        error_class: Some(exception_class(err)),
+        attempts: Vec::new(),
+    };
+    ledger.refused(asked.caller, log, &facts);
+}
+
 /// LiteLLM's `call_type` for an API.
 fn call_type(api: Api) -> &'static str {
     match api {
@@ -137,6 +192,12 @@ impl Billing {
 
     /// An attempt goes to `dep` as `model`: the spend log names it.
     pub fn route_to(&mut self, dep: &Deployment, model: &str) {
+        self.ticket.facts.attempts.push(AttemptFacts {
+            deployment: dep.id.clone(),
+            model_group: dep.model_name.clone(),
+            start_ms: unix_now_ms(),
+            ..AttemptFacts::default()
+        });
         let log = &mut self.ticket.log;
         model.clone_into(&mut log.model);
         log.model_id.clone_from(&dep.id);
@@ -144,10 +205,22 @@ impl Billing {
         log.api_base = dep.api_base.clone().unwrap_or_default();
     }
 
+    /// The attempt [`Billing::route_to`] started ended, with `err` if it failed.
+    pub fn attempt_ended(&mut self, err: Option<&Error>) {
+        if let Some(a) = self.ticket.facts.attempts.last_mut() {
+            a.duration_ms = (unix_now_ms() - a.start_ms).max(0) as f64;
+            if let Some(err) = err {
+                a.error_class = Some(exception_class(err));
+                a.status = err.status().as_u16();
+            }
+        }
+    }
+
     /// A 2xx stream starts: from now on, if the client goes away, the prompt (estimated) is
     /// still billed. Returns the response's rate-limit and key-spend headers.
     pub fn start_stream(&mut self, prices: &Prices) -> Vec<(&'static str, String)> {
         let t = &mut self.ticket;
+        t.facts.status = 200;
         t.fallback_cost = (self.input_bound * 3 / 4) as f64 * prices.input;
         let mut headers = t.rate_headers.clone();
         if let Some((spend, budget)) = t.key_spend() {
@@ -170,8 +243,9 @@ impl Billing {
         self.ticket.fallback_cost += events as f64 * prices.output;
     }
 
-    /// Put `err` in the spend log row's metadata.
+    /// Put `err` in the spend log row's metadata and the request's facts.
     fn note_error(&mut self, err: &Error) {
+        self.ticket.facts.error_class = Some(exception_class(err));
         if let Some(m) = self.ticket.log.metadata.as_object_mut() {
             m.insert("error".into(), serde_json::json!(err.to_string()));
         }
@@ -180,6 +254,7 @@ impl Billing {
     /// No attempt answered: release everything and charge nothing.
     pub fn refund(mut self, err: &Error) {
         self.note_error(err);
+        self.ticket.facts.status = err.status().as_u16();
         if let Some(m) = self.ticket.log.metadata.as_object_mut() {
             m.insert(
                 "error_status".into(),
@@ -242,11 +317,13 @@ impl Billing {
     /// Settle a whole (non-streamed) answer with `body`; returns the response's cost,
     /// key-spend and rate-limit headers.
     pub fn settle_answer(
-        self,
+        mut self,
         dep: &Deployment,
+        status: u16,
         usage: Option<&Usage>,
         body: &[u8],
     ) -> Vec<(&'static str, String)> {
+        self.ticket.facts.status = status;
         let rate_headers = self.ticket.rate_headers.clone();
         let max_budget = self.ticket.key_spend().and_then(|(_, b)| b);
         let response = self
@@ -275,6 +352,8 @@ impl Billing {
         failed: Option<&Error>,
         logged: &[u8],
     ) {
+        // The winning attempt lasted as long as its stream.
+        self.attempt_ended(None);
         match closed {
             Some(usage) if usage.is_some() || failed.is_none() => {
                 if let Some(err) = failed {

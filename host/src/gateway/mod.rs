@@ -210,7 +210,14 @@ impl Gateway {
     /// read and resolve, admit, route, attempt, then stream or answer (settling the bill),
     /// or refund it if no attempt answered.
     pub async fn handle(&self, req: Request) -> Result<Response, Error> {
-        let (call, fields) = Call::read(self, req)?;
+        let (api, caller) = (req.api, req.caller.clone());
+        let (call, fields) = Call::read(self, req).inspect_err(|e| {
+            let model = match e {
+                Error::ModelNotFound(m) => m.as_str(),
+                _ => "",
+            };
+            self.refused(api, Some(&caller), model, e);
+        })?;
         let span = tracing::info_span!("request", call_id = %call.id, model = %call.model, group = %call.group, stream = call.stream);
         let mut billing = billing::admit(&self.ledger, &call, fields)?;
         async {
@@ -225,6 +232,19 @@ impl Gateway {
         }
         .instrument(span)
         .await
+    }
+
+    /// Record a request to `api` refused before the pipeline could read it (`caller`
+    /// `None`: before authentication): its access log line, metrics and trace.
+    pub fn refused(&self, api: Api, caller: Option<&Caller>, model: &str, err: &Error) {
+        let asked = billing::Asked {
+            api,
+            caller,
+            model,
+            group: "",
+            stream: false,
+        };
+        billing::refused(&self.ledger, &asked, err);
     }
 
     /// Ask the routing policy for a plan, then run its attempts until one answers.

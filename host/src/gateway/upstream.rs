@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::net::{origin_of, url_origin};
 use crate::plugins::Fault;
 use crate::wit::provider_api::{Prefix, UpstreamRequest};
-use crate::wit::types::{Api, Auth, ErrorClass};
+use crate::wit::types::{Auth, ErrorClass};
 
 /// The key sent upstream: the deployment's `api_key`, else the prefix's environment variables.
 pub(super) fn upstream_key(dep: &Deployment, prefix: Option<&Prefix>) -> Option<String> {
@@ -336,17 +336,6 @@ pub(super) async fn send(
         Err(_) => Err(timeout_error(dep, timeout)),
         Ok(Err(e)) => Err(send_error(dep, &e)),
         Ok(Ok(r)) => Ok(r),
-    }
-}
-/// The route an API is served on, for messages.
-pub(crate) fn api_name(api: Api) -> &'static str {
-    match api {
-        Api::ChatCompletions => "/v1/chat/completions",
-        Api::Messages => "/v1/messages",
-        Api::CountTokens => "/v1/messages/count_tokens",
-        Api::ImagesGenerations => "/v1/images/generations",
-        Api::ImagesEdits => "/v1/images/edits",
-        Api::Embeddings => "/v1/embeddings",
     }
 }
 

@@ -55,6 +55,7 @@ use subtle::ConstantTimeEq as _;
 
 pub use crate::config::Admission;
 use crate::error::Error;
+use crate::observe::{Facts, KeyTotals, Observer, Record};
 use crate::store::{KeyRecord, ModelBudgets, ModelWindow, SpendEvent, SpendLog, Store};
 
 /// Ledger settings from the config.
@@ -83,6 +84,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// What kind of caller this is, for logs and metrics: `open`, `master` or `key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Master => "master",
+            Self::Key(_) => "key",
+        }
+    }
+
     /// Whether this caller may use admin routes.
     pub fn is_admin(&self) -> bool {
         matches!(self, Self::Open | Self::Master)
@@ -191,6 +201,22 @@ impl KeyState {
         self.rec.model_spend.get(model).map_or(0.0, |w| w.spend)
     }
 
+    /// The key's spend and what is left of its limits this minute, for the request record.
+    fn totals(&self) -> KeyTotals {
+        KeyTotals {
+            spend: self.rec.spend,
+            max_budget: self.rec.max_budget,
+            remaining_requests: self
+                .rec
+                .rpm_limit
+                .map(|l| l.saturating_sub(self.requests_this_minute)),
+            remaining_tokens: self
+                .rec
+                .tpm_limit
+                .map(|l| l.saturating_sub(self.tokens_this_minute)),
+        }
+    }
+
     fn spend_event(&self) -> SpendEvent {
         SpendEvent::KeySpend {
             token: self.rec.token.clone(),
@@ -227,6 +253,8 @@ pub struct Ticket {
     pub rate_headers: Vec<(&'static str, String)>,
     /// Estimated cost if the ticket is dropped without settling (client went away).
     pub fallback_cost: f64,
+    /// What the pipeline records beside the row, for the request's [`Record`].
+    pub facts: Facts,
     settled: bool,
 }
 
@@ -280,6 +308,7 @@ impl Ticket {
         .into();
         let store = &self.ledger.store;
         let mut key_spend = 0.0;
+        let mut totals = None;
         if let Some(key) = &self.key {
             let mut st = key.lock();
             st.roll(now_ms / 1000);
@@ -298,9 +327,15 @@ impl Ticket {
             key_spend = st.rec.spend;
             // Queued under the lock: the store sees this key's absolute spend in order.
             store.record(st.spend_event());
+            totals = Some(st.totals());
         }
+        self.ledger.observer.record(&Record {
+            log: &self.log,
+            facts: &self.facts,
+            key: totals,
+        });
         if self.ledger.settings.spend_logs {
-            store.record(SpendEvent::Log(Box::new(self.log.clone())));
+            store.record(SpendEvent::Log(Box::new(std::mem::take(&mut self.log))));
         }
         key_spend
     }
@@ -315,6 +350,10 @@ impl Drop for Ticket {
             if let Some(m) = self.log.metadata.as_object_mut() {
                 m.entry("error")
                     .or_insert_with(|| json!("the client went away before the response finished"));
+            }
+            if self.facts.error_class.is_none() {
+                self.facts.error_class = Some(crate::observe::CLIENT_GONE);
+                self.facts.status = 499;
             }
             self.settle_inner(Outcome {
                 cost,
@@ -335,6 +374,8 @@ pub struct Admit<'a> {
     pub tokens: u64,
     /// The spend log row template (request id, call type, times, user, ...).
     pub log: SpendLog,
+    /// The pipeline's facts so far (API, model asked, caller).
+    pub facts: Facts,
 }
 
 /// The ledger: keys by hash, settings, and the store behind them.
@@ -342,6 +383,8 @@ pub struct Ledger {
     store: Store,
     settings: Settings,
     keys: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    /// Where every request's record goes when it ends.
+    observer: Observer,
     /// Serializes admin changes so a key is never written by two of them at once.
     admin: tokio::sync::Mutex<()>,
 }
@@ -423,8 +466,38 @@ impl Ledger {
             store,
             settings,
             keys: RwLock::new(keys),
+            observer: Observer::default(),
             admin: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// Where every request's record goes when it ends ([`Observer::add`] a sink at start).
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// A request refused before admission gave it a ticket (no key, a bad body, an unknown
+    /// model, a limit): its record, with the caller's key named as the spend log names it.
+    pub fn refused(&self, caller: Option<&Caller>, mut log: SpendLog, facts: &Facts) {
+        log.end_time_ms = unix_now_ms();
+        log.status = "failure".into();
+        match caller {
+            Some(Caller::Key(key)) => key.lock().tag(&mut log),
+            Some(Caller::Master) => self.tag_master(&mut log),
+            _ => {}
+        }
+        self.observer.record(&Record {
+            log: &log,
+            facts,
+            key: None,
+        });
+    }
+
+    /// As LiteLLM does: the master key's requests are logged under its hash.
+    fn tag_master(&self, log: &mut SpendLog) {
+        if let Some(h) = &self.settings.master_key_hash {
+            log.api_key = hex::encode(h);
+        }
     }
 
     /// The store.
@@ -494,12 +567,12 @@ impl Ledger {
                 log,
                 rate_headers,
                 fallback_cost: 0.0,
+                facts: req.facts.clone(),
                 settled: false,
             };
         let Caller::Key(key) = caller else {
-            if let (Caller::Master, Some(h)) = (caller, &self.settings.master_key_hash) {
-                // As LiteLLM does: the master key's requests are logged under its hash.
-                log.api_key = hex::encode(h);
+            if matches!(caller, Caller::Master) {
+                self.tag_master(&mut log);
             }
             return Ok(ticket(log, None, 0.0, Vec::new()));
         };
