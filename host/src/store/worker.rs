@@ -18,8 +18,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::AliasTaken;
+use super::report;
 use super::rows::{self, KeySpend};
-use super::types::{KeyRecord, SpendEvent, SpendLog, SpendQuery};
+use super::types::{KeyRecord, SpendAggregate, SpendEvent, SpendLog, SpendQuery, SpendTotals};
 
 /// How long a spend event waits for others to share its transaction.
 const GROUP_COMMIT: Duration = Duration::from_millis(20);
@@ -55,6 +56,8 @@ pub(super) enum Msg {
     DeleteKeys(Vec<String>, Reply<Vec<String>>),
     /// Read spend logs.
     QueryLogs(SpendQuery, Reply<Vec<SpendLog>>),
+    /// Sum spend log rows per group.
+    Aggregate(SpendAggregate, Reply<Vec<SpendTotals>>),
 }
 
 /// Spend events received but not committed yet, and who waits for them.
@@ -212,6 +215,10 @@ impl Worker {
             Msg::QueryLogs(q, reply) => {
                 self.commit();
                 let _ = reply.send(rows::query_logs(&self.conn, &q).context("reading spend logs"));
+            }
+            Msg::Aggregate(q, reply) => {
+                self.commit();
+                let _ = reply.send(report::aggregate(&self.conn, &q).context("summing spend logs"));
             }
         }
     }
