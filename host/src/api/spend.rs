@@ -12,11 +12,12 @@ use axum::extract::State;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::keys::{LogView, date};
 use super::{Admin, ApiError, Query};
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::ledger::hash_key;
-use crate::store::{SpendAggregate, SpendGroup, SpendTotals};
+use crate::store::{SpendAggregate, SpendGroup, SpendQuery, SpendTotals};
 
 /// One UTC day in milliseconds.
 const DAY_MS: i64 = 86_400_000;
@@ -36,6 +37,9 @@ pub struct ReportQuery {
     limit: Option<String>,
     page: Option<String>,
     page_size: Option<String>,
+    user_id: Option<String>,
+    request_id: Option<String>,
+    status_filter: Option<String>,
 }
 
 /// `value` (`YYYY-MM-DD`) as the unix milliseconds of that UTC day's midnight.
@@ -412,4 +416,67 @@ impl Metrics {
             api_requests: self.api_requests + o.api_requests,
         }
     }
+}
+
+/// `GET /spend/logs/ui?start_date=&end_date=&page=&page_size=&api_key=&user_id=&request_id=&model=&status_filter=`
+/// (the log browser's route; both dates required, `YYYY-MM-DD HH:MM:SS` UTC, a date, or
+/// RFC 3339): one page of spend log rows, newest first, `{data, total, page, page_size,
+/// total_pages}`.
+pub async fn logs_ui(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let required = |name: &str, v: &Option<String>| {
+        date(name, v.as_deref())?
+            .ok_or_else(|| Error::BadRequest(format!("`{name}` is required (YYYY-MM-DD HH:MM:SS)")))
+    };
+    let start = required("start_date", &q.start_date)?;
+    let mut end = required("end_date", &q.end_date)?;
+    if q.end_date.as_deref().is_some_and(|e| e.trim().len() != 10) {
+        end += 1; // a time: inclusive
+    }
+    if end <= start {
+        return Err(Error::BadRequest("`end_date` must not be before `start_date`".into()).into());
+    }
+    let status = match q.status_filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s @ ("success" | "failure")) => Some(s.to_owned()),
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "`status_filter` must be success or failure, got `{other}`"
+            ))
+            .into());
+        }
+    };
+    let page = bounded("page", q.page.as_deref(), 1)?;
+    let page_size = bounded("page_size", q.page_size.as_deref(), 50)?;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let query = SpendQuery {
+        api_key: key_hash(q.api_key.as_deref()),
+        request_id: nonempty(q.request_id),
+        user: nonempty(q.user_id),
+        model: nonempty(q.model),
+        status,
+        start_ms: Some(start),
+        end_ms: Some(end),
+        limit: page_size,
+        offset: (page - 1) * page_size,
+    };
+    let store = gw.ledger().store();
+    let read_error =
+        |e: anyhow::Error| ApiError::from(Error::Internal(format!("reading spend logs: {e:#}")));
+    let total = store.count_logs(query.clone()).await.map_err(read_error)?;
+    let rows = store.query_logs(query).await.map_err(read_error)?;
+    let pages = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .div_ceil(page_size);
+    let data: Vec<LogView<'_>> = rows.iter().map(LogView::of).collect();
+    Ok(Json(json!({
+        "data": data,
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+        "total_pages": pages,
+    })))
 }

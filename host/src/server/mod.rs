@@ -67,6 +67,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/key/regenerate", post(api::keys::regenerate_body))
         .route("/key/{key}/regenerate", post(api::keys::regenerate))
         .route("/spend/logs", get(api::keys::spend_logs))
+        .route("/spend/logs/ui", get(api::spend::logs_ui))
         .route("/spend/tags", get(api::spend::tags))
         .route("/global/spend/report", get(api::spend::report))
         .route("/global/spend/logs", get(api::spend::logs))

@@ -145,6 +145,11 @@ impl Store {
         self.call(|reply| Msg::QueryLogs(q, reply)).await
     }
 
+    /// How many spend log rows match `q` (its limit and offset aside).
+    pub async fn count_logs(&self, q: SpendQuery) -> anyhow::Result<u64> {
+        self.call(|reply| Msg::CountLogs(q, reply)).await
+    }
+
     /// Sums of the spend log rows matching `q`, per group (the spend report routes), in SQL
     /// on the store thread. Sees every event recorded before the call.
     pub async fn aggregate(&self, q: SpendAggregate) -> anyhow::Result<Vec<SpendTotals>> {

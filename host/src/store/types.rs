@@ -307,8 +307,14 @@ pub struct SpendQuery {
     pub start_ms: Option<i64>,
     /// `start_time_ms < end_ms`.
     pub end_ms: Option<i64>,
+    /// The model group.
+    pub model: Option<String>,
+    /// The row's status (`success`, `failure`).
+    pub status: Option<String>,
     /// Most rows, newest first (0: no limit).
     pub limit: usize,
+    /// Rows skipped first (pagination).
+    pub offset: usize,
 }
 
 /// A write the hot path hands to the store without waiting.

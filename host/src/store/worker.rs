@@ -56,6 +56,8 @@ pub(super) enum Msg {
     DeleteKeys(Vec<String>, Reply<Vec<String>>),
     /// Read spend logs.
     QueryLogs(SpendQuery, Reply<Vec<SpendLog>>),
+    /// Count spend log rows.
+    CountLogs(SpendQuery, Reply<u64>),
     /// Sum spend log rows per group.
     Aggregate(SpendAggregate, Reply<Vec<SpendTotals>>),
 }
@@ -215,6 +217,10 @@ impl Worker {
             Msg::QueryLogs(q, reply) => {
                 self.commit();
                 let _ = reply.send(rows::query_logs(&self.conn, &q).context("reading spend logs"));
+            }
+            Msg::CountLogs(q, reply) => {
+                self.commit();
+                let _ = reply.send(rows::count_logs(&self.conn, &q).context("counting spend logs"));
             }
             Msg::Aggregate(q, reply) => {
                 self.commit();

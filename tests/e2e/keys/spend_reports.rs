@@ -143,6 +143,91 @@ async fn spend_reports_sum_what_was_sent() {
     check_report(&gw, &dates, &day, (&ha, &hb), (a1, a2, b1)).await;
     check_activity(&gw, &dates, &day, (&ha, &a), (a1, a2, b1)).await;
     check_refusals(&gw, &a).await;
+    check_logs_ui(&gw, &day, (&a, &hb), b1).await;
+}
+
+/// `/spend/logs/ui`: filters and pages over the four rows.
+async fn check_logs_ui(gw: &Gateway, day: &str, (a, hb): (&str, &str), b1: f64) {
+    let range = format!("start_date={day}%2000:00:00&end_date={day}%2023:59:59");
+    let all = report(gw, &format!("/spend/logs/ui?{range}&page_size=3")).await;
+    assert_eq!(
+        (
+            &all["total"],
+            &all["page"],
+            &all["page_size"],
+            &all["total_pages"]
+        ),
+        (&json!(4), &json!(1), &json!(3), &json!(2)),
+        "{all}"
+    );
+    assert_eq!(all["data"].as_array().unwrap().len(), 3);
+    let second = report(gw, &format!("/spend/logs/ui?{range}&page_size=3&page=2")).await;
+    assert_eq!(second["data"].as_array().unwrap().len(), 1);
+    let mut ids: Vec<&Value> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["data"].as_array().unwrap())
+        .map(|r| &r["request_id"])
+        .collect();
+    ids.sort_by_key(|v| v.to_string());
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "pages overlap: {ids:?}");
+    let failed = report(gw, &format!("/spend/logs/ui?{range}&status_filter=failure")).await;
+    assert_eq!(
+        (
+            &failed["total"],
+            &failed["data"][0]["api_key"],
+            &failed["data"][0]["model_group"]
+        ),
+        (&json!(1), &json!(hb), &json!("failing"))
+    );
+    let by_key = report(
+        gw,
+        &format!("/spend/logs/ui?{range}&api_key={a}&model=priced"),
+    )
+    .await;
+    assert_eq!(by_key["total"], 1);
+    let cust = report(
+        gw,
+        &format!("/spend/logs/ui?{range}&user_id=cust-2&status_filter=success"),
+    )
+    .await;
+    assert_eq!(
+        (&cust["total"], cust["data"][0]["spend"].as_f64()),
+        (&json!(1), Some(b1))
+    );
+    let id = failed["data"][0]["request_id"].as_str().unwrap();
+    let one = report(gw, &format!("/spend/logs/ui?{range}&request_id={id}")).await;
+    assert_eq!(one["total"], 1);
+    let elsewhere = report(
+        gw,
+        "/spend/logs/ui?start_date=2000-01-01&end_date=2000-01-01",
+    )
+    .await;
+    assert_eq!(
+        (&elsewhere["total"], &elsewhere["data"]),
+        (&json!(0), &json!([]))
+    );
+    refused(
+        gw,
+        &format!("/spend/logs/ui?{range}&status_filter=ok"),
+        "status_filter",
+    )
+    .await;
+    refused(gw, "/spend/logs/ui?start_date=2026-12-01", "end_date").await;
+    refused(
+        gw,
+        &format!("/spend/logs/ui?{range}&page_size=0"),
+        "page_size",
+    )
+    .await;
+    refused(
+        gw,
+        "/spend/logs/ui?start_date=2026-12-02&end_date=2026-12-01",
+        "end_date",
+    )
+    .await;
 }
 
 /// `/global/spend/report` by team (the default), customer and key.
