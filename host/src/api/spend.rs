@@ -358,47 +358,53 @@ pub async fn daily_activity(
         parts.push((field, sums(&gw, by(vec![SpendGroup::Day, g])).await?));
     }
     for day in shown {
-        let mut breakdown = serde_json::Map::new();
-        for (field, rows) in &parts {
-            let entries = rows
-                .iter()
-                .filter(|t| group(t, 0) == group(day, 0))
-                .map(|t| {
-                    let metadata = match *field {
-                        "api_keys" => json!({"key_alias": t.key_alias}),
-                        _ => json!({}),
-                    };
-                    (
-                        group(t, 1).to_owned(),
-                        json!({"metrics": Metrics::of(t), "metadata": metadata}),
-                    )
-                });
-            breakdown.insert((*field).to_owned(), Value::Object(entries.collect()));
-        }
-        results.push(
-            json!({"date": group(day, 0), "metrics": Metrics::of(day), "breakdown": breakdown}),
-        );
+        results.push(day_result(day, &parts));
     }
     let total = days
         .iter()
         .fold(Metrics::default(), |m, t| m.plus(&Metrics::of(t)));
     Ok(Json(json!({
         "results": results,
-        "metadata": {
-            "total_spend": total.spend,
-            "total_prompt_tokens": total.prompt_tokens,
-            "total_completion_tokens": total.completion_tokens,
-            "total_tokens": total.total_tokens,
-            "total_cache_read_input_tokens": total.cache_read_input_tokens,
-            "total_cache_creation_input_tokens": total.cache_creation_input_tokens,
-            "total_api_requests": total.api_requests,
-            "total_successful_requests": total.successful_requests,
-            "total_failed_requests": total.failed_requests,
-            "page": page,
-            "total_pages": total_pages,
-            "has_more": page < total_pages,
-        }
+        "metadata": activity_metadata(&total, page, total_pages),
     })))
+}
+
+/// One day of `/user/daily/activity`: its metrics and its entries in each breakdown.
+fn day_result(day: &SpendTotals, parts: &[(&str, Vec<SpendTotals>)]) -> Value {
+    let mut breakdown = serde_json::Map::new();
+    for (field, rows) in parts {
+        let entries = rows
+            .iter()
+            .filter(|t| group(t, 0) == group(day, 0))
+            .map(|t| {
+                let metadata = match *field {
+                    "api_keys" => json!({"key_alias": t.key_alias}),
+                    _ => json!({}),
+                };
+                let entry = json!({"metrics": Metrics::of(t), "metadata": metadata});
+                (group(t, 1).to_owned(), entry)
+            });
+        breakdown.insert((*field).to_owned(), Value::Object(entries.collect()));
+    }
+    json!({"date": group(day, 0), "metrics": Metrics::of(day), "breakdown": breakdown})
+}
+
+/// `/user/daily/activity`'s `metadata`: the range's totals and the page.
+fn activity_metadata(total: &Metrics, page: usize, total_pages: usize) -> Value {
+    json!({
+        "total_spend": total.spend,
+        "total_prompt_tokens": total.prompt_tokens,
+        "total_completion_tokens": total.completion_tokens,
+        "total_tokens": total.total_tokens,
+        "total_cache_read_input_tokens": total.cache_read_input_tokens,
+        "total_cache_creation_input_tokens": total.cache_creation_input_tokens,
+        "total_api_requests": total.api_requests,
+        "total_successful_requests": total.successful_requests,
+        "total_failed_requests": total.failed_requests,
+        "page": page,
+        "total_pages": total_pages,
+        "has_more": page < total_pages,
+    })
 }
 
 impl Metrics {

@@ -55,11 +55,11 @@ pub(super) enum Msg {
     /// Delete keys; answers the tokens that existed.
     DeleteKeys(Vec<String>, Reply<Vec<String>>),
     /// Read spend logs.
-    QueryLogs(SpendQuery, Reply<Vec<SpendLog>>),
+    QueryLogs(Box<SpendQuery>, Reply<Vec<SpendLog>>),
     /// Count spend log rows.
-    CountLogs(SpendQuery, Reply<u64>),
+    CountLogs(Box<SpendQuery>, Reply<u64>),
     /// Sum spend log rows per group.
-    Aggregate(SpendAggregate, Reply<Vec<SpendTotals>>),
+    Aggregate(Box<SpendAggregate>, Reply<Vec<SpendTotals>>),
 }
 
 /// Spend events received but not committed yet, and who waits for them.
