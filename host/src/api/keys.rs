@@ -338,7 +338,7 @@ fn number(name: &str, value: Option<&str>, default: usize) -> Result<usize, Erro
 
 /// Query parameter `name` as a time: a date (`YYYY-MM-DD`) or RFC 3339; a bare end day
 /// includes the whole day.
-fn date(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
+pub(super) fn date(name: &str, value: Option<&str>) -> Result<Option<i64>, Error> {
     let Some(s) = value.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -457,6 +457,7 @@ pub async fn spend_logs(
         start_ms: start,
         end_ms: end,
         limit: q.limit.and_then(|l| l.parse().ok()).unwrap_or(0),
+        ..SpendQuery::default()
     };
     let rows = ledger.store().query_logs(query).await.map_err(read_error)?;
     let summarize = q.summarize.is_none_or(|v| !v.eq_ignore_ascii_case("false"));

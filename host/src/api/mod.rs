@@ -6,6 +6,7 @@ mod error;
 pub mod health;
 pub mod keys;
 pub mod openai;
+pub mod spend;
 
 use std::sync::Arc;
 

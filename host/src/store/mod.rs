@@ -33,6 +33,7 @@
 //!
 //! The schema (`schema.rs`) is written so that a PostgreSQL backend can share it.
 
+mod report;
 mod rows;
 mod schema;
 mod types;
@@ -49,7 +50,8 @@ use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
 pub use types::{
-    KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendEvent, SpendLog, SpendQuery,
+    KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendAggregate, SpendEvent,
+    SpendGroup, SpendLog, SpendQuery, SpendTotals,
 };
 use worker::{Msg, Reply};
 
@@ -140,7 +142,18 @@ impl Store {
     /// Spend log rows matching `q`, newest first (by `start_time_ms`, then `request_id`).
     /// Sees every event recorded before the call.
     pub async fn query_logs(&self, q: SpendQuery) -> anyhow::Result<Vec<SpendLog>> {
-        self.call(|reply| Msg::QueryLogs(q, reply)).await
+        self.call(|reply| Msg::QueryLogs(Box::new(q), reply)).await
+    }
+
+    /// How many spend log rows match `q` (its limit and offset aside).
+    pub async fn count_logs(&self, q: SpendQuery) -> anyhow::Result<u64> {
+        self.call(|reply| Msg::CountLogs(Box::new(q), reply)).await
+    }
+
+    /// Sums of the spend log rows matching `q`, per group (the spend report routes), in SQL
+    /// on the store thread. Sees every event recorded before the call.
+    pub async fn aggregate(&self, q: SpendAggregate) -> anyhow::Result<Vec<SpendTotals>> {
+        self.call(|reply| Msg::Aggregate(Box::new(q), reply)).await
     }
 
     /// Waits until everything [`record`](Store::record)ed before this call is committed.

@@ -295,8 +295,8 @@ fn log_from_row(row: &Row<'_>) -> rusqlite::Result<SpendLog> {
     })
 }
 
-/// Spend log rows matching `q`, newest first (`start_time_ms`, then `request_id`, descending).
-pub(super) fn query_logs(conn: &Connection, q: &SpendQuery) -> rusqlite::Result<Vec<SpendLog>> {
+/// The `WHERE` clause (empty or with a leading space) and arguments of `q`'s filters.
+fn log_conditions(q: &SpendQuery) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut args = Vec::new();
     let mut text = |column: &str, value: &Option<String>| {
@@ -308,6 +308,8 @@ pub(super) fn query_logs(conn: &Connection, q: &SpendQuery) -> rusqlite::Result<
     text("api_key", &q.api_key);
     text("request_id", &q.request_id);
     text("\"user\"", &q.user);
+    text("model_group", &q.model);
+    text("status", &q.status);
     if let Some(start) = q.start_ms {
         args.push(Value::Integer(start));
         conditions.push(format!("start_time_ms >= ?{}", args.len()));
@@ -316,17 +318,38 @@ pub(super) fn query_logs(conn: &Connection, q: &SpendQuery) -> rusqlite::Result<
         args.push(Value::Integer(end));
         conditions.push(format!("start_time_ms < ?{}", args.len()));
     }
-    let mut sql = format!("SELECT {LOG_COLUMNS} FROM llmgate_spend_logs");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
+    match conditions.is_empty() {
+        true => (String::new(), args),
+        false => (format!(" WHERE {}", conditions.join(" AND ")), args),
     }
+}
+
+/// Spend log rows matching `q`, newest first (`start_time_ms`, then `request_id`, descending).
+pub(super) fn query_logs(conn: &Connection, q: &SpendQuery) -> rusqlite::Result<Vec<SpendLog>> {
+    let (clause, mut args) = log_conditions(q);
+    let mut sql = format!("SELECT {LOG_COLUMNS} FROM llmgate_spend_logs{clause}");
     sql.push_str(" ORDER BY start_time_ms DESC, request_id DESC");
-    if q.limit > 0 {
-        args.push(Value::Integer(i64::try_from(q.limit).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    if q.limit > 0 || q.offset > 0 {
+        let limit = if q.limit > 0 { q.limit } else { usize::MAX };
+        args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        args.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(
+            " LIMIT ?{} OFFSET ?{}",
+            args.len() - 1,
+            args.len()
+        ));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(args), log_from_row)?;
     rows.collect()
+}
+
+/// How many spend log rows match `q` (its limit and offset aside).
+pub(super) fn count_logs(conn: &Connection, q: &SpendQuery) -> rusqlite::Result<u64> {
+    let (clause, args) = log_conditions(q);
+    let sql = format!("SELECT COUNT(*) FROM llmgate_spend_logs{clause}");
+    let n: i64 = conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(args), |row| row.get(0))?;
+    Ok(uint(n))
 }

@@ -606,3 +606,64 @@ fn default_path_order() {
     );
     assert_eq!(default_path_from(env(&[])), Path::new("llmgate.db"));
 }
+
+#[tokio::test]
+async fn aggregates_sum_per_day_team_and_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).unwrap();
+    let mut red = key("k-red", Some("red"));
+    red.team_id = Some("team-red".into());
+    store.put_key(red).await.unwrap();
+    const DAY: i64 = 86_400_000;
+    let day1 = 1_700_006_400_000; // 2023-11-15T00:00:00Z
+    let mut rows = vec![
+        log("a", "k-red", "u", day1 + 1),
+        log("b", "k-red", "u", day1 + DAY - 1),
+        log("c", "k-gone", "u", day1 + DAY),
+    ];
+    rows[1].spend = 0.5;
+    rows[2].status = "failure".into();
+    rows[2].request_tags = vec!["prod".into()];
+    for r in rows {
+        store.record(SpendEvent::Log(Box::new(r)));
+    }
+    let sums = |group_by, start_ms, end_ms| {
+        let q = SpendAggregate {
+            group_by,
+            start_ms,
+            end_ms,
+            ..SpendAggregate::default()
+        };
+        store.aggregate(q)
+    };
+    let days = sums(vec![SpendGroup::Day], None, None).await.unwrap();
+    let days: Vec<_> = days
+        .iter()
+        .map(|t| (t.groups[0].as_str(), t.requests, t.failed_requests))
+        .collect();
+    assert_eq!(days, [("2023-11-15", 2, 0), ("2023-11-16", 1, 1)]);
+    let teams = sums(vec![SpendGroup::Team], None, None).await.unwrap();
+    assert_eq!(teams[0].groups, ["Unassigned Team"]);
+    assert_eq!(
+        (teams[1].groups[0].as_str(), teams[1].spend),
+        ("team-red", 0.5 + 0.000_123_456_789)
+    );
+    // The second day only: one row, with one tag.
+    let tags = sums(
+        vec![SpendGroup::Tag],
+        Some(day1 + DAY),
+        Some(day1 + 2 * DAY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tags.len(), 1);
+    assert_eq!((tags[0].groups[0].as_str(), tags[0].requests), ("prod", 1));
+    let keys = sums(vec![SpendGroup::ApiKey], Some(day1), Some(day1 + DAY))
+        .await
+        .unwrap();
+    assert_eq!(
+        (keys.len(), keys[0].key_alias.as_deref(), keys[0].requests),
+        (1, Some("red"), 2)
+    );
+    store.close().await.unwrap();
+}

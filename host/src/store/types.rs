@@ -307,8 +307,14 @@ pub struct SpendQuery {
     pub start_ms: Option<i64>,
     /// `start_time_ms < end_ms`.
     pub end_ms: Option<i64>,
+    /// The model group.
+    pub model: Option<String>,
+    /// The row's status (`success`, `failure`).
+    pub status: Option<String>,
     /// Most rows, newest first (0: no limit).
     pub limit: usize,
+    /// Rows skipped first (pagination).
+    pub offset: usize,
 }
 
 /// A write the hot path hands to the store without waiting.
@@ -327,4 +333,71 @@ pub enum SpendEvent {
         /// Per-model spend (see [`KeyRecord::model_spend`]).
         model_spend: ModelSpend,
     },
+}
+
+/// What [`SpendAggregate`] groups spend log rows by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendGroup {
+    /// The UTC day of `start_time_ms`, `YYYY-MM-DD`.
+    Day,
+    /// The key's hash.
+    ApiKey,
+    /// The model group.
+    Model,
+    /// The provider (`custom_llm_provider`).
+    Provider,
+    /// The end user (`user`).
+    User,
+    /// The key's `team_id`, `Unassigned Team` for a key without one (or a deleted key).
+    Team,
+    /// Each request tag (a row with two tags counts in both; a row without tags in none).
+    Tag,
+}
+
+/// A sum over spend log rows: the range, filters and groups.
+#[derive(Debug, Clone, Default)]
+pub struct SpendAggregate {
+    /// Groups, in order; empty: one total.
+    pub group_by: Vec<SpendGroup>,
+    /// Rows with `start_time_ms >= start_ms`.
+    pub start_ms: Option<i64>,
+    /// Rows with `start_time_ms < end_ms`.
+    pub end_ms: Option<i64>,
+    /// Only this key's rows (its hash).
+    pub api_key: Option<String>,
+    /// Only this model group's rows.
+    pub model: Option<String>,
+    /// Highest spend first (else ordered by the groups).
+    pub by_spend: bool,
+    /// At most this many groups; 0: all.
+    pub limit: usize,
+}
+
+/// One group's sums.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpendTotals {
+    /// The group values, in [`SpendAggregate::group_by`]'s order.
+    pub groups: Vec<String>,
+    /// USD.
+    pub spend: f64,
+    /// Rows.
+    pub requests: u64,
+    /// Rows with status `success`.
+    pub successful_requests: u64,
+    /// The other rows.
+    pub failed_requests: u64,
+    /// Summed token counts.
+    pub prompt_tokens: u64,
+    /// Summed completion tokens.
+    pub completion_tokens: u64,
+    /// Summed total tokens.
+    pub total_tokens: u64,
+    /// Summed cache-read input tokens.
+    pub cache_read_input_tokens: u64,
+    /// Summed cache-creation input tokens.
+    pub cache_creation_input_tokens: u64,
+    /// The key's alias, when grouped by key and the key still exists.
+    pub key_alias: Option<String>,
+    /// The key's display name (`sk-...abcd`), likewise.
+    pub key_name: Option<String>,
 }

@@ -18,8 +18,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::AliasTaken;
+use super::report;
 use super::rows::{self, KeySpend};
-use super::types::{KeyRecord, SpendEvent, SpendLog, SpendQuery};
+use super::types::{KeyRecord, SpendAggregate, SpendEvent, SpendLog, SpendQuery, SpendTotals};
 
 /// How long a spend event waits for others to share its transaction.
 const GROUP_COMMIT: Duration = Duration::from_millis(20);
@@ -54,7 +55,11 @@ pub(super) enum Msg {
     /// Delete keys; answers the tokens that existed.
     DeleteKeys(Vec<String>, Reply<Vec<String>>),
     /// Read spend logs.
-    QueryLogs(SpendQuery, Reply<Vec<SpendLog>>),
+    QueryLogs(Box<SpendQuery>, Reply<Vec<SpendLog>>),
+    /// Count spend log rows.
+    CountLogs(Box<SpendQuery>, Reply<u64>),
+    /// Sum spend log rows per group.
+    Aggregate(Box<SpendAggregate>, Reply<Vec<SpendTotals>>),
 }
 
 /// Spend events received but not committed yet, and who waits for them.
@@ -212,6 +217,14 @@ impl Worker {
             Msg::QueryLogs(q, reply) => {
                 self.commit();
                 let _ = reply.send(rows::query_logs(&self.conn, &q).context("reading spend logs"));
+            }
+            Msg::CountLogs(q, reply) => {
+                self.commit();
+                let _ = reply.send(rows::count_logs(&self.conn, &q).context("counting spend logs"));
+            }
+            Msg::Aggregate(q, reply) => {
+                self.commit();
+                let _ = reply.send(report::aggregate(&self.conn, &q).context("summing spend logs"));
             }
         }
     }

@@ -34,6 +34,7 @@ mod budgets;
 mod limits;
 mod model_budgets;
 mod spend_logs;
+mod spend_reports;
 
 // ---------------------------------------------------------------------------------------
 // Set-up
