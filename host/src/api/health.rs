@@ -27,6 +27,8 @@ pub struct Readiness<'a> {
     db: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     db_path: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployments: Option<Vec<DeploymentView>>,
     event_loops: usize,
     llmgate_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +41,33 @@ pub struct Readiness<'a> {
     status: &'static str,
 }
 
+/// A deployment as readiness shows it to an admin: what it is (no secret) and its live
+/// health (passive: the outcome of the requests it served, and its cooldown).
+#[derive(Serialize)]
+pub struct DeploymentView {
+    model_id: String,
+    model_name: String,
+    provider: String,
+    model: String,
+    api_base: Option<String>,
+    #[serde(flatten)]
+    health: crate::gateway::Health,
+}
+
+impl DeploymentView {
+    /// The view of one deployment and its health.
+    pub fn new(d: &crate::config::Deployment, health: crate::gateway::Health) -> Self {
+        Self {
+            model_id: d.id.clone(),
+            model_name: d.model_name.clone(),
+            provider: d.provider.clone(),
+            model: d.model.clone(),
+            api_base: d.api_base.clone(),
+            health,
+        }
+    }
+}
+
 /// `GET /health/readiness`: ready to serve, and how the event loops share the open
 /// connections (this request's own included). An admin caller also sees the database path
 /// and what is loaded.
@@ -46,6 +75,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
     let mut v = Readiness {
         db: "connected",
         db_path: None,
+        deployments: None,
         event_loops: gw.event_loops(),
         llmgate_version: env!("CARGO_PKG_VERSION"),
         model_groups: None,
@@ -61,6 +91,13 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
         v.policies = Some(reg.policy_names());
+        let deployments = gw.deployment_health();
+        v.deployments = Some(
+            deployments
+                .into_iter()
+                .map(|(d, h)| DeploymentView::new(&d, h))
+                .collect(),
+        );
     }
     Json(v).into_response()
 }
@@ -75,6 +112,7 @@ mod tests {
         let mut v = Readiness {
             db: "connected",
             db_path: Some(Path::new("/x/llmgate.db")),
+            deployments: Some(Vec::new()),
             event_loops: 2,
             llmgate_version: "0",
             model_groups: Some(3),
@@ -86,6 +124,7 @@ mod tests {
         assert_keys_by_name(&v);
         // Without the admin's fields.
         (v.db_path, v.model_groups, v.policies, v.providers) = (None, None, None, None);
+        v.deployments = None;
         v.open_connections_per_loop = None;
         assert_eq!(
             serde_json::to_value(&v).unwrap(),

@@ -127,6 +127,7 @@ fn cool_down(gw: &Gateway, call: &Call, dep: &Deployment, e: &Error) {
     gw.stats.failed(
         &dep.id,
         e.class(),
+        e.status().as_u16(),
         retry_after,
         routing.allowed_fails,
         routing.cooldown_time,

@@ -39,7 +39,7 @@ use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
 use crate::wit::types::Api;
 use billing::{Billing, LogFields};
-pub use stats::Stats;
+pub use stats::{Health, State, Stats};
 
 /// Client headers never handed to plugins, besides every header a gateway key is accepted
 /// from ([`crate::ledger::KEY_HEADERS`], see [`forwardable_headers`]).
@@ -193,6 +193,15 @@ impl Gateway {
     /// The plugin runtime.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// Every configured deployment with its live health, in config order.
+    pub fn deployment_health(&self) -> Vec<(Arc<Deployment>, Health)> {
+        self.config()
+            .deployments
+            .iter()
+            .map(|d| (d.clone(), self.stats.health(&d.id)))
+            .collect()
     }
 
     /// Hot reload's counters.

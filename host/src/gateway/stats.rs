@@ -24,8 +24,52 @@ pub struct DeploymentStats {
     ttft_us: AtomicU64,
     /// Out of rotation until this unix time, ms (0: not cooling down).
     cooldown_until_ms: AtomicU64,
-    /// Failures in the current minute: `(minute, count)`.
-    fails: std::sync::Mutex<(u64, u32)>,
+    /// Whether its last attempt failed.
+    last_failed: std::sync::atomic::AtomicBool,
+    /// Failures in the current minute and cooldowns so far.
+    fails: std::sync::Mutex<Fails>,
+}
+
+/// A deployment's failures in the current minute, and the cooldowns it has had.
+#[derive(Default)]
+struct Fails {
+    minute: u64,
+    in_minute: u32,
+    /// Cooldowns so far, by the HTTP status of the failure that started them.
+    cooldowns: Vec<(u16, u64)>,
+}
+
+/// Whether a deployment serves, LiteLLM's `litellm_deployment_state` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Its last attempt answered (or it has had none).
+    Healthy = 0,
+    /// Its last attempt failed, and it is still in rotation.
+    PartialOutage = 1,
+    /// Cooling down: out of rotation.
+    CompleteOutage = 2,
+}
+
+/// One deployment's live health: what `/metrics`, `/health/readiness` and the dashboard show.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// Healthy, failing or cooling down.
+    pub state: State,
+    /// Attempts in flight now.
+    pub in_flight: u32,
+    /// Attempts that answered, since start.
+    pub successes: u64,
+    /// Attempts that failed, since start.
+    pub failures: u64,
+    /// Exponentially weighted latency of answered attempts, ms.
+    pub latency_ms: f64,
+    /// Exponentially weighted time to first event of streams, ms.
+    pub ttft_ms: f64,
+    /// Unix ms when its cooldown ends, while it cools down.
+    pub cooldown_until_ms: Option<u64>,
+    /// Cooldowns so far, by the HTTP status of the failure that started them.
+    pub cooldowns: Vec<(u16, u64)>,
 }
 
 /// Statistics of every deployment, by id.
@@ -46,6 +90,7 @@ impl InFlight {
     /// Record the attempt's outcome.
     pub fn done(&self, ok: bool, latency_us: u64) {
         let s = &self.0;
+        s.last_failed.store(!ok, Ordering::Relaxed);
         if ok {
             s.successes.fetch_add(1, Ordering::Relaxed);
             ewma(&s.latency_us, latency_us);
@@ -95,10 +140,12 @@ impl Stats {
     /// Count a failed attempt: a `Retry-After` cools the deployment down for that long;
     /// more than `allowed_fails` failures within a minute cool it down for `cooldown`.
     /// Only failures that say something about the deployment count (not bad requests).
+    /// `status`: the failure's HTTP status, which the cooldown is counted under.
     pub fn failed(
         &self,
         id: &str,
         class: ErrorClass,
+        status: u16,
         retry_after_ms: Option<u32>,
         allowed_fails: u32,
         cooldown: std::time::Duration,
@@ -116,24 +163,61 @@ impl Stats {
         }
         let s = self.get(id);
         let now = now_ms();
+        let mut f = s.fails.lock().unwrap_or_else(|p| p.into_inner());
         let until = if let Some(ms) = retry_after_ms.filter(|ms| *ms > 0) {
             Some(now + u64::from(ms))
         } else {
             let minute = now / 60_000;
-            let mut f = s.fails.lock().unwrap_or_else(|p| p.into_inner());
-            if f.0 != minute {
-                *f = (minute, 0);
+            if f.minute != minute {
+                (f.minute, f.in_minute) = (minute, 0);
             }
-            f.1 += 1;
-            (f.1 > allowed_fails).then(|| now + cooldown.as_millis() as u64)
+            f.in_minute += 1;
+            (f.in_minute > allowed_fails).then(|| now + cooldown.as_millis() as u64)
         };
         if let Some(until) = until {
-            s.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
+            // A new cooldown, not one extended while it runs.
+            if s.cooldown_until_ms.fetch_max(until, Ordering::Relaxed) <= now {
+                match f.cooldowns.iter_mut().find(|(st, _)| *st == status) {
+                    Some((_, n)) => *n += 1,
+                    None => f.cooldowns.push((status, 1)),
+                }
+            }
+            drop(f);
             tracing::warn!(
                 deployment = id,
                 cooldown_ms = until - now,
                 "deployment cooling down"
             );
+        }
+    }
+
+    /// A deployment's live health.
+    pub fn health(&self, id: &str) -> Health {
+        let s = self.get(id);
+        let now = now_ms();
+        let until = s.cooldown_until_ms.load(Ordering::Relaxed);
+        let state = if until > now {
+            State::CompleteOutage
+        } else if s.last_failed.load(Ordering::Relaxed) {
+            State::PartialOutage
+        } else {
+            State::Healthy
+        };
+        let cooldowns = s
+            .fails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cooldowns
+            .clone();
+        Health {
+            state,
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            successes: s.successes.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            latency_ms: s.latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            ttft_ms: s.ttft_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            cooldown_until_ms: (until > now).then_some(until),
+            cooldowns,
         }
     }
 
