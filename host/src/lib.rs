@@ -146,13 +146,19 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         ledger.observer().add(Arc::new(observe::access::AccessLog));
     }
     tracing::info!(db = %config.database_path.display(), "store ready");
-    Ok(Arc::new(gateway::Gateway::new(
+    let metrics = config.metrics;
+    let gw = Arc::new(gateway::Gateway::new(
         config,
         registry,
         runtime,
         ledger,
         opts.event_loops.max(1),
-    )?))
+    )?);
+    if metrics {
+        gw.set_metrics(Arc::new(observe::metrics::Metrics::new()?));
+        tracing::info!("Prometheus metrics at /metrics");
+    }
+    Ok(gw)
 }
 
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.

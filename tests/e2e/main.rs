@@ -13,6 +13,7 @@ mod harness;
 mod keys;
 mod logging;
 mod loops;
+mod metrics;
 mod openai;
 mod policy_js;
 mod provider_js;

@@ -5,6 +5,7 @@ pub mod anthropic;
 mod error;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod openai;
 pub mod spend;
 

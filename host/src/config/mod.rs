@@ -202,6 +202,15 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Write the access log line of every request (`llmgate.access_log`, default true).
     pub access_log: bool,
+    /// The logging callbacks LiteLLM's settings name (`litellm_settings.callbacks`,
+    /// `success_callback`, `failure_callback`), each once, in order.
+    pub callbacks: Vec<String>,
+    /// Serve Prometheus metrics at `/metrics` (`llmgate.metrics`, or `prometheus` among the
+    /// callbacks).
+    pub metrics: bool,
+    /// `/metrics` asks for the master key
+    /// (`litellm_settings.require_auth_for_metrics_endpoint`).
+    pub metrics_auth: bool,
     /// Longest a started stream may go without an upstream event (SSE comments do not count).
     pub stream_idle_timeout: Duration,
     /// Longest a stream may run (`None`: no limit).

@@ -98,6 +98,9 @@ pub struct RawLlmgate {
     pub hot_reload: Option<bool>,
     /// One INFO line per request, target `llmgate::access` (default true).
     pub access_log: Option<bool>,
+    /// Serve Prometheus metrics at `/metrics` (default: when `litellm_settings.callbacks`
+    /// names `prometheus`).
+    pub metrics: Option<bool>,
     /// The SQLite database file (keys, spend logs).
     pub database_path: Option<String>,
     /// Budget admission rule: `reserve` (default) or `strict`.

@@ -47,6 +47,16 @@ pub fn validate(
     let (spend_logs, store_prompts) = spend_log_flags(&mut v, &raw.general_settings);
     let related = related_deployments(&groups, &wildcards, &routing);
     let client = client_limits(&mut v, ll);
+    let callbacks = callbacks(&mut v, &raw.litellm_settings);
+    let metrics = ll
+        .metrics
+        .unwrap_or_else(|| callbacks.iter().any(|c| c == "prometheus"));
+    let metrics_auth = flag(
+        &mut v,
+        "litellm_settings",
+        &raw.litellm_settings,
+        "require_auth_for_metrics_endpoint",
+    );
     let warnings = v.finish()?;
     Ok(Config {
         source,
@@ -74,6 +84,9 @@ pub fn validate(
         max_stream_duration: waits.max_stream_duration,
         hot_reload: ll.hot_reload.unwrap_or(true),
         access_log: ll.access_log.unwrap_or(true),
+        callbacks,
+        metrics,
+        metrics_auth,
         client,
         warnings,
     })
@@ -92,7 +105,59 @@ const LITELLM_SETTINGS: &[&str] = &[
     "default_fallbacks",
     "allowed_fails",
     "cooldown_time",
+    "callbacks",
+    "success_callback",
+    "failure_callback",
+    "require_auth_for_metrics_endpoint",
 ];
+
+/// The logging callbacks llmgate serves itself (others are warned about).
+const KNOWN_CALLBACKS: &[&str] = &["prometheus", "otel"];
+
+/// `litellm_settings.callbacks`, `success_callback` and `failure_callback`: a list of names
+/// (or one name), each kept once. A callback llmgate does not serve is warned about.
+fn callbacks(v: &mut Validator, litellm: &BTreeMap<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for key in ["callbacks", "success_callback", "failure_callback"] {
+        let names = match litellm.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Sequence(items)) => items.iter().map(scalar_string).collect(),
+            Some(one) => vec![scalar_string(one)],
+        };
+        for name in names {
+            let Some(name) = name else {
+                v.problem(
+                    &format!("litellm_settings.{key}"),
+                    "must be a list of callback names",
+                );
+                continue;
+            };
+            if !KNOWN_CALLBACKS.contains(&name.as_str()) {
+                v.warn(
+                    &format!("litellm_settings.{key}"),
+                    &format!("callback `{name}` is not served by llmgate, ignored"),
+                );
+            } else if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// A true/false key of a LiteLLM settings `section` (absent: false).
+fn flag(v: &mut Validator, section: &str, settings: &BTreeMap<String, Value>, key: &str) -> bool {
+    match settings.get(key) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            v.problem(&format!("{section}.{key}"), "must be true or false");
+            false
+        }
+    }
+}
 
 /// Unknown top-level keys and `litellm_settings` llmgate does not act on: warnings.
 fn unknown_keys(v: &mut Validator, raw: &RawConfig) {
@@ -381,20 +446,14 @@ fn waits(v: &mut Validator, ll: &RawLlmgate) -> Waits {
 /// `general_settings.disable_spend_logs` and `store_prompts_in_spend_logs`: whether spend
 /// logs are written, and whether they keep the bodies.
 fn spend_log_flags(v: &mut Validator, general: &BTreeMap<String, Value>) -> (bool, bool) {
-    let mut flag = |k: &str| -> bool {
-        match general.get(k) {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-            Some(_) => {
-                v.problem(&format!("general_settings.{k}"), "must be true or false");
-                false
-            }
-        }
-    };
-    let spend_logs = !flag("disable_spend_logs");
-    (spend_logs, flag("store_prompts_in_spend_logs"))
+    let spend_logs = !flag(v, "general_settings", general, "disable_spend_logs");
+    let store_prompts = flag(
+        v,
+        "general_settings",
+        general,
+        "store_prompts_in_spend_logs",
+    );
+    (spend_logs, store_prompts)
 }
 
 /// Per group, wildcard and auto model: the deployments of the groups it is related to

@@ -72,6 +72,8 @@ pub struct Gateway {
     ledger: Arc<Ledger>,
     started_at: u64,
     reload: ReloadStats,
+    /// The Prometheus registry, when metrics are on.
+    metrics: std::sync::OnceLock<Arc<crate::observe::metrics::Metrics>>,
 }
 
 thread_local! {
@@ -90,6 +92,17 @@ pub fn set_event_loop(index: usize) {
 pub struct ReloadStats {
     /// Rescans of the plugins folder run since start (one per debounced change).
     pub scans: std::sync::atomic::AtomicU64,
+}
+
+/// A deployment as metrics label it.
+pub fn metric_labels(d: &Deployment) -> crate::observe::metrics::DeploymentLabels {
+    crate::observe::metrics::DeploymentLabels {
+        model_id: d.id.clone(),
+        model_group: d.model_name.clone(),
+        litellm_model_name: format!("{}/{}", d.provider, d.model),
+        api_base: d.api_base.clone().unwrap_or_default(),
+        api_provider: d.provider.clone(),
+    }
 }
 
 /// One client request, as the API layer hands it over.
@@ -142,6 +155,7 @@ impl Gateway {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             reload: ReloadStats::default(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -202,6 +216,67 @@ impl Gateway {
             .iter()
             .map(|d| (d.clone(), self.stats.health(&d.id)))
             .collect()
+    }
+
+    /// Count every request in `metrics` from now on, labelled with the deployments of the
+    /// current config (set once, at start).
+    pub fn set_metrics(&self, metrics: Arc<crate::observe::metrics::Metrics>) {
+        metrics.set_deployments(
+            self.config()
+                .deployments
+                .iter()
+                .map(|d| metric_labels(d))
+                .collect(),
+        );
+        self.ledger.observer().add(metrics.clone());
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The Prometheus registry, when metrics are on.
+    pub fn metrics(&self) -> Option<&Arc<crate::observe::metrics::Metrics>> {
+        self.metrics.get()
+    }
+
+    /// What `/metrics` reads at scrape time.
+    pub fn scrape(&self) -> crate::observe::metrics::Scrape {
+        use crate::observe::metrics::{DeploymentSample, PluginSample, Scrape};
+        let deployments = self
+            .deployment_health()
+            .into_iter()
+            .map(|(d, h)| DeploymentSample {
+                labels: metric_labels(&d),
+                state: h.state as i64,
+                in_flight: h.in_flight,
+                cooldowns: h.cooldowns,
+            })
+            .collect();
+        let plugins = self
+            .runtime
+            .plugin_counters()
+            .into_iter()
+            .map(|(name, c)| PluginSample {
+                plugin: name.to_string(),
+                calls: c.calls.load(std::sync::atomic::Ordering::Relaxed),
+                traps: c.traps.load(std::sync::atomic::Ordering::Relaxed),
+                timeouts: c.timeouts.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect();
+        let registry = self.registry();
+        Scrape {
+            deployments,
+            plugins,
+            plugin_load_errors: registry
+                .status
+                .iter()
+                .filter(|s| s.last_error.is_some())
+                .count() as u64,
+            plugin_rescans: self.reload.scans.load(std::sync::atomic::Ordering::Relaxed),
+            pool_exhausted: self.runtime.pool_exhausted_total(),
+            pool_max: u64::from(self.runtime.max_instances()),
+            store_queue_depth: self.ledger.store().queue_depth(),
+            loop_connections: self.loop_connections().unwrap_or_default(),
+            extra_counters: Vec::new(),
+        }
     }
 
     /// Hot reload's counters.

@@ -12,6 +12,7 @@
 //! ends, so it must be cheap (counters, a log line, a queued span) and never block.
 
 pub mod access;
+pub mod metrics;
 
 use std::sync::Arc;
 

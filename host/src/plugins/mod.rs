@@ -112,6 +112,8 @@ pub struct State {
     limits: Limits,
     stderr: MemoryOutputPipe,
     plugin: Arc<str>,
+    /// The plugin's call and fault counters.
+    counters: Arc<PluginCounters>,
     log_budget: u32,
     /// When the current call started, for the wall-clock backstop.
     call_started: std::time::Instant,
@@ -155,6 +157,17 @@ impl crate::wit::provider_world::llmgate::plugin::host::Host for State {
     }
 }
 
+/// What one plugin's calls have come to, since start (the `/metrics` plugin counters).
+#[derive(Debug, Default)]
+pub struct PluginCounters {
+    /// Calls into the plugin (each export call: plan, parse, stream event, route).
+    pub calls: AtomicU64,
+    /// Calls that trapped (a wasm trap other than the deadline, or memory exhausted).
+    pub traps: AtomicU64,
+    /// Calls interrupted at their CPU deadline.
+    pub timeouts: AtomicU64,
+}
+
 /// A plugin misbehaved: trapped, timed out, exhausted memory, or returned invalid data.
 #[derive(Debug, Clone)]
 pub struct Fault {
@@ -188,6 +201,8 @@ pub struct Runtime {
     limits: PluginLimits,
     /// Requests refused because the instance pool was full.
     pool_exhausted: AtomicU64,
+    /// Call and fault counters by plugin (`name@version`, or its file while it loads).
+    counters: std::sync::Mutex<HashMap<Arc<str>, Arc<PluginCounters>>>,
     stop_ticker: Arc<AtomicBool>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
@@ -259,6 +274,7 @@ impl Runtime {
             linker,
             limits: limits.clone(),
             pool_exhausted: AtomicU64::new(0),
+            counters: std::sync::Mutex::default(),
             stop_ticker,
             ticker: Some(ticker),
         })
@@ -287,6 +303,7 @@ impl Runtime {
                 },
                 stderr,
                 plugin: plugin.clone(),
+                counters: self.counters_of(plugin),
                 log_budget: LOG_LINES_PER_STORE,
                 call_started: std::time::Instant::now(),
                 call_timeout: self.limits.call_timeout,
@@ -312,9 +329,22 @@ impl Runtime {
         store
     }
 
-    /// Start the deadline clock for a call.
+    /// The counters of `plugin`, made on its first store.
+    fn counters_of(&self, plugin: &Arc<str>) -> Arc<PluginCounters> {
+        let mut all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(plugin.clone()).or_default().clone()
+    }
+
+    /// Every plugin's counters, by `name@version` (or the file of one that never loaded).
+    pub fn plugin_counters(&self) -> Vec<(Arc<str>, Arc<PluginCounters>)> {
+        let all = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Start the deadline clock for a call (and count it).
     fn arm(&self, store: &mut Store<State>) {
         let s = store.data_mut();
+        s.counters.calls.fetch_add(1, Ordering::Relaxed);
         s.call_started = std::time::Instant::now();
         s.ticks = 0;
         store.set_epoch_deadline(1);
@@ -342,6 +372,12 @@ impl Runtime {
             )
         };
         let root = err.root_cause().to_string();
+        let counters = &store.data().counters;
+        match err.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => &counters.timeouts,
+            _ => &counters.traps,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let mut message = match err.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => {
                 format!(

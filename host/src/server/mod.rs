@@ -59,6 +59,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/health/liveness", get(api::health::liveliness))
         .route("/health/readiness", get(api::health::readiness))
         .route("/plugins", get(api::admin::plugins))
+        .route("/metrics", get(api::metrics::metrics))
+        .route("/metrics/", get(api::metrics::metrics))
         .route("/key/generate", post(api::keys::generate))
         .route("/key/info", get(api::keys::info))
         .route("/key/update", post(api::keys::update))

@@ -44,6 +44,7 @@ mod tests;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, mpsc};
 
 use anyhow::{Context, anyhow};
@@ -73,6 +74,8 @@ struct Inner {
     tx: RwLock<Option<mpsc::Sender<Msg>>>,
     /// The outcome of the one real close, shared by every `close()` call.
     closed: OnceCell<Result<(), String>>,
+    /// Spend events queued to the thread and not yet taken up by it.
+    queued: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -90,17 +93,25 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         let conn = schema::open(path)?;
         let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("llmgate-store".into())
-            .spawn(move || worker::run(conn, rx))
+            .spawn(move || worker::run(conn, rx, &taken))
             .context("starting the store thread")?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 tx: RwLock::new(Some(tx)),
                 closed: OnceCell::new(),
+                queued,
             }),
         })
+    }
+
+    /// Spend events queued to the store thread that it has not taken up yet.
+    pub fn queue_depth(&self) -> u64 {
+        self.inner.queued.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -134,7 +145,9 @@ impl Store {
     /// Queues a write from the request path: never blocks, never drops. After
     /// [`Store::close`] the event is discarded with a warning.
     pub fn record(&self, ev: SpendEvent) {
+        self.inner.queued.fetch_add(1, Ordering::Relaxed);
         if self.send(Msg::Event(ev)).is_err() {
+            self.inner.queued.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(path = %self.inner.path.display(), "spend event after the store was closed; not written");
         }
     }

@@ -10,6 +10,7 @@
 //! (`flush`, `close`) gets the error.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -105,10 +106,12 @@ impl Pending {
 }
 
 /// The thread's body: runs until [`Msg::Close`] or until every handle is dropped.
-pub(super) fn run(conn: Connection, rx: Receiver<Msg>) {
+/// `queued`: the count of spend events in the queue, taken down as they are taken up.
+pub(super) fn run(conn: Connection, rx: Receiver<Msg>, queued: &AtomicU64) {
     let mut worker = Worker {
         conn,
         pending: Pending::default(),
+        queued,
     };
     let mut close_reply = None;
     'outer: loop {
@@ -145,7 +148,7 @@ pub(super) fn run(conn: Connection, rx: Receiver<Msg>) {
     }
     // Closing (or every handle dropped): commit what is left, then close the connection.
     worker.commit();
-    let Worker { conn, pending } = worker;
+    let Worker { conn, pending, .. } = worker;
     let mut result = if pending.has_data() {
         Err(anyhow!(
             "{} spend log rows and {} key spend updates could not be written",
@@ -169,15 +172,19 @@ pub(super) fn run(conn: Connection, rx: Receiver<Msg>) {
     }
 }
 
-struct Worker {
+struct Worker<'q> {
     conn: Connection,
     pending: Pending,
+    queued: &'q AtomicU64,
 }
 
-impl Worker {
+impl Worker<'_> {
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(ev) => self.pending.add(ev),
+            Msg::Event(ev) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.pending.add(ev);
+            }
             Msg::Flush(reply) => self.pending.waiters.push(reply),
             Msg::Close(reply) => {
                 // `run` stops at Close; answer anyway rather than leave the caller hanging.
