@@ -63,6 +63,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/key/info", get(api::keys::info))
         .route("/key/update", post(api::keys::update))
         .route("/key/delete", post(api::keys::delete))
+        .route("/key/block", post(api::keys::block))
+        .route("/key/unblock", post(api::keys::unblock))
         .route("/key/list", get(api::keys::list))
         .route("/key/regenerate", post(api::keys::regenerate_body))
         .route("/key/{key}/regenerate", post(api::keys::regenerate))
