@@ -7,6 +7,7 @@ pub mod health;
 pub mod keys;
 pub mod openai;
 pub mod spend;
+pub mod ui;
 
 use std::sync::Arc;
 
