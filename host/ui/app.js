@@ -581,7 +581,7 @@ function App() {
       <span class="spacer"></span>
       <button type="button" class="secondary" onClick=${logout}>Log out</button>
     </header>
-    <main id="main"><${Page} key=${found[0]} onAuthLost=${logout} /></main>`;
+    <main id="main"><${Page} key=${found[0]} /></main>`;
 }
 
 const root = document.getElementById('app');
