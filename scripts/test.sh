@@ -2,7 +2,8 @@
 # The whole test suite, from a clean clone: installs what it needs (the wasm32-wasip2 target
 # or Debian's offline fallback, a Python venv with the openai SDK), builds the plugins and
 # test plugins, then runs formatting and lint checks, the Rust unit and end-to-end tests,
-# the Python SDK tests against the real binaries, and a short fuzzing run of every parser of
+# the Python SDK tests against the real binaries, the dashboard tests in headless Chromium
+# (scripts/ui-tests.sh), and a short fuzzing run of every parser of
 # untrusted bytes (FUZZ_SECONDS per target, default 30; scripts/fuzz.sh).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +30,10 @@ cargo build -p llmgate -p llmgate-mock
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 LLMGATE_BIN="$target_dir/debug/llmgate" LLMGATE_MOCK_BIN="$target_dir/debug/llmgate-mock" \
   LLMGATE_PLUGINS_DIR="$root/plugins/dist" scripts/python-tests.sh
+
+step "dashboard tests (/ui in headless Chromium)"
+LLMGATE_BIN="$target_dir/debug/llmgate" LLMGATE_MOCK_BIN="$target_dir/debug/llmgate-mock" \
+  LLMGATE_PLUGINS_DIR="$root/plugins/dist" scripts/ui-tests.sh
 
 step "fuzzing (every cargo-fuzz target for ${FUZZ_SECONDS:-30}s from its committed corpus)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

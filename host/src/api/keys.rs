@@ -1,7 +1,7 @@
 //! Key management and spend routes, with LiteLLM's paths, fields and shapes:
-//! `/key/generate`, `/key/info`, `/key/update`, `/key/delete`, `/key/{key}/regenerate`,
-//! `/key/list`, `/spend/logs`. All need the master key except `GET /key/info`, which a key
-//! may call for itself.
+//! `/key/generate`, `/key/info`, `/key/update`, `/key/block`, `/key/unblock`, `/key/delete`,
+//! `/key/{key}/regenerate`, `/key/list`, `/spend/logs`. All need the master key except
+//! `GET /key/info`, which a key may call for itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -192,6 +192,27 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let rec = gw.ledger().update(&body).await?;
     Ok(Json(InfoView::of(&rec)).into_response())
+}
+
+/// `POST /key/block` with `{"key": <key or hash>}`: the key is refused from its next
+/// request on. Answers the key's view, as LiteLLM answers the updated key row.
+pub async fn block(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    let rec = gw.ledger().set_blocked(&body, true).await?;
+    Ok(Json(KeyView::of(&rec)).into_response())
+}
+
+/// `POST /key/unblock` with `{"key": <key or hash>}`: the key serves again.
+pub async fn unblock(
+    State(gw): State<Arc<Gateway>>,
+    _: Admin,
+    Object(body): Object,
+) -> Result<Response, ApiError> {
+    let rec = gw.ledger().set_blocked(&body, false).await?;
+    Ok(Json(KeyView::of(&rec)).into_response())
 }
 
 /// `POST /key/delete`.

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod spend;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -289,6 +289,23 @@ impl Ledger {
         Ok(st.rec.clone())
     }
 
+    /// `POST /key/block` and `POST /key/unblock`: sets `blocked` on the key `body["key"]`
+    /// names (the key or its hash); the key's next request is refused (or served again).
+    pub async fn set_blocked(
+        &self,
+        body: &Map<String, Value>,
+        blocked: bool,
+    ) -> Result<KeyRecord, Error> {
+        let key = body
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("key", "is required: the key (sk-...) or its hash"))?;
+        let mut patch = Map::new();
+        patch.insert("key".into(), Value::String(key.to_string()));
+        patch.insert("blocked".into(), Value::Bool(blocked));
+        self.update(&patch).await
+    }
+
     fn entry_for(&self, body: &Map<String, Value>) -> Result<Arc<KeyEntry>, Error> {
         let key = body
             .get("key")

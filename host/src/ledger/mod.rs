@@ -155,7 +155,7 @@ impl KeyState {
         }
         if self.rec.blocked {
             return Some(Error::Unauthorized(format!(
-                "key {name} is blocked; unblock it with POST /key/update {{\"blocked\": false}}"
+                "key {name} is blocked; unblock it with POST /key/unblock (the master key)"
             )));
         }
         match self.rec.expires {

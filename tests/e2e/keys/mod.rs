@@ -30,6 +30,7 @@ const PLUGINS: &[&str] = &["openai", "anthropic", "policy-ordered"];
 
 mod admin;
 mod auth;
+mod block;
 mod budgets;
 mod limits;
 mod model_budgets;
