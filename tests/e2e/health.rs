@@ -98,6 +98,16 @@ async fn health_probes_each_deployment_and_names_the_failing_ones_without_secret
                 .id("refused-1"),
         )
         .deployment(
+            Deployment::openai("emb", "mock-embed", &u)
+                .info("mode", "embedding")
+                .id("emb-1"),
+        )
+        .deployment(
+            Deployment::openai("img", "mock-image", &u)
+                .info("mode", "image_generation")
+                .id("img-1"),
+        )
+        .deployment(
             Deployment::new("down", "openai/mock-down")
                 .api_base(&down)
                 .api_key(UPSTREAM_KEY)
@@ -112,9 +122,12 @@ async fn health_probes_each_deployment_and_names_the_failing_ones_without_secret
     assert_eq!(r.status, 403, "{}", r.text);
     assert!(r.json()["error"]["message"].is_string(), "{}", r.text);
 
+    // Image deployments are not probed (a ping image costs more than it tells).
     let v = health(&gw, "").await;
-    assert_eq!(v["healthy_count"], 1, "{v}");
+    assert_eq!(v["healthy_count"], 2, "{v}");
     assert_eq!(v["unhealthy_count"], 2, "{v}");
+    assert!(!v.to_string().contains("img-1"), "{v}");
+    assert_eq!(v["healthy_endpoints"][1]["model_id"], "emb-1", "{v}");
     let good = &v["healthy_endpoints"][0];
     assert_eq!(good["model"], "openai/mock-good", "{v}");
     assert_eq!(good["model_id"], "good-1");
@@ -138,6 +151,14 @@ async fn health_probes_each_deployment_and_names_the_failing_ones_without_secret
         .filter(|r| r.path.ends_with("/chat/completions"))
         .collect();
     assert_eq!(probes.len(), 2, "{probes:?}");
+    // An embedding deployment gets an embedding of `ping`.
+    let emb: Vec<_> = m
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/embeddings"))
+        .collect();
+    assert_eq!(emb.len(), 1, "{emb:?}");
+    assert_eq!(emb[0].body["input"], "ping");
     for p in &probes {
         let body = &p.body;
         assert_eq!(body["max_tokens"], 1, "{body}");
@@ -173,7 +194,7 @@ async fn health_probes_each_deployment_and_names_the_failing_ones_without_secret
     assert_eq!(open.status, 200);
     let open = open.json();
     assert_eq!(open["status"], "healthy", "{open}");
-    assert_eq!(open["deployments_healthy"], 1, "{open}");
+    assert_eq!(open["deployments_healthy"], 3, "{open}");
     assert_eq!(open["deployments_unhealthy"], 2, "{open}");
     assert!(open.get("deployments").is_none(), "{open}");
 

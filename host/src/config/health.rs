@@ -62,3 +62,48 @@ pub(super) fn parse(v: &mut Validator, general: &BTreeMap<String, Value>) -> Hea
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(yaml: &str) -> (HealthChecks, Vec<String>) {
+        let general: BTreeMap<String, Value> = serde_yaml_ng::from_str(yaml).unwrap();
+        let env = super::super::env::Environment::default();
+        let mut v = Validator::new("config.yaml".into(), &env, &BTreeMap::new());
+        let checks = parse(&mut v, &general);
+        let problems = match v.finish() {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        };
+        (checks, problems)
+    }
+
+    #[test]
+    fn defaults_are_litellm_s() {
+        let (c, problems) = read("{}");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c, HealthChecks::default());
+        assert!(!c.background);
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn settings_are_read_and_bad_ones_named() {
+        let (c, problems) = read(
+            "{background_health_checks: true, health_check_interval: 1, health_check_timeout: '2.5'}",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(c.background);
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        let (_, problems) = read(
+            "{background_health_checks: sometimes, health_check_interval: 0, health_check_timeout: x}",
+        );
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("general_settings.background_health_checks"));
+        assert!(problems[1].contains("general_settings.health_check_interval"));
+        assert!(problems[2].contains("general_settings.health_check_timeout"));
+    }
+}
