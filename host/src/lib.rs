@@ -210,6 +210,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .config()
         .hot_reload
         .then(|| server::reload::watch(gw.clone()));
+    let _health_checks = gateway::probe::background(gw.clone());
     let first = serve(gw.clone(), first, stop_rx, limits);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {

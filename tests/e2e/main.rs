@@ -10,6 +10,7 @@ mod anthropic;
 mod clients;
 mod faults;
 mod harness;
+mod health;
 mod keys;
 mod logging;
 mod loops;

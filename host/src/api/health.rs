@@ -12,8 +12,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse as _, Response};
 use serde::Serialize;
 
-use super::{Admin, ApiError};
-use crate::gateway::Gateway;
+use super::{Admin, ApiError, Query};
+use crate::config::Deployment;
+use crate::error::{Dialect, Error};
+use crate::gateway::{Gateway, Probe, State as DeploymentState};
 
 /// `GET /health/liveliness` (and `/health/liveness`): the process answers.
 pub async fn liveliness() -> Json<&'static str> {
@@ -29,6 +31,8 @@ pub struct Readiness<'a> {
     db_path: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployments: Option<Vec<DeploymentView>>,
+    deployments_healthy: usize,
+    deployments_unhealthy: usize,
     event_loops: usize,
     llmgate_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,11 +56,17 @@ pub struct DeploymentView {
     api_base: Option<String>,
     #[serde(flatten)]
     health: crate::gateway::Health,
+    /// The last active health check (`GET /health`, background rounds), if any ran.
+    last_probe: Option<Probe>,
 }
 
 impl DeploymentView {
     /// The view of one deployment and its health.
-    pub fn new(d: &crate::config::Deployment, health: crate::gateway::Health) -> Self {
+    pub fn new(
+        d: &crate::config::Deployment,
+        health: crate::gateway::Health,
+        last_probe: Option<Probe>,
+    ) -> Self {
         Self {
             model_id: d.id.clone(),
             model_name: d.model_name.clone(),
@@ -64,6 +74,7 @@ impl DeploymentView {
             model: d.model.clone(),
             api_base: d.api_base.clone(),
             health,
+            last_probe,
         }
     }
 }
@@ -72,10 +83,17 @@ impl DeploymentView {
 /// connections (this request's own included). An admin caller also sees the database path
 /// and what is loaded.
 pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiError>) -> Response {
+    let deployments = gw.deployment_health();
+    let healthy = deployments
+        .iter()
+        .filter(|(d, h)| is_healthy(&gw, d, h))
+        .count();
     let mut v = Readiness {
         db: "connected",
         db_path: None,
         deployments: None,
+        deployments_healthy: healthy,
+        deployments_unhealthy: deployments.len() - healthy,
         event_loops: gw.event_loops(),
         llmgate_version: env!("CARGO_PKG_VERSION"),
         model_groups: None,
@@ -91,15 +109,118 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
         v.policies = Some(reg.policy_names());
-        let deployments = gw.deployment_health();
         v.deployments = Some(
             deployments
                 .into_iter()
-                .map(|(d, h)| DeploymentView::new(&d, h))
+                .map(|(d, h)| {
+                    let last = gw.probes().last(&d.id);
+                    DeploymentView::new(&d, h, last)
+                })
                 .collect(),
         );
     }
     Json(v).into_response()
+}
+
+/// Whether a deployment counts as healthy in readiness's counts: in rotation, its last
+/// attempt answered, and its last probe (if any) too.
+fn is_healthy(gw: &Gateway, d: &Deployment, h: &crate::gateway::Health) -> bool {
+    h.state == DeploymentState::Healthy && gw.probes().last(&d.id).is_none_or(|p| p.ok)
+}
+
+/// `GET /health`'s query: `model`, a model group (or any name a client may ask for).
+#[derive(serde::Deserialize, Default)]
+pub struct HealthQuery {
+    model: Option<String>,
+}
+
+/// `GET /health`'s answer, LiteLLM's shape.
+#[derive(Serialize)]
+pub struct EndpointsHealth {
+    healthy_count: usize,
+    healthy_endpoints: Vec<Endpoint>,
+    unhealthy_count: usize,
+    unhealthy_endpoints: Vec<Endpoint>,
+}
+
+/// One probed deployment, named without a secret.
+#[derive(Serialize)]
+pub struct Endpoint {
+    api_base: Option<String>,
+    checked_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    latency_ms: u64,
+    /// `provider/model`.
+    model: String,
+    model_id: String,
+    model_name: String,
+}
+
+impl Endpoint {
+    /// The view of `d` and its probe.
+    fn new(d: &Deployment, p: Probe) -> Self {
+        Self {
+            api_base: d.api_base.clone(),
+            checked_at_ms: p.checked_at_ms,
+            error: p.error,
+            latency_ms: p.latency_ms,
+            model: format!("{}/{}", d.provider, d.model),
+            model_id: d.id.clone(),
+            model_name: d.model_name.clone(),
+        }
+    }
+}
+
+/// `GET /health` (admin: probes cost money): probe every deployment (or those `?model=`
+/// resolves to) with a tiny real request and list the healthy and unhealthy ones, with
+/// the error. With `background_health_checks` on, answer from the latest background round
+/// instead (deployments not probed yet are left out). Deployments whose mode is not probed
+/// (images, audio, wildcards) are left out.
+pub async fn endpoints(
+    State(gw): State<Arc<Gateway>>,
+    _admin: Admin,
+    Query(q): Query<HealthQuery>,
+) -> Result<Json<EndpointsHealth>, ApiError> {
+    let deps = selected(&gw, q.model.as_deref()).map_err(|e| ApiError(e, Dialect::OpenAi))?;
+    let probed = if gw.config().health_checks.background {
+        deps.into_iter()
+            .filter_map(|d| gw.probes().last(&d.id).map(|p| (d, p)))
+            .collect()
+    } else {
+        gw.probe_all(deps).await
+    };
+    let (good, bad): (Vec<_>, Vec<_>) = probed.into_iter().partition(|(_, p)| p.ok);
+    let view = |v: Vec<(Arc<Deployment>, Probe)>| -> Vec<Endpoint> {
+        v.into_iter().map(|(d, p)| Endpoint::new(&d, p)).collect()
+    };
+    Ok(Json(EndpointsHealth {
+        healthy_count: good.len(),
+        healthy_endpoints: view(good),
+        unhealthy_count: bad.len(),
+        unhealthy_endpoints: view(bad),
+    }))
+}
+
+/// The deployments `/health` looks at: all, or those `model` resolves to.
+fn selected(gw: &Gateway, model: Option<&str>) -> Result<Vec<Arc<Deployment>>, Error> {
+    let config = gw.config();
+    let Some(model) = model else {
+        return Ok(config.deployments.clone());
+    };
+    if model.is_empty() {
+        return Err(Error::BadRequest(
+            "model: must name a model group (or be left out to check every deployment)".into(),
+        ));
+    }
+    let resolved = config
+        .resolve(model)
+        .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+    Ok(resolved
+        .deployments
+        .iter()
+        .map(|&i| config.deployments[i].clone())
+        .collect())
 }
 
 #[cfg(test)]
@@ -113,6 +234,8 @@ mod tests {
             db: "connected",
             db_path: Some(Path::new("/x/llmgate.db")),
             deployments: Some(Vec::new()),
+            deployments_healthy: 1,
+            deployments_unhealthy: 0,
             event_loops: 2,
             llmgate_version: "0",
             model_groups: Some(3),
@@ -131,6 +254,7 @@ mod tests {
             serde_json::json!({
                 "status": "healthy", "db": "connected", "llmgate_version": "0",
                 "event_loops": 2, "open_connections_per_loop": null,
+                "deployments_healthy": 1, "deployments_unhealthy": 0,
             })
         );
     }

@@ -6,6 +6,7 @@
 
 mod deployment;
 pub mod env;
+pub mod health;
 mod load;
 pub mod raw;
 mod resolve;
@@ -219,6 +220,8 @@ pub struct Config {
     pub hot_reload: bool,
     /// Timeouts and the cap on client connections.
     pub client: ClientLimits,
+    /// Active health checks of the deployments (`GET /health`, background rounds).
+    pub health_checks: health::HealthChecks,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
 }

@@ -57,6 +57,7 @@ pub fn validate(
         &raw.litellm_settings,
         "require_auth_for_metrics_endpoint",
     );
+    let health_checks = super::health::parse(&mut v, &raw.general_settings);
     let warnings = v.finish()?;
     Ok(Config {
         source,
@@ -88,6 +89,7 @@ pub fn validate(
         metrics,
         metrics_auth,
         client,
+        health_checks,
         warnings,
     })
 }

@@ -134,6 +134,38 @@ fn cool_down(gw: &Gateway, call: &Call, dep: &Deployment, e: &Error) {
     );
 }
 
+/// A health probe: one attempt at `dep` outside any plan and bill, within `limit`. It runs
+/// the path a client's attempt runs (the plugin plans, the host checks the origin, signs,
+/// sends on the pooled client, the plugin parses the answer) and counts the same way in the
+/// deployment's live stats: an answer as a success, a failure against `allowed_fails` and
+/// the cooldown.
+pub(super) async fn probe(
+    gw: &Gateway,
+    call: &Call,
+    dep: &Arc<Deployment>,
+    limit: Duration,
+) -> Result<(), Error> {
+    let one = One {
+        gw,
+        call,
+        dep,
+        retries: 0,
+        fallbacks: 0,
+    };
+    let deployment = plugin_deployment(dep, None);
+    let span = tracing::info_span!("probe", deployment = %dep.id, provider = %dep.provider);
+    let ran = tokio::time::timeout(limit, one.attempt(deployment, &[]).instrument(span)).await;
+    let result = match ran {
+        Ok(Ok(answer)) => answer.probed(),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(timeout_error(dep, limit)),
+    };
+    if let Err(e) = &result {
+        cool_down(gw, call, dep, e);
+    }
+    result
+}
+
 /// `(retries, fallbacks)` made before `current`, LiteLLM's way: switching to another model
 /// group (a fallback group) is a fallback; every other extra attempt (the same deployment
 /// again, or another deployment of a group already tried) is a retry.
@@ -202,9 +234,19 @@ impl One<'_> {
         forwarded: &[(String, String)],
         billing: &mut Billing,
     ) -> Result<Answer, Error> {
+        let deployment = plugin_deployment(self.dep, self.call.capture.as_deref());
+        billing.route_to(self.dep, &deployment.model);
+        self.attempt(deployment, forwarded).await
+    }
+
+    /// The attempt itself, billed or not (a health probe): the plugin plans, the host sends,
+    /// the plugin reads; the error has the deployment's secrets masked.
+    async fn attempt(
+        &self,
+        deployment: crate::wit::provider_api::Deployment,
+        forwarded: &[(String, String)],
+    ) -> Result<Answer, Error> {
         let (call, dep) = (self.call, self.dep);
-        let deployment = plugin_deployment(dep, call.capture.as_deref());
-        billing.route_to(dep, &deployment.model);
         let inbound = Inbound {
             api: call.api,
             model: call.model.clone(),
@@ -391,6 +433,36 @@ impl Answer {
                 out
             }
         }
+    }
+}
+
+impl Answer {
+    /// A probe's verdict: a 2xx answer (or a started stream) is healthy; the answer is
+    /// dropped (the plugin instance recycled), nothing is billed.
+    fn probed(self) -> Result<(), Error> {
+        let AnswerKind::Whole(ex, cr) = self.kind else {
+            return Ok(());
+        };
+        ex.plugin().clone().recycle(ex);
+        if (200..300).contains(&cr.status) {
+            return Ok(());
+        }
+        let body = String::from_utf8_lossy(&cr.body);
+        let text: String = body.chars().take(500).collect();
+        Err(Error::Upstream {
+            class: crate::wit::types::ErrorClass::Upstream,
+            status: if (400..=599).contains(&cr.status) {
+                cr.status
+            } else {
+                502
+            },
+            message: format!(
+                "deployment {} answered HTTP {}: {text}",
+                self.served.dep.id, cr.status
+            ),
+            code: None,
+            retry_after_ms: None,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 mod attempt;
 pub mod aws;
 mod billing;
+pub mod probe;
 pub mod sse;
 mod stats;
 mod stream;
@@ -39,6 +40,7 @@ use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
 use crate::wit::types::Api;
 use billing::{Billing, LogFields};
+pub use probe::{Probe, Probes};
 pub use stats::{Health, State, Stats};
 
 /// Client headers never handed to plugins, besides every header a gateway key is accepted
@@ -69,6 +71,8 @@ pub struct Gateway {
     /// Open connections per event loop, once the loops are running.
     loop_connections: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicUsize]>>,
     stats: Stats,
+    /// The last health probe of each deployment.
+    probes: Probes,
     ledger: Arc<Ledger>,
     started_at: u64,
     reload: ReloadStats,
@@ -150,6 +154,7 @@ impl Gateway {
             http,
             loop_connections: std::sync::OnceLock::new(),
             stats,
+            probes: Probes::default(),
             ledger,
             started_at: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)

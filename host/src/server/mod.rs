@@ -55,6 +55,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/model/info", get(api::openai::model_info))
         .route("/v1/model/info", get(api::openai::model_info))
         .route("/models/{*model}", get(api::openai::model))
+        .route("/health", get(api::health::endpoints))
         .route("/health/liveliness", get(api::health::liveliness))
         .route("/health/liveness", get(api::health::liveliness))
         .route("/health/readiness", get(api::health::readiness))
