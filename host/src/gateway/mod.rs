@@ -15,6 +15,7 @@
 mod attempt;
 pub mod aws;
 mod billing;
+mod config_swap;
 pub mod sse;
 mod stats;
 mod stream;
@@ -39,6 +40,7 @@ use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
 use crate::wit::types::Api;
 use billing::{Billing, LogFields};
+pub use config_swap::ConfigReloadStats;
 pub use stats::{Health, State, Stats};
 
 /// Client headers never handed to plugins, besides every header a gateway key is accepted
@@ -72,6 +74,7 @@ pub struct Gateway {
     ledger: Arc<Ledger>,
     started_at: u64,
     reload: ReloadStats,
+    config_reloads: config_swap::ConfigReloads,
 }
 
 thread_local! {
@@ -130,6 +133,10 @@ impl Gateway {
             })
             .collect::<Result<Box<[_]>, _>>()?;
         let stats = Stats::new(&config.deployments);
+        let started_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let config_reloads = config_swap::ConfigReloads::new(&config, started_at);
         Ok(Self {
             config: ArcSwap::from_pointee(config),
             registry: ArcSwap::from_pointee(registry),
@@ -138,10 +145,9 @@ impl Gateway {
             loop_connections: std::sync::OnceLock::new(),
             stats,
             ledger,
-            started_at: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_at,
             reload: ReloadStats::default(),
+            config_reloads,
         })
     }
 
