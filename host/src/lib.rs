@@ -161,7 +161,8 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     Ok(gw)
 }
 
-/// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.
+/// Run the gateway until SIGINT/SIGTERM, then drain requests in flight; SIGHUP reloads the
+/// config ([`server::config_reload`]).
 ///
 /// The caller's runtime is the first event loop. With `event_loops` N > 1, N − 1 more threads
 /// each run a single-threaded runtime of their own (as LiteLLM's `--num_workers` runs one
@@ -173,6 +174,14 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let fd_limit = server::raise_fd_limit();
     let gw = build(&opts).await?;
+    // SIGHUP reloads the config from here on (it no longer ends the process).
+    let _config_reload = server::config_reload::start(
+        gw.clone(),
+        server::config_reload::Source {
+            path: opts.config.clone(),
+            overrides: opts.overrides.clone(),
+        },
+    )?;
     let listener = bind(&opts).await?;
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -8,6 +8,7 @@
 mod admission;
 mod anthropic;
 mod clients;
+mod config_reload;
 mod faults;
 mod harness;
 mod health;

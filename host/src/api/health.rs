@@ -26,6 +26,9 @@ pub async fn liveliness() -> Json<&'static str> {
 /// The fields that are `None` (what the gateway is made of) are only for an admin caller.
 #[derive(Serialize)]
 pub struct Readiness<'a> {
+    /// Config reloads: the serving config's path and load time, counts, the last error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<crate::gateway::ConfigReloadStats>,
     db: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     db_path: Option<&'a Path>,
@@ -89,6 +92,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         .filter(|(d, h)| is_healthy(&gw, d, h))
         .count();
     let mut v = Readiness {
+        config: None,
         db: "connected",
         db_path: None,
         deployments: None,
@@ -105,6 +109,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
     if admin.is_ok() {
         let reg = gw.registry();
         let config = gw.config();
+        v.config = Some(gw.config_reloads());
         v.db_path = Some(gw.ledger().store().path());
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
@@ -231,6 +236,7 @@ mod tests {
     #[test]
     fn readiness_shows_its_fields_by_name() {
         let mut v = Readiness {
+            config: None,
             db: "connected",
             db_path: Some(Path::new("/x/llmgate.db")),
             deployments: Some(Vec::new()),

@@ -9,6 +9,7 @@ pub mod env;
 pub mod health;
 mod load;
 pub mod raw;
+mod reload;
 mod resolve;
 pub mod routing;
 pub mod secrets;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use env::Environment;
 pub use load::{from_text, load, wants_json_logs};
+pub use reload::keep_restart_settings;
 pub use resolve::Resolved;
 pub use validate::validate;
 use validator::Validator;
@@ -218,6 +220,8 @@ pub struct Config {
     pub max_stream_duration: Option<Duration>,
     /// Watch the plugins folder and reload changed plugins.
     pub hot_reload: bool,
+    /// Watch the config file and reload it when it changes (`llmgate.watch_config`).
+    pub watch_config: bool,
     /// Timeouts and the cap on client connections.
     pub client: ClientLimits,
     /// Active health checks of the deployments (`GET /health`, background rounds).

@@ -96,6 +96,9 @@ pub struct RawLlmgate {
     pub max_stream_duration_seconds: Option<u64>,
     /// Watch the plugins folder and reload changed plugins (default true).
     pub hot_reload: Option<bool>,
+    /// Watch `config.yaml` and reload it when it changes (default true; SIGHUP always
+    /// reloads).
+    pub watch_config: Option<bool>,
     /// One INFO line per request, target `llmgate::access` (default true).
     pub access_log: Option<bool>,
     /// Serve Prometheus metrics at `/metrics` (default: when `litellm_settings.callbacks`

@@ -84,6 +84,7 @@ pub fn validate(
         stream_idle_timeout: waits.stream_idle_timeout,
         max_stream_duration: waits.max_stream_duration,
         hot_reload: ll.hot_reload.unwrap_or(true),
+        watch_config: ll.watch_config.unwrap_or(true),
         access_log: ll.access_log.unwrap_or(true),
         callbacks,
         metrics,

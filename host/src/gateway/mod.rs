@@ -15,6 +15,7 @@
 mod attempt;
 pub mod aws;
 mod billing;
+mod config_swap;
 pub mod probe;
 pub mod sse;
 mod stats;
@@ -40,6 +41,7 @@ use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
 use crate::wit::types::Api;
 use billing::{Billing, LogFields};
+pub use config_swap::ConfigReloadStats;
 pub use probe::{Probe, Probes};
 pub use stats::{Health, State, Stats};
 
@@ -78,6 +80,7 @@ pub struct Gateway {
     reload: ReloadStats,
     /// The Prometheus registry, when metrics are on.
     metrics: std::sync::OnceLock<Arc<crate::observe::metrics::Metrics>>,
+    config_reloads: config_swap::ConfigReloads,
 }
 
 thread_local! {
@@ -147,6 +150,10 @@ impl Gateway {
             })
             .collect::<Result<Box<[_]>, _>>()?;
         let stats = Stats::new(&config.deployments);
+        let started_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let config_reloads = config_swap::ConfigReloads::new(&config, started_at);
         Ok(Self {
             config: ArcSwap::from_pointee(config),
             registry: ArcSwap::from_pointee(registry),
@@ -156,11 +163,10 @@ impl Gateway {
             stats,
             probes: Probes::default(),
             ledger,
-            started_at: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_at,
             reload: ReloadStats::default(),
             metrics: std::sync::OnceLock::new(),
+            config_reloads,
         })
     }
 

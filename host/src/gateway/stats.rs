@@ -72,9 +72,10 @@ pub struct Health {
     pub cooldowns: Vec<(u16, u64)>,
 }
 
-/// Statistics of every deployment, by id.
+/// Statistics of every deployment, by id; a config reload swaps the map
+/// ([`Stats::follow`]).
 pub struct Stats {
-    by_id: HashMap<String, Arc<DeploymentStats>>,
+    by_id: arc_swap::ArcSwap<HashMap<String, Arc<DeploymentStats>>>,
 }
 
 /// Decrements the in-flight count when the attempt ends, however it ends.
@@ -119,15 +120,29 @@ impl Stats {
     /// Counters for every deployment in the config.
     pub fn new(deployments: &[Arc<Deployment>]) -> Self {
         Self {
-            by_id: deployments
-                .iter()
-                .map(|d| (d.id.clone(), Arc::new(DeploymentStats::default())))
-                .collect(),
+            by_id: arc_swap::ArcSwap::from_pointee(
+                deployments
+                    .iter()
+                    .map(|d| (d.id.clone(), Arc::new(DeploymentStats::default())))
+                    .collect(),
+            ),
         }
     }
 
+    /// Follow a new config's deployments: a kept one (same id) keeps its counters and
+    /// cooldown, a new one starts fresh, a removed one is dropped (an attempt still running
+    /// on it holds its counters until it ends). One caller at a time (the config reloader).
+    pub fn follow(&self, deployments: &[Arc<Deployment>]) {
+        let old = self.by_id.load();
+        let next = deployments
+            .iter()
+            .map(|d| (d.id.clone(), old.get(&d.id).cloned().unwrap_or_default()))
+            .collect();
+        self.by_id.store(Arc::new(next));
+    }
+
     fn get(&self, id: &str) -> Arc<DeploymentStats> {
-        self.by_id.get(id).cloned().unwrap_or_default()
+        self.by_id.load().get(id).cloned().unwrap_or_default()
     }
 
     /// Count an attempt as in flight until the guard drops.

@@ -163,6 +163,20 @@ impl Gateway {
         self._dir.path().join("plugins")
     }
 
+    /// The config file the gateway was started with (when the spec had one).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("config.yaml")
+    }
+
+    /// Send the process `signal` (`HUP`, `TERM`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {} failed", self.child.id());
+    }
+
     /// Everything the gateway logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
