@@ -145,14 +145,22 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.access_log {
         ledger.observer().add(Arc::new(observe::access::AccessLog));
     }
+    let alerter = observe::alerts::Alerter::start(&config.alerting)?;
+    if let Some(a) = &alerter {
+        ledger.observer().add(a.clone());
+    }
     tracing::info!(db = %config.database_path.display(), "store ready");
-    Ok(Arc::new(gateway::Gateway::new(
+    let gw = Arc::new(gateway::Gateway::new(
         config,
         registry,
         runtime,
         ledger,
         opts.event_loops.max(1),
-    )?))
+    )?);
+    if let Some(a) = alerter {
+        server::alerts::watch(&gw, a);
+    }
+    Ok(gw)
 }
 
 /// Run the gateway until SIGINT/SIGTERM, then drain requests in flight.

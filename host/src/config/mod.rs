@@ -4,6 +4,7 @@
 //! wrong. Keys that LiteLLM knows but llmgate does not act on produce warnings, so a
 //! LiteLLM user's config starts unchanged.
 
+pub mod alerting;
 mod deployment;
 pub mod env;
 mod load;
@@ -210,6 +211,8 @@ pub struct Config {
     pub hot_reload: bool,
     /// Timeouts and the cap on client connections.
     pub client: ClientLimits,
+    /// Slack and webhook alerts (`general_settings.alerting`).
+    pub alerting: alerting::Alerting,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
 }

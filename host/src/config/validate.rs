@@ -47,6 +47,7 @@ pub fn validate(
     let (spend_logs, store_prompts) = spend_log_flags(&mut v, &raw.general_settings);
     let related = related_deployments(&groups, &wildcards, &routing);
     let client = client_limits(&mut v, ll);
+    let alerting = super::alerting::parse(&mut v, &raw.general_settings);
     let warnings = v.finish()?;
     Ok(Config {
         source,
@@ -75,6 +76,7 @@ pub fn validate(
         hot_reload: ll.hot_reload.unwrap_or(true),
         access_log: ll.access_log.unwrap_or(true),
         client,
+        alerting,
         warnings,
     })
 }
