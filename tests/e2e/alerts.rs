@@ -240,7 +240,10 @@ async fn budget_crossings_and_slow_requests_reach_slack_and_the_webhook_once_eac
         assert_eq!(e["spend"], json!(spend), "{e}");
         assert_eq!(e["max_budget"], json!(3.5 * cost), "{e}");
         assert_eq!(e["soft_budget"], json!(1.5 * cost), "{e}");
-        assert!(e["event_message"].as_str().unwrap().contains("alerted"), "{e}");
+        assert!(
+            e["event_message"].as_str().unwrap().contains("alerted"),
+            "{e}"
+        );
         assert!(e.as_object().unwrap().contains_key("team_id"), "{e}");
     }
     let slow = rx.events("webhook", "llm_too_slow");
@@ -298,7 +301,11 @@ async fn a_deployment_going_down_and_coming_back_alerts_once_each() {
         .router_setting("allowed_fails", 0)
         .router_setting("cooldown_time", 1)
         .router_setting("num_retries", 0);
-    let cfg = alerting(cfg, &["webhook"], json!({"alert_types": ["cooldown_deployment"]}));
+    let cfg = alerting(
+        cfg,
+        &["webhook"],
+        json!({"alert_types": ["cooldown_deployment"]}),
+    );
     let webhook_url = format!("{base}/hook/webhook");
     let gw = Gateway::start_spec(Spec {
         config: &cfg.yaml(),
@@ -335,12 +342,20 @@ async fn a_deployment_going_down_and_coming_back_alerts_once_each() {
     let down = rx.events("webhook", "deployment_down");
     assert_eq!(down.len(), 1, "{down:?}");
     let msg = down[0]["event_message"].as_str().unwrap();
-    assert!(msg.contains("`flaky-dep`") && msg.contains("`flaky`"), "{msg}");
+    assert!(
+        msg.contains("`flaky-dep`") && msg.contains("`flaky`"),
+        "{msg}"
+    );
     assert!(msg.contains("500"), "the cooldown's status: {msg}");
     assert_eq!(down[0]["event_group"], "proxy");
     let up = rx.events("webhook", "deployment_up");
     assert_eq!(up.len(), 1, "{up:?}");
-    assert!(up[0]["event_message"].as_str().unwrap().contains("`flaky-dep`"));
+    assert!(
+        up[0]["event_message"]
+            .as_str()
+            .unwrap()
+            .contains("`flaky-dep`")
+    );
     // `alert_types` filters: nothing else was sent.
     assert_eq!(rx.bodies("webhook").len(), 2, "{}", rx.raw());
 }
@@ -354,7 +369,11 @@ async fn plugin_files_that_fail_to_load_alert_at_start_and_on_hot_reload() {
     for p in ["openai", "policy-ordered", "policy-router"] {
         std::fs::copy(plugin(p), dir.path().join(format!("{p}.wasm"))).unwrap();
     }
-    std::fs::write(dir.path().join("broken-at-start.wasm"), b"\0asm not a component").unwrap();
+    std::fs::write(
+        dir.path().join("broken-at-start.wasm"),
+        b"\0asm not a component",
+    )
+    .unwrap();
     let cfg = Config::new().deployment(Deployment::openai("gpt", "mock-gpt", &m.url()));
     let cfg = alerting(cfg, &["webhook"], json!({}));
     let webhook_url = format!("{base}/hook/webhook");
@@ -367,9 +386,12 @@ async fn plugin_files_that_fail_to_load_alert_at_start_and_on_hot_reload() {
         ..Spec::default()
     });
     rx.until("the start-up failure", |r| {
-        r.events("webhook", "plugin_load_failure")
-            .iter()
-            .any(|e| e["event_message"].as_str().unwrap().contains("broken-at-start.wasm"))
+        r.events("webhook", "plugin_load_failure").iter().any(|e| {
+            e["event_message"]
+                .as_str()
+                .unwrap()
+                .contains("broken-at-start.wasm")
+        })
     })
     .await;
 
@@ -379,9 +401,12 @@ async fn plugin_files_that_fail_to_load_alert_at_start_and_on_hot_reload() {
 
     std::fs::write(dir.path().join("broken-on-reload.wasm"), b"\0asm garbage").unwrap();
     rx.until("the hot reload failure", |r| {
-        r.events("webhook", "plugin_load_failure")
-            .iter()
-            .any(|e| e["event_message"].as_str().unwrap().contains("broken-on-reload.wasm"))
+        r.events("webhook", "plugin_load_failure").iter().any(|e| {
+            e["event_message"]
+                .as_str()
+                .unwrap()
+                .contains("broken-on-reload.wasm")
+        })
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -173,3 +173,73 @@ fn url(v: &mut Validator, channel: &str, vars: &[&str]) -> Option<Secret> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use super::super::{Config, ConfigError, Overrides, from_text};
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        from_text(
+            yaml,
+            "config.yaml",
+            &Overrides::default(),
+            &env.iter().copied().collect(),
+        )
+    }
+
+    #[test]
+    fn urls_come_from_the_environment_or_the_config_and_default_threshold_is_300s() {
+        let yaml = "general_settings:\n  alerting: [slack, webhook]\nenvironment_variables:\n  WEBHOOK_URL: http://127.0.0.1:9/hook\n";
+        let c = load(
+            yaml,
+            &[("SLACK_WEBHOOK_URL", "https://hooks.example/T/B/secret")],
+        )
+        .unwrap();
+        let a = &c.alerting;
+        assert!(a.enabled());
+        assert_eq!(
+            a.slack_url.as_ref().unwrap().expose(),
+            "https://hooks.example/T/B/secret"
+        );
+        assert_eq!(
+            a.webhook_url.as_ref().unwrap().expose(),
+            "http://127.0.0.1:9/hook"
+        );
+        assert_eq!(a.threshold.as_secs(), 300);
+        assert!(a.wants("budget_alerts"));
+    }
+
+    #[test]
+    fn problems_name_the_variable_never_the_url() {
+        let yaml = "general_settings:\n  alerting: [slack]\n  alerting_threshold: -1\n  alert_types: [budget_alerts, nonsense]\n";
+        let err = load(yaml, &[("SLACK_WEBHOOK_URL", "not-a-url-secret")]).unwrap_err();
+        let all = err.0.join("\n");
+        assert!(
+            all.contains("SLACK_WEBHOOK_URL is not an http(s) URL"),
+            "{all}"
+        );
+        assert!(all.contains("general_settings.alerting_threshold"), "{all}");
+        assert!(!all.contains("not-a-url-secret"), "{all}");
+        let c = load(
+            "general_settings:\n  alerting: [slack, email]\n  alert_types: [budget_alerts, nonsense]\n",
+            &[],
+        )
+        .unwrap();
+        assert!(!c.alerting.enabled());
+        assert!(!c.alerting.wants("llm_too_slow"));
+        let warnings = c.warnings.join("\n");
+        assert!(
+            warnings.contains("`slack` needs SLACK_WEBHOOK_URL"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("`email` alerting is not supported"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("unknown alert type `nonsense`"),
+            "{warnings}"
+        );
+    }
+}
