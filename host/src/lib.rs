@@ -145,6 +145,10 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.access_log {
         ledger.observer().add(Arc::new(observe::access::AccessLog));
     }
+    let alerter = observe::alerts::Alerter::start(&config.alerting)?;
+    if let Some(a) = &alerter {
+        ledger.observer().add(a.clone());
+    }
     tracing::info!(db = %config.database_path.display(), "store ready");
     let metrics = config.metrics;
     let gw = Arc::new(gateway::Gateway::new(
@@ -157,6 +161,9 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if metrics {
         gw.set_metrics(Arc::new(observe::metrics::Metrics::new()?));
         tracing::info!("Prometheus metrics at /metrics");
+    }
+    if let Some(a) = alerter {
+        server::alerts::watch(&gw, a);
     }
     Ok(gw)
 }

@@ -6,6 +6,7 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod admission;
+mod alerts;
 mod anthropic;
 mod clients;
 mod config_reload;

@@ -4,6 +4,7 @@
 //! wrong. Keys that LiteLLM knows but llmgate does not act on produce warnings, so a
 //! LiteLLM user's config starts unchanged.
 
+pub mod alerting;
 mod deployment;
 pub mod env;
 pub mod health;
@@ -226,6 +227,8 @@ pub struct Config {
     pub client: ClientLimits,
     /// Active health checks of the deployments (`GET /health`, background rounds).
     pub health_checks: health::HealthChecks,
+    /// Slack and webhook alerts (`general_settings.alerting`).
+    pub alerting: alerting::Alerting,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
 }

@@ -9,6 +9,15 @@
 
 use super::Config;
 
+/// Whether two alerting settings are the same (URLs compared as secrets, never shown).
+fn same_alerting(a: &super::alerting::Alerting, b: &super::alerting::Alerting) -> bool {
+    let url = |u: &Option<super::Secret>| u.as_ref().map(|s| s.expose().to_string());
+    a.threshold == b.threshold
+        && a.alert_types == b.alert_types
+        && url(&a.slack_url) == url(&b.slack_url)
+        && url(&a.webhook_url) == url(&b.webhook_url)
+}
+
 /// Keep in `next` every setting of `running` that only takes effect at start, and name the
 /// ones `next` wanted to change (config key names, in a fixed order; empty when none).
 ///
@@ -73,6 +82,11 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
     );
     next.metrics = running.metrics;
     next.callbacks.clone_from(&running.callbacks);
+    keep(
+        "general_settings.alerting",
+        !same_alerting(&running.alerting, &next.alerting),
+    );
+    next.alerting = running.alerting.clone();
     keep("llmgate.hot_reload", running.hot_reload != next.hot_reload);
     next.hot_reload = running.hot_reload;
     keep(

@@ -58,6 +58,7 @@ pub fn validate(
         "require_auth_for_metrics_endpoint",
     );
     let health_checks = super::health::parse(&mut v, &raw.general_settings);
+    let alerting = super::alerting::parse(&mut v, &raw.general_settings);
     let warnings = v.finish()?;
     Ok(Config {
         source,
@@ -91,6 +92,7 @@ pub fn validate(
         metrics_auth,
         client,
         health_checks,
+        alerting,
         warnings,
     })
 }

@@ -286,8 +286,46 @@ impl Gateway {
             pool_max: u64::from(self.runtime.max_instances()),
             store_queue_depth: self.ledger.store().queue_depth(),
             loop_connections: self.loop_connections().unwrap_or_default(),
-            extra_counters: Vec::new(),
+            extra_counters: self.extra_counters(),
         }
+    }
+
+    /// The counters other parts keep as totals: config reloads and alert deliveries.
+    fn extra_counters(&self) -> Vec<crate::observe::metrics::ExtraCounter> {
+        use crate::observe::metrics::ExtraCounter;
+        let reloads = self.config_reloads();
+        let alerts = crate::observe::alerts::counts();
+        let counter = |name, help, label: &'static str, value: &str, total| ExtraCounter {
+            name,
+            help,
+            labels: vec![(label, value.to_string())],
+            total,
+        };
+        let reload = |result, total| {
+            counter(
+                "llmgate_config_reloads_total",
+                "Config reloads, by result",
+                "result",
+                result,
+                total,
+            )
+        };
+        let alert = |result, total| {
+            counter(
+                "llmgate_alerts_total",
+                "Alert deliveries, by result",
+                "result",
+                result,
+                total,
+            )
+        };
+        vec![
+            reload("ok", reloads.ok),
+            reload("failed", reloads.failed),
+            alert("sent", alerts.sent),
+            alert("failed", alerts.failed),
+            alert("dropped", alerts.dropped),
+        ]
     }
 
     /// Hot reload's counters.

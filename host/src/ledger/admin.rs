@@ -81,6 +81,9 @@ fn apply(rec: &mut KeyRecord, body: &Map<String, Value>, now: i64) -> Result<(),
     if let Some(b) = opt_f64(body, "max_budget")? {
         rec.max_budget = b;
     }
+    if let Some(b) = opt_f64(body, "soft_budget")? {
+        rec.soft_budget = b;
+    }
     if let Some(d) = opt_str(body, "budget_duration")? {
         match d.filter(|d| !d.is_empty()) {
             Some(d) => {

@@ -206,6 +206,7 @@ impl KeyState {
         KeyTotals {
             spend: self.rec.spend,
             max_budget: self.rec.max_budget,
+            soft_budget: self.rec.soft_budget,
             remaining_requests: self
                 .rec
                 .rpm_limit

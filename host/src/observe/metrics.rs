@@ -1026,6 +1026,7 @@ mod tests {
             max_budget: Some(2.0),
             remaining_requests: Some(9),
             remaining_tokens: Some(900),
+            soft_budget: None,
         };
         m.record(&Record {
             log: &log,

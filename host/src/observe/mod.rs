@@ -12,6 +12,7 @@
 //! ends, so it must be cheap (counters, a log line, a queued span) and never block.
 
 pub mod access;
+pub mod alerts;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct KeyTotals {
     pub spend: f64,
     /// The key's budget, USD.
     pub max_budget: Option<f64>,
+    /// The key's soft budget (an alert threshold), USD.
+    pub soft_budget: Option<f64>,
     /// Requests left this minute under the key's rpm limit.
     pub remaining_requests: Option<u64>,
     /// Tokens left this minute under the key's tpm limit.

@@ -7,6 +7,7 @@
 //!
 //! Handlers stay thin: they read the body (bounded), call [`Gateway`], and render.
 
+pub mod alerts;
 pub mod config_reload;
 pub mod conn;
 pub mod loops;

@@ -39,7 +39,7 @@ fn uint(v: i64) -> u64 {
 
 const KEY_COLUMNS: &str = "token, key_name, key_alias, spend, max_budget, budget_duration, \
     budget_reset_at, expires, models, metadata, tpm_limit, rpm_limit, max_parallel_requests, \
-    model_max_budget, model_spend, blocked, user_id, team_id, created_at, updated_at";
+    model_max_budget, model_spend, blocked, user_id, team_id, created_at, updated_at, soft_budget";
 
 /// All keys, oldest first.
 pub(super) fn load_keys(conn: &Connection) -> rusqlite::Result<Vec<KeyRecord>> {
@@ -57,6 +57,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         key_alias: row.get("key_alias")?,
         spend: row.get("spend")?,
         max_budget: row.get("max_budget")?,
+        soft_budget: row.get("soft_budget")?,
         budget_duration: row.get("budget_duration")?,
         budget_reset_at: row.get("budget_reset_at")?,
         expires: row.get("expires")?,
@@ -96,11 +97,13 @@ pub(super) fn upsert_key(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<(
         "INSERT INTO llmgate_verification_tokens (
              token, key_name, key_alias, spend, max_budget, budget_duration, budget_reset_at,
              expires, models, metadata, tpm_limit, rpm_limit, max_parallel_requests,
-             model_max_budget, model_spend, blocked, user_id, team_id, created_at, updated_at
+             model_max_budget, model_spend, blocked, user_id, team_id, created_at, updated_at,
+             soft_budget
          ) VALUES (
              :token, :key_name, :key_alias, :spend, :max_budget, :budget_duration, :budget_reset_at,
              :expires, :models, :metadata, :tpm_limit, :rpm_limit, :max_parallel_requests,
-             :model_max_budget, :model_spend, :blocked, :user_id, :team_id, :created_at, :updated_at
+             :model_max_budget, :model_spend, :blocked, :user_id, :team_id, :created_at, :updated_at,
+             :soft_budget
          )
          ON CONFLICT (token) DO UPDATE SET
              key_name = excluded.key_name,
@@ -121,7 +124,8 @@ pub(super) fn upsert_key(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<(
              user_id = excluded.user_id,
              team_id = excluded.team_id,
              created_at = excluded.created_at,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at,
+             soft_budget = excluded.soft_budget",
     )?;
     stmt.execute(named_params! {
         ":token": k.token,
@@ -129,6 +133,7 @@ pub(super) fn upsert_key(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<(
         ":key_alias": k.key_alias,
         ":spend": k.spend,
         ":max_budget": k.max_budget,
+        ":soft_budget": k.soft_budget,
         ":budget_duration": k.budget_duration,
         ":budget_reset_at": k.budget_reset_at,
         ":expires": k.expires,

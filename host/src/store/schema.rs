@@ -74,6 +74,10 @@ CREATE INDEX llmgate_spend_logs_api_key ON llmgate_spend_logs (api_key, start_ti
 CREATE INDEX llmgate_spend_logs_start_time_ms ON llmgate_spend_logs (start_time_ms);
 CREATE INDEX llmgate_spend_logs_user ON llmgate_spend_logs ("user", start_time_ms);
 "#,
+    // 2: a key's soft budget (LiteLLM's `soft_budget`: an alert, not a limit).
+    r#"
+ALTER TABLE llmgate_verification_tokens ADD COLUMN soft_budget DOUBLE PRECISION;
+"#,
 ];
 
 /// How long a statement waits for another connection's lock before failing.

@@ -32,6 +32,7 @@ fn key(token: &str, alias: Option<&str>) -> KeyRecord {
         key_alias: alias.map(str::to_owned),
         spend: 1.25,
         max_budget: Some(10.5),
+        soft_budget: Some(7.25),
         budget_duration: Some("30d".to_owned()),
         budget_reset_at: Some(1_700_000_000),
         expires: Some(1_800_000_000),

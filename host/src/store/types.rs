@@ -179,6 +179,10 @@ pub struct KeyRecord {
     pub spend: f64,
     /// USD cap per budget window (`None`: no cap).
     pub max_budget: Option<f64>,
+    /// USD spend past which the key raises a soft-budget alert (LiteLLM's `soft_budget`;
+    /// not a limit).
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
     /// Budget window (`30s`, `1h`, `1d`, `7d`, `monthly`, `30d`, ...).
     pub budget_duration: Option<String>,
     /// When the budget window next resets (unix seconds).
@@ -220,6 +224,7 @@ impl KeyRecord {
             key_alias: None,
             spend: 0.0,
             max_budget: None,
+            soft_budget: None,
             budget_duration: None,
             budget_reset_at: None,
             expires: None,
