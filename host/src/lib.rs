@@ -145,6 +145,15 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.access_log {
         ledger.observer().add(Arc::new(observe::access::AccessLog));
     }
+    if let Some(otel) = observe::otel::Settings::from_env(config.otel_callback) {
+        let sink =
+            observe::otel::Otel::install(&otel).context("starting the OTLP trace exporter")?;
+        ledger.observer().add(sink);
+        tracing::info!(
+            protocol = if otel.grpc { "grpc" } else { "http/protobuf" },
+            "exporting traces over OTLP"
+        );
+    }
     tracing::info!(db = %config.database_path.display(), "store ready");
     Ok(Arc::new(gateway::Gateway::new(
         config,
@@ -294,6 +303,7 @@ async fn drain(
     if let Err(e) = gw.ledger().store().close().await {
         tracing::error!("flushing the store on shutdown failed: {e:#}");
     }
+    observe::otel::Otel::shutdown().await;
     served?;
     tracing::info!("stopped");
     Ok(())

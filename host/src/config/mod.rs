@@ -208,6 +208,9 @@ pub struct Config {
     pub max_stream_duration: Option<Duration>,
     /// Watch the plugins folder and reload changed plugins.
     pub hot_reload: bool,
+    /// `otel` is among LiteLLM's logging callbacks (`litellm_settings.callbacks`,
+    /// `success_callback`, `failure_callback`): export traces over OTLP.
+    pub otel_callback: bool,
     /// Timeouts and the cap on client connections.
     pub client: ClientLimits,
     /// Things that were ignored or look wrong but do not stop the start.

@@ -73,6 +73,7 @@ pub fn validate(
         stream_idle_timeout: waits.stream_idle_timeout,
         max_stream_duration: waits.max_stream_duration,
         hot_reload: ll.hot_reload.unwrap_or(true),
+        otel_callback: otel_callback(&raw.litellm_settings),
         access_log: ll.access_log.unwrap_or(true),
         client,
         warnings,
@@ -93,6 +94,18 @@ const LITELLM_SETTINGS: &[&str] = &[
     "allowed_fails",
     "cooldown_time",
 ];
+
+/// Whether LiteLLM's `callbacks`, `success_callback` or `failure_callback` (a list, or one
+/// name) names `otel`.
+fn otel_callback(litellm: &BTreeMap<String, Value>) -> bool {
+    ["callbacks", "success_callback", "failure_callback"]
+        .iter()
+        .filter_map(|k| litellm.get(*k))
+        .any(|v| match v {
+            Value::Sequence(items) => items.iter().any(|i| i.as_str() == Some("otel")),
+            one => one.as_str() == Some("otel"),
+        })
+}
 
 /// Unknown top-level keys and `litellm_settings` llmgate does not act on: warnings.
 fn unknown_keys(v: &mut Validator, raw: &RawConfig) {
