@@ -14,6 +14,7 @@ mod keys;
 mod logging;
 mod loops;
 mod openai;
+mod otel;
 mod policy_js;
 mod provider_js;
 mod providers;
