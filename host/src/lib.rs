@@ -149,6 +149,17 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if let Some(a) = &alerter {
         ledger.observer().add(a.clone());
     }
+    if let Some(otel) =
+        observe::otel::Settings::from_env(config.callbacks.iter().any(|c| c == "otel"))
+    {
+        let sink =
+            observe::otel::Otel::install(&otel).context("starting the OTLP trace exporter")?;
+        ledger.observer().add(sink);
+        tracing::info!(
+            protocol = if otel.grpc { "grpc" } else { "http/protobuf" },
+            "exporting traces over OTLP"
+        );
+    }
     tracing::info!(db = %config.database_path.display(), "store ready");
     let metrics = config.metrics;
     let gw = Arc::new(gateway::Gateway::new(
@@ -317,6 +328,7 @@ async fn drain(
     if let Err(e) = gw.ledger().store().close().await {
         tracing::error!("flushing the store on shutdown failed: {e:#}");
     }
+    observe::otel::Otel::shutdown().await;
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -18,6 +18,7 @@ mod logging;
 mod loops;
 mod metrics;
 mod openai;
+mod otel;
 mod policy_js;
 mod provider_js;
 mod providers;

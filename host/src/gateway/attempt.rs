@@ -15,6 +15,7 @@ use super::stats::InFlight;
 use super::upstream::{self, scrub_error, timeout_error};
 use super::{
     Call, Gateway, forwardable_headers, plugin_deployment, plugin_error, response, set_header,
+    timed,
 };
 use crate::config::Deployment;
 use crate::error::Error;
@@ -154,7 +155,8 @@ pub(super) async fn probe(
     };
     let deployment = plugin_deployment(dep, None);
     let span = tracing::info_span!("probe", deployment = %dep.id, provider = %dep.provider);
-    let ran = tokio::time::timeout(limit, one.attempt(deployment, &[]).instrument(span)).await;
+    let ran =
+        tokio::time::timeout(limit, one.attempt(deployment, &[], None).instrument(span)).await;
     let result = match ran {
         Ok(Ok(answer)) => answer.probed(),
         Ok(Err(e)) => Err(e),
@@ -236,15 +238,16 @@ impl One<'_> {
     ) -> Result<Answer, Error> {
         let deployment = plugin_deployment(self.dep, self.call.capture.as_deref());
         billing.route_to(self.dep, &deployment.model);
-        self.attempt(deployment, forwarded).await
+        self.attempt(deployment, forwarded, Some(billing)).await
     }
 
-    /// The attempt itself, billed or not (a health probe): the plugin plans, the host sends,
-    /// the plugin reads; the error has the deployment's secrets masked.
+    /// The attempt itself, billed or not (a health probe: `billing` `None`): the plugin
+    /// plans, the host sends, the plugin reads; the error has the deployment's secrets masked.
     async fn attempt(
         &self,
         deployment: crate::wit::provider_api::Deployment,
         forwarded: &[(String, String)],
+        billing: Option<&mut Billing>,
     ) -> Result<Answer, Error> {
         let (call, dep) = (self.call, self.dep);
         let inbound = Inbound {
@@ -263,24 +266,31 @@ impl One<'_> {
                 .provider(&dep.provider)
                 .and_then(|p| upstream::upstream_key(dep, p.prefix(&dep.provider))),
         };
-        self.exchange(inbound, env_key.clone())
+        self.exchange(inbound, env_key.clone(), billing)
             .await
             .map_err(|e| scrub_error(e, &dep.scrubber, env_key.as_deref()))
     }
 
     /// The plugin plans the request, the host sends it, the plugin reads the answer.
-    async fn exchange(&self, inbound: Inbound, env_key: Option<String>) -> Result<Answer, Error> {
+    async fn exchange(
+        &self,
+        inbound: Inbound,
+        env_key: Option<String>,
+        mut billing: Option<&mut Billing>,
+    ) -> Result<Answer, Error> {
         let dep = self.dep;
         let plugin = self.provider(&inbound)?;
         let prefix = plugin.prefix(&dep.provider);
         let mut ex = plugin.exchange(&inbound).await?;
         drop(inbound);
-        let plan = ex
-            .build_request()
-            .await?
-            .map_err(|e| plugin_error(e, Some(&dep.id)))?;
+        let (planned, timing) = timed(plugin.id(), "plan", ex.build_request()).await;
+        if let Some(b) = billing.as_deref_mut() {
+            b.plugin_call(timing, true);
+        }
+        let plan = planned?.map_err(|e| plugin_error(e, Some(&dep.id)))?;
         let framing = plan.framing;
-        let outgoing = upstream::prepare(plugin.id(), prefix, dep, plan)?;
+        let trace = billing.as_deref().and_then(Billing::upstream_trace);
+        let outgoing = upstream::prepare(plugin.id(), prefix, dep, plan, trace)?;
         let timeout = if self.call.stream {
             dep.stream_timeout
         } else {
@@ -304,12 +314,18 @@ impl One<'_> {
             in_flight,
         };
         let kind = if !(200..300).contains(&sent.status) || framing == Framing::None {
-            self.whole(ex, sent).await?
+            self.whole(ex, sent, billing.as_deref_mut()).await?
         } else {
-            let extra = ex
-                .on_stream_start(sent.status, &sent.headers)
-                .await?
-                .map_err(|e| plugin_error(e, Some(&dep.id)))?;
+            let (started, timing) = timed(
+                plugin.id(),
+                "stream_start",
+                ex.on_stream_start(sent.status, &sent.headers),
+            )
+            .await;
+            if let Some(b) = billing.as_deref_mut() {
+                b.plugin_call(timing, true);
+            }
+            let extra = started?.map_err(|e| plugin_error(e, Some(&dep.id)))?;
             AnswerKind::Stream(super::stream::Started {
                 ex,
                 resp: sent.resp,
@@ -355,7 +371,12 @@ impl One<'_> {
 
     /// Read a whole (non-streamed, or error) response within the attempt's timeout and
     /// have the plugin translate it.
-    async fn whole(&self, mut ex: Exchange, sent: Sent) -> Result<AnswerKind, Error> {
+    async fn whole(
+        &self,
+        mut ex: Exchange,
+        sent: Sent,
+        billing: Option<&mut Billing>,
+    ) -> Result<AnswerKind, Error> {
         let dep = self.dep;
         let Sent {
             resp,
@@ -375,7 +396,12 @@ impl One<'_> {
                 return Err(e);
             }
         };
-        let answer = ex.on_body(status, &headers, &body).await?;
+        let plugin = ex.plugin().id().clone();
+        let (parsed, timing) = timed(&plugin, "parse", ex.on_body(status, &headers, &body)).await;
+        if let Some(b) = billing {
+            b.plugin_call(timing, true);
+        }
+        let answer = parsed?;
         let latency = sent_at.elapsed().as_micros() as u64;
         let cr = match answer {
             // An error answer the plugin passes on may echo a credential.

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::config::{Config, Deployment};
 use crate::error::Error;
 use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
-use crate::observe::{AttemptFacts, Facts, exception_class, route};
+use crate::observe::tracecontext::new_span_id;
+use crate::observe::{AttemptFacts, Facts, PluginCall, exception_class, route};
 use crate::plugins::Usage;
 use crate::pricing::{Prices, input_tokens_upper_bound};
 use crate::store::SpendLog;
@@ -52,6 +53,7 @@ pub(super) fn admit(
         requested_model: call.model.clone(),
         caller: call.caller.kind(),
         stream: call.stream,
+        trace: call.trace.clone(),
         ..Facts::default()
     };
     let ticket = ledger
@@ -167,9 +169,16 @@ pub(super) fn refused(ledger: &Ledger, asked: &Asked<'_>, err: &Error) {
         stream: asked.stream,
         status: err.status().as_u16(),
         error_class: Some(exception_class(err)),
-        attempts: Vec::new(),
+        ..Facts::default()
     };
     ledger.refused(asked.caller, log, &facts);
+}
+
+/// The host of a URL (never its user info), for span attributes.
+fn host_of(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
 }
 
 /// LiteLLM's `call_type` for an API.
@@ -192,10 +201,16 @@ impl Billing {
 
     /// An attempt goes to `dep` as `model`: the spend log names it.
     pub fn route_to(&mut self, dep: &Deployment, model: &str) {
+        let traced = self.ticket.facts.trace.as_ref().is_some_and(|t| t.exported);
         self.ticket.facts.attempts.push(AttemptFacts {
             deployment: dep.id.clone(),
             model_group: dep.model_name.clone(),
             start_ms: unix_now_ms(),
+            provider: dep.provider.clone(),
+            server_address: traced
+                .then(|| dep.api_base.as_deref().and_then(host_of))
+                .flatten(),
+            span_id: if traced { new_span_id() } else { [0; 8] },
             ..AttemptFacts::default()
         });
         let log = &mut self.ticket.log;
@@ -203,6 +218,22 @@ impl Billing {
         log.model_id.clone_from(&dep.id);
         log.custom_llm_provider.clone_from(&dep.provider);
         log.api_base = dep.api_base.clone().unwrap_or_default();
+    }
+
+    /// The `traceparent` (and `tracestate`) the current attempt sends upstream, if any.
+    pub fn upstream_trace(&self) -> Option<(String, Option<String>)> {
+        let facts = &self.ticket.facts;
+        let trace = facts.trace.as_ref()?;
+        let span = facts.attempts.last().map_or([0; 8], |a| a.span_id);
+        Some((trace.upstream_traceparent(span)?, trace.state.clone()))
+    }
+
+    /// Record a plugin call made for the request (for the current attempt if `attempt`).
+    pub fn plugin_call(&mut self, mut call: PluginCall, attempt: bool) {
+        if attempt {
+            call.attempt = self.ticket.facts.attempts.len().checked_sub(1);
+        }
+        self.ticket.facts.plugin_calls.push(call);
     }
 
     /// The attempt [`Billing::route_to`] started ended, with `err` if it failed.

@@ -36,6 +36,8 @@ use tracing::Instrument as _;
 use crate::config::{Config, Deployment};
 use crate::error::{Dialect, Error};
 use crate::ledger::{Caller, Ledger};
+use crate::observe::PluginCall;
+use crate::observe::tracecontext::TraceContext;
 use crate::plugins::{GatewayError, Registry, Runtime};
 use crate::wit::policy_api::{Attempt, Candidate, RouteRequest};
 use crate::wit::provider_api::Deployment as PluginDeployment;
@@ -59,6 +61,9 @@ const PRIVATE_HEADERS: &[&str] = &[
     "proxy-authorization",
     "proxy-connection",
     "accept-encoding",
+    // The host sets the upstream's trace context itself (W3C Trace Context).
+    "traceparent",
+    "tracestate",
 ];
 
 /// The live gateway: configuration, plugins, upstream client and statistics.
@@ -386,12 +391,12 @@ impl Gateway {
         call: &Call,
         billing: &mut Billing,
     ) -> Result<attempt::Answer, Error> {
-        let plan = self.route(call).await?;
+        let plan = self.route(call, billing).await?;
         attempt::run_plan(self, call, &plan, billing).await
     }
 
     /// The routing policy's plan for `call`: an ordered list of attempts.
-    async fn route(&self, call: &Call) -> Result<Vec<Attempt>, Error> {
+    async fn route(&self, call: &Call, billing: &mut Billing) -> Result<Vec<Attempt>, Error> {
         let config = &call.config;
         let candidates: Vec<Candidate> = call
             .deployments
@@ -420,10 +425,14 @@ impl Gateway {
                 .then(|| summary::last_user_text(call.api, &call.body))
                 .flatten(),
         };
-        let plan = policy
-            .route(&choice.config_json, &route_req, &candidates)
-            .await?
-            .map_err(|e| plugin_error(e, None))?;
+        let (routed, timing) = timed(
+            policy.id(),
+            "route",
+            policy.route(&choice.config_json, &route_req, &candidates),
+        )
+        .await;
+        billing.plugin_call(timing, false);
+        let plan = routed?.map_err(|e| plugin_error(e, None))?;
         if plan.is_empty() {
             return Err(Error::Unavailable(format!(
                 "no deployment of `{}` is available",
@@ -461,6 +470,8 @@ pub(crate) struct Call {
     capture: Option<String>,
     /// Candidate deployments: the group's, then those of its fallback groups.
     deployments: Vec<usize>,
+    /// The W3C trace context (the client's `traceparent`, or a new trace when traced).
+    trace: Option<TraceContext>,
 }
 
 impl Call {
@@ -499,7 +510,9 @@ impl Call {
                 "no deployment serves `{group}`"
             )));
         }
+        let trace = TraceContext::from_headers(&req.headers, crate::observe::otel::enabled());
         let call = Self {
+            trace,
             config,
             registry,
             id,
@@ -519,6 +532,34 @@ impl Call {
         };
         Ok((call, LogFields { user, metadata }))
     }
+}
+
+/// Run one plugin call and time it: its result and the [`PluginCall`] that records it
+/// (outcome `ok`, `error`: the plugin's own error, `trap`: the call failed).
+pub(crate) async fn timed<T, G, E>(
+    plugin: &Arc<str>,
+    call: &'static str,
+    fut: impl std::future::Future<Output = Result<Result<T, G>, E>>,
+) -> (Result<Result<T, G>, E>, PluginCall) {
+    let start_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let started = Instant::now();
+    let out = fut.await;
+    let outcome = match &out {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(_) => "trap",
+    };
+    let timing = PluginCall {
+        plugin: plugin.clone(),
+        call,
+        attempt: None,
+        start_us,
+        duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        outcome,
+    };
+    (out, timing)
 }
 
 /// A plugin-reported error as a client-facing one.

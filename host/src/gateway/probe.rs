@@ -125,6 +125,7 @@ impl Gateway {
             group: dep.model_name.clone(),
             capture: None,
             deployments: Vec::new(),
+            trace: None,
         };
         let ran = super::attempt::probe(self, &call, dep, limit).await;
         let probe = Probe {

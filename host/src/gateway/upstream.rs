@@ -139,6 +139,24 @@ fn check_planned_url(
     Ok(())
 }
 
+/// W3C Trace Context headers: set by the host only (a plugin's are dropped).
+fn is_trace_header(lower: &str) -> bool {
+    matches!(lower, "traceparent" | "tracestate")
+}
+
+/// Put the attempt's `traceparent` (and the client's `tracestate`) on the request.
+fn set_trace(headers: &mut reqwest::header::HeaderMap, trace: Option<(String, Option<String>)>) {
+    let Some((parent, state)) = trace else {
+        return;
+    };
+    if let Ok(v) = reqwest::header::HeaderValue::from_str(&parent) {
+        headers.insert("traceparent", v);
+    }
+    if let Some(v) = state.and_then(|s| reqwest::header::HeaderValue::from_str(&s).ok()) {
+        headers.insert("tracestate", v);
+    }
+}
+
 /// A planned request, checked, with the secrets the plugin never saw applied: ready to send.
 pub(super) struct Outgoing {
     method: reqwest::Method,
@@ -155,6 +173,7 @@ pub(super) fn prepare(
     prefix: Option<&Prefix>,
     dep: &Deployment,
     plan: UpstreamRequest,
+    trace: Option<(String, Option<String>)>,
 ) -> Result<Outgoing, Error> {
     let (method, mut url) = target(plugin, prefix, dep, &plan)?;
     // The api_base's own credentials, which the plugin never saw.
@@ -170,7 +189,7 @@ pub(super) fn prepare(
     let mut headers = reqwest::header::HeaderMap::with_capacity(plan.headers.len() + 1);
     for (k, v) in &plan.headers {
         let lk = k.to_ascii_lowercase();
-        if is_framing_header(&lk) {
+        if is_framing_header(&lk) || is_trace_header(&lk) {
             continue;
         }
         if let (Ok(k), Ok(v)) = (
@@ -189,6 +208,7 @@ pub(super) fn prepare(
     if let Some(key) = &key {
         apply_key(&mut headers, &mut url, &plan.auth, key)?;
     }
+    set_trace(&mut headers, trace);
     if let Auth::AwsSigv4(service) = &plan.auth {
         sign_aws(&mut headers, dep, &url, &plan, service)?;
     }

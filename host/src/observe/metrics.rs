@@ -1008,6 +1008,7 @@ mod tests {
             duration_ms: 100.0,
             error_class: failed.then_some("RateLimitError"),
             status: if failed { 429 } else { 0 },
+            ..AttemptFacts::default()
         };
         let facts = Facts {
             api: "/v1/chat/completions",
@@ -1020,6 +1021,7 @@ mod tests {
                 attempt("a-0", "a", 1_000, true),
                 attempt("b-0", "b", 1_200, false),
             ],
+            ..Facts::default()
         };
         let key = KeyTotals {
             spend: 0.75,

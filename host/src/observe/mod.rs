@@ -14,6 +14,8 @@
 pub mod access;
 pub mod alerts;
 pub mod metrics;
+pub mod otel;
+pub mod tracecontext;
 
 use std::sync::Arc;
 
@@ -51,6 +53,31 @@ pub struct Facts {
     pub error_class: Option<&'static str>,
     /// The attempts made, in order.
     pub attempts: Vec<AttemptFacts>,
+    /// The plugin calls made (policy route, provider plan and parse), in order.
+    pub plugin_calls: Vec<PluginCall>,
+    /// The request's W3C trace context (the client's `traceparent`, or a new trace when
+    /// tracing is on); `None`: neither.
+    pub trace: Option<tracecontext::TraceContext>,
+}
+
+/// One call into a plugin made for a request, timed.
+#[derive(Debug, Clone)]
+pub struct PluginCall {
+    /// The plugin's id (`openai`, `policy-router`, ...).
+    pub plugin: Arc<str>,
+    /// Which call: `route` (policy), `plan` (provider: build the upstream request),
+    /// `parse` (provider: read a whole upstream answer), `stream_start` (provider).
+    pub call: &'static str,
+    /// The attempt it was made for (an index into [`Facts::attempts`]); `None`: for the
+    /// request as a whole (the policy's route).
+    pub attempt: Option<usize>,
+    /// Unix µs when it started.
+    pub start_us: i64,
+    /// How long it took, µs.
+    pub duration_us: u64,
+    /// How it ended: `ok`, `error` (the plugin returned an error) or `trap` (it failed:
+    /// a trap, a deadline, a host-side fault).
+    pub outcome: &'static str,
 }
 
 /// One attempt of a request at one deployment.
@@ -68,6 +95,12 @@ pub struct AttemptFacts {
     pub error_class: Option<&'static str>,
     /// The failure's HTTP status (0 when it answered).
     pub status: u16,
+    /// The deployment's provider (`openai`, ...).
+    pub provider: String,
+    /// The host of the deployment's `api_base` (no credentials), if it has one.
+    pub server_address: Option<String>,
+    /// The attempt's span id, sent upstream in `traceparent` (zero when not traced).
+    pub span_id: [u8; 8],
 }
 
 /// A virtual key's spend and limits after a request.
