@@ -322,7 +322,7 @@ impl One<'_> {
                 ex.on_stream_start(sent.status, &sent.headers),
             )
             .await;
-            if let Some(b) = billing.as_deref_mut() {
+            if let Some(b) = billing {
                 b.plugin_call(timing, true);
             }
             let extra = started?.map_err(|e| plugin_error(e, Some(&dep.id)))?;
