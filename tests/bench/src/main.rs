@@ -14,6 +14,7 @@
 //! Exits non-zero if more than 0.1% of the requests of any phase fail.
 
 mod bare;
+mod collector;
 mod load;
 mod procs;
 mod report;
@@ -88,6 +89,10 @@ struct Args {
     /// and spend-logged.
     #[arg(long)]
     keys: bool,
+    /// Metrics and traces on: `litellm_settings.callbacks: [prometheus, otel]`, traces
+    /// exported over OTLP/HTTP to a stand-in collector in this process.
+    #[arg(long)]
+    observe: bool,
     /// Plugin folder for the gateway (default: the workspace's plugins/dist).
     #[arg(long, value_name = "DIR")]
     plugins_dir: Option<PathBuf>,
@@ -241,7 +246,12 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     std::fs::write(
         &config,
         format!(
-            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\n"
+            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\n{}",
+            if args.observe {
+                "litellm_settings:\n  callbacks: [prometheus, otel]\n"
+            } else {
+                ""
+            }
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;
@@ -257,6 +267,20 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         .env_remove("LLMGATE_MASTER_KEY");
     if args.keys {
         cmd.env("LLMGATE_MASTER_KEY", BENCH_MASTER_KEY);
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER",
+        "OTEL_ENDPOINT",
+    ] {
+        cmd.env_remove(var);
+    }
+    if args.observe {
+        let collector = collector::spawn()?;
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+        eprintln!("llmgate-bench: metrics and traces on; OTLP collector at {collector}");
     }
     if !args.gateway_args.is_empty() {
         eprintln!(
@@ -334,6 +358,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         peak_rss_mib: report::mib(procs::status_kb(gateway.pid(), "VmHWM")?),
         final_rss_mib: report::mib(procs::status_kb(gateway.pid(), "VmRSS")?),
     };
+    if args.observe {
+        let (exports, bytes) = collector::received();
+        eprintln!("llmgate-bench: the collector received {exports} OTLP exports ({bytes} bytes)");
+    }
     drop(gateway);
     drop(bare);
     drop(mock);
