@@ -35,16 +35,7 @@ pub struct Source {
 }
 
 /// Stops the reloader (signal handler and file watch) when dropped.
-pub struct ConfigReload {
-    stop: tokio::sync::watch::Sender<bool>,
-    _watcher: Option<notify::RecommendedWatcher>,
-}
-
-impl Drop for ConfigReload {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
+pub type ConfigReload = super::reload::Watch;
 
 /// What wakes the reloader.
 enum Wake {
@@ -73,10 +64,7 @@ pub fn start(gateway: Arc<Gateway>, source: Source) -> anyhow::Result<ConfigRelo
         _events: tx,
     };
     tokio::spawn(reloader.run(hup, rx, stopped));
-    Ok(ConfigReload {
-        stop,
-        _watcher: watcher,
-    })
+    Ok(ConfigReload::new(stop, watcher))
 }
 
 #[cfg(unix)]

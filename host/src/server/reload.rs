@@ -25,10 +25,23 @@ pub const QUIET: Duration = Duration::from_millis(150);
 /// Fallback poll interval, for file systems that drop events.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// Stops the watcher when dropped.
+/// Stops the watcher when dropped (this plugin watcher, and the config reloader's).
 pub struct Watch {
     stop: tokio::sync::watch::Sender<bool>,
     _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Watch {
+    /// A guard that sends `true` on `stop` when dropped, and keeps `watcher` alive until then.
+    pub(super) fn new(
+        stop: tokio::sync::watch::Sender<bool>,
+        watcher: Option<notify::RecommendedWatcher>,
+    ) -> Self {
+        Self {
+            stop,
+            _watcher: watcher,
+        }
+    }
 }
 
 impl Drop for Watch {
@@ -149,8 +162,5 @@ pub fn watch(gateway: Arc<Gateway>) -> Watch {
             }
         }
     });
-    Watch {
-        stop,
-        _watcher: watcher,
-    }
+    Watch::new(stop, watcher)
 }
