@@ -132,16 +132,7 @@ fn watch_file(
 /// Whether a watcher event may have changed the file named `name`: created, written,
 /// renamed or removed (either side of a rename), or an event naming no path. Reads are not.
 fn changes_file(e: &notify::Event, name: &std::ffi::OsStr) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    let kind = matches!(
-        e.kind,
-        EventKind::Any
-            | EventKind::Create(_)
-            | EventKind::Modify(_)
-            | EventKind::Remove(_)
-            | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    );
+    let kind = super::reload::is_change(e);
     let path = e.paths.is_empty() || e.paths.iter().any(|p| p.file_name() == Some(name));
     kind && path
 }

@@ -50,22 +50,28 @@ impl Drop for Watch {
     }
 }
 
-/// Whether a watcher event can change the plugin set: something created, written, renamed
-/// or removed, on a `.wasm` path (either side of a rename), or an event that names no path
-/// (the watcher lost track and asks for a rescan). Opening and reading files is not a
-/// change: the rescan itself reads every plugin file, and reacting to that would rescan
-/// forever.
-fn changes_plugins(e: &notify::Event) -> bool {
+/// Whether a watcher event is of a kind that can change a file: created, written, renamed or
+/// removed, or a rescan request (`Any`). Opening and reading are not.
+pub(super) fn is_change(e: &notify::Event) -> bool {
     use notify::EventKind;
     use notify::event::{AccessKind, AccessMode};
-    let kind = matches!(
+    matches!(
         e.kind,
         EventKind::Any
             | EventKind::Create(_)
             | EventKind::Modify(_)
             | EventKind::Remove(_)
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
-    );
+    )
+}
+
+/// Whether a watcher event can change the plugin set: something created, written, renamed
+/// or removed, on a `.wasm` path (either side of a rename), or an event that names no path
+/// (the watcher lost track and asks for a rescan). Opening and reading files is not a
+/// change: the rescan itself reads every plugin file, and reacting to that would rescan
+/// forever.
+fn changes_plugins(e: &notify::Event) -> bool {
+    let kind = is_change(e);
     let path = e.paths.is_empty()
         || e.paths
             .iter()
