@@ -1031,8 +1031,8 @@ mod tests {
             soft_budget: None,
         };
         m.record(&Record {
-            log: &log,
-            facts: &facts,
+            log: &Arc::new(log),
+            facts: &Arc::new(facts),
             key: Some(key),
         });
         let scrape = Scrape {

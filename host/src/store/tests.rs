@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -275,7 +276,7 @@ async fn counters_beyond_i64_are_clamped() {
     store.put_key(k).await.unwrap();
     let mut l = log("r1", "big", "u", 1);
     l.total_tokens = u64::MAX;
-    store.record(SpendEvent::Log(Box::new(l)));
+    store.record(SpendEvent::Log(Arc::new(l)));
     assert_eq!(
         store.load_keys().await.unwrap()[0].tpm_limit,
         Some(i64::MAX.unsigned_abs())
@@ -338,7 +339,7 @@ async fn recorded_spend_survives_reopen() {
     let store = Store::open(&path).unwrap();
     store.put_key(bare_key("k1")).await.unwrap();
     let first = log("r1", "k1", "bob", 1_000);
-    store.record(SpendEvent::Log(Box::new(first.clone())));
+    store.record(SpendEvent::Log(Arc::new(first.clone())));
     store.record(key_spend("k1", 0.5));
     store.record(key_spend("k1", 0.75));
     store.record(key_spend("deleted-key", 9.0));
@@ -364,14 +365,14 @@ async fn recorded_spend_survives_reopen() {
 async fn duplicate_request_id_replaces_the_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db(&dir)).unwrap();
-    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     store.flush().await.unwrap();
     let mut again = log("r1", "k", "u", 2);
     again.status = "failure".to_owned();
     again.messages = None;
     again.response = None;
-    store.record(SpendEvent::Log(Box::new(again.clone())));
-    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 3))));
+    store.record(SpendEvent::Log(Arc::new(again.clone())));
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 3))));
     store.flush().await.unwrap();
     let logs = all_logs(&store).await;
     assert_eq!(logs.len(), 2);
@@ -387,7 +388,7 @@ async fn close_drains_every_queued_event() {
     store.put_key(bare_key("k1")).await.unwrap();
     const N: i64 = 5_000;
     for i in 0..N {
-        store.record(SpendEvent::Log(Box::new(log(
+        store.record(SpendEvent::Log(Arc::new(log(
             &format!("r{i:05}"),
             "k1",
             "u",
@@ -399,7 +400,7 @@ async fn close_drains_every_queued_event() {
     store.close().await.unwrap();
     // Idempotent; afterwards record is a no-op and calls fail.
     store.close().await.unwrap();
-    store.record(SpendEvent::Log(Box::new(log("late", "k1", "u", 0))));
+    store.record(SpendEvent::Log(Arc::new(log("late", "k1", "u", 0))));
     assert!(store.flush().await.is_err());
     assert!(store.load_keys().await.is_err());
 
@@ -419,7 +420,7 @@ async fn concurrent_close_calls_all_wait() {
     let path = db(&dir);
     let store = Store::open(&path).unwrap();
     for i in 0..2_000 {
-        store.record(SpendEvent::Log(Box::new(log(
+        store.record(SpendEvent::Log(Arc::new(log(
             &format!("r{i}"),
             "k",
             "u",
@@ -487,7 +488,7 @@ async fn query_filters_and_order() {
         log("e", "k1", "alice", 400),
     ];
     for row in &rows {
-        store.record(SpendEvent::Log(Box::new(row.clone())));
+        store.record(SpendEvent::Log(Arc::new(row.clone())));
     }
     let ids = |logs: Vec<SpendLog>| logs.into_iter().map(|l| l.request_id).collect::<Vec<_>>();
     let q = |f: fn(&mut SpendQuery)| {
@@ -540,12 +541,12 @@ async fn failed_commit_keeps_events_and_retries() {
              BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
         )
         .unwrap();
-    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     let err = store.flush().await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
 
     other.execute_batch("DROP TRIGGER fail").unwrap();
-    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 2))));
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 2))));
     store.flush().await.unwrap();
     assert_eq!(
         ids_of(&store).await,
@@ -626,7 +627,7 @@ async fn aggregates_sum_per_day_team_and_tag() {
     rows[2].status = "failure".into();
     rows[2].request_tags = vec!["prod".into()];
     for r in rows {
-        store.record(SpendEvent::Log(Box::new(r)));
+        store.record(SpendEvent::Log(Arc::new(r)));
     }
     let sums = |group_by, start_ms, end_ms| {
         let q = SpendAggregate {

@@ -10,6 +10,7 @@
 //! (`flush`, `close`) gets the error.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -66,7 +67,7 @@ pub(super) enum Msg {
 /// Spend events received but not committed yet, and who waits for them.
 #[derive(Default)]
 struct Pending {
-    logs: Vec<SpendLog>,
+    logs: Vec<Arc<SpendLog>>,
     /// Last reported spend per token: only the newest value needs writing.
     key_spend: HashMap<String, KeySpend>,
     waiters: Vec<Reply<()>>,
@@ -79,7 +80,7 @@ impl Pending {
 
     fn add(&mut self, ev: SpendEvent) {
         match ev {
-            SpendEvent::Log(log) => self.logs.push(*log),
+            SpendEvent::Log(log) => self.logs.push(log),
             SpendEvent::KeySpend {
                 token,
                 spend,
