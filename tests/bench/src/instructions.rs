@@ -22,8 +22,14 @@ use crate::{Args, collector, dedup, generate_bench_key, procs};
 const WARMUP: u64 = 30;
 /// How long the gateway may take to start under valgrind.
 const START_TIMEOUT: Duration = Duration::from_secs(900);
-/// The export has gone quiet when no export arrived for this long.
+/// Without traces, the wait after the requests (the store's group commit and the like).
 const QUIET: Duration = Duration::from_millis(1500);
+/// With traces, the export has gone quiet when no export arrived for this long: longer
+/// than the batch span processor's scheduled delay (`OTEL_BSP_SCHEDULE_DELAY`, 5 s), so
+/// the last partial batch is counted too, as batches of their default size are.
+const QUIET_TRACES: Duration = Duration::from_secs(7);
+/// The function whose inclusive count is the sinks' work on the request's task.
+const SINKS: &str = "llmgate::observe::Observer::record";
 
 /// Run `gateway` (the gateway's command, not yet started) under callgrind and print the
 /// instructions per request of every workload in `args`; `Ok(false)` if a request failed.
@@ -33,11 +39,7 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
     }
     let out_dir = std::env::temp_dir().join(format!("llmgate-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let mut cmd = valgrind(gateway, &out_dir.join("callgrind.out"));
-    if args.observe.traces() {
-        // Export each batch soon after its spans end, so the export is counted with them.
-        cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    }
+    let cmd = valgrind(gateway, &out_dir.join("callgrind.out"));
     eprintln!("llmgate-bench: starting the gateway under callgrind (this takes a while)");
     let (gateway, url) =
         procs::spawn_listening("llmgate", cmd, "llmgate listening on ", START_TIMEOUT)?;
@@ -46,7 +48,7 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
     }
     let client = load::client();
     println!(
-        "| workload | observe | keys | requests | gateway Ir per request | dump |\n|---|---|---|---|---|---|"
+        "| workload | observe | keys | requests | gateway Ir per request | of which sinks on the request's task ({SINKS}) | dump |\n|---|---|---|---|---|---|---|"
     );
     for w in dedup(&args.workloads) {
         let target = Target {
@@ -67,12 +69,14 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
         let dump = new_dump(&out_dir, &before)?;
         control(gateway.pid(), "-i off")?;
         let total = total_ir(&dump)?;
+        let sinks = inclusive_ir(&dump, SINKS)?;
         println!(
-            "| {} | {:?} | {} | {requests} | {} | {} |",
+            "| {} | {:?} | {} | {requests} | {} | {} | {} |",
             w.name(),
             args.observe,
             args.keys,
             total / requests,
+            sinks / requests,
             dump.display()
         );
     }
@@ -115,11 +119,16 @@ async fn send(client: &load::HttpClient, target: &Target, n: u64) -> anyhow::Res
 }
 
 /// Wait until the gateway has finished the work the last requests left behind: with
-/// traces on, until no export arrived for [`QUIET`]; otherwise for [`QUIET`].
+/// traces on, until no export arrived for [`QUIET_TRACES`]; otherwise for [`QUIET`].
 async fn settle(args: &Args) {
+    let quiet = if args.observe.traces() {
+        QUIET_TRACES
+    } else {
+        QUIET
+    };
     let mut last = collector::received().0;
     loop {
-        tokio::time::sleep(QUIET).await;
+        tokio::time::sleep(quiet).await;
         let now = collector::received().0;
         if !args.observe.traces() || now == last {
             return;
@@ -171,4 +180,24 @@ fn total_ir(dump: &Path) -> anyhow::Result<u64> {
         })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no summary line in {}", dump.display()))
+}
+
+/// The inclusive Ir of `function` in `dump` (0 if it never ran), from `callgrind_annotate`.
+fn inclusive_ir(dump: &Path, function: &str) -> anyhow::Result<u64> {
+    let out = Command::new("callgrind_annotate")
+        .arg("--inclusive=yes")
+        .arg(dump)
+        .output()
+        .context("running callgrind_annotate (install valgrind)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The function can be listed twice (its own body, and inlined at its call site under
+    // the caller's file): the larger is the whole.
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter(|l| l.contains(&format!(":{function}")))
+        .filter_map(|l| l.split_whitespace().next()?.replace(',', "").parse().ok())
+        .max()
+        .unwrap_or(0))
 }
