@@ -18,8 +18,9 @@
 //!
 //! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
 //! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
-//! → [`api`] → [`server`] (which also runs plugin hot reload). `ARCHITECTURE.md` has the
-//! whole map; `host/tests/layers.rs` fails on an upward import or a cycle.
+//! → [`api`] → [`server`] (which also runs plugin hot reload) → [`db`] (the `llmgate db`
+//! subcommands). `ARCHITECTURE.md` has the whole map; `host/tests/layers.rs` fails on an
+//! upward import or a cycle.
 
 pub mod api;
 pub mod config;

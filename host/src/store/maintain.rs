@@ -134,8 +134,6 @@ fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use super::*;
     use crate::store::{KeyRecord, Store};
 
