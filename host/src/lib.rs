@@ -100,16 +100,6 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    // Before the plugins: a database that another process holds fails the start at once.
-    let store = store::Store::open(&config.database_path).with_context(|| {
-        format!(
-            "opening the database {} (set llmgate.database_path or general_settings.database_url)",
-            config.database_path.display()
-        )
-    })?;
-    // The one line that says where keys and spend live (a PostgreSQL store names its
-    // server here, without the password).
-    tracing::info!(sqlite = %config.database_path.display(), "database");
     let runtime = Arc::new(plugins::Runtime::new(
         &config.plugin_limits,
         config.plugin_cache_dir.as_deref(),
@@ -133,6 +123,15 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.deployments.is_empty() {
         tracing::warn!("no models configured: pass --model provider/model or --config config.yaml");
     }
+    let store = store::Store::open(&config.database_path).with_context(|| {
+        format!(
+            "opening the database {} (set llmgate.database_path or general_settings.database_url)",
+            config.database_path.display()
+        )
+    })?;
+    // The one line that says where keys and spend live (a PostgreSQL store names its
+    // server here, without the password).
+    tracing::info!(sqlite = %config.database_path.display(), "database");
     let settings = ledger::Settings {
         master_key_hash: config.master_key.as_ref().map(|k| {
             use sha2::Digest as _;
