@@ -59,16 +59,23 @@ pub struct Backup {
 /// gateway has the file open.
 pub fn migrate(path: &Path) -> anyhow::Result<Migrated> {
     let _lock = lock::acquire(path)?;
-    let (conn, (from, to)) = schema::open_migrated(path)?;
+    // Under the lock nobody else migrates between this read and the migrations.
+    let from = if path.exists() {
+        recorded_version(&open_read_only(path)?)
+            .with_context(|| format!("reading the schema version of {}", path.display()))?
+    } else {
+        0
+    };
+    let conn = schema::open(path)?;
     conn.close()
         .map_err(|(_, e)| e)
         .with_context(|| format!("closing the database {}", path.display()))?;
-    Ok(Migrated { from, to })
+    Ok(Migrated { from, to: latest() })
 }
 
 /// The schema version of the database at `path` against this build's; only reads.
 pub fn schema_status(path: &Path) -> anyhow::Result<SchemaStatus> {
-    let latest = schema::latest();
+    let latest = latest();
     if !path.exists() {
         return Ok(SchemaStatus {
             exists: false,
@@ -77,7 +84,7 @@ pub fn schema_status(path: &Path) -> anyhow::Result<SchemaStatus> {
         });
     }
     let conn = open_read_only(path)?;
-    let current = schema::recorded_version(&conn)
+    let current = recorded_version(&conn)
         .with_context(|| format!("reading the schema version of {}", path.display()))?;
     Ok(SchemaStatus {
         exists: true,
@@ -116,10 +123,33 @@ fn describe(file: &Path) -> anyhow::Result<Backup> {
     };
     Ok(Backup {
         file: file.to_path_buf(),
-        version: schema::recorded_version(&conn)?,
+        version: recorded_version(&conn)?,
         keys: count("llmgate_verification_tokens")?,
         spend_logs: count("llmgate_spend_logs")?,
     })
+}
+
+/// The schema version this build migrates to (how many migrations it knows).
+fn latest() -> i64 {
+    i64::try_from(schema::MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// The schema version recorded in the database, 0 for a file no llmgate has migrated yet.
+fn recorded_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let tracked: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                        WHERE type = 'table' AND name = 'llmgate_schema_version')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !tracked {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM llmgate_schema_version",
+        [],
+        |row| row.get(0),
+    )
 }
 
 fn open_read_only(path: &Path) -> anyhow::Result<Connection> {
@@ -185,7 +215,7 @@ mod tests {
         let before = schema_status(&path).unwrap();
         assert_eq!((before.current, before.pending()), (1, true));
         let done = migrate(&path).unwrap();
-        assert_eq!((done.from, done.to), (1, schema::latest()));
+        assert_eq!((done.from, done.to), (1, latest()));
         assert!(!schema_status(&path).unwrap().pending());
         let conn = Connection::open(&path).unwrap();
         let name: String = conn

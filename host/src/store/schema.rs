@@ -13,9 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-/// The migrations, applied in order; migration `n` (1-based) is `MIGRATIONS[n - 1]`, and a
-/// database at schema version `n` has had the first `n` applied. Append only: never edit a
-/// migration that has shipped.
+/// The migrations, applied in order; migration `n` (1-based) is `MIGRATIONS[n - 1]`.
+/// Append only: never edit a migration that has shipped.
 pub const MIGRATIONS: &[&str] = &[
     // 1: virtual keys and spend logs.
     r#"
@@ -87,15 +86,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Opens (creating the file and its parent folders) and migrates the database at `path`.
 /// Every error names the path.
 pub(super) fn open(path: &Path) -> anyhow::Result<Connection> {
-    open_migrated(path).map(|(conn, _)| conn)
-}
-
-/// [`open`], also answering the schema version before and after the migrations it applied.
-pub(super) fn open_migrated(path: &Path) -> anyhow::Result<(Connection, (i64, i64))> {
     open_inner(path).with_context(|| format!("cannot open the database {}", path.display()))
 }
 
-fn open_inner(path: &Path) -> anyhow::Result<(Connection, (i64, i64))> {
+fn open_inner(path: &Path) -> anyhow::Result<Connection> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the folder {}", parent.display()))?;
@@ -109,14 +103,13 @@ fn open_inner(path: &Path) -> anyhow::Result<(Connection, (i64, i64))> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    let versions = migrate(&mut conn)?;
-    Ok((conn, versions))
+    migrate(&mut conn)?;
+    Ok(conn)
 }
 
 /// Applies the migrations the database has not seen yet, all in one write transaction (so
-/// two processes opening the same new file do not both migrate it). Answers the version
-/// before and after.
-fn migrate(conn: &mut Connection) -> anyhow::Result<(i64, i64)> {
+/// two processes opening the same new file do not both migrate it).
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS llmgate_schema_version (
@@ -133,7 +126,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<(i64, i64)> {
         .optional()?
         .flatten()
         .unwrap_or(0);
-    let known = latest();
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
         bail!(
             "the database schema is at version {current}, newer than this llmgate knows ({known}); \
@@ -157,31 +150,7 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<(i64, i64)> {
         tracing::info!(version, "applied store schema migration");
     }
     tx.commit()?;
-    Ok((current, known))
-}
-
-/// The schema version this build migrates to (how many migrations it knows).
-pub(super) fn latest() -> i64 {
-    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
-}
-
-/// The schema version recorded in the database, 0 for a file no llmgate has migrated yet;
-/// only reads.
-pub(super) fn recorded_version(conn: &Connection) -> rusqlite::Result<i64> {
-    let tracked: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                        WHERE type = 'table' AND name = 'llmgate_schema_version')",
-        [],
-        |row| row.get(0),
-    )?;
-    if !tracked {
-        return Ok(0);
-    }
-    conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM llmgate_schema_version",
-        [],
-        |row| row.get(0),
-    )
+    Ok(())
 }
 
 /// The schema version recorded in the database (tests).
