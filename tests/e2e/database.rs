@@ -2,6 +2,7 @@
 //! config) and the start-up line that names it; one gateway per file (a second one is
 //! refused naming the first one's pid, a `kill -9`ed one leaves no lock behind); and the
 //! `llmgate db migrate` and `llmgate db backup` subcommands, on fresh, old and served files.
+//! SQLite only: when the suite runs on PostgreSQL (`LLMGATE_TEST_POSTGRES`), they skip.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -28,6 +29,15 @@ fn config(mock: &str) -> String {
         .yaml()
 }
 
+/// Whether the suite runs on PostgreSQL (then these SQLite file tests skip, saying so).
+fn on_postgres() -> bool {
+    let pg = std::env::var_os("LLMGATE_TEST_POSTGRES").is_some_and(|v| !v.is_empty());
+    if pg {
+        eprintln!("skipped: a test of the SQLite file, and the suite runs on PostgreSQL");
+    }
+    pg
+}
+
 /// A gateway with `config`, `env` on top of the harness's (which names a database of its
 /// own unless `env` sets `LLMGATE_DB`).
 fn start(config: &str, env: &[(&str, &str)]) -> Gateway {
@@ -44,6 +54,7 @@ fn llmgate(args: &[&str], env: &[(&str, &str)]) -> Command {
     cmd.args(args)
         .env_remove("LLMGATE_CONFIG")
         .env_remove("LLMGATE_DB")
+        .env_remove("DATABASE_URL")
         .env_remove("LITELLM_MASTER_KEY")
         .env_remove("LLMGATE_MASTER_KEY");
     for (k, v) in env {
@@ -122,6 +133,9 @@ async fn request_ids(gw: &Gateway) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_default_database_is_next_to_the_config_and_named_at_start() {
+    if on_postgres() {
+        return;
+    }
     let m = keyed_mock().await;
     // An empty LLMGATE_DB counts as unset: the default applies.
     let gw = start(&config(&m.url()), &[("LLMGATE_DB", "")]);
@@ -163,6 +177,9 @@ async fn the_default_database_is_next_to_the_config_and_named_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_gateway_on_one_file_is_refused_and_a_killed_ones_lock_does_not_linger() {
+    if on_postgres() {
+        return;
+    }
     let m = keyed_mock().await;
     let cfg = config(&m.url());
     let dir = tempfile::tempdir().unwrap();
@@ -226,6 +243,9 @@ async fn a_second_gateway_on_one_file_is_refused_and_a_killed_ones_lock_does_not
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_migrate_brings_fresh_and_old_files_to_the_latest_version_and_keeps_keys() {
+    if on_postgres() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let latest = latest();
 
@@ -304,6 +324,9 @@ async fn db_migrate_brings_fresh_and_old_files_to_the_latest_version_and_keeps_k
 
 #[tokio::test(flavor = "multi_thread")]
 async fn db_backup_while_serving_gives_a_file_a_new_gateway_serves_the_same_keys_and_rows() {
+    if on_postgres() {
+        return;
+    }
     let m = keyed_mock().await;
     let cfg = config(&m.url());
     let dir = tempfile::tempdir().unwrap();
