@@ -41,7 +41,12 @@ pub fn validate(
     let (default_policy, group_policies) = policies(&mut v, &ll.routing, &routing, &known);
     let master_key = master_key(&mut v, &raw.general_settings);
     refuse_unsupported_auth(&mut v, &raw.general_settings);
-    let database_path = database_path(&mut v, &raw.general_settings, ll.database_path.as_deref());
+    let database_path = database_path(
+        &mut v,
+        &raw.general_settings,
+        ll.database_path.as_deref(),
+        overrides.config_dir.as_deref(),
+    );
     let (budget_admission, default_reserved_output_tokens) = admission(&mut v, ll);
     let waits = waits(&mut v, ll);
     let (spend_logs, store_prompts) = spend_log_flags(&mut v, &raw.general_settings);
@@ -351,11 +356,12 @@ fn policies(
 }
 
 /// `general_settings.database_url` (SQLite only), else `llmgate.database_path`, else the
-/// default file.
+/// default file (`$LLMGATE_DB`, else `llmgate.db` in `config_dir` or the working directory).
 fn database_path(
     v: &mut Validator,
     general: &BTreeMap<String, Value>,
     database_path: Option<&str>,
+    config_dir: Option<&std::path::Path>,
 ) -> PathBuf {
     const AT: &str = "general_settings.database_url";
     let from_url = general.get("database_url").and_then(|u| {
@@ -383,7 +389,7 @@ fn database_path(
     });
     from_url
         .or_else(|| database_path.map(PathBuf::from))
-        .unwrap_or_else(crate::store::default_path)
+        .unwrap_or_else(|| crate::store::default_path(config_dir))
 }
 
 /// `llmgate.budget_admission` and `llmgate.default_reserved_output_tokens`.

@@ -590,23 +590,28 @@ fn default_path_order() {
                 .map(|(_, v)| OsString::from(v))
         }
     };
+    let config_dir = Some(Path::new("/etc/llmgate"));
     assert_eq!(
-        default_path_from(env(&[("LLMGATE_DB", "/x/y.db"), ("HOME", "/h")])),
+        default_path_from(env(&[("LLMGATE_DB", "/x/y.db")]), config_dir),
         Path::new("/x/y.db")
     );
     assert_eq!(
-        default_path_from(env(&[
-            ("LLMGATE_DB", ""),
-            ("XDG_DATA_HOME", "/d"),
-            ("HOME", "/h")
-        ])),
-        Path::new("/d/llmgate/llmgate.db")
+        default_path_from(
+            env(&[("LLMGATE_DB", ""), ("XDG_DATA_HOME", "/d"), ("HOME", "/h")]),
+            config_dir
+        ),
+        Path::new("/etc/llmgate/llmgate.db"),
+        "next to the config, not in a folder every run shares"
     );
     assert_eq!(
-        default_path_from(env(&[("HOME", "/h")])),
-        Path::new("/h/.local/share/llmgate/llmgate.db")
+        default_path_from(env(&[("HOME", "/h")]), None),
+        Path::new("llmgate.db")
     );
-    assert_eq!(default_path_from(env(&[])), Path::new("llmgate.db"));
+    assert_eq!(
+        default_path_from(env(&[]), Some(Path::new(""))),
+        Path::new("llmgate.db"),
+        "a config given as a bare file name: the working directory"
+    );
 }
 
 #[tokio::test]
