@@ -396,3 +396,66 @@ async fn traceparent_passes_through_untraced_and_malformed_is_ignored() {
         .collect();
     assert_eq!(sent, vec![Some(header.clone()), None, None]);
 }
+
+/// `OTEL_TRACES_SAMPLER=parentbased_always_off`: a client's sampled trace is exported, its
+/// unsampled one and a request without `traceparent` are not; the upstream gets each
+/// decision in the `traceparent` flags.
+#[tokio::test]
+async fn the_sampler_decides_which_traces_are_exported() {
+    let got = Received::default();
+    let endpoint = http_receiver(got.clone()).await;
+    let m = keyed_mock().await;
+    let cfg = Config::new()
+        .deployment(Deployment::openai("gpt-4o", "mock-gpt", &m.url()).api_key(UPSTREAM_KEY))
+        .yaml();
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        env: &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        ..Spec::default()
+    });
+    let c = crate::support::client();
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let (kept, _, kept_header) = client_trace(50);
+    let (dropped, _, sampled_header) = client_trace(60);
+    let dropped_header = sampled_header.replace("-01", "-00");
+    for tp in [Some(kept_header.as_str()), Some(dropped_header.as_str()), None] {
+        let mut req = c.post(format!("{}/v1/chat/completions", gw.url));
+        if let Some(tp) = tp {
+            req = req.header("traceparent", tp);
+        }
+        let r = send(req.json(&body)).await;
+        assert_eq!(r.status, 200, "{tp:?}: {}", r.text);
+    }
+    let (_, trace) = trace_of(&got, &kept, 1).await;
+    assert!(!trace.plugins.is_empty(), "a sampled trace has its plugin spans");
+    // Give the exporter as long again to send anything else it would have.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let traces: std::collections::BTreeSet<String> = got
+        .spans()
+        .iter()
+        .map(|(_, s)| hex::encode(&s.trace_id))
+        .collect();
+    assert_eq!(
+        traces.into_iter().collect::<Vec<_>>(),
+        vec![hex::encode(kept)],
+        "only the client's sampled trace is exported"
+    );
+    let flags: Vec<(String, String)> = m
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            let (_, v) = r.headers.iter().find(|(k, _)| k == "traceparent")?;
+            Some((v[3..35].to_string(), v[53..].to_string()))
+        })
+        .collect();
+    assert_eq!(flags.len(), 3, "every attempt carries a traceparent: {flags:?}");
+    assert_eq!(flags[0], (hex::encode(kept), "01".to_string()));
+    assert_eq!(flags[1], (hex::encode(dropped), "00".to_string()));
+    assert_eq!(flags[2].1, "00", "a new trace the sampler dropped");
+    assert_ne!(flags[2].0, hex::encode(dropped));
+}

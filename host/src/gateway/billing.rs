@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::config::{Config, Deployment};
 use crate::error::Error;
 use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
-use crate::observe::tracecontext::new_span_id;
+use crate::observe::tracecontext::{TraceContext, new_span_id};
 use crate::observe::{AttemptFacts, Facts, PluginCall, exception_class, route};
 use crate::plugins::Usage;
 use crate::pricing::{Prices, input_tokens_upper_bound};
@@ -229,9 +229,15 @@ impl Billing {
     }
 
     /// Record a plugin call made for the request (for the current attempt if `attempt`),
-    /// when its trace is exported (only spans read them).
+    /// when its trace is exported (sampled; only spans read them).
     pub fn plugin_call(&mut self, mut call: PluginCall, attempt: bool) {
-        if !self.ticket.facts.trace.as_ref().is_some_and(|t| t.exported) {
+        if !self
+            .ticket
+            .facts
+            .trace
+            .as_ref()
+            .is_some_and(TraceContext::recorded)
+        {
             return;
         }
         if attempt {

@@ -510,7 +510,7 @@ impl Call {
                 "no deployment serves `{group}`"
             )));
         }
-        let trace = TraceContext::from_headers(&req.headers, crate::observe::otel::enabled());
+        let trace = TraceContext::from_headers(&req.headers, crate::observe::otel::sampler());
         let call = Self {
             trace,
             config,

@@ -35,21 +35,21 @@ use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor as _};
 
-use super::tracecontext::{TraceContext, new_span_id, new_trace_id};
+use super::tracecontext::{Sampler, TraceContext, new_span_id, new_trace_id};
 use super::{AttemptFacts, Facts, PluginCall, Record, Sink};
 use crate::store::SpendLog;
 
 /// The exporter, once tracing is on (set by [`Otel::install`]).
 static INSTALLED: OnceLock<Arc<Otel>> = OnceLock::new();
 
-/// Whether traces are exported (the request path asks, to start a trace for requests that
-/// came without one).
-pub fn enabled() -> bool {
-    INSTALLED.get().is_some()
+/// The sampler when traces are exported, `None` when tracing is off (the request path
+/// asks, to start a trace for requests that came without one and decide on sampling).
+pub fn sampler() -> Option<Sampler> {
+    INSTALLED.get().map(|otel| otel.sampler)
 }
 
 /// How spans are exported, from the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `grpc`, else HTTP/protobuf.
     pub grpc: bool,
@@ -61,6 +61,8 @@ pub struct Settings {
     pub headers: HashMap<String, String>,
     /// `OTEL_SERVICE_NAME`, default `llmgate`.
     pub service_name: String,
+    /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+    pub sampler: Sampler,
 }
 
 impl Settings {
@@ -127,6 +129,7 @@ impl Settings {
                 .map(|h| parse_headers(&h))
                 .unwrap_or_default(),
             service_name: var("OTEL_SERVICE_NAME").unwrap_or_else(|| "llmgate".into()),
+            sampler: Sampler::from_vars(&var),
         })
     }
 }
@@ -183,6 +186,8 @@ pub struct Otel {
     /// Asks the exporter thread to export what is left and stop.
     stop: Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>>,
     scope: InstrumentationScope,
+    /// Which requests' traces are exported.
+    sampler: Sampler,
 }
 
 /// One ended request, as queued for its spans.
@@ -209,6 +214,7 @@ impl Otel {
             scope: InstrumentationScope::builder("llmgate")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
+            sampler: settings.sampler,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (settings, me) = (settings.clone(), otel.clone());
@@ -513,6 +519,16 @@ impl Otel {
 
 impl Sink for Otel {
     fn record(&self, record: &Record<'_>) {
+        // A request with no trace context is one from before tracing was on; an unsampled
+        // one is not exported.
+        if !record
+            .facts
+            .trace
+            .as_ref()
+            .is_some_and(TraceContext::recorded)
+        {
+            return;
+        }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() >= QUEUE {
             drop(queue);

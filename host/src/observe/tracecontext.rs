@@ -14,20 +14,24 @@ pub struct TraceContext {
     pub trace_id: [u8; 16],
     /// The client's span (the request span's parent), if the client sent a `traceparent`.
     pub parent_span_id: Option<[u8; 8]>,
-    /// Whether the trace is sampled (the client's flag; a new trace is).
+    /// Whether the trace is sampled: when the gateway traces, its [`Sampler`]'s decision
+    /// (its spans are exported only then), else the client's flag.
     pub sampled: bool,
     /// The client's `tracestate`, passed on unchanged.
     pub state: Option<String>,
-    /// Whether this gateway exports the request's spans (tracing is on): upstream requests
-    /// then carry the attempt's span id, else the client's `traceparent` unchanged.
+    /// Whether this gateway traces (tracing is on): upstream requests then carry the
+    /// attempt's span id (and the sampling decision), else the client's `traceparent`
+    /// unchanged. The spans are exported when it is on and the trace is `sampled`.
     pub exported: bool,
 }
 
 impl TraceContext {
     /// The request's trace context from the client's headers: `None` when the client
-    /// sent no valid `traceparent` and `exported` (tracing) is off; a new trace when it is
-    /// on and the client sent none.
-    pub fn from_headers(headers: &HeaderMap, exported: bool) -> Option<Self> {
+    /// sent no valid `traceparent` and tracing is off (`sampler` is `None`); a new trace
+    /// when it is on and the client sent none. With tracing on, `sampler` decides
+    /// [`TraceContext::sampled`].
+    pub fn from_headers(headers: &HeaderMap, sampler: Option<Sampler>) -> Option<Self> {
+        let exported = sampler.is_some();
         let parsed = headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
@@ -40,22 +44,31 @@ impl TraceContext {
                 .map(str::to_string)
         };
         match parsed {
-            Some((trace_id, parent, sampled)) => Some(Self {
+            Some((trace_id, parent, flag)) => Some(Self {
                 trace_id,
                 parent_span_id: Some(parent),
-                sampled,
+                sampled: sampler.map_or(flag, |s| s.sample(&trace_id, Some(flag))),
                 state: state(),
                 exported,
             }),
-            None if exported => Some(Self {
-                trace_id: new_trace_id(),
-                parent_span_id: None,
-                sampled: true,
-                state: None,
-                exported,
-            }),
-            None => None,
+            None => {
+                let sampler = sampler?;
+                let trace_id = new_trace_id();
+                Some(Self {
+                    trace_id,
+                    parent_span_id: None,
+                    sampled: sampler.sample(&trace_id, None),
+                    state: None,
+                    exported,
+                })
+            }
         }
+    }
+
+    /// Whether the gateway exports this request's spans: it traces and the trace is
+    /// sampled.
+    pub fn recorded(&self) -> bool {
+        self.exported && self.sampled
     }
 
     /// The `traceparent` to send upstream: naming `span` (the attempt's span) when the
@@ -66,13 +79,98 @@ impl TraceContext {
         } else {
             self.parent_span_id?
         };
-        let flags = if self.sampled { "01" } else { "00" };
-        Some(format!(
-            "00-{}-{}-{flags}",
-            hex::encode(self.trace_id),
-            hex::encode(parent)
-        ))
+        // `00-{32 hex}-{16 hex}-{2 hex}`, written in place: one allocation (a format!
+        // with two hex Strings cost ten times as many instructions, on every attempt).
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex::encode_to_slice(self.trace_id, &mut out[3..35]).ok()?;
+        hex::encode_to_slice(parent, &mut out[36..52]).ok()?;
+        if self.sampled {
+            out[54] = b'1';
+        }
+        String::from_utf8(out.to_vec()).ok()
     }
+}
+
+/// Which traces the gateway exports: OpenTelemetry's `OTEL_TRACES_SAMPLER`
+/// (`always_on`, `always_off`, `traceidratio`, and `parentbased_` each, the default
+/// `parentbased_always_on`) with `OTEL_TRACES_SAMPLER_ARG` (the ratio, default 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    /// Share of new traces kept, 0 to 1 (by trace id, as the spec's `TraceIdRatioBased`).
+    pub ratio: f64,
+    /// A client's `traceparent` flag decides for its trace.
+    pub parent_based: bool,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            parent_based: true,
+        }
+    }
+}
+
+impl Sampler {
+    /// From `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` as `var` reads them;
+    /// unknown samplers and bad ratios are warned about and the default used.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let name = var("OTEL_TRACES_SAMPLER").map(|v| v.trim().to_ascii_lowercase());
+        let arg = || {
+            let raw = var("OTEL_TRACES_SAMPLER_ARG")?;
+            match raw.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Some(r),
+                _ => {
+                    tracing::warn!(
+                        "OTEL_TRACES_SAMPLER_ARG={raw} is not a ratio from 0 to 1; 1 is used"
+                    );
+                    None
+                }
+            }
+        };
+        let (parent_based, ratio) = match name.as_deref() {
+            None | Some("parentbased_always_on") => (true, 1.0),
+            Some("always_on") => (false, 1.0),
+            Some("always_off") => (false, 0.0),
+            Some("parentbased_always_off") => (true, 0.0),
+            Some("traceidratio") => (false, arg().unwrap_or(1.0)),
+            Some("parentbased_traceidratio") => (true, arg().unwrap_or(1.0)),
+            Some(other) => {
+                tracing::warn!(
+                    "OTEL_TRACES_SAMPLER={other} is not served (always_on, always_off, traceidratio, parentbased_*); parentbased_always_on is used"
+                );
+                (true, 1.0)
+            }
+        };
+        Self {
+            ratio,
+            parent_based,
+        }
+    }
+
+    /// Whether to keep the trace `trace_id`, whose client flag is `parent` (if it came
+    /// with a `traceparent`).
+    pub fn sample(&self, trace_id: &[u8; 16], parent: Option<bool>) -> bool {
+        match parent {
+            Some(flag) if self.parent_based => flag,
+            _ => by_ratio(trace_id, self.ratio),
+        }
+    }
+}
+
+/// The spec's `TraceIdRatioBased` rule: the trace id's low 8 bytes (as a number, its top
+/// bit dropped) under `ratio` of their range, so every gateway keeps the same traces.
+fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    let n = u64::from_be_bytes(low) >> 1;
+    (n as f64) < ratio * (1u64 << 63) as f64
 }
 
 /// `(trace id, parent span id, sampled)` of a `traceparent` header, `None` if malformed
@@ -129,6 +227,62 @@ pub fn new_span_id() -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_traceparent_names_the_attempt_and_the_decision() {
+        let mut t = TraceContext {
+            trace_id: [0xab; 16],
+            parent_span_id: Some([1; 8]),
+            sampled: true,
+            state: None,
+            exported: true,
+        };
+        let sent = t.upstream_traceparent([0x0f; 8]).unwrap_or_default();
+        assert_eq!(
+            sent,
+            "00-abababababababababababababababab-0f0f0f0f0f0f0f0f-01"
+        );
+        assert_eq!(
+            parse_traceparent(&sent),
+            Some(([0xab; 16], [0x0f; 8], true))
+        );
+        t.sampled = false;
+        t.exported = false;
+        let sent = t.upstream_traceparent([0x0f; 8]).unwrap_or_default();
+        assert_eq!(
+            sent,
+            "00-abababababababababababababababab-0101010101010101-00"
+        );
+    }
+
+    #[test]
+    fn samplers_follow_the_otel_variables() {
+        let vars = |name: &'static str, arg: &'static str| {
+            move |k: &str| match k {
+                "OTEL_TRACES_SAMPLER" => Some(name.to_string()),
+                "OTEL_TRACES_SAMPLER_ARG" => Some(arg.to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(Sampler::from_vars(|_| None), Sampler::default());
+        let off = Sampler::from_vars(vars("always_off", ""));
+        assert!(!off.sample(&[7; 16], None) && !off.sample(&[7; 16], Some(true)));
+        let parent = Sampler::from_vars(vars("parentbased_always_on", ""));
+        assert!(parent.sample(&[7; 16], None));
+        assert!(!parent.sample(&[7; 16], Some(false)));
+        let ratio = Sampler::from_vars(vars("traceidratio", "0.25"));
+        assert_eq!(ratio.ratio, 0.25);
+        let kept = (0u32..4000)
+            .filter(|i| {
+                let mut id = [0u8; 16];
+                id[8..12].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+                ratio.sample(&id, Some(true))
+            })
+            .count();
+        assert!((800..1200).contains(&kept), "kept {kept} of 4000 at 0.25");
+        assert_eq!(Sampler::from_vars(vars("traceidratio", "7")).ratio, 1.0);
+        assert_eq!(Sampler::from_vars(vars("nonsense", "")), Sampler::default());
+    }
 
     #[test]
     fn parses_valid_and_ignores_malformed() {

@@ -186,6 +186,7 @@ fn total_ir(dump: &Path) -> anyhow::Result<u64> {
 fn inclusive_ir(dump: &Path, function: &str) -> anyhow::Result<u64> {
     let out = Command::new("callgrind_annotate")
         .arg("--inclusive=yes")
+        .arg("--threshold=100")
         .arg(dump)
         .output()
         .context("running callgrind_annotate (install valgrind)")?;
