@@ -32,6 +32,7 @@ pub mod observe;
 pub mod plugins;
 pub mod pricing;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod wit;
 
