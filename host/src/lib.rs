@@ -163,6 +163,7 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     }
     tracing::info!(db = %config.database_path.display(), "store ready");
     let metrics = config.metrics;
+    let redis = config.redis.clone();
     let gw = Arc::new(gateway::Gateway::new(
         config,
         registry,
@@ -176,6 +177,10 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     }
     if let Some(a) = alerter {
         server::alerts::watch(&gw, a);
+    }
+    if let Some(target) = redis {
+        tracing::info!(redis = %target.shown(), "sharing cooldowns and rpm/tpm windows through Redis");
+        gw.set_shared(Arc::new(shared::Shared::start(target)?));
     }
     Ok(gw)
 }

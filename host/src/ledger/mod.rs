@@ -144,6 +144,12 @@ impl KeyEntry {
     pub fn token(&self) -> String {
         self.lock().rec.token.clone()
     }
+
+    /// The key's hash, `rpm_limit` and `tpm_limit`.
+    pub fn rate_limits(&self) -> (String, Option<u64>, Option<u64>) {
+        let st = self.lock();
+        (st.rec.token.clone(), st.rec.rpm_limit, st.rec.tpm_limit)
+    }
 }
 
 impl KeyState {
@@ -320,6 +326,11 @@ impl Ticket {
             st.in_flight = st.in_flight.saturating_sub(1);
             st.reserved_tokens = st.reserved_tokens.saturating_sub(self.reserved_tokens);
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
+            if let (Some(shared), Some(_)) = (self.ledger.shared.get(), st.rec.tpm_limit) {
+                let minute = (now_ms / 1000).div_euclid(60);
+                let key = crate::shared::window_key("key", &st.rec.token, "tpm", minute);
+                shared.add(key, i64::try_from(outcome.tokens).unwrap_or(i64::MAX));
+            }
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
                 let w = st.rec.model_spend.entry(self.group.clone()).or_default();
@@ -377,6 +388,18 @@ pub struct Admit<'a> {
     pub log: SpendLog,
     /// The pipeline's facts so far (API, model asked, caller).
     pub facts: Facts,
+    /// What every instance has counted this minute against the key, when a shared window
+    /// ([`crate::shared`]) answered: the local counters take it as their floor.
+    pub seen: Option<Seen>,
+}
+
+/// A key's rpm/tpm window as counted by every instance, before this request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen {
+    /// Requests admitted this minute.
+    pub requests: u64,
+    /// Tokens used this minute.
+    pub tokens: u64,
 }
 
 /// The ledger: keys by hash, settings, and the store behind them.
@@ -388,6 +411,8 @@ pub struct Ledger {
     observer: Observer,
     /// Serializes admin changes so a key is never written by two of them at once.
     admin: tokio::sync::Mutex<()>,
+    /// The shared Redis, whose tpm windows get every settled key's tokens.
+    shared: std::sync::OnceLock<Arc<crate::shared::Shared>>,
 }
 
 /// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
@@ -469,6 +494,7 @@ impl Ledger {
             keys: RwLock::new(keys),
             observer: Observer::default(),
             admin: tokio::sync::Mutex::new(()),
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
@@ -499,6 +525,11 @@ impl Ledger {
         if let Some(h) = &self.settings.master_key_hash {
             log.api_key = hex::encode(h);
         }
+    }
+
+    /// Count settled tokens in `shared`'s tpm windows too (set once, at start).
+    pub fn set_shared(&self, shared: Arc<crate::shared::Shared>) {
+        let _ = self.shared.set(shared);
     }
 
     /// The store.
@@ -581,6 +612,10 @@ impl Ledger {
         let mut st = key.lock();
         if st.roll(now) {
             self.store.record(st.spend_event());
+        }
+        if let Some(seen) = req.seen {
+            st.requests_this_minute = st.requests_this_minute.max(seen.requests);
+            st.tokens_this_minute = st.tokens_this_minute.max(seen.tokens);
         }
         if let Some(refused) = st.refusal(now) {
             return Err(refused);

@@ -118,7 +118,11 @@ fn received(inner: &Inner, msg: &redis::Msg) {
 
 fn apply(inner: &Inner, id: &str, ms: u64) {
     if let Some(f) = inner.on_cooldown.get() {
-        tracing::info!(deployment = id, cooldown_ms = ms, "deployment cooling down (shared through Redis)");
+        tracing::info!(
+            deployment = id,
+            cooldown_ms = ms,
+            "deployment cooling down (shared through Redis)"
+        );
         f(id, ms);
     }
 }
@@ -163,7 +167,10 @@ pub(super) async fn write(inner: Arc<Inner>, mut rx: mpsc::Receiver<Write>) {
             let mut conn = ConnectionManager::clone(&conn);
             let pipe = pipeline(&inner, &batch);
             let sent = pipe.query_async::<()>(&mut conn);
-            if !matches!(tokio::time::timeout(COMMAND_TIMEOUT * 4, sent).await, Ok(Ok(()))) {
+            if !matches!(
+                tokio::time::timeout(COMMAND_TIMEOUT * 4, sent).await,
+                Ok(Ok(()))
+            ) {
                 tracing::debug!(writes = batch.len(), "Redis writes failed; dropped");
             }
         }
@@ -179,7 +186,13 @@ fn pipeline(inner: &Inner, batch: &[Write]) -> redis::Pipeline {
             Write::Cooldown { id, ms } => {
                 let key = format!("{COOLDOWN_KEY}{id}");
                 // Create with the cooldown as TTL, or lengthen a shorter one; never shorten.
-                p.cmd("SET").arg(&key).arg(1).arg("PX").arg(*ms).arg("NX").ignore();
+                p.cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(*ms)
+                    .arg("NX")
+                    .ignore();
                 p.cmd("PEXPIRE").arg(&key).arg(*ms).arg("GT").ignore();
                 let a = Announced {
                     id: id.clone(),

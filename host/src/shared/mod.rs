@@ -91,8 +91,9 @@ impl Shared {
     /// and the writer task sends queued writes. Must run inside a Tokio runtime. Fails only
     /// on settings the client refuses; an unreachable Redis is not an error (it is down).
     pub fn start(target: Target) -> anyhow::Result<Self> {
-        let client = redis::Client::open(target.connection_info()?)
-            .map_err(|e| anyhow::anyhow!("Redis {}: {}", target.shown(), target.scrub(&e.to_string())))?;
+        let client = redis::Client::open(target.connection_info()?).map_err(|e| {
+            anyhow::anyhow!("Redis {}: {}", target.shown(), target.scrub(&e.to_string()))
+        })?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let inner = Arc::new(Inner {
             target,

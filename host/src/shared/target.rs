@@ -142,10 +142,7 @@ mod tests {
     #[test]
     fn urls_parse_and_never_show_the_password() {
         let t = Target::from_url("redis://:s3cr%40t@cache.internal:6380/2").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.db),
-            ("cache.internal", 6380, 2)
-        );
+        assert_eq!((t.host.as_str(), t.port, t.db), ("cache.internal", 6380, 2));
         assert_eq!(t.password.as_deref(), Some("s3cr@t"));
         assert_eq!(t.shown(), "redis://cache.internal:6380/2");
         assert!(!format!("{t:?}").contains("s3cr"));

@@ -111,12 +111,12 @@ mod tests {
         assert_eq!(read(&[1, 3, 40], 2), Check::Admitted(vec![3, 40]));
         assert_eq!(
             read(&[0, 2, 90], 2),
-            Check::Refused { index: 1, count: 90 }
+            Check::Refused {
+                index: 1,
+                count: 90
+            }
         );
         assert_eq!(read(&[1, 3], 2), Check::Local);
-        assert_eq!(
-            window_key("key", "ab", "rpm", 7),
-            "llmgate:key:ab:rpm:7"
-        );
+        assert_eq!(window_key("key", "ab", "rpm", 7), "llmgate:key:ab:rpm:7");
     }
 }
