@@ -261,6 +261,8 @@ mod tests {
             open_connections_per_loop: Some(vec![1, 0]),
             policies: Some(vec!["ordered".into()]),
             providers: Some(vec!["openai".into()]),
+            redis: "off",
+            redis_at: None,
             status: "healthy",
         };
         assert_keys_by_name(&v);
