@@ -171,14 +171,20 @@ async fn a_wrong_redis_password_is_reported_without_showing_it_and_requests_flow
         return;
     };
     let m = mock().await;
+    // Through LiteLLM's environment fallbacks this time (no redis_* in the config).
     let wrong = "wrong-pw-0d9e8f7a";
-    let cfg = Config::openai(&m.url(), &[("g", "mock-good")])
-        .master_key(MASTER)
-        .router_setting(
-            "redis_url",
-            format!("redis://:{wrong}@127.0.0.1:{}", redis.port),
-        );
-    let gw = Gateway::start(&cfg.yaml());
+    let cfg = Config::openai(&m.url(), &[("g", "mock-good")]).master_key(MASTER);
+    let port = redis.port.to_string();
+    let env = [
+        ("REDIS_HOST", "127.0.0.1"),
+        ("REDIS_PORT", port.as_str()),
+        ("REDIS_PASSWORD", wrong),
+    ];
+    let gw = Gateway::start_spec(Spec {
+        config: &cfg.yaml(),
+        env: &env,
+        ..Spec::default()
+    });
     let r = redis_state(&gw, "down").await;
     assert_eq!(chat_on(&gw, MASTER, "g").await.status, 200);
     let logs = gw.logs_once("Redis is not reachable", Duration::from_secs(10));

@@ -63,6 +63,9 @@ pub struct Shared {
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
+/// Applies a cooldown another instance started: `(deployment id, milliseconds)`.
+type OnCooldown = Box<dyn Fn(&str, u64) + Send + Sync>;
+
 /// What the tasks and the handle share.
 struct Inner {
     target: Target,
@@ -70,8 +73,8 @@ struct Inner {
     /// The connection while Redis is up (`None`: down).
     conn: arc_swap::ArcSwapOption<ConnectionManager>,
     writes: mpsc::Sender<Write>,
-    /// Applies a cooldown another instance started: `(deployment id, milliseconds)`.
-    on_cooldown: OnceLock<Box<dyn Fn(&str, u64) + Send + Sync>>,
+    /// Set once, at start ([`Shared::on_cooldown`]).
+    on_cooldown: OnceLock<OnCooldown>,
     /// This process, so it skips its own announcements.
     instance: String,
     /// Writes dropped because the queue was full.
