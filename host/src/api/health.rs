@@ -275,7 +275,7 @@ mod tests {
             serde_json::json!({
                 "status": "healthy", "db": "connected", "llmgate_version": "0",
                 "event_loops": 2, "open_connections_per_loop": null,
-                "deployments_healthy": 1, "deployments_unhealthy": 0,
+                "deployments_healthy": 1, "deployments_unhealthy": 0, "redis": "off",
             })
         );
     }
