@@ -17,7 +17,7 @@
 //!    sent to the client. Errors are rendered once, in the client API's shape ([`error`]).
 //!
 //! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
-//! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
+//! [`models`]) → [`store`], [`shared`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
 //! → [`api`] → [`server`] (which also runs plugin hot reload). `ARCHITECTURE.md` has the
 //! whole map; `host/tests/layers.rs` fails on an upward import or a cycle.
 

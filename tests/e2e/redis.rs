@@ -204,7 +204,7 @@ async fn key_and_deployment_rpm_limits_hold_across_instances() {
         .deployment(
             Deployment::openai("capped", "mock-good", &m.url())
                 .api_key("sk-x")
-                .param("rpm", 3),
+                .info("rpm", 3),
         );
     let (a, b) = pair(&with_redis(cfg, &redis), &redis);
     redis_state(&a, "connected").await;
@@ -221,7 +221,8 @@ async fn key_and_deployment_rpm_limits_hold_across_instances() {
     assert_eq!(count(&statuses, 429), 6, "{statuses:?}");
     let r = chat_on(&b, key, "free").await;
     assert!(r.text.contains("rpm_limit"), "{}", r.text);
-    // Deployment rpm 3 (the master key has no limits): 9 concurrent over both, 3 served.
+    // Deployment rpm 3 (in model_info; the master key has no limits): 9 concurrent over
+    // both instances, 3 served.
     let before = m.count();
     let statuses = storm(&a, &b, MASTER, "capped", 9).await;
     assert_eq!(count(&statuses, 200), 3, "{statuses:?}");
@@ -270,4 +271,28 @@ async fn with_redis_down_requests_flow_on_local_state_and_sharing_resumes() {
     redis_state(&b, "connected").await;
     assert!(a.logs().contains("Redis is back"), "{}", a.logs());
     cooldown_crosses(&m, &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_redis_a_deployment_rpm_holds_on_its_instance_and_readiness_says_off() {
+    let m = mock().await;
+    let cfg = Config::new()
+        .deployment(
+            Deployment::openai("capped", "mock-good", &m.url())
+                .api_key("sk-x")
+                .param("rpm", 2),
+        )
+        .master_key(MASTER);
+    let gw = Gateway::start(&cfg.yaml());
+    assert_eq!(readiness(&gw).await["redis"], "off");
+    away_from_minute_boundary(50.0).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(chat_on(&gw, MASTER, "capped").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    let r = chat_on(&gw, MASTER, "capped").await;
+    assert!(r.header("retry-after").is_some(), "{:?}", r.text);
+    assert_eq!(m.count(), 2);
+    assert!(!gw.logs().contains("Redis"), "{}", gw.logs());
 }

@@ -110,8 +110,9 @@ impl Windows {
             Check::Local => (None, None),
             Check::Admitted(v) => {
                 let seen = Seen {
-                    requests: rpm.map_or(0, |_| v[0].saturating_sub(1)),
+                    requests: rpm.map_or(0, |_| v[0]),
                     tokens: tpm.map_or(0, |_| v[tpm_at]),
+                    counted: rpm.is_some(),
                 };
                 let counted = rpm.map(|_| Counted {
                     shared: shared.clone(),
@@ -142,13 +143,13 @@ impl Windows {
             let counters = deployment_counters(dep, minute);
             match shared.check(&counters).await {
                 Check::Admitted(v) => {
-                    self.floor(dep, minute, &v, true);
+                    self.floor(dep, minute, &v);
                     return true;
                 }
                 Check::Refused { index, count } => {
                     let mut v = vec![0; counters.len()];
                     v[index] = count;
-                    self.floor(dep, minute, &v, false);
+                    self.floor(dep, minute, &v);
                     return false;
                 }
                 Check::Local => {}
@@ -164,14 +165,14 @@ impl Windows {
         !over
     }
 
-    /// Take what Redis answered (in [`deployment_counters`]' order) as the local floor;
-    /// `counted`: the attempt was counted.
-    fn floor(&self, dep: &Deployment, minute: i64, v: &[u64], counted: bool) {
+    /// Take what Redis answered (in [`deployment_counters`]' order; counts that include
+    /// this attempt when it was admitted) as the local floor.
+    fn floor(&self, dep: &Deployment, minute: i64, v: &[u64]) {
         let mut local = self.local();
         let w = local.entry(dep.id.clone()).or_default().at(minute);
         let mut i = 0;
         if dep.rpm > 0 {
-            w.requests = w.requests.saturating_add(u64::from(counted)).max(v[i]);
+            w.requests = w.requests.max(v[i]);
             i += 1;
         }
         if dep.tpm > 0 {

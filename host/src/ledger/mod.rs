@@ -393,13 +393,17 @@ pub struct Admit<'a> {
     pub seen: Option<Seen>,
 }
 
-/// A key's rpm/tpm window as counted by every instance, before this request.
+/// A key's rpm/tpm window as counted by every instance.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Seen {
-    /// Requests admitted this minute.
+    /// Requests admitted this minute (this one included when `counted`).
     pub requests: u64,
     /// Tokens used this minute.
     pub tokens: u64,
+    /// The shared window already checked this request against `rpm_limit` and counted it:
+    /// the local rpm check is skipped (the shared count is authoritative, and it includes
+    /// requests this instance is still admitting).
+    pub counted: bool,
 }
 
 /// The ledger: keys by hash, settings, and the store behind them.
@@ -613,9 +617,12 @@ impl Ledger {
         if st.roll(now) {
             self.store.record(st.spend_event());
         }
+        let counted = req.seen.is_some_and(|s| s.counted);
         if let Some(seen) = req.seen {
-            st.requests_this_minute = st.requests_this_minute.max(seen.requests);
             st.tokens_this_minute = st.tokens_this_minute.max(seen.tokens);
+            if !counted {
+                st.requests_this_minute = st.requests_this_minute.max(seen.requests);
+            }
         }
         if let Some(refused) = st.refusal(now) {
             return Err(refused);
@@ -628,8 +635,12 @@ impl Ledger {
         st.check_model(req.group)?;
         st.check_budgets(self.settings.admission, req.group, worst)?;
         let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
-        st.check_rates(reset_secs)?;
+        st.check_rates(reset_secs, counted)?;
         st.reserve(req.group, worst, req.tokens, now);
+        if let Some(seen) = req.seen.filter(|s| s.counted) {
+            // Counted in the shared window, which is this minute's count everywhere.
+            st.requests_this_minute = (st.requests_this_minute - 1).max(seen.requests);
+        }
         let headers = rate_headers(&st, reset_secs);
         st.tag(&mut log);
         drop(st);
@@ -669,8 +680,9 @@ impl KeyState {
     }
 
     /// `max_parallel_requests`, `rpm_limit`, then `tpm_limit` (used up, or held by requests
-    /// in flight); `reset_secs` until the minute's counters reset.
-    fn check_rates(&self, reset_secs: u64) -> Result<(), Error> {
+    /// in flight); `reset_secs` until the minute's counters reset. `rpm_checked`: a shared
+    /// window has already admitted the request under `rpm_limit`.
+    fn check_rates(&self, reset_secs: u64, rpm_checked: bool) -> Result<(), Error> {
         let name = &self.rec.key_name;
         let limited = |message: String, retry_after_secs: u64, headers| Error::RateLimited {
             message,
@@ -690,6 +702,7 @@ impl KeyState {
             ));
         }
         if let Some(limit) = self.rec.rpm_limit
+            && !rpm_checked
             && self.requests_this_minute >= limit
         {
             return Err(limited(
