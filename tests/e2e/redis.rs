@@ -296,3 +296,28 @@ async fn without_redis_a_deployment_rpm_holds_on_its_instance_and_readiness_says
     assert_eq!(m.count(), 2);
     assert!(!gw.logs().contains("Redis"), "{}", gw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_tpm_limit_counts_the_tokens_served_by_the_other_instance() {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let m = mock().await;
+    let cfg = Config::openai(&m.url(), &[("g", "mock-good")]);
+    let (a, b) = pair(&with_redis(cfg, &redis), &redis);
+    redis_state(&a, "connected").await;
+    redis_state(&b, "connected").await;
+    let key = "sk-shared-tpm-0001";
+    for gw in [&a, &b] {
+        generate(gw, MASTER, json!({"key": key, "tpm_limit": 10})).await;
+    }
+    away_from_minute_boundary(45.0).await;
+    let r = chat_on(&a, key, "g").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A's tokens reach Redis when its request settles (queued, off the request path).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = chat_on(&b, key, "g").await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(r.text.contains("tpm_limit"), "{}", r.text);
+    assert_eq!(r.header("x-ratelimit-remaining-tokens"), Some("0"));
+}
