@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs (the wasm32-wasip2 target
-# or Debian's offline fallback, a Python venv with the openai SDK), builds the plugins and
+# or Debian's offline fallback, a Python venv with the openai SDK, Debian's redis-server), builds the plugins and
 # test plugins, then runs formatting and lint checks, the Rust unit and end-to-end tests,
 # the Python SDK tests against the real binaries, the dashboard tests in headless Chromium
 # (scripts/ui-tests.sh), and a short fuzzing run of every parser of
@@ -21,6 +21,14 @@ cargo fmt --all -- --check
 
 step "cargo clippy (every crate, plugins natively)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "redis-server (Debian's) for the tests of state shared through Redis (tests/e2e/redis.rs)"
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+# Each test starts its own on a loopback port; the packaged service is not needed.
+export LLMGATE_REDIS_SERVER="${LLMGATE_REDIS_SERVER:-$(command -v redis-server || echo /usr/bin/redis-server)}"
 
 step "cargo test (unit tests of every crate + end-to-end through the real binary)"
 cargo test --workspace

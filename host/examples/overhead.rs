@@ -200,6 +200,7 @@ async fn main() {
                     tokens: 1000,
                     log: l,
                     facts: Default::default(),
+                    seen: None,
                 },
             )
             .unwrap();

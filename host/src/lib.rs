@@ -17,10 +17,10 @@
 //!    sent to the client. Errors are rendered once, in the client API's shape ([`error`]).
 //!
 //! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
-//! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
-//! → [`api`] → [`server`] (which also runs plugin hot reload) → [`db`] (the `llmgate db`
-//! subcommands). `ARCHITECTURE.md` has the whole map; `host/tests/layers.rs` fails on an
-//! upward import or a cycle.
+//! [`models`]) → [`store`], [`shared`] → [`config`], [`error`] → [`ledger`], [`plugins`] →
+//! [`gateway`] → [`api`] → [`server`] (which also runs plugin hot reload) → [`db`] (the
+//! `llmgate db` subcommands). `ARCHITECTURE.md` has the whole map; `host/tests/layers.rs`
+//! fails on an upward import or a cycle.
 
 pub mod api;
 pub mod config;
@@ -34,6 +34,7 @@ pub mod observe;
 pub mod plugins;
 pub mod pricing;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod wit;
 
@@ -166,6 +167,7 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         );
     }
     let metrics = config.metrics;
+    let redis = config.redis.clone();
     let gw = Arc::new(gateway::Gateway::new(
         config,
         registry,
@@ -179,6 +181,10 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     }
     if let Some(a) = alerter {
         server::alerts::watch(&gw, a);
+    }
+    if let Some(target) = redis {
+        tracing::info!(redis = %target.shown(), "sharing cooldowns and rpm/tpm windows through Redis");
+        gw.set_shared(Arc::new(shared::Shared::start(target)?));
     }
     Ok(gw)
 }

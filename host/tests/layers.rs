@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Leaves: plain helpers and the WIT contract's generated types.
     &["models", "net", "pricing", "wit"],
-    // Persistence: the database thread and its rows.
-    &["store"],
+    // Persistence: the database thread and its rows; state shared through Redis.
+    &["store", "shared"],
     // The validated configuration, the one error type, and the per-request record.
     &["config", "error", "observe"],
     // The plugin runtime; keys, budgets and spend.

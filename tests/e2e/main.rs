@@ -23,6 +23,7 @@ mod otel;
 mod policy_js;
 mod provider_js;
 mod providers;
+mod redis;
 mod reload;
 mod router;
 mod routing;

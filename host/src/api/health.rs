@@ -45,6 +45,12 @@ pub struct Readiness<'a> {
     policies: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     providers: Option<Vec<String>>,
+    /// The shared Redis (`router_settings.redis_*`): `connected`, `down` (limits and
+    /// cooldowns are per instance meanwhile) or `off` (not configured).
+    redis: &'static str,
+    /// Where the shared Redis is (no password), for an admin caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_at: Option<String>,
     status: &'static str,
 }
 
@@ -104,6 +110,12 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         open_connections_per_loop: gw.loop_connections(),
         policies: None,
         providers: None,
+        redis: match gw.shared().map(|s| s.status()) {
+            None => "off",
+            Some(crate::shared::Status::Connected) => "connected",
+            Some(crate::shared::Status::Down) => "down",
+        },
+        redis_at: None,
         status: "healthy",
     };
     if admin.is_ok() {
@@ -114,6 +126,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
         v.policies = Some(reg.policy_names());
+        v.redis_at = gw.shared().map(|s| s.shown());
         v.deployments = Some(
             deployments
                 .into_iter()
@@ -248,6 +261,8 @@ mod tests {
             open_connections_per_loop: Some(vec![1, 0]),
             policies: Some(vec!["ordered".into()]),
             providers: Some(vec!["openai".into()]),
+            redis: "off",
+            redis_at: None,
             status: "healthy",
         };
         assert_keys_by_name(&v);
@@ -260,7 +275,7 @@ mod tests {
             serde_json::json!({
                 "status": "healthy", "db": "connected", "llmgate_version": "0",
                 "event_loops": 2, "open_connections_per_loop": null,
-                "deployments_healthy": 1, "deployments_unhealthy": 0,
+                "deployments_healthy": 1, "deployments_unhealthy": 0, "redis": "off",
             })
         );
     }

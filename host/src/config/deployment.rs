@@ -141,8 +141,8 @@ impl Validator {
             timeout: limits.timeout,
             stream_timeout: limits.stream_timeout,
             weight: limits.weight,
-            rpm: limits.rpm,
-            tpm: limits.tpm,
+            rpm: or_info(limits.rpm, &model_info, "rpm"),
+            tpm: or_info(limits.tpm, &model_info, "tpm"),
             order: limits.order,
             model_info,
             prices: crate::pricing::Prices::from_info(&info),
@@ -375,6 +375,17 @@ fn public_params(
 
 /// `model_info` as JSON (`{}` when absent), and the deployment's id: `model_info.id`
 /// (a string or a number), else `<model_name>-<index>`.
+/// A `litellm_params` limit, else the same key of `model_info` (LiteLLM reads both).
+fn or_info(param: u32, model_info: &serde_json::Value, key: &str) -> u32 {
+    if param > 0 {
+        return param;
+    }
+    model_info
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 fn model_info_and_id(
     raw: Option<&BTreeMap<String, Value>>,
     model_name: &str,

@@ -10,6 +10,7 @@ pub mod env;
 pub mod health;
 mod load;
 pub mod raw;
+mod redis;
 mod reload;
 mod resolve;
 pub mod routing;
@@ -229,6 +230,9 @@ pub struct Config {
     pub health_checks: health::HealthChecks,
     /// Slack and webhook alerts (`general_settings.alerting`).
     pub alerting: alerting::Alerting,
+    /// The Redis several instances share cooldowns and rpm/tpm windows through
+    /// (`router_settings.redis_*`, or `REDIS_URL`/`REDIS_HOST`); `None`: state is local.
+    pub redis: Option<crate::shared::Target>,
     /// Things that were ignored or look wrong but do not stop the start.
     pub warnings: Vec<String>,
 }

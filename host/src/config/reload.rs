@@ -24,7 +24,7 @@ fn same_alerting(a: &super::alerting::Alerting, b: &super::alerting::Alerting) -
 /// Kept: the plugins folder, the compiled-plugin cache and the sandbox limits (the plugin
 /// runtime), the database path and the master key, the budget admission rule, spend logs
 /// and stored prompts (the ledger), the access log (a sink added at start), the two file
-/// watches, and the client connection limits (the listener's).
+/// watches, the client connection limits (the listener's), and the shared Redis.
 pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     let mut keep = |name: &'static str, differs: bool| {
@@ -110,6 +110,8 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
         ),
     );
     next.client = running.client;
+    keep("router_settings.redis_*", running.redis != next.redis);
+    next.redis.clone_from(&running.redis);
     changed
 }
 

@@ -241,6 +241,7 @@ const ROUTER_SETTINGS: &[&str] = &[
     "redis_host",
     "redis_port",
     "redis_password",
+    "redis_url",
 ];
 
 /// Validate the routing settings: `router_settings` (a key missing there is read from

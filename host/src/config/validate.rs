@@ -64,6 +64,7 @@ pub fn validate(
     );
     let health_checks = super::health::parse(&mut v, &raw.general_settings);
     let alerting = super::alerting::parse(&mut v, &raw.general_settings);
+    let redis = super::redis::parse(&mut v, &raw.router_settings);
     let warnings = v.finish()?;
     Ok(Config {
         source,
@@ -98,6 +99,7 @@ pub fn validate(
         client,
         health_checks,
         alerting,
+        redis,
         warnings,
     })
 }

@@ -38,6 +38,10 @@ pub(super) async fn run_plan(
         let Some(dep) = next_deployment(call, attempt, last.as_ref(), &tried).await else {
             continue;
         };
+        if !gw.windows.admit_attempt(dep).await {
+            last = Some(over_limit(dep));
+            continue;
+        }
         let (retries, fallbacks) = attempt_counts(&tried, dep);
         tried.push(dep);
         let one = One {
@@ -105,6 +109,19 @@ async fn next_deployment<'c>(
     Some(dep)
 }
 
+/// An attempt skipped because its deployment reached its `rpm` or `tpm` this minute.
+fn over_limit(dep: &Deployment) -> Error {
+    let reset_secs = (60 - crate::ledger::unix_now().rem_euclid(60)).max(1) as u64;
+    Error::RateLimited {
+        message: format!(
+            "No deployments available: deployment {} reached its rpm/tpm limit (rpm {}, tpm {}) for this minute; retry in {reset_secs}s",
+            dep.id, dep.rpm, dep.tpm
+        ),
+        retry_after_secs: reset_secs,
+        headers: Vec::new(),
+    }
+}
+
 /// The upstream's Retry-After in an error, zero if it gave none.
 fn retry_after(err: &Error) -> Duration {
     match err {
@@ -125,7 +142,7 @@ fn cool_down(gw: &Gateway, call: &Call, dep: &Deployment, e: &Error) {
         _ => None,
     };
     let routing = &call.config.routing;
-    gw.stats.failed(
+    let cooled = gw.stats.failed(
         &dep.id,
         e.class(),
         e.status().as_u16(),
@@ -133,6 +150,9 @@ fn cool_down(gw: &Gateway, call: &Call, dep: &Deployment, e: &Error) {
         routing.allowed_fails,
         routing.cooldown_time,
     );
+    if let (Some(ms), Some(shared)) = (cooled, gw.shared()) {
+        shared.cooldown(&dep.id, ms);
+    }
 }
 
 /// A health probe: one attempt at `dep` outside any plan and bill, within `limit`. It runs

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Deployment};
 use crate::error::Error;
-use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Ticket, unix_now_ms};
+use crate::ledger::{Admission, Admit, Caller, Ledger, Outcome, Seen, Ticket, unix_now_ms};
 use crate::observe::tracecontext::{TraceContext, new_span_id};
 use crate::observe::{AttemptFacts, Facts, PluginCall, exception_class, route};
 use crate::plugins::Usage;
@@ -23,6 +23,7 @@ use crate::store::SpendLog;
 use crate::wit::types::Api;
 
 use super::Call;
+use super::windows::Windows;
 
 /// A request's bill: its ledger ticket (reservation, parallel slot, spend log row) and what
 /// the charge-on-abandon estimate is made from.
@@ -30,6 +31,8 @@ pub(super) struct Billing {
     ticket: Ticket,
     /// Upper bound of the request's input tokens.
     input_bound: u64,
+    /// Where the serving deployment's tpm window counts the tokens.
+    windows: Arc<Windows>,
 }
 
 /// What the spend log takes from the request body beside the model.
@@ -45,6 +48,7 @@ pub(super) fn admit(
     ledger: &Arc<Ledger>,
     call: &Call,
     fields: LogFields,
+    (seen, windows): (Option<Seen>, &Arc<Windows>),
 ) -> Result<Billing, Error> {
     let input_bound = input_tokens_upper_bound(call.body.len());
     let (reserve, tokens) = reservation(ledger, call, input_bound);
@@ -65,6 +69,7 @@ pub(super) fn admit(
                 tokens,
                 log: spend_log(ledger, call, fields),
                 facts,
+                seen,
             },
         )
         .inspect_err(|e| {
@@ -80,6 +85,7 @@ pub(super) fn admit(
     Ok(Billing {
         ticket,
         input_bound,
+        windows: windows.clone(),
     })
 }
 
@@ -344,6 +350,7 @@ impl Billing {
             log.reasoning_tokens = u.reasoning;
             tokens = log.total_tokens;
         }
+        self.windows.tokens(dep, tokens);
         if ticket.ledger_store_prompts() {
             ticket.log.response = response;
         }

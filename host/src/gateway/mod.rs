@@ -22,6 +22,7 @@ mod stats;
 mod stream;
 pub(crate) mod summary;
 mod upstream;
+mod windows;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -77,7 +78,9 @@ pub struct Gateway {
     http: Box<[reqwest::Client]>,
     /// Open connections per event loop, once the loops are running.
     loop_connections: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicUsize]>>,
-    stats: Stats,
+    stats: Arc<Stats>,
+    /// Deployment rpm/tpm windows, and the shared Redis when there is one.
+    windows: Arc<windows::Windows>,
     /// The last health probe of each deployment.
     probes: Probes,
     ledger: Arc<Ledger>,
@@ -154,7 +157,7 @@ impl Gateway {
                     .build()
             })
             .collect::<Result<Box<[_]>, _>>()?;
-        let stats = Stats::new(&config.deployments);
+        let stats = Arc::new(Stats::new(&config.deployments));
         let started_at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -166,6 +169,7 @@ impl Gateway {
             http,
             loop_connections: std::sync::OnceLock::new(),
             stats,
+            windows: Arc::default(),
             probes: Probes::default(),
             ledger,
             started_at,
@@ -246,6 +250,21 @@ impl Gateway {
         );
         self.ledger.observer().add(metrics.clone());
         let _ = self.metrics.set(metrics);
+    }
+
+    /// Share cooldowns and rpm/tpm windows with the other instances through `shared`
+    /// from now on (set once, at start): cooldowns it announces land in this gateway's
+    /// stats, and the ledger counts key tokens in the shared windows.
+    pub fn set_shared(&self, shared: Arc<crate::shared::Shared>) {
+        let stats = self.stats.clone();
+        shared.on_cooldown(move |id, ms| stats.cool_down_for(id, ms));
+        self.ledger.set_shared(shared.clone());
+        self.windows.set_shared(shared);
+    }
+
+    /// The shared Redis, if one is configured.
+    pub fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        self.windows.shared()
     }
 
     /// The Prometheus registry, when metrics are on.
@@ -357,7 +376,9 @@ impl Gateway {
             self.refused(api, Some(&caller), model, e);
         })?;
         let span = tracing::info_span!("request", call_id = %call.id, model = %call.model, group = %call.group, stream = call.stream);
-        let mut billing = billing::admit(&self.ledger, &call, fields)?;
+        let (seen, counted) = self.windows.key(&call.caller).await;
+        let admitted = billing::admit(&self.ledger, &call, fields, (seen, &self.windows));
+        let mut billing = admitted.inspect_err(|_| counted.map_or((), |c| c.take_back()))?;
         async {
             let answer = match self.route_and_attempt(&call, &mut billing).await {
                 Ok(answer) => answer,

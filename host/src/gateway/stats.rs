@@ -156,6 +156,7 @@ impl Stats {
     /// more than `allowed_fails` failures within a minute cool it down for `cooldown`.
     /// Only failures that say something about the deployment count (not bad requests).
     /// `status`: the failure's HTTP status, which the cooldown is counted under.
+    /// Returns the cooldown's length in ms when the failure starts (or lengthens) one.
     pub fn failed(
         &self,
         id: &str,
@@ -164,7 +165,7 @@ impl Stats {
         retry_after_ms: Option<u32>,
         allowed_fails: u32,
         cooldown: std::time::Duration,
-    ) {
+    ) -> Option<u64> {
         if !matches!(
             class,
             ErrorClass::RateLimited
@@ -174,7 +175,7 @@ impl Stats {
                 | ErrorClass::Auth
                 | ErrorClass::NotFound
         ) {
-            return;
+            return None;
         }
         let s = self.get(id);
         let now = now_ms();
@@ -203,7 +204,19 @@ impl Stats {
                 cooldown_ms = until - now,
                 "deployment cooling down"
             );
+            return Some(until - now);
         }
+        None
+    }
+
+    /// Cool `id` down for `ms` from now, as another instance did (shared through Redis):
+    /// out of rotation here too; its own failure counts are left alone.
+    pub fn cool_down_for(&self, id: &str, ms: u64) {
+        let Some(s) = self.by_id.load().get(id).cloned() else {
+            return;
+        };
+        s.cooldown_until_ms
+            .fetch_max(now_ms().saturating_add(ms), Ordering::Relaxed);
     }
 
     /// A deployment's live health.

@@ -144,6 +144,12 @@ impl KeyEntry {
     pub fn token(&self) -> String {
         self.lock().rec.token.clone()
     }
+
+    /// The key's hash, `rpm_limit` and `tpm_limit`.
+    pub fn rate_limits(&self) -> (String, Option<u64>, Option<u64>) {
+        let st = self.lock();
+        (st.rec.token.clone(), st.rec.rpm_limit, st.rec.tpm_limit)
+    }
 }
 
 impl KeyState {
@@ -320,6 +326,11 @@ impl Ticket {
             st.in_flight = st.in_flight.saturating_sub(1);
             st.reserved_tokens = st.reserved_tokens.saturating_sub(self.reserved_tokens);
             st.tokens_this_minute = st.tokens_this_minute.saturating_add(outcome.tokens);
+            if let (Some(shared), Some(_)) = (self.ledger.shared.get(), st.rec.tpm_limit) {
+                let minute = (now_ms / 1000).div_euclid(60);
+                let key = crate::shared::window_key("key", &st.rec.token, "tpm", minute);
+                shared.add(key, i64::try_from(outcome.tokens).unwrap_or(i64::MAX));
+            }
             st.rec.spend += cost;
             if cost > 0.0 && model_budget(&st.rec, &self.group).is_some() {
                 let w = st.rec.model_spend.entry(self.group.clone()).or_default();
@@ -379,6 +390,22 @@ pub struct Admit<'a> {
     pub log: SpendLog,
     /// The pipeline's facts so far (API, model asked, caller).
     pub facts: Facts,
+    /// What every instance has counted this minute against the key, when a shared window
+    /// ([`crate::shared`]) answered: the local counters take it as their floor.
+    pub seen: Option<Seen>,
+}
+
+/// A key's rpm/tpm window as counted by every instance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen {
+    /// Requests admitted this minute (this one included when `counted`).
+    pub requests: u64,
+    /// Tokens used this minute.
+    pub tokens: u64,
+    /// The shared window already checked this request against `rpm_limit` and counted it:
+    /// the local rpm check is skipped (the shared count is authoritative, and it includes
+    /// requests this instance is still admitting).
+    pub counted: bool,
 }
 
 /// The ledger: keys by hash, settings, and the store behind them.
@@ -390,6 +417,8 @@ pub struct Ledger {
     observer: Observer,
     /// Serializes admin changes so a key is never written by two of them at once.
     admin: tokio::sync::Mutex<()>,
+    /// The shared Redis, whose tpm windows get every settled key's tokens.
+    shared: std::sync::OnceLock<Arc<crate::shared::Shared>>,
 }
 
 /// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
@@ -471,6 +500,7 @@ impl Ledger {
             keys: RwLock::new(keys),
             observer: Observer::default(),
             admin: tokio::sync::Mutex::new(()),
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
@@ -501,6 +531,11 @@ impl Ledger {
         if let Some(h) = &self.settings.master_key_hash {
             log.api_key = hex::encode(h);
         }
+    }
+
+    /// Count settled tokens in `shared`'s tpm windows too (set once, at start).
+    pub fn set_shared(&self, shared: Arc<crate::shared::Shared>) {
+        let _ = self.shared.set(shared);
     }
 
     /// The store.
@@ -584,6 +619,13 @@ impl Ledger {
         if st.roll(now) {
             self.store.record(st.spend_event());
         }
+        let counted = req.seen.is_some_and(|s| s.counted);
+        if let Some(seen) = req.seen {
+            st.tokens_this_minute = st.tokens_this_minute.max(seen.tokens);
+            if !counted {
+                st.requests_this_minute = st.requests_this_minute.max(seen.requests);
+            }
+        }
         if let Some(refused) = st.refusal(now) {
             return Err(refused);
         }
@@ -595,8 +637,12 @@ impl Ledger {
         st.check_model(req.group)?;
         st.check_budgets(self.settings.admission, req.group, worst)?;
         let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
-        st.check_rates(reset_secs)?;
+        st.check_rates(reset_secs, counted)?;
         st.reserve(req.group, worst, req.tokens, now);
+        if let Some(seen) = req.seen.filter(|s| s.counted) {
+            // Counted in the shared window, which is this minute's count everywhere.
+            st.requests_this_minute = (st.requests_this_minute - 1).max(seen.requests);
+        }
         let headers = rate_headers(&st, reset_secs);
         st.tag(&mut log);
         drop(st);
@@ -636,8 +682,9 @@ impl KeyState {
     }
 
     /// `max_parallel_requests`, `rpm_limit`, then `tpm_limit` (used up, or held by requests
-    /// in flight); `reset_secs` until the minute's counters reset.
-    fn check_rates(&self, reset_secs: u64) -> Result<(), Error> {
+    /// in flight); `reset_secs` until the minute's counters reset. `rpm_checked`: a shared
+    /// window has already admitted the request under `rpm_limit`.
+    fn check_rates(&self, reset_secs: u64, rpm_checked: bool) -> Result<(), Error> {
         let name = &self.rec.key_name;
         let limited = |message: String, retry_after_secs: u64, headers| Error::RateLimited {
             message,
@@ -657,6 +704,7 @@ impl KeyState {
             ));
         }
         if let Some(limit) = self.rec.rpm_limit
+            && !rpm_checked
             && self.requests_this_minute >= limit
         {
             return Err(limited(

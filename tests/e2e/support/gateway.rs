@@ -103,6 +103,10 @@ impl Gateway {
         cmd.env_remove("LLMGATE_CONFIG");
         cmd.env_remove("LITELLM_MASTER_KEY");
         cmd.env_remove("LLMGATE_MASTER_KEY");
+        // LiteLLM's Redis fallbacks: a test shares a Redis only when it says so.
+        for v in ["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"] {
+            cmd.env_remove(v);
+        }
         // Each gateway gets its own database, unless the test names one.
         cmd.env("LLMGATE_DB", dir.path().join("llmgate.db"));
         for (k, v) in spec.env {
