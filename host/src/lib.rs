@@ -121,12 +121,15 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.deployments.is_empty() {
         tracing::warn!("no models configured: pass --model provider/model or --config config.yaml");
     }
-    let store = store::Store::open(&config.database_path).with_context(|| {
-        format!(
-            "opening the database {} (set llmgate.database_path or general_settings.database_url)",
-            config.database_path.display()
-        )
-    })?;
+    let store = match &config.postgres {
+        Some(pg) => store::Store::open_postgres(&pg.url, pg.wait).await?,
+        None => store::Store::open(&config.database_path).with_context(|| {
+            format!(
+                "opening the database {} (set llmgate.database_path or general_settings.database_url)",
+                config.database_path.display()
+            )
+        })?,
+    };
     let settings = ledger::Settings {
         master_key_hash: config.master_key.as_ref().map(|k| {
             use sha2::Digest as _;
@@ -160,7 +163,7 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
             "exporting traces over OTLP"
         );
     }
-    tracing::info!(db = %config.database_path.display(), "store ready");
+    tracing::info!(db = %ledger.store().location(), "store ready");
     let metrics = config.metrics;
     let gw = Arc::new(gateway::Gateway::new(
         config,
