@@ -52,7 +52,7 @@ const KEY_SPEND: &str = "UPDATE llmgate_verification_tokens AS k
 /// A PostgreSQL connection URL (it holds the password): parsed once, shown without it.
 #[derive(Clone)]
 pub struct PgUrl {
-    url: String,
+    pub(super) url: String,
     config: tokio_postgres::Config,
     shown: String,
 }
@@ -283,7 +283,8 @@ async fn connect(pool: &Pool, url: &PgUrl, wait: Duration) -> anyhow::Result<dea
             Err(e) => e,
         };
         let why = chain(&e);
-        if permanent(&e) || Instant::now() + pause > deadline {
+        let now = Instant::now();
+        if permanent(&e) || now >= deadline {
             bail!(
                 "cannot connect to PostgreSQL at {} (waited up to {}s): {why}",
                 url.place(),
@@ -291,7 +292,7 @@ async fn connect(pool: &Pool, url: &PgUrl, wait: Duration) -> anyhow::Result<dea
             );
         }
         tracing::warn!("waiting for PostgreSQL at {}: {why}", url.place());
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
 }
