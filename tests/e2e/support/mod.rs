@@ -8,6 +8,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod mock;
+pub mod postgres;
 
 pub use config::{Config, Deployment, openai_config};
 pub use gateway::{Gateway, Spec, plugin, root};
