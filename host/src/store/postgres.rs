@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::NoTls;
 
 use super::AliasTaken;
 use super::report::{self, Dialect};
@@ -66,9 +66,9 @@ impl PgUrl {
     /// Parses a `postgresql://user:password@host:port/db?sslmode=disable` URL. The error
     /// never repeats the URL (it may hold a password).
     pub fn parse(url: &str) -> Result<PgUrl, String> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| format!("not a valid PostgreSQL URL ({})", chain(&e)))?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            format!("not a valid PostgreSQL URL ({})", chain(&e))
+        })?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(
                 "sslmode=require: llmgate does not speak TLS to PostgreSQL yet; use \
@@ -274,7 +274,11 @@ fn permanent(e: &deadpool_postgres::PoolError) -> bool {
 }
 
 /// The first connection: retried with backoff until `wait` has passed.
-async fn connect(pool: &Pool, url: &PgUrl, wait: Duration) -> anyhow::Result<deadpool_postgres::Object> {
+async fn connect(
+    pool: &Pool,
+    url: &PgUrl,
+    wait: Duration,
+) -> anyhow::Result<deadpool_postgres::Object> {
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(200);
     loop {
@@ -329,7 +333,10 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
 
 /// Upserts one key in `tx`, after checking its alias; a concurrent insert of the same alias
 /// by another instance (the unique index) is [`AliasTaken`] too.
-async fn put_key_in(tx: &deadpool_postgres::Transaction<'_>, rec: &KeyRecord) -> anyhow::Result<()> {
+async fn put_key_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rec: &KeyRecord,
+) -> anyhow::Result<()> {
     if let Some(alias) = &rec.key_alias {
         let owner = tx
             .query_opt(&numbered_dollar(rows::ALIAS_OWNER), &[alias, &rec.token])
@@ -339,7 +346,9 @@ async fn put_key_in(tx: &deadpool_postgres::Transaction<'_>, rec: &KeyRecord) ->
         }
     }
     let args = rows::key_args(rec)?;
-    let stmt = tx.prepare_cached(&numbered_dollar(rows::UPSERT_KEY)).await?;
+    let stmt = tx
+        .prepare_cached(&numbered_dollar(rows::UPSERT_KEY))
+        .await?;
     match tx.execute(&stmt, &params(&args)).await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -374,7 +383,9 @@ impl Backend for Postgres {
         self.rt.block_on(async {
             let mut client = Self::client(pool).await?;
             let tx = client.transaction().await?;
-            let stmt = tx.prepare_cached(&numbered_dollar(rows::UPSERT_LOG)).await?;
+            let stmt = tx
+                .prepare_cached(&numbered_dollar(rows::UPSERT_LOG))
+                .await?;
             let args = pending
                 .logs
                 .iter()
@@ -475,7 +486,9 @@ impl Backend for Postgres {
             let client = Self::client(pool).await?;
             let (sql, args) = report::aggregate_sql(q, Dialect::Postgres);
             let rows = query(&client, &sql, &args).await?;
-            rows.iter().map(|r| report::totals(r, q.group_by.len())).collect()
+            rows.iter()
+                .map(|r| report::totals(r, q.group_by.len()))
+                .collect()
         })
     }
 

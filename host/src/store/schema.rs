@@ -89,9 +89,7 @@ pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS llmgate_schem
 
 /// The migrations a database at version `current` still needs, numbered; fails when the
 /// database is newer than this build.
-pub(super) fn to_apply(
-    current: i64,
-) -> anyhow::Result<impl Iterator<Item = (i64, &'static str)>> {
+pub(super) fn to_apply(current: i64) -> anyhow::Result<impl Iterator<Item = (i64, &'static str)>> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
         bail!(

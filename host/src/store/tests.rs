@@ -28,7 +28,7 @@ fn budgets(given: serde_json::Value) -> ModelBudgets {
 /// Where a test's store lives: a fresh SQLite file or a fresh PostgreSQL database.
 enum Place {
     File(tempfile::TempDir),
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 impl Place {
@@ -38,7 +38,7 @@ impl Place {
 
     /// A new database on the test server, or `None` (printed) without one.
     async fn postgres() -> Option<Self> {
-        Some(Place::Postgres(fresh_postgres().await?))
+        Some(Place::Postgres(Box::new(fresh_postgres().await?)))
     }
 
     /// Opens (again) the store of this place.
@@ -54,7 +54,9 @@ impl Place {
 
 /// The test server's admin URL, or `None` with the reason printed.
 fn test_server() -> Option<String> {
-    let url = std::env::var("LLMGATE_TEST_POSTGRES").ok().filter(|u| !u.is_empty());
+    let url = std::env::var("LLMGATE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty());
     if url.is_none() {
         eprintln!(
             "skipped on PostgreSQL: LLMGATE_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it)"
@@ -796,7 +798,11 @@ async fn postgres_failed_commit_keeps_events_and_retries() {
     admin_sql(&url.url, "DROP TRIGGER fail ON llmgate_spend_logs").await;
     store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 2))));
     store.flush().await.unwrap();
-    assert_eq!(ids_of(&store).await, ["r2", "r1"], "the failed event was kept");
+    assert_eq!(
+        ids_of(&store).await,
+        ["r2", "r1"],
+        "the failed event was kept"
+    );
     store.close().await.unwrap();
 }
 

@@ -75,10 +75,19 @@ async fn postgres_two_gateways_share_keys_across_restarts() {
     };
 
     let mut a = Gateway::start_spec(spec_a());
-    let (key, _) = generate(&a, MASTER, json!({"key_alias": "shared-a", "max_budget": 5})).await;
+    let (key, _) = generate(
+        &a,
+        MASTER,
+        json!({"key_alias": "shared-a", "max_budget": 5}),
+    )
+    .await;
     let first = chat(&a, Some(&key), &chat_body("priced", "hello from a", false)).await;
     assert_eq!(first.resp.status, 200, "{}", first.resp.text);
-    assert_eq!(a.stop_graceful(Duration::from_secs(30)).map(|s| s.success()), Some(true));
+    assert_eq!(
+        a.stop_graceful(Duration::from_secs(30))
+            .map(|s| s.success()),
+        Some(true)
+    );
 
     // B, started on the same database, knows the key, its spend and its log row.
     let b = Gateway::start_spec(spec_b());
@@ -96,7 +105,10 @@ async fn postgres_two_gateways_share_keys_across_restarts() {
     let a = Gateway::start_spec(spec_a());
     assert_eq!(info(&a, MASTER, &key_b).await["key_alias"], "made-on-b");
     assert_eq!(chat_status(&a, &key_b, "priced").await, 200);
-    assert_eq!(key_spend(&a, MASTER, &key).await, first.cost() + second.cost());
+    assert_eq!(
+        key_spend(&a, MASTER, &key).await,
+        first.cost() + second.cost()
+    );
 
     // Both show the database without its password, and never log it.
     for gw in [&a, &b] {
@@ -148,14 +160,12 @@ async fn postgres_start_waits_for_a_server_that_comes_up_late() {
     }
     let db = postgres::fresh_database().unwrap();
     let port = free_port();
-    let late = db.replacen(
-        &format!(":{}/", server_port(&db)),
-        &format!(":{port}/"),
-        1,
-    );
+    let late = db.replacen(&format!(":{}/", server_port(&db)), &format!(":{port}/"), 1);
     late_server(port, server_port(&db), Duration::from_secs(2));
     let m = keyed_mock().await;
-    let cfg = config(&m.url()).llmgate_setting("database_wait_seconds", 60).yaml();
+    let cfg = config(&m.url())
+        .llmgate_setting("database_wait_seconds", 60)
+        .yaml();
     let url = url_with_password(&late);
     let env = [("DATABASE_URL", url.as_str())];
     let gw = Gateway::start_spec(Spec {
@@ -202,13 +212,23 @@ fn postgres_that_never_comes_up_fails_naming_host_port_and_database() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     let place = format!("127.0.0.1:{port}/keys");
-    assert!(err.contains(&format!("waiting for PostgreSQL at {place}")), "{err}");
-    let last = BufReader::new(err.as_bytes()).lines().last().unwrap().unwrap();
+    assert!(
+        err.contains(&format!("waiting for PostgreSQL at {place}")),
+        "{err}"
+    );
+    let last = BufReader::new(err.as_bytes())
+        .lines()
+        .last()
+        .unwrap()
+        .unwrap();
     assert!(
         last.contains(&format!("cannot connect to PostgreSQL at {place}")),
         "{last}"
     );
     assert!(last.to_lowercase().contains("connection refused"), "{last}");
     assert!(!err.contains(PASSWORD), "the password leaked:\n{err}");
-    assert!(!dir.path().join("unused.db").exists(), "SQLite was not used");
+    assert!(
+        !dir.path().join("unused.db").exists(),
+        "SQLite was not used"
+    );
 }

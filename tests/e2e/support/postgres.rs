@@ -63,7 +63,9 @@ fn create(admin: &str, name: &str) -> String {
     })
     .join()
     .unwrap();
-    let (base, _) = admin.rsplit_once('/').expect("LLMGATE_TEST_POSTGRES: a URL ending in /db");
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("LLMGATE_TEST_POSTGRES: a URL ending in /db");
     format!("{base}/{name}")
 }
 
@@ -71,11 +73,15 @@ fn create(admin: &str, name: &str) -> String {
 /// PostgreSQL its URL without a password (`db_url`).
 pub fn assert_db_shown(v: &serde_json::Value) {
     if active() {
-        let url = v["db_url"].as_str().unwrap_or_else(|| panic!("no db_url: {v}"));
+        let url = v["db_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no db_url: {v}"));
         assert!(url.starts_with("postgresql://postgres@127.0.0.1:"), "{v}");
         assert!(v.get("db_path").is_none(), "{v}");
     } else {
-        let path = v["db_path"].as_str().unwrap_or_else(|| panic!("no db_path: {v}"));
+        let path = v["db_path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no db_path: {v}"));
         assert!(path.ends_with("llmgate.db"), "{v}");
     }
 }
