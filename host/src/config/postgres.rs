@@ -66,3 +66,91 @@ pub(super) fn parse(
     )?;
     Some(Postgres { url, wait })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::raw::RawConfig;
+    use super::super::{Config, ConfigError, Overrides};
+
+    const MODEL: &str = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a}\n";
+
+    fn load(extra: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(&format!("{MODEL}{extra}")).unwrap();
+        super::super::validate::validate(
+            raw,
+            "config.yaml".into(),
+            &Overrides::default(),
+            &env.iter().copied().collect(),
+        )
+    }
+
+    fn shown(c: &Config) -> Option<String> {
+        c.postgres.as_ref().map(|p| p.url.to_string())
+    }
+
+    #[test]
+    fn chosen_by_database_url_os_environ_or_database_url_env() {
+        let url = "postgresql://u:pw-secret@db:5433/keys";
+        let want = Some("postgresql://u@db:5433/keys".to_owned());
+        let c = load(&format!("general_settings: {{database_url: {url}}}\n"), &[]).unwrap();
+        assert_eq!(shown(&c), want);
+        assert_eq!(c.postgres.unwrap().wait, std::time::Duration::from_secs(30));
+        let c = load(
+            "general_settings: {database_url: os.environ/PG}\nllmgate: {database_wait_seconds: 5}\n",
+            &[("PG", url)],
+        )
+        .unwrap();
+        assert_eq!(shown(&c), want);
+        assert_eq!(c.postgres.unwrap().wait, std::time::Duration::from_secs(5));
+        // DATABASE_URL, when the config names no database.
+        let c = load(
+            "",
+            &[("DATABASE_URL", "postgres://u:pw-secret@db:5433/keys")],
+        )
+        .unwrap();
+        assert_eq!(shown(&c), want);
+        // The config's SQLite file wins over DATABASE_URL.
+        for extra in [
+            "llmgate: {database_path: /tmp/x.db}\n",
+            "general_settings: {database_url: 'sqlite:///tmp/x.db'}\n",
+        ] {
+            let c = load(extra, &[("DATABASE_URL", url)]).unwrap();
+            assert_eq!(shown(&c), None, "{extra}");
+        }
+        // A DATABASE_URL that is not PostgreSQL: SQLite, with a warning.
+        let c = load("", &[("DATABASE_URL", "mysql://x")]).unwrap();
+        assert_eq!(shown(&c), None);
+        assert!(
+            c.warnings.iter().any(|w| w.contains("DATABASE_URL")),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(shown(&load("", &[]).unwrap()), None, "SQLite by default");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_repeating_it() {
+        let err = load(
+            "general_settings: {database_url: 'postgresql://u:pw-secret@db/keys?sslmode=require'}\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("general_settings.database_url: sslmode=require"),
+            "{text}"
+        );
+        assert!(!text.contains("pw-secret"), "{text}");
+        let err = load(
+            "",
+            &[("DATABASE_URL", "postgresql://u:pw-secret@db:nope/keys")],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("DATABASE_URL: not a valid PostgreSQL URL"),
+            "{text}"
+        );
+        assert!(!text.contains("pw-secret"), "{text}");
+    }
+}

@@ -143,7 +143,7 @@ fn chain(e: &dyn StdError) -> String {
     text
 }
 
-impl ToSql for Arg {
+impl ToSql for Arg<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -157,7 +157,7 @@ impl ToSql for Arg {
                 _ => v.to_sql_checked(ty, out),
             },
             Arg::Real(v) => v.to_sql_checked(ty, out),
-            Arg::Text(v) => v.to_sql_checked(ty, out),
+            Arg::Text(v) => v.as_ref().to_sql_checked(ty, out),
         }
     }
 
@@ -201,7 +201,7 @@ impl Cols for tokio_postgres::Row {
 }
 
 /// The arguments as the driver takes them.
-fn params(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
+fn params<'a>(args: &'a [Arg<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
     args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
 }
 
@@ -371,7 +371,7 @@ async fn delete_key(client: &tokio_postgres::Transaction<'_>, token: &str) -> an
 async fn query(
     client: &deadpool_postgres::Object,
     sql: &str,
-    args: &[Arg],
+    args: &[Arg<'_>],
 ) -> anyhow::Result<Vec<tokio_postgres::Row>> {
     let stmt = client.prepare_cached(&numbered_dollar(sql)).await?;
     Ok(client.query(&stmt, &params(args)).await?)

@@ -47,7 +47,7 @@ fn tags_join(dialect: Dialect) -> &'static str {
 }
 
 /// The `WHERE` clause and its arguments for `q`'s range and key.
-fn conditions(q: &SpendAggregate) -> (String, Vec<Arg>) {
+fn conditions(q: &SpendAggregate) -> (String, Vec<Arg<'_>>) {
     let mut conds = Vec::new();
     let mut args = Vec::new();
     if let Some(start) = q.start_ms {
@@ -60,7 +60,7 @@ fn conditions(q: &SpendAggregate) -> (String, Vec<Arg>) {
     }
     for (column, value) in [("l.api_key", &q.api_key), ("l.model_group", &q.model)] {
         if let Some(v) = value {
-            args.push(Arg::Text(v.clone()));
+            args.push(Arg::from(v.as_str()));
             conds.push(format!("{column} = ?{}", args.len()));
         }
     }
@@ -74,7 +74,7 @@ fn conditions(q: &SpendAggregate) -> (String, Vec<Arg>) {
 /// The statement and arguments summing the rows matching `q`, one row per distinct value
 /// of its groups (columns `g0`, `g1`, ..., then the sums [`totals`] reads); by spend,
 /// highest first, when `q.by_spend`, else by the groups in order.
-pub(super) fn aggregate_sql(q: &SpendAggregate, dialect: Dialect) -> (String, Vec<Arg>) {
+pub(super) fn aggregate_sql(q: &SpendAggregate, dialect: Dialect) -> (String, Vec<Arg<'_>>) {
     let groups: Vec<&str> = q.group_by.iter().map(|g| column(*g, dialect)).collect();
     let select = groups
         .iter()

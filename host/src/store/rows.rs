@@ -6,13 +6,16 @@
 //! backend rewrites them to `$1` ([`numbered_dollar`]). Arguments are [`Arg`]s, which both
 //! drivers bind; rows are read through [`Cols`], which both drivers' rows implement.
 
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
 
 use super::types::{KeyRecord, SpendLog, SpendQuery};
 
-/// One statement argument, bound the same way by both drivers.
+/// One statement argument, bound the same way by both drivers; text is borrowed from the
+/// row being written where it can be.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Arg {
+pub(super) enum Arg<'a> {
     /// SQL `NULL`.
     Null,
     /// An integer (`BIGINT`, or `INTEGER` for flags).
@@ -20,34 +23,34 @@ pub(super) enum Arg {
     /// A float (`DOUBLE PRECISION`).
     Real(f64),
     /// Text (JSON included).
-    Text(String),
+    Text(Cow<'a, str>),
 }
 
-impl From<i64> for Arg {
+impl From<i64> for Arg<'_> {
     fn from(v: i64) -> Self {
         Arg::Int(v)
     }
 }
 
-impl From<f64> for Arg {
+impl From<f64> for Arg<'_> {
     fn from(v: f64) -> Self {
         Arg::Real(v)
     }
 }
 
-impl From<String> for Arg {
+impl From<String> for Arg<'_> {
     fn from(v: String) -> Self {
-        Arg::Text(v)
+        Arg::Text(Cow::Owned(v))
     }
 }
 
-impl From<&str> for Arg {
-    fn from(v: &str) -> Self {
-        Arg::Text(v.to_owned())
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Arg::Text(Cow::Borrowed(v))
     }
 }
 
-impl<T: Into<Arg>> From<Option<T>> for Arg {
+impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
     fn from(v: Option<T>) -> Self {
         v.map_or(Arg::Null, Into::into)
     }
@@ -191,14 +194,14 @@ pub(super) const UPSERT_KEY: &str = "INSERT INTO llmgate_verification_tokens (
          soft_budget = excluded.soft_budget";
 
 /// The arguments of [`UPSERT_KEY`], in its column order.
-pub(super) fn key_args(k: &KeyRecord) -> serde_json::Result<Vec<Arg>> {
+pub(super) fn key_args(k: &KeyRecord) -> serde_json::Result<Vec<Arg<'_>>> {
     Ok(vec![
         k.token.as_str().into(),
         k.key_name.as_str().into(),
-        k.key_alias.clone().into(),
+        k.key_alias.as_deref().into(),
         k.spend.into(),
         k.max_budget.into(),
-        k.budget_duration.clone().into(),
+        k.budget_duration.as_deref().into(),
         k.budget_reset_at.into(),
         k.expires.into(),
         json(&k.models)?.into(),
@@ -209,8 +212,8 @@ pub(super) fn key_args(k: &KeyRecord) -> serde_json::Result<Vec<Arg>> {
         json(&k.model_max_budget)?.into(),
         json(&k.model_spend)?.into(),
         i64::from(k.blocked).into(),
-        k.user_id.clone().into(),
-        k.team_id.clone().into(),
+        k.user_id.as_deref().into(),
+        k.team_id.as_deref().into(),
         k.created_at.into(),
         k.updated_at.into(),
         k.soft_budget.into(),
@@ -276,7 +279,7 @@ pub(super) const UPSERT_LOG: &str = "INSERT INTO llmgate_spend_logs (
          requester_ip_address = excluded.requester_ip_address";
 
 /// The arguments of [`UPSERT_LOG`], in its column order.
-pub(super) fn log_args(l: &SpendLog) -> serde_json::Result<Vec<Arg>> {
+pub(super) fn log_args(l: &SpendLog) -> serde_json::Result<Vec<Arg<'_>>> {
     Ok(vec![
         l.request_id.as_str().into(),
         l.call_type.as_str().into(),
@@ -302,7 +305,7 @@ pub(super) fn log_args(l: &SpendLog) -> serde_json::Result<Vec<Arg>> {
         json(&l.request_tags)?.into(),
         l.messages.as_ref().map(json).transpose()?.into(),
         l.response.as_ref().map(json).transpose()?.into(),
-        l.requester_ip_address.clone().into(),
+        l.requester_ip_address.as_deref().into(),
     ])
 }
 
@@ -338,20 +341,22 @@ pub(super) fn log_from_row<R: Cols>(row: &R) -> Result<SpendLog, R::Error> {
 }
 
 /// The `WHERE` clause (empty or with a leading space) and arguments of `q`'s filters.
-fn log_conditions(q: &SpendQuery) -> (String, Vec<Arg>) {
+fn log_conditions(q: &SpendQuery) -> (String, Vec<Arg<'_>>) {
     let mut conditions = Vec::new();
     let mut args = Vec::new();
-    let mut text = |column: &str, value: &Option<String>| {
+    let texts = [
+        ("api_key", &q.api_key),
+        ("request_id", &q.request_id),
+        ("\"user\"", &q.user),
+        ("model_group", &q.model),
+        ("status", &q.status),
+    ];
+    for (column, value) in texts {
         if let Some(v) = value {
-            args.push(Arg::Text(v.clone()));
+            args.push(Arg::from(v.as_str()));
             conditions.push(format!("{column} = ?{}", args.len()));
         }
-    };
-    text("api_key", &q.api_key);
-    text("request_id", &q.request_id);
-    text("\"user\"", &q.user);
-    text("model_group", &q.model);
-    text("status", &q.status);
+    }
     if let Some(start) = q.start_ms {
         args.push(Arg::Int(start));
         conditions.push(format!("start_time_ms >= ?{}", args.len()));
@@ -368,7 +373,7 @@ fn log_conditions(q: &SpendQuery) -> (String, Vec<Arg>) {
 
 /// The statement and arguments for the spend log rows matching `q`, newest first
 /// (`start_time_ms`, then `request_id`, descending).
-pub(super) fn query_logs_sql(q: &SpendQuery) -> (String, Vec<Arg>) {
+pub(super) fn query_logs_sql(q: &SpendQuery) -> (String, Vec<Arg<'_>>) {
     let (clause, mut args) = log_conditions(q);
     let mut sql = format!("SELECT {LOG_COLUMNS} FROM llmgate_spend_logs{clause}");
     sql.push_str(" ORDER BY start_time_ms DESC, request_id DESC");
@@ -387,7 +392,7 @@ pub(super) fn query_logs_sql(q: &SpendQuery) -> (String, Vec<Arg>) {
 
 /// The statement and arguments counting the spend log rows matching `q` (its limit and
 /// offset aside); one column, `n`.
-pub(super) fn count_logs_sql(q: &SpendQuery) -> (String, Vec<Arg>) {
+pub(super) fn count_logs_sql(q: &SpendQuery) -> (String, Vec<Arg<'_>>) {
     let (clause, args) = log_conditions(q);
     (
         format!("SELECT COUNT(*) AS n FROM llmgate_spend_logs{clause}"),

@@ -11,7 +11,7 @@ use super::rows::{self, Arg, Cols};
 use super::types::{KeyRecord, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
 use super::worker::{Backend, Pending};
 
-impl rusqlite::ToSql for Arg {
+impl rusqlite::ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
             Arg::Null => ValueRef::Null,
