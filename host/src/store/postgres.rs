@@ -34,7 +34,9 @@ use super::worker::{Backend, Pending};
 /// The advisory lock the migrations run under (any constant; "llmgate" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006c_6c6d_6761_7465;
 /// Connections the pool keeps at most (the store thread uses one at a time; a spare
-/// replaces a broken one without waiting).
+/// replaces a broken one without waiting). Each is checked with an empty query when taken
+/// (`RecyclingMethod::Verified`: one round trip per batch), so a server restart costs a
+/// reconnect, not a failed write.
 const POOL_SIZE: usize = 2;
 /// Longest pause between two connection attempts at start.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
@@ -248,7 +250,7 @@ fn pool(url: &PgUrl, wait: Duration) -> anyhow::Result<Pool> {
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     Pool::builder(manager)
