@@ -18,11 +18,13 @@
 //!
 //! Modules are layered and only point down: leaves ([`net`], [`pricing`], [`wit`],
 //! [`models`]) → [`store`] → [`config`], [`error`] → [`ledger`], [`plugins`] → [`gateway`]
-//! → [`api`] → [`server`] (which also runs plugin hot reload). `ARCHITECTURE.md` has the
-//! whole map; `host/tests/layers.rs` fails on an upward import or a cycle.
+//! → [`api`] → [`server`] (which also runs plugin hot reload) → [`db`] (the `llmgate db`
+//! subcommands). `ARCHITECTURE.md` has the whole map; `host/tests/layers.rs` fails on an
+//! upward import or a cycle.
 
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod gateway;
 pub mod ledger;
@@ -130,6 +132,12 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
             )
         })?,
     };
+    // The one line that says where keys and spend live (PostgreSQL: its URL without the
+    // password).
+    match &config.postgres {
+        Some(pg) => tracing::info!(postgresql = %pg.url, "database"),
+        None => tracing::info!(sqlite = %config.database_path.display(), "database"),
+    }
     let settings = ledger::Settings {
         master_key_hash: config.master_key.as_ref().map(|k| {
             use sha2::Digest as _;
@@ -163,7 +171,6 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
             "exporting traces over OTLP"
         );
     }
-    tracing::info!(db = %ledger.store().location(), "store ready");
     let metrics = config.metrics;
     let gw = Arc::new(gateway::Gateway::new(
         config,

@@ -15,8 +15,17 @@ use llmgate::{RunOptions, run};
 #[derive(Debug, Parser)]
 #[command(name = "llmgate", version, about)]
 struct Cli {
+    /// Instead of serving: database maintenance (`llmgate db --help`).
+    #[command(subcommand)]
+    command: Option<Command>,
     /// LiteLLM-compatible config.yaml.
-    #[arg(short, long, env = "LLMGATE_CONFIG", alias = "config_file_path")]
+    #[arg(
+        short,
+        long,
+        env = "LLMGATE_CONFIG",
+        alias = "config_file_path",
+        global = true
+    )]
     config: Option<PathBuf>,
     /// Serve this model (provider/model, e.g. openai/gpt-4o), like `litellm --model`.
     /// Repeatable; the first one also answers for any model name.
@@ -56,6 +65,32 @@ struct Cli {
     /// Logs as JSON lines.
     #[arg(long = "json-logs", alias = "json_logs")]
     json_logs: bool,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Database maintenance on the database the config names; then exit.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+/// `llmgate db ...`.
+#[derive(Debug, clap::Subcommand)]
+enum DbCommand {
+    /// Apply pending schema migrations and exit, printing the version before and after.
+    /// Refused while a gateway serves from the database.
+    Migrate {
+        /// Change nothing: exit 1 if migrations are pending (or the database is missing).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a consistent copy of the database to FILE (which must not exist), also while
+    /// a gateway serves from it.
+    Backup {
+        /// The new file.
+        file: PathBuf,
+    },
 }
 
 /// `--scheduler`.
@@ -98,6 +133,16 @@ fn main() -> std::process::ExitCode {
     } else {
         builder.init();
     }
+    let overrides = Overrides {
+        models: cli.model,
+        alias: cli.alias,
+        api_base: cli.api_base,
+        plugins_dir: cli.plugins_dir,
+        config_dir: None,
+    };
+    if let Some(Command::Db(action)) = cli.command {
+        return db(cli.config.as_deref(), &overrides, action);
+    }
 
     let workers = cli
         .num_workers
@@ -121,18 +166,35 @@ fn main() -> std::process::ExitCode {
     };
     let opts = RunOptions {
         config: cli.config,
-        overrides: Overrides {
-            models: cli.model,
-            alias: cli.alias,
-            api_base: cli.api_base,
-            plugins_dir: cli.plugins_dir,
-        },
+        overrides,
         host: cli.host,
         port: cli.port,
         event_loops: if shared { 1 } else { workers },
     };
     match rt.block_on(run(opts)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `llmgate db ...`: run it, print its answer on stdout.
+fn db(
+    config: Option<&std::path::Path>,
+    overrides: &Overrides,
+    action: DbCommand,
+) -> std::process::ExitCode {
+    let action = match action {
+        DbCommand::Migrate { check } => llmgate::db::Action::Migrate { check },
+        DbCommand::Backup { file } => llmgate::db::Action::Backup { file },
+    };
+    match llmgate::db::run(config, overrides, &action) {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("llmgate: {e:#}");
             std::process::ExitCode::FAILURE

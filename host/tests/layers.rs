@@ -31,6 +31,8 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     // The router, connections, event loops, hot reload.
     &["server"],
+    // Commands other than serving (`llmgate db ...`).
+    &["db"],
 ];
 
 /// One reference from a module to another top-level module.

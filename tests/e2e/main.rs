@@ -10,6 +10,7 @@ mod alerts;
 mod anthropic;
 mod clients;
 mod config_reload;
+mod database;
 mod faults;
 mod harness;
 mod health;

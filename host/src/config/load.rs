@@ -8,14 +8,22 @@ use super::raw::RawConfig;
 use super::validate::validate;
 use super::{Config, ConfigError, Overrides};
 
-/// Load and validate `path`, then apply `overrides`.
+/// Load and validate `path`, then apply `overrides`. The default database file is next to
+/// `path` (unless `overrides.config_dir` says where).
 pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let env = Environment::capture();
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| ConfigError(vec![format!("{}: cannot read: {e}", p.display())]))?;
-            from_text(&text, &p.display().to_string(), overrides, &env)
+            let overrides = Overrides {
+                config_dir: overrides
+                    .config_dir
+                    .clone()
+                    .or_else(|| p.parent().map(Path::to_path_buf)),
+                ..overrides.clone()
+            };
+            from_text(&text, &p.display().to_string(), &overrides, &env)
         }
         None => validate(
             RawConfig::default(),

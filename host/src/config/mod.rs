@@ -191,7 +191,7 @@ pub struct Config {
     pub max_response_body_bytes: usize,
     /// `general_settings.master_key`.
     pub master_key: Option<Secret>,
-    /// The SQLite database file.
+    /// The SQLite database file (see [`crate::store::default_path`] for the default).
     pub database_path: PathBuf,
     /// The PostgreSQL store, when chosen (`database_url`, `DATABASE_URL`); then
     /// `database_path` is not used.
@@ -275,6 +275,10 @@ pub struct Overrides {
     pub api_base: Option<String>,
     /// `--plugins-dir`.
     pub plugins_dir: Option<PathBuf>,
+    /// The folder of the `--config` file, where the database file is unless the config or
+    /// `LLMGATE_DB` names one (`None`: the working directory). [`load`] sets it from the
+    /// file it reads when left `None`.
+    pub config_dir: Option<PathBuf>,
 }
 
 /// Every problem found while validating, one per line.
@@ -583,6 +587,7 @@ llmgate:
             alias: Some("fast".into()),
             api_base: Some(api_base.into()),
             plugins_dir: None,
+            config_dir: None,
         };
         let raw: RawConfig = serde_yaml_ng::from_str(
             "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a}\n",

@@ -41,7 +41,12 @@ pub fn validate(
     let (default_policy, group_policies) = policies(&mut v, &ll.routing, &routing, &known);
     let master_key = master_key(&mut v, &raw.general_settings);
     refuse_unsupported_auth(&mut v, &raw.general_settings);
-    let database_path = database_path(&mut v, &raw.general_settings, ll.database_path.as_deref());
+    let database_path = database_path(
+        &mut v,
+        &raw.general_settings,
+        ll.database_path.as_deref(),
+        overrides.config_dir.as_deref(),
+    );
     let postgres = super::postgres::parse(
         &mut v,
         &raw.general_settings,
@@ -358,11 +363,13 @@ fn policies(
 }
 
 /// `general_settings.database_url` (SQLite; a PostgreSQL URL is `super::postgres`'s), else
-/// `llmgate.database_path`, else the default file.
+/// `llmgate.database_path`, else the default file (`$LLMGATE_DB`, else `llmgate.db` in
+/// `config_dir` or the working directory).
 fn database_path(
     v: &mut Validator,
     general: &BTreeMap<String, Value>,
     database_path: Option<&str>,
+    config_dir: Option<&std::path::Path>,
 ) -> PathBuf {
     const AT: &str = "general_settings.database_url";
     let from_url = general.get("database_url").and_then(|u| {
@@ -390,7 +397,7 @@ fn database_path(
     });
     from_url
         .or_else(|| database_path.map(PathBuf::from))
-        .unwrap_or_else(crate::store::default_path)
+        .unwrap_or_else(|| crate::store::default_path(config_dir))
 }
 
 /// `llmgate.budget_admission` and `llmgate.default_reserved_output_tokens`.

@@ -171,7 +171,7 @@ pub(super) fn refused(ledger: &Ledger, asked: &Asked<'_>, err: &Error) {
         error_class: Some(exception_class(err)),
         ..Facts::default()
     };
-    ledger.refused(asked.caller, log, &facts);
+    ledger.refused(asked.caller, log, facts);
 }
 
 /// The host of a URL (never its user info), for span attributes.
@@ -228,8 +228,12 @@ impl Billing {
         Some((trace.upstream_traceparent(span)?, trace.state.clone()))
     }
 
-    /// Record a plugin call made for the request (for the current attempt if `attempt`).
+    /// Record a plugin call made for the request (for the current attempt if `attempt`),
+    /// when its trace is exported (only spans read them).
     pub fn plugin_call(&mut self, mut call: PluginCall, attempt: bool) {
+        if !self.ticket.facts.trace.as_ref().is_some_and(|t| t.exported) {
+            return;
+        }
         if attempt {
             call.attempt = self.ticket.facts.attempts.len().checked_sub(1);
         }

@@ -330,13 +330,15 @@ impl Ticket {
             store.record(st.spend_event());
             totals = Some(st.totals());
         }
+        let log = Arc::new(std::mem::take(&mut self.log));
+        let facts = Arc::new(std::mem::take(&mut self.facts));
         self.ledger.observer.record(&Record {
-            log: &self.log,
-            facts: &self.facts,
+            log: &log,
+            facts: &facts,
             key: totals,
         });
         if self.ledger.settings.spend_logs {
-            store.record(SpendEvent::Log(Box::new(std::mem::take(&mut self.log))));
+            store.record(SpendEvent::Log(log));
         }
         key_spend
     }
@@ -479,7 +481,7 @@ impl Ledger {
 
     /// A request refused before admission gave it a ticket (no key, a bad body, an unknown
     /// model, a limit): its record, with the caller's key named as the spend log names it.
-    pub fn refused(&self, caller: Option<&Caller>, mut log: SpendLog, facts: &Facts) {
+    pub fn refused(&self, caller: Option<&Caller>, mut log: SpendLog, facts: Facts) {
         log.end_time_ms = unix_now_ms();
         log.status = "failure".into();
         match caller {
@@ -488,8 +490,8 @@ impl Ledger {
             _ => {}
         }
         self.observer.record(&Record {
-            log: &log,
-            facts,
+            log: &Arc::new(log),
+            facts: &Arc::new(facts),
             key: None,
         });
     }

@@ -15,16 +15,19 @@
 //! so queries that group by them still work; `client_ip` and `user_agent` stay empty on
 //! purpose (one series per client address would grow without bound).
 //!
-//! Cost on the request path: one label lookup per series touched (a hash of the label
-//! values and a read lock in the `prometheus` crate), no allocation but the status text.
+//! Cost on the request path: one hash of the request's label values and one map lookup
+//! under a read lock ([`SeriesCache`]), then an atomic add per series touched; no
+//! allocation once a label set has been seen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 use prometheus::core::{Collector, GenericCounter, Number};
 use prometheus::{
-    CounterVec, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, Opts, Registry,
 };
 
 use super::{Record, Sink};
@@ -328,6 +331,8 @@ pub struct Metrics {
     registry: Registry,
     deployments: ArcSwap<HashMap<String, DeploymentLabels>>,
     req: PerRequest,
+    /// The per-request series of each label set seen, resolved once.
+    series: SeriesCache,
     at: AtScrape,
     /// Counters of [`Scrape::extra_counters`], made on first sight.
     extra: Mutex<HashMap<&'static str, IntCounterVec>>,
@@ -380,6 +385,29 @@ impl<'a> Labels<'a> {
             "fallback_model" => self.fallback_model,
             _ => "",
         }
+    }
+
+    /// Every value, in field order: what tells one label set from another.
+    fn key(&self) -> [&'a str; 17] {
+        [
+            self.end_user,
+            self.hashed_api_key,
+            self.api_key_alias,
+            self.requested_model,
+            self.team,
+            self.user,
+            self.status_code,
+            self.route,
+            self.model_group,
+            self.model,
+            self.model_id,
+            self.api_provider,
+            self.api_base,
+            self.litellm_model_name,
+            self.exception_status,
+            self.exception_class,
+            self.fallback_model,
+        ]
     }
 
     /// The values of `names`, in order (at most 16).
@@ -435,6 +463,7 @@ impl Metrics {
             registry,
             deployments: ArcSwap::from_pointee(HashMap::new()),
             req,
+            series: SeriesCache::default(),
             at,
             extra: Mutex::default(),
             scraping: Mutex::new(()),
@@ -511,7 +540,8 @@ impl Sink for Metrics {
     fn record(&self, r: &Record<'_>) {
         let (log, facts) = (r.log, r.facts);
         let deployments = self.deployments.load();
-        let status = facts.status.to_string();
+        let mut status = itoa::Buffer::new();
+        let status = status.format(facts.status);
         let base = Labels {
             end_user: &log.user,
             hashed_api_key: &log.api_key,
@@ -519,70 +549,94 @@ impl Sink for Metrics {
             requested_model: &facts.requested_model,
             team: meta(log, "user_api_key_team_id"),
             user: meta(log, "user_api_key_user_id"),
-            status_code: &status,
+            status_code: status,
             route: facts.api,
             model_group: &log.model_group,
             model: &log.model,
             model_id: &log.model_id,
             api_provider: &log.custom_llm_provider,
             api_base: &log.api_base,
-            exception_status: &status,
+            exception_status: status,
             exception_class: facts.error_class.unwrap_or(""),
             ..Labels::default()
         }
         .at(deployments.get(&log.model_id));
-        let p = &self.req;
-        with(&p.total, TOTAL_REQUESTS_LABELS, &base).inc();
+        let series = self.series.of(&base);
+        let s = Resolve {
+            p: &self.req,
+            l: &base,
+            s: &series,
+        };
+        s.counter(|s| &s.total, |p| &p.total, TOTAL_REQUESTS_LABELS)
+            .inc();
         let ok = facts.error_class.is_none() && facts.status < 400;
         if ok {
-            self.succeeded(log, facts, &base);
+            self.succeeded(log, facts, &s);
         } else {
-            with(&p.failed, FAILED_REQUESTS_LABELS, &base).inc();
+            s.counter(|s| &s.failed, |p| &p.failed, FAILED_REQUESTS_LABELS)
+                .inc();
         }
-        self.usage(log, &base);
-        self.attempts(facts, &base, &deployments, &status);
+        self.usage(log, &s);
+        self.attempts(facts, &s, &deployments, status);
         if let Some(k) = r.key {
-            self.key(&k, &base);
+            self.key(&k, &s);
         }
     }
 }
 
 impl Metrics {
     /// A request that answered: its latencies.
-    fn succeeded(&self, log: &SpendLog, facts: &super::Facts, l: &Labels<'_>) {
-        let p = &self.req;
-        with(&p.requests, REQUESTS_LABELS, l).inc();
+    fn succeeded(&self, log: &SpendLog, facts: &super::Facts, s: &Resolve<'_>) {
+        s.counter(|s| &s.requests, |p| &p.requests, REQUESTS_LABELS)
+            .inc();
         let total_ms = (log.end_time_ms - log.start_time_ms) as f64;
-        with(&p.total_latency, TOTAL_LATENCY_LABELS, l).observe(seconds(total_ms));
+        s.histogram(
+            |s| &s.total_latency,
+            |p| &p.total_latency,
+            TOTAL_LATENCY_LABELS,
+        )
+        .observe(seconds(total_ms));
         if let Some(served) = facts.attempts.last() {
-            with(&p.api_latency, API_LATENCY_LABELS, l).observe(seconds(served.duration_ms));
+            s.histogram(|s| &s.api_latency, |p| &p.api_latency, API_LATENCY_LABELS)
+                .observe(seconds(served.duration_ms));
             if let Some(first) = log.completion_start_time_ms {
                 let ttft = (first - served.start_ms) as f64;
-                with(&p.ttft, API_LATENCY_LABELS, l).observe(seconds(ttft));
+                s.histogram(|s| &s.ttft, |p| &p.ttft, API_LATENCY_LABELS)
+                    .observe(seconds(ttft));
             }
         }
         let upstream: f64 = facts.attempts.iter().map(|a| a.duration_ms).sum();
-        with(&p.overhead, OVERHEAD_LABELS, l).observe(seconds(total_ms - upstream));
+        s.histogram(|s| &s.overhead, |p| &p.overhead, OVERHEAD_LABELS)
+            .observe(seconds(total_ms - upstream));
     }
 
     /// Tokens and spend, whatever the outcome (a client that left mid-stream still paid).
-    fn usage(&self, log: &SpendLog, l: &Labels<'_>) {
-        let p = &self.req;
+    fn usage(&self, log: &SpendLog, s: &Resolve<'_>) {
         if log.spend > 0.0 {
-            with(&p.spend, SPEND_LABELS, l).inc_by(log.spend);
+            s.fcounter(|s| &s.spend, |p| &p.spend, SPEND_LABELS)
+                .inc_by(log.spend);
         }
         if log.total_tokens == 0 {
             return;
         }
-        with(&p.total_tokens, TOKENS_LABELS, l).inc_by(log.total_tokens as f64);
-        with(&p.input_tokens, TOKENS_LABELS, l).inc_by(log.prompt_tokens as f64);
-        with(&p.output_tokens, TOKENS_LABELS, l).inc_by(log.completion_tokens as f64);
+        let tokens = |n: u64| n as f64;
+        s.fcounter(|s| &s.total_tokens, |p| &p.total_tokens, TOKENS_LABELS)
+            .inc_by(tokens(log.total_tokens));
+        s.fcounter(|s| &s.input_tokens, |p| &p.input_tokens, TOKENS_LABELS)
+            .inc_by(tokens(log.prompt_tokens));
+        s.fcounter(|s| &s.output_tokens, |p| &p.output_tokens, TOKENS_LABELS)
+            .inc_by(tokens(log.completion_tokens));
         if log.cache_read_input_tokens > 0 {
-            with(&p.cached_tokens, TOKENS_LABELS, l).inc_by(log.cache_read_input_tokens as f64);
+            s.fcounter(|s| &s.cached_tokens, |p| &p.cached_tokens, TOKENS_LABELS)
+                .inc_by(tokens(log.cache_read_input_tokens));
         }
         if log.cache_creation_input_tokens > 0 {
-            let n = log.cache_creation_input_tokens as f64;
-            with(&p.cache_creation_tokens, TOKENS_LABELS, l).inc_by(n);
+            s.fcounter(
+                |s| &s.cache_creation_tokens,
+                |p| &p.cache_creation_tokens,
+                TOKENS_LABELS,
+            )
+            .inc_by(tokens(log.cache_creation_input_tokens));
         }
     }
 
@@ -591,10 +645,32 @@ impl Metrics {
     fn attempts(
         &self,
         facts: &super::Facts,
-        base: &Labels<'_>,
+        s: &Resolve<'_>,
         deployments: &HashMap<String, DeploymentLabels>,
         status: &str,
     ) {
+        let base = s.l;
+        if let [a] = facts.attempts.as_slice()
+            && a.error_class.is_none()
+            && a.deployment == base.model_id
+            && a.model_group == base.model_group
+        {
+            // The usual request, one attempt that answered at the deployment the row
+            // names: its labels are the request's.
+            s.counter(
+                |s| &s.dep_total,
+                |p| &p.dep_total,
+                DEPLOYMENT_REQUEST_LABELS,
+            )
+            .inc();
+            s.counter(
+                |s| &s.dep_success,
+                |p| &p.dep_success,
+                DEPLOYMENT_REQUEST_LABELS,
+            )
+            .inc();
+            return;
+        }
         let p = &self.req;
         let first_group = facts.attempts.first().map(|a| a.model_group.as_str());
         let first_failure = facts.attempts.iter().position(|a| a.error_class.is_some());
@@ -646,19 +722,162 @@ impl Metrics {
     }
 
     /// The key's budget and what is left of its limits after the request.
-    fn key(&self, k: &super::KeyTotals, l: &Labels<'_>) {
-        let p = &self.req;
+    fn key(&self, k: &super::KeyTotals, s: &Resolve<'_>) {
         let max = k.max_budget.unwrap_or(f64::INFINITY);
-        with(&p.key_max_budget, KEY_BUDGET_LABELS, l).set(max);
-        with(&p.key_remaining_budget, KEY_BUDGET_LABELS, l).set(max - k.spend);
+        s.gauge(
+            |s| &s.key_max_budget,
+            |p| &p.key_max_budget,
+            KEY_BUDGET_LABELS,
+        )
+        .set(max);
+        s.gauge(
+            |s| &s.key_remaining_budget,
+            |p| &p.key_remaining_budget,
+            KEY_BUDGET_LABELS,
+        )
+        .set(max - k.spend);
         if let Some(n) = k.remaining_requests {
-            with(&p.remaining_requests, OVERHEAD_LABELS, l).set(n as f64);
-            with(&p.key_requests_for_model, KEY_MODEL_LIMIT_LABELS, l).set(n as f64);
+            s.gauge(
+                |s| &s.remaining_requests,
+                |p| &p.remaining_requests,
+                OVERHEAD_LABELS,
+            )
+            .set(n as f64);
+            s.gauge(
+                |s| &s.key_requests_for_model,
+                |p| &p.key_requests_for_model,
+                KEY_MODEL_LIMIT_LABELS,
+            )
+            .set(n as f64);
         }
         if let Some(n) = k.remaining_tokens {
-            with(&p.remaining_tokens, OVERHEAD_LABELS, l).set(n as f64);
-            with(&p.key_tokens_for_model, KEY_MODEL_LIMIT_LABELS, l).set(n as f64);
+            s.gauge(
+                |s| &s.remaining_tokens,
+                |p| &p.remaining_tokens,
+                OVERHEAD_LABELS,
+            )
+            .set(n as f64);
+            s.gauge(
+                |s| &s.key_tokens_for_model,
+                |p| &p.key_tokens_for_model,
+                KEY_MODEL_LIMIT_LABELS,
+            )
+            .set(n as f64);
         }
+    }
+}
+
+/// The per-request series one label set selects, each looked up in its vector the first
+/// time a request with these labels touches it (so no series appears before it is
+/// observed, as with a lookup per request).
+#[derive(Default)]
+struct Series {
+    total: OnceLock<IntCounter>,
+    failed: OnceLock<IntCounter>,
+    requests: OnceLock<IntCounter>,
+    total_latency: OnceLock<Histogram>,
+    api_latency: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    overhead: OnceLock<Histogram>,
+    spend: OnceLock<Counter>,
+    total_tokens: OnceLock<Counter>,
+    input_tokens: OnceLock<Counter>,
+    output_tokens: OnceLock<Counter>,
+    cached_tokens: OnceLock<Counter>,
+    cache_creation_tokens: OnceLock<Counter>,
+    dep_total: OnceLock<IntCounter>,
+    dep_success: OnceLock<IntCounter>,
+    key_remaining_budget: OnceLock<Gauge>,
+    key_max_budget: OnceLock<Gauge>,
+    remaining_requests: OnceLock<Gauge>,
+    remaining_tokens: OnceLock<Gauge>,
+    key_requests_for_model: OnceLock<Gauge>,
+    key_tokens_for_model: OnceLock<Gauge>,
+}
+
+/// The [`Series`] of every label set seen: a request's labels are hashed once and its
+/// series found with one map lookup, instead of one hash and lookup per series in the
+/// `prometheus` crate (about a dozen per request). Grows with the label sets, as the
+/// metric vectors themselves do.
+#[derive(Default)]
+struct SeriesCache {
+    hasher: RandomState,
+    /// By the hash of the label values: the label sets with that hash and their series.
+    sets: RwLock<LabelSets>,
+}
+
+/// Label sets by the hash of their values, each with its series.
+type LabelSets = HashMap<u64, Vec<(Box<[Box<str>]>, Arc<Series>)>>;
+
+impl SeriesCache {
+    /// The series of `labels`' label set, made empty on first sight.
+    fn of(&self, labels: &Labels<'_>) -> Arc<Series> {
+        let key = labels.key();
+        let hash = self.hasher.hash_one(key);
+        let same = |set: &[Box<str>]| set.iter().map(|v| &**v).eq(key.iter().copied());
+        let found = |sets: &LabelSets| {
+            sets.get(&hash)?
+                .iter()
+                .find(|(set, _)| same(set))
+                .map(|(_, series)| series.clone())
+        };
+        if let Some(series) = found(&self.sets.read().unwrap_or_else(PoisonError::into_inner)) {
+            return series;
+        }
+        let mut sets = self.sets.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = found(&sets) {
+            return series;
+        }
+        let series = Arc::new(Series::default());
+        let set = key.iter().map(|v| Box::<str>::from(*v)).collect();
+        sets.entry(hash).or_default().push((set, series.clone()));
+        series
+    }
+}
+
+/// One request's way to its series: the cached [`Series`] for its labels, and the vectors
+/// and labels to make one on first use.
+struct Resolve<'a> {
+    p: &'a PerRequest,
+    l: &'a Labels<'a>,
+    s: &'a Series,
+}
+
+impl Resolve<'_> {
+    fn counter(
+        &self,
+        cell: impl Fn(&Series) -> &OnceLock<IntCounter>,
+        vec: impl Fn(&PerRequest) -> &IntCounterVec,
+        names: &[&str],
+    ) -> &IntCounter {
+        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
+    }
+
+    fn fcounter(
+        &self,
+        cell: impl Fn(&Series) -> &OnceLock<Counter>,
+        vec: impl Fn(&PerRequest) -> &CounterVec,
+        names: &[&str],
+    ) -> &Counter {
+        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
+    }
+
+    fn histogram(
+        &self,
+        cell: impl Fn(&Series) -> &OnceLock<Histogram>,
+        vec: impl Fn(&PerRequest) -> &HistogramVec,
+        names: &[&str],
+    ) -> &Histogram {
+        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
+    }
+
+    fn gauge(
+        &self,
+        cell: impl Fn(&Series) -> &OnceLock<Gauge>,
+        vec: impl Fn(&PerRequest) -> &GaugeVec,
+        names: &[&str],
+    ) -> &Gauge {
+        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
     }
 }
 
@@ -1031,8 +1250,8 @@ mod tests {
             soft_budget: None,
         };
         m.record(&Record {
-            log: &log,
-            facts: &facts,
+            log: &Arc::new(log),
+            facts: &Arc::new(facts),
             key: Some(key),
         });
         let scrape = Scrape {

@@ -28,10 +28,11 @@ use crate::wit::types::{Api, ErrorClass};
 /// How one request ended: its spend log row, the pipeline's facts and the key's totals.
 pub struct Record<'a> {
     /// The spend log row: ids, times, model group, deployment, tokens, cost, key hash and
-    /// alias (in `metadata`).
-    pub log: &'a SpendLog,
-    /// What the pipeline knows beside the row.
-    pub facts: &'a Facts,
+    /// alias (in `metadata`). Shared: a sink that works later (the trace exporter) keeps a
+    /// clone of the `Arc` rather than copying the row.
+    pub log: &'a Arc<SpendLog>,
+    /// What the pipeline knows beside the row (shared likewise).
+    pub facts: &'a Arc<Facts>,
     /// The key's spend and limits after this request, when a virtual key made it.
     pub key: Option<KeyTotals>,
 }
@@ -53,7 +54,8 @@ pub struct Facts {
     pub error_class: Option<&'static str>,
     /// The attempts made, in order.
     pub attempts: Vec<AttemptFacts>,
-    /// The plugin calls made (policy route, provider plan and parse), in order.
+    /// The plugin calls made (policy route, provider plan and parse), in order; only kept
+    /// when the request's trace is exported.
     pub plugin_calls: Vec<PluginCall>,
     /// The request's W3C trace context (the client's `traceparent`, or a new trace when
     /// tracing is on); `None`: neither.

@@ -4,9 +4,10 @@
 //! Per request: a SERVER span (`chat {model}`, the GenAI semantic conventions'
 //! attributes), a CLIENT child span per attempt (its span id is the one the upstream got in
 //! `traceparent`), and an INTERNAL child span per plugin call (policy `route`, provider
-//! `plan`, `parse`, `stream_start`: under their attempt). The spans are built on the
-//! request's task when it ends and queued (bounded; a full queue drops, never blocks); a
-//! task on the runtime exports them in batches over HTTP/protobuf or gRPC.
+//! `plan`, `parse`, `stream_start`: under their attempt). The request's task only queues
+//! the ended request (bounded; a full queue drops, never blocks); a thread of the
+//! exporter's own builds the spans and exports them in batches over HTTP/protobuf or gRPC,
+//! off the event loops.
 //!
 //! Configuration is the standard OpenTelemetry environment (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
@@ -16,7 +17,10 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use anyhow::Context as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{
@@ -162,10 +166,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The trace exporter: a batch span processor over an OTLP exporter.
+/// Requests whose spans wait to be built, at most; more are dropped (and counted).
+const QUEUE: usize = 8192;
+/// How often the exporter thread takes up the queued requests.
+const TAKE_EVERY: Duration = Duration::from_millis(100);
+
+/// The trace exporter. The request path only queues each ended request (two `Arc` clones
+/// under an uncontended lock, no wake-up); a thread of its own, with its own runtime,
+/// takes them up every [`TAKE_EVERY`], builds their spans and runs the batch span
+/// processor that encodes and sends them, so none of that work runs on the event loops.
 pub struct Otel {
-    processor: BatchSpanProcessor<Tokio>,
+    /// Ended requests not yet taken up by the exporter thread.
+    queue: Mutex<Vec<Ended>>,
+    /// Requests dropped because the queue was full.
+    dropped: AtomicU64,
+    /// Asks the exporter thread to export what is left and stop.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>>>,
     scope: InstrumentationScope,
+}
+
+/// One ended request, as queued for its spans.
+struct Ended {
+    log: Arc<SpendLog>,
+    facts: Arc<Facts>,
 }
 
 impl std::fmt::Debug for Otel {
@@ -175,22 +198,27 @@ impl std::fmt::Debug for Otel {
 }
 
 impl Otel {
-    /// Build the exporter and its batch processor (on the current tokio runtime) and mark
-    /// tracing on. Call once, at start.
+    /// Start the exporter thread (its runtime, the OTLP exporter and the batch processor)
+    /// and mark tracing on. Call once, at start.
     pub fn install(settings: &Settings) -> anyhow::Result<Arc<Self>> {
-        let exporter = exporter(settings)?;
-        let mut processor = BatchSpanProcessor::builder(exporter, Tokio).build();
-        // The resource: `service.name` and `OTEL_RESOURCE_ATTRIBUTES` (read by the builder).
-        let resource = Resource::builder()
-            .with_service_name(settings.service_name.clone())
-            .build();
-        processor.set_resource(&resource);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let otel = Arc::new(Self {
-            processor,
+            queue: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            stop: Mutex::new(Some(stop_tx)),
             scope: InstrumentationScope::builder("llmgate")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
         });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (settings, me) = (settings.clone(), otel.clone());
+        std::thread::Builder::new()
+            .name("llmgate-otel".into())
+            .spawn(move || me.export_thread(&settings, &ready_tx, stop_rx))
+            .context("starting the trace exporter thread")?;
+        ready_rx
+            .recv()
+            .context("the trace exporter thread stopped")??;
         let _ = INSTALLED.set(otel.clone());
         Ok(otel)
     }
@@ -200,11 +228,98 @@ impl Otel {
         let Some(otel) = INSTALLED.get().cloned() else {
             return;
         };
-        let done = tokio::task::spawn_blocking(move || otel.processor.shutdown());
-        match tokio::time::timeout(Duration::from_secs(5), done).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("exporting the last spans failed: {e}"),
-            _ => tracing::warn!("exporting the last spans did not finish"),
+        let Some(stop) = otel
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if stop.send(done_tx).is_err() {
+            return;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), done_rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!("exporting the last spans did not finish");
+        }
+    }
+
+    /// The exporter thread: build the processor, report it ready (or why not), then take
+    /// up the queue until asked to stop.
+    fn export_thread(
+        &self,
+        settings: &Settings,
+        ready: &std::sync::mpsc::Sender<anyhow::Result<()>>,
+        stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(Err(anyhow::Error::new(e).context("the exporter's runtime")));
+                return;
+            }
+        };
+        runtime.block_on(async {
+            // Built inside this runtime: the processor's export task runs here.
+            let processor = match processor(settings) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            let done = self.take_up(&processor, stop).await;
+            let p = processor.clone();
+            match tokio::task::spawn_blocking(move || p.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("exporting the last spans failed: {e}"),
+                Err(e) => tracing::warn!("exporting the last spans failed: {e}"),
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        });
+    }
+
+    /// Every [`TAKE_EVERY`], turn the queued requests into spans for `processor`; once
+    /// `stop` fires, a last round. Returns whom to tell when the export is done.
+    async fn take_up(
+        &self,
+        processor: &BatchSpanProcessor<Tokio>,
+        mut stop: tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+        let mut tick = tokio::time::interval(TAKE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let done = loop {
+            tokio::select! {
+                _ = tick.tick() => self.build(processor),
+                done = &mut stop => break done.ok(),
+            }
+        };
+        self.build(processor);
+        done
+    }
+
+    /// Build the spans of every queued request and hand them to `processor`.
+    fn build(&self, processor: &BatchSpanProcessor<Tokio>) {
+        let ended = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        for e in &ended {
+            let record = Record {
+                log: &e.log,
+                facts: &e.facts,
+                key: None,
+            };
+            for span in self.spans(&record) {
+                processor.on_end(span);
+            }
         }
     }
 
@@ -398,10 +513,34 @@ impl Otel {
 
 impl Sink for Otel {
     fn record(&self, record: &Record<'_>) {
-        for span in self.spans(record) {
-            self.processor.on_end(span);
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= QUEUE {
+            drop(queue);
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if (n + 1).is_power_of_two() {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "the trace exporter is behind: a request's spans were dropped"
+                );
+            }
+            return;
         }
+        queue.push(Ended {
+            log: record.log.clone(),
+            facts: record.facts.clone(),
+        });
     }
+}
+
+/// The batch span processor over the OTLP exporter the settings name, with the resource
+/// (`service.name`, `OTEL_RESOURCE_ATTRIBUTES`). Call inside the runtime it exports on.
+fn processor(settings: &Settings) -> anyhow::Result<BatchSpanProcessor<Tokio>> {
+    let mut processor = BatchSpanProcessor::builder(exporter(settings)?, Tokio).build();
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .build();
+    processor.set_resource(&resource);
+    Ok(processor)
 }
 
 /// The OTLP exporter the settings name.

@@ -23,7 +23,7 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use llmgate::store::{SpendQuery, Store};
 //!
-//! let store = Store::open(&llmgate::store::default_path())?;
+//! let store = Store::open(&llmgate::store::default_path(None))?;
 //! let keys = store.load_keys().await?;
 //! // ... store.record(event) on every request ...
 //! let logs = store.query_logs(SpendQuery { limit: 50, ..Default::default() }).await?;
@@ -36,6 +36,8 @@
 //! Both backends run the same migrations (`schema.rs`) and the same statements (`rows.rs`,
 //! `report.rs`; placeholders and the two dialect-specific expressions aside).
 
+mod lock;
+mod maintain;
 mod postgres;
 mod report;
 mod rows;
@@ -50,13 +52,16 @@ mod tests;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
+pub use lock::lock_path;
+pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
 pub use postgres::PgUrl;
+pub use schema::MIGRATIONS;
 pub use types::{
     KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendAggregate, SpendEvent,
     SpendGroup, SpendLog, SpendQuery, SpendTotals,
@@ -86,6 +91,9 @@ struct Inner {
     closed: OnceCell<Result<(), String>>,
     /// Spend events queued to the thread and not yet taken up by it.
     queued: Arc<AtomicU64>,
+    /// This process's claim on the SQLite file (`lock.rs`), given up once the store is
+    /// closed; `None` on PostgreSQL (instances share it).
+    lock: Mutex<Option<lock::DbLock>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,8 +107,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the database at `path` (creating the file and its parent folders if missing),
     /// applies pending schema migrations, and starts the store thread. Fails, naming the
-    /// path, if the file is not an SQLite database or cannot be read or written.
+    /// path, if the file is not an SQLite database or cannot be read or written, or if
+    /// another process has it open (the lock on `<path>.lock`, held until [`Store::close`]
+    /// or the process ends).
     pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let lock = lock::acquire(path)?;
         let conn = schema::open(path)?;
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicU64::new(0));
@@ -114,6 +125,7 @@ impl Store {
             path.display().to_string(),
             tx,
             queued,
+            Some(lock),
         ))
     }
 
@@ -142,7 +154,7 @@ impl Store {
         opened
             .await
             .map_err(|_| anyhow!("the store thread stopped while connecting"))??;
-        Ok(Store::handle(None, url.to_string(), tx, queued))
+        Ok(Store::handle(None, url.to_string(), tx, queued, None))
     }
 
     fn handle(
@@ -150,6 +162,7 @@ impl Store {
         shown: String,
         tx: mpsc::Sender<Msg>,
         queued: Arc<AtomicU64>,
+        lock: Option<lock::DbLock>,
     ) -> Store {
         Store {
             inner: Arc::new(Inner {
@@ -158,6 +171,7 @@ impl Store {
                 tx: RwLock::new(Some(tx)),
                 closed: OnceCell::new(),
                 queued,
+                lock: Mutex::new(lock),
             }),
         }
     }
@@ -256,10 +270,18 @@ impl Store {
                 if sent.is_err() {
                     return Err("the store thread has stopped".to_owned());
                 }
-                match answer.await {
+                let closed = match answer.await {
                     Ok(result) => result.map_err(|e| format!("{e:#}")),
                     Err(_) => Err("the store thread has stopped".to_owned()),
-                }
+                };
+                drop(
+                    self.inner
+                        .lock
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take(),
+                );
+                closed
             })
             .await
             .clone()
@@ -285,25 +307,21 @@ impl Store {
     }
 }
 
-/// Where the database lives by default: `$LLMGATE_DB`, else
-/// `$XDG_DATA_HOME/llmgate/llmgate.db`, else `$HOME/.local/share/llmgate/llmgate.db`,
-/// else `./llmgate.db`. Empty variables count as unset.
-pub fn default_path() -> PathBuf {
-    default_path_from(|name| std::env::var_os(name))
+/// The database file's name when the config does not name one.
+pub const DEFAULT_FILE: &str = "llmgate.db";
+
+/// Where the database lives unless the config names it: `$LLMGATE_DB`, else
+/// [`DEFAULT_FILE`] in `config_dir` (the folder of the `--config` file), else in the working
+/// directory. An empty variable counts as unset. A relative path is made absolute against
+/// the working directory (as SQLite would open it), so the start-up line names the real file.
+pub fn default_path(config_dir: Option<&Path>) -> PathBuf {
+    let path = default_path_from(|name| std::env::var_os(name), config_dir);
+    std::path::absolute(&path).unwrap_or(path)
 }
 
-fn default_path_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
-    let var = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(path) = var("LLMGATE_DB") {
-        path
-    } else if let Some(data) = var("XDG_DATA_HOME") {
-        data.join("llmgate").join("llmgate.db")
-    } else if let Some(home) = var("HOME") {
-        home.join(".local")
-            .join("share")
-            .join("llmgate")
-            .join("llmgate.db")
-    } else {
-        PathBuf::from("llmgate.db")
+fn default_path_from(var: impl Fn(&str) -> Option<OsString>, config_dir: Option<&Path>) -> PathBuf {
+    match var("LLMGATE_DB").filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => config_dir.unwrap_or(Path::new("")).join(DEFAULT_FILE),
     }
 }

@@ -391,7 +391,7 @@ impl Backend for Postgres {
             let args = pending
                 .logs
                 .iter()
-                .map(rows::log_args)
+                .map(|l| rows::log_args(l))
                 .collect::<serde_json::Result<Vec<_>>>()?;
             // Pipelined: every row is sent before the first answer is awaited.
             let bound: Vec<_> = args.iter().map(|a| params(a)).collect();

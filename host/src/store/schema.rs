@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// The migrations, applied in order; migration `n` (1-based) is `MIGRATIONS[n - 1]`.
 /// Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[&str] = &[
     // 1: virtual keys and spend logs.
     r#"
 CREATE TABLE llmgate_verification_tokens (

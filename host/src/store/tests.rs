@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -354,7 +355,7 @@ async fn counters_beyond_i64_are_clamped(place: Place) {
     store.put_key(k).await.unwrap();
     let mut l = log("r1", "big", "u", 1);
     l.total_tokens = u64::MAX;
-    store.record(SpendEvent::Log(Box::new(l)));
+    store.record(SpendEvent::Log(Arc::new(l)));
     assert_eq!(
         store.load_keys().await.unwrap()[0].tpm_limit,
         Some(i64::MAX.unsigned_abs())
@@ -414,7 +415,7 @@ async fn recorded_spend_survives_reopen(place: Place) {
     let store = place.open().await;
     store.put_key(bare_key("k1")).await.unwrap();
     let first = log("r1", "k1", "bob", 1_000);
-    store.record(SpendEvent::Log(Box::new(first.clone())));
+    store.record(SpendEvent::Log(Arc::new(first.clone())));
     store.record(key_spend("k1", 0.5));
     store.record(key_spend("k1", 0.75));
     store.record(key_spend("deleted-key", 9.0));
@@ -439,14 +440,14 @@ both!(recorded_spend_survives_reopen);
 
 async fn duplicate_request_id_replaces_the_row(place: Place) {
     let store = place.open().await;
-    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     store.flush().await.unwrap();
     let mut again = log("r1", "k", "u", 2);
     again.status = "failure".to_owned();
     again.messages = None;
     again.response = None;
-    store.record(SpendEvent::Log(Box::new(again.clone())));
-    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 3))));
+    store.record(SpendEvent::Log(Arc::new(again.clone())));
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 3))));
     store.flush().await.unwrap();
     let logs = all_logs(&store).await;
     assert_eq!(logs.len(), 2);
@@ -460,7 +461,7 @@ async fn close_drains_every_queued_event(place: Place) {
     store.put_key(bare_key("k1")).await.unwrap();
     const N: i64 = 5_000;
     for i in 0..N {
-        store.record(SpendEvent::Log(Box::new(log(
+        store.record(SpendEvent::Log(Arc::new(log(
             &format!("r{i:05}"),
             "k1",
             "u",
@@ -472,7 +473,7 @@ async fn close_drains_every_queued_event(place: Place) {
     store.close().await.unwrap();
     // Idempotent; afterwards record is a no-op and calls fail.
     store.close().await.unwrap();
-    store.record(SpendEvent::Log(Box::new(log("late", "k1", "u", 0))));
+    store.record(SpendEvent::Log(Arc::new(log("late", "k1", "u", 0))));
     assert!(store.flush().await.is_err());
     assert!(store.load_keys().await.is_err());
 
@@ -490,7 +491,7 @@ both!(close_drains_every_queued_event);
 async fn concurrent_close_calls_all_wait(place: Place) {
     let store = place.open().await;
     for i in 0..2_000 {
-        store.record(SpendEvent::Log(Box::new(log(
+        store.record(SpendEvent::Log(Arc::new(log(
             &format!("r{i}"),
             "k",
             "u",
@@ -554,7 +555,7 @@ async fn query_filters_and_order(place: Place) {
         log("e", "k1", "alice", 400),
     ];
     for row in &rows {
-        store.record(SpendEvent::Log(Box::new(row.clone())));
+        store.record(SpendEvent::Log(Arc::new(row.clone())));
     }
     let ids = |logs: Vec<SpendLog>| logs.into_iter().map(|l| l.request_id).collect::<Vec<_>>();
     let q = |f: fn(&mut SpendQuery)| {
@@ -608,12 +609,12 @@ async fn failed_commit_keeps_events_and_retries() {
              BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
         )
         .unwrap();
-    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     let err = store.flush().await.unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
 
     other.execute_batch("DROP TRIGGER fail").unwrap();
-    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 2))));
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 2))));
     store.flush().await.unwrap();
     assert_eq!(
         ids_of(&store).await,
@@ -657,23 +658,28 @@ fn default_path_order() {
                 .map(|(_, v)| OsString::from(v))
         }
     };
+    let config_dir = Some(Path::new("/etc/llmgate"));
     assert_eq!(
-        default_path_from(env(&[("LLMGATE_DB", "/x/y.db"), ("HOME", "/h")])),
+        default_path_from(env(&[("LLMGATE_DB", "/x/y.db")]), config_dir),
         Path::new("/x/y.db")
     );
     assert_eq!(
-        default_path_from(env(&[
-            ("LLMGATE_DB", ""),
-            ("XDG_DATA_HOME", "/d"),
-            ("HOME", "/h")
-        ])),
-        Path::new("/d/llmgate/llmgate.db")
+        default_path_from(
+            env(&[("LLMGATE_DB", ""), ("XDG_DATA_HOME", "/d"), ("HOME", "/h")]),
+            config_dir
+        ),
+        Path::new("/etc/llmgate/llmgate.db"),
+        "next to the config, not in a folder every run shares"
     );
     assert_eq!(
-        default_path_from(env(&[("HOME", "/h")])),
-        Path::new("/h/.local/share/llmgate/llmgate.db")
+        default_path_from(env(&[("HOME", "/h")]), None),
+        Path::new("llmgate.db")
     );
-    assert_eq!(default_path_from(env(&[])), Path::new("llmgate.db"));
+    assert_eq!(
+        default_path_from(env(&[]), Some(Path::new(""))),
+        Path::new("llmgate.db"),
+        "a config given as a bare file name: the working directory"
+    );
 }
 
 async fn aggregates_sum_per_day_team_and_tag(place: Place) {
@@ -692,7 +698,7 @@ async fn aggregates_sum_per_day_team_and_tag(place: Place) {
     rows[2].status = "failure".into();
     rows[2].request_tags = vec!["prod".into()];
     for r in rows {
-        store.record(SpendEvent::Log(Box::new(r)));
+        store.record(SpendEvent::Log(Arc::new(r)));
     }
     let sums = |group_by, start_ms, end_ms| {
         let q = SpendAggregate {
@@ -791,12 +797,12 @@ async fn postgres_failed_commit_keeps_events_and_retries() {
              FOR EACH ROW EXECUTE FUNCTION refuse();",
     )
     .await;
-    store.record(SpendEvent::Log(Box::new(log("r1", "k", "u", 1))));
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     let err = format!("{:#}", store.flush().await.unwrap_err());
     assert!(err.contains("disk full"), "{err}");
 
     admin_sql(&url.url, "DROP TRIGGER fail ON llmgate_spend_logs").await;
-    store.record(SpendEvent::Log(Box::new(log("r2", "k", "u", 2))));
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 2))));
     store.flush().await.unwrap();
     assert_eq!(
         ids_of(&store).await,

@@ -2,6 +2,7 @@
 //! ([`crate::ledger`]) owns the live state and decides what is written.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -325,8 +326,11 @@ pub struct SpendQuery {
 /// A write the hot path hands to the store without waiting.
 #[derive(Debug, Clone)]
 pub enum SpendEvent {
-    /// Append a spend log row.
-    Log(Box<SpendLog>),
+    /// Append a spend log row (shared with the request's [`Record`] sinks, so handing it
+    /// to a background exporter copies nothing).
+    ///
+    /// [`Record`]: crate::observe::Record
+    Log(Arc<SpendLog>),
     /// Set a key's running spend (absolute values from the in-memory ledger).
     KeySpend {
         /// Key hash.

@@ -11,6 +11,7 @@
 //! (`flush`, `close`) gets the error.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -88,7 +89,7 @@ pub(super) trait Backend {
 #[derive(Default)]
 pub(super) struct Pending {
     /// Spend log rows, in the order they came.
-    pub logs: Vec<SpendLog>,
+    pub logs: Vec<Arc<SpendLog>>,
     /// Last reported spend per token: only the newest value needs writing.
     pub key_spend: HashMap<String, KeySpend>,
     waiters: Vec<Reply<()>>,
@@ -101,7 +102,7 @@ impl Pending {
 
     fn add(&mut self, ev: SpendEvent) {
         match ev {
-            SpendEvent::Log(log) => self.logs.push(*log),
+            SpendEvent::Log(log) => self.logs.push(log),
             SpendEvent::KeySpend {
                 token,
                 spend,

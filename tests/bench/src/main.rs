@@ -15,6 +15,7 @@
 
 mod bare;
 mod collector;
+mod instructions;
 mod load;
 mod procs;
 mod report;
@@ -89,10 +90,17 @@ struct Args {
     /// and spend-logged.
     #[arg(long)]
     keys: bool,
-    /// Metrics and traces on: `litellm_settings.callbacks: [prometheus, otel]`, traces
-    /// exported over OTLP/HTTP to a stand-in collector in this process.
-    #[arg(long)]
-    observe: bool,
+    /// Observability on: `metrics` (`litellm_settings.callbacks: [prometheus]`), `traces`
+    /// (`[otel]`, exported over OTLP/HTTP to a stand-in collector in this process) or `all`
+    /// (both; `--observe` alone).
+    #[arg(long, value_enum, num_args = 0..=1, default_value_t = Observe::Off, default_missing_value = "all")]
+    observe: Observe,
+    /// Count instructions instead of timing: run the gateway under valgrind's callgrind,
+    /// send this many requests of each workload one after another (after a warm-up), and
+    /// print the instructions the gateway process executed per request (all threads, the
+    /// trace export included). Deterministic where the timings wander.
+    #[arg(long, value_name = "REQUESTS")]
+    callgrind: Option<u64>,
     /// Plugin folder for the gateway (default: the workspace's plugins/dist).
     #[arg(long, value_name = "DIR")]
     plugins_dir: Option<PathBuf>,
@@ -229,7 +237,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     eprintln!("llmgate-bench: mock upstream at {mock_url}");
 
     // The bare reference proxy: this executable in its proxy role.
-    let mut bare = if args.no_bare_proxy {
+    let mut bare = if args.no_bare_proxy || args.callgrind.is_some() {
         None
     } else {
         let mut cmd = Command::new(std::env::current_exe().context("locating this executable")?);
@@ -242,51 +250,24 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
 
     // Gateway.
     let tmp = procs::TempDir::new("llmgate-bench")?;
-    let config = tmp.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\n{}",
-            if args.observe {
-                "litellm_settings:\n  callbacks: [prometheus, otel]\n"
-            } else {
-                ""
-            }
-        ),
-    )
-    .with_context(|| format!("writing {}", config.display()))?;
-    let mut cmd = Command::new(&llmgate_bin);
-    cmd.args(["--host", "127.0.0.1", "--port", "0", "--plugins-dir"])
-        .arg(&plugins)
-        .arg("--config")
-        .arg(&config)
-        .args(&args.gateway_args)
-        .env("LLMGATE_LOG", "warn")
-        .env("LLMGATE_DB", tmp.path().join("llmgate.db"))
-        .env_remove("LITELLM_MASTER_KEY")
-        .env_remove("LLMGATE_MASTER_KEY");
-    if args.keys {
-        cmd.env("LLMGATE_MASTER_KEY", BENCH_MASTER_KEY);
-    }
-    for var in [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER",
-        "OTEL_ENDPOINT",
-    ] {
-        cmd.env_remove(var);
-    }
-    if args.observe {
+    let mut cmd = gateway_command(&args, &llmgate_bin, &plugins, &mock_url, tmp.path())?;
+    if args.observe.traces() {
         let collector = collector::spawn()?;
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
-        eprintln!("llmgate-bench: metrics and traces on; OTLP collector at {collector}");
+        eprintln!("llmgate-bench: traces on; OTLP collector at {collector}");
+    }
+    if args.observe.metrics() {
+        eprintln!("llmgate-bench: Prometheus metrics on");
     }
     if !args.gateway_args.is_empty() {
         eprintln!(
             "llmgate-bench: gateway arguments: {}",
             args.gateway_args.join(" ")
         );
+    }
+    if let Some(requests) = args.callgrind {
+        return instructions::count(&args, cmd, requests).await;
     }
     let spawned = Instant::now();
     let (mut gateway, gateway_url) = procs::spawn_listening(
@@ -358,7 +339,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         peak_rss_mib: report::mib(procs::status_kb(gateway.pid(), "VmHWM")?),
         final_rss_mib: report::mib(procs::status_kb(gateway.pid(), "VmRSS")?),
     };
-    if args.observe {
+    if args.observe.traces() {
         let (exports, bytes) = collector::received();
         eprintln!("llmgate-bench: the collector received {exports} OTLP exports ({bytes} bytes)");
     }
@@ -428,6 +409,89 @@ fn generate_bench_key(gateway_url: &str) -> anyhow::Result<()> {
         "POST /key/generate failed: {answer}"
     );
     Ok(())
+}
+
+/// What `--observe` turns on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Observe {
+    /// Nothing.
+    Off,
+    /// Prometheus metrics.
+    Metrics,
+    /// OpenTelemetry traces.
+    Traces,
+    /// Both.
+    All,
+}
+
+impl Observe {
+    fn metrics(self) -> bool {
+        matches!(self, Observe::Metrics | Observe::All)
+    }
+
+    fn traces(self) -> bool {
+        matches!(self, Observe::Traces | Observe::All)
+    }
+
+    /// The `litellm_settings.callbacks` list that turns it on.
+    fn callbacks(self) -> &'static str {
+        match self {
+            Observe::Off => "[]",
+            Observe::Metrics => "[prometheus]",
+            Observe::Traces => "[otel]",
+            Observe::All => "[prometheus, otel]",
+        }
+    }
+}
+
+/// The gateway's config: one model group `bench` at the mock, the callbacks `--observe`
+/// asks for, and under callgrind a small plugin instance pool (valgrind cannot reserve the
+/// pooling allocator's address space for the default 1,000 instances).
+fn gateway_config(args: &Args, mock_url: &str) -> String {
+    let mut config = format!(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\nlitellm_settings:\n  callbacks: {}\n",
+        args.observe.callbacks()
+    );
+    if args.callgrind.is_some() {
+        config.push_str("llmgate:\n  plugin_limits: {max_instances: 4}\n");
+    }
+    config
+}
+
+/// The gateway's command: config and database in `dir`, plugins from `plugins`, no OTLP
+/// endpoint inherited from this environment.
+fn gateway_command(
+    args: &Args,
+    llmgate_bin: &Path,
+    plugins: &Path,
+    mock_url: &str,
+    dir: &Path,
+) -> anyhow::Result<Command> {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, gateway_config(args, mock_url))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let mut cmd = Command::new(llmgate_bin);
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--plugins-dir"])
+        .arg(plugins)
+        .arg("--config")
+        .arg(&config)
+        .args(&args.gateway_args)
+        .env("LLMGATE_LOG", "warn")
+        .env("LLMGATE_DB", dir.join("llmgate.db"))
+        .env_remove("LITELLM_MASTER_KEY")
+        .env_remove("LLMGATE_MASTER_KEY");
+    if args.keys {
+        cmd.env("LLMGATE_MASTER_KEY", BENCH_MASTER_KEY);
+    }
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER",
+        "OTEL_ENDPOINT",
+    ] {
+        cmd.env_remove(var);
+    }
+    Ok(cmd)
 }
 
 fn dedup(workloads: &[Workload]) -> Vec<Workload> {

@@ -124,7 +124,7 @@ async fn postgres_two_gateways_share_keys_across_restarts() {
         assert_eq!(v["db_url"], shown, "{v}");
         assert!(!text.contains(PASSWORD), "{text}");
         let logs = gw.logs();
-        assert!(logs.contains(&format!("db={shown}")), "{logs}");
+        assert!(logs.contains(&format!("postgresql={shown}")), "{logs}");
         assert!(!logs.contains(PASSWORD), "the password leaked:\n{logs}");
     }
 }
