@@ -2,7 +2,8 @@
 # The whole test suite, from a clean clone: installs what it needs (the wasm32-wasip2 target
 # or Debian's offline fallback, a Python venv with the openai SDK, Debian's redis-server), builds the plugins and
 # test plugins, then runs formatting and lint checks, the Rust unit and end-to-end tests,
-# the Python SDK tests against the real binaries, the dashboard tests in headless Chromium
+# the e2e suite a second time on PostgreSQL (scripts/postgres.sh: Debian's server on
+# loopback), the Python SDK tests against the real binaries, the dashboard tests in headless Chromium
 # (scripts/ui-tests.sh), and a short fuzzing run of every parser of
 # untrusted bytes (FUZZ_SECONDS per target, default 30; scripts/fuzz.sh).
 set -euo pipefail
@@ -32,6 +33,18 @@ export LLMGATE_REDIS_SERVER="${LLMGATE_REDIS_SERVER:-$(command -v redis-server |
 
 step "cargo test (unit tests of every crate + end-to-end through the real binary)"
 cargo test --workspace
+
+step "PostgreSQL store: the store tests and the whole e2e suite again, on a real server on loopback"
+pg_dir="$(mktemp -d /tmp/llmgate-pg.XXXXXX)"
+chmod 755 "$pg_dir"
+pg_port="${LLMGATE_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+trap 'scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+pg_url="$(scripts/postgres.sh start "$pg_dir" "$pg_port")"
+LLMGATE_TEST_POSTGRES="$pg_url" cargo test -p llmgate --lib store::
+LLMGATE_TEST_POSTGRES="$pg_url" cargo test -p llmgate --test e2e
+scripts/postgres.sh stop "$pg_dir"
+rm -rf "$pg_dir"
+trap - EXIT
 
 step "python SDK tests"
 cargo build -p llmgate -p llmgate-mock

@@ -11,9 +11,9 @@
 //!   a read-only connection: it runs beside a serving gateway, which goes on writing.
 //!   It refuses to overwrite `FILE`.
 //!
-//! The store is SQLite today. A PostgreSQL store slots in at [`run`]: `migrate` runs the
-//! same migrations over its connection; `backup` answers [`pg_dump_hint`], the `pg_dump`
-//! command to run (a dump is PostgreSQL's own tool's job), and exits 1.
+//! On a PostgreSQL store (`database_url`, `DATABASE_URL`): `migrate` connects, which runs
+//! the same migrations under an advisory lock; `backup` answers [`pg_dump_hint`], the
+//! `pg_dump` command to run (a dump is PostgreSQL's own tool's job), and exits 1.
 
 use std::path::{Path, PathBuf};
 
@@ -45,11 +45,41 @@ pub fn run(
     action: &Action,
 ) -> anyhow::Result<String> {
     let loaded = config::load(config, overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(pg) = &loaded.postgres {
+        return postgres(pg, action);
+    }
     let db = &loaded.database_path;
     match action {
         Action::Migrate { check: false } => migrate(db),
         Action::Migrate { check: true } => check(db),
         Action::Backup { file } => backup(db, file),
+    }
+}
+
+/// The actions on a PostgreSQL store: `migrate` connects (waiting as a start does), which
+/// applies pending migrations under the advisory lock; `backup` answers [`pg_dump_hint`].
+fn postgres(pg: &config::postgres::Postgres, action: &Action) -> anyhow::Result<String> {
+    match action {
+        Action::Backup { file } => bail!("{}", pg_dump_hint(&pg.url.to_string(), file)),
+        Action::Migrate { check: true } => bail!(
+            "{}: `db migrate --check` reads SQLite files only so far; `llmgate db migrate` \
+             (or a gateway's start) applies pending migrations to PostgreSQL",
+            pg.url
+        ),
+        Action::Migrate { check: false } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let db = store::Store::open_postgres(&pg.url, pg.wait).await?;
+                db.close().await
+            })?;
+            Ok(format!(
+                "{}: schema version {}, up to date",
+                pg.url,
+                store::MIGRATIONS.len()
+            ))
+        }
     }
 }
 

@@ -124,15 +124,21 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
     if config.deployments.is_empty() {
         tracing::warn!("no models configured: pass --model provider/model or --config config.yaml");
     }
-    let store = store::Store::open(&config.database_path).with_context(|| {
-        format!(
-            "opening the database {} (set llmgate.database_path or general_settings.database_url)",
-            config.database_path.display()
-        )
-    })?;
-    // The one line that says where keys and spend live (a PostgreSQL store names its
-    // server here, without the password).
-    tracing::info!(sqlite = %config.database_path.display(), "database");
+    let store = match &config.postgres {
+        Some(pg) => store::Store::open_postgres(&pg.url, pg.wait).await?,
+        None => store::Store::open(&config.database_path).with_context(|| {
+            format!(
+                "opening the database {} (set llmgate.database_path or general_settings.database_url)",
+                config.database_path.display()
+            )
+        })?,
+    };
+    // The one line that says where keys and spend live (PostgreSQL: its URL without the
+    // password).
+    match &config.postgres {
+        Some(pg) => tracing::info!(postgresql = %pg.url, "database"),
+        None => tracing::info!(sqlite = %config.database_path.display(), "database"),
+    }
     let settings = ledger::Settings {
         master_key_hash: config.master_key.as_ref().map(|k| {
             use sha2::Digest as _;

@@ -32,6 +32,9 @@ pub struct Readiness<'a> {
     db: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     db_path: Option<&'a Path>,
+    /// PostgreSQL's URL without its password (admin only; `db_path` for SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deployments: Option<Vec<DeploymentView>>,
     deployments_healthy: usize,
@@ -101,6 +104,7 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         config: None,
         db: "connected",
         db_path: None,
+        db_url: None,
         deployments: None,
         deployments_healthy: healthy,
         deployments_unhealthy: deployments.len() - healthy,
@@ -122,7 +126,9 @@ pub async fn readiness(State(gw): State<Arc<Gateway>>, admin: Result<Admin, ApiE
         let reg = gw.registry();
         let config = gw.config();
         v.config = Some(gw.config_reloads());
-        v.db_path = Some(gw.ledger().store().path());
+        let store = gw.ledger().store();
+        v.db_path = store.path();
+        v.db_url = store.path().is_none().then(|| store.location());
         v.model_groups = Some(config.groups.len() + config.wildcards.len());
         v.providers = Some(reg.prefixes());
         v.policies = Some(reg.policy_names());
@@ -252,6 +258,7 @@ mod tests {
             config: None,
             db: "connected",
             db_path: Some(Path::new("/x/llmgate.db")),
+            db_url: Some("postgresql://u@h:5432/d"),
             deployments: Some(Vec::new()),
             deployments_healthy: 1,
             deployments_unhealthy: 0,
@@ -268,6 +275,7 @@ mod tests {
         assert_keys_by_name(&v);
         // Without the admin's fields.
         (v.db_path, v.model_groups, v.policies, v.providers) = (None, None, None, None);
+        v.db_url = None;
         v.deployments = None;
         v.open_connections_per_loop = None;
         assert_eq!(

@@ -9,6 +9,7 @@ mod deployment;
 pub mod env;
 pub mod health;
 mod load;
+pub mod postgres;
 pub mod raw;
 mod redis;
 mod reload;
@@ -193,6 +194,9 @@ pub struct Config {
     pub master_key: Option<Secret>,
     /// The SQLite database file (see [`crate::store::default_path`] for the default).
     pub database_path: PathBuf,
+    /// The PostgreSQL store, when chosen (`database_url`, `DATABASE_URL`); then
+    /// `database_path` is not used.
+    pub postgres: Option<postgres::Postgres>,
     /// Budget admission rule.
     pub budget_admission: Admission,
     /// Output tokens a request without `max_tokens` reserves under `reserve` admission
@@ -442,7 +446,7 @@ router_settings: {routing_strategy: bogus, num_retries: -1, cache: true}
 general_settings:
   master_key: ""
   custom_auth: my.module
-  database_url: postgres://x
+  database_url: mysql://x
   disable_spend_logs: maybe
   store_prompts_in_spend_logs: 3
 llmgate:
@@ -499,7 +503,7 @@ llmgate:
             "llmgate.routing.groups.nope.config: must be a mapping".into(),
             "general_settings.master_key: is empty: refusing to start with authentication off (remove it to run without a master key)".into(),
             "general_settings.custom_auth: a custom authentication function is not supported by llmgate yet; refusing to start rather than serve with weaker authentication than the config asks for (remove the setting to use master and virtual keys)".into(),
-            "general_settings.database_url: only SQLite is supported so far (`sqlite:///path/to/llmgate.db`); PostgreSQL is planned".into(),
+            "general_settings.database_url: must be a postgresql:// or sqlite:/// URL (`postgresql://user:password@host:5432/llmgate`, `sqlite:///path/to/llmgate.db`)".into(),
             "llmgate.budget_admission: `lax` is not a rule: use `reserve` or `strict`".into(),
             "llmgate.default_reserved_output_tokens: must be between 1 and 10000000".into(),
             "llmgate.stream_idle_timeout_seconds: must be at least 1 (seconds without an upstream event before a stream fails)".into(),

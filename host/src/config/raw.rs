@@ -106,6 +106,8 @@ pub struct RawLlmgate {
     pub metrics: Option<bool>,
     /// The SQLite database file (keys, spend logs).
     pub database_path: Option<String>,
+    /// How long start-up waits for PostgreSQL, seconds (default 30).
+    pub database_wait_seconds: Option<u64>,
     /// Budget admission rule: `reserve` (default) or `strict`.
     pub budget_admission: Option<String>,
     /// Seconds a client may take to send a request head, from its first byte.

@@ -55,6 +55,11 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
     );
     next.database_path.clone_from(&running.database_path);
     keep(
+        "general_settings.database_url",
+        running.postgres != next.postgres,
+    );
+    next.postgres.clone_from(&running.postgres);
+    keep(
         "general_settings.master_key",
         running.master_key != next.master_key,
     );

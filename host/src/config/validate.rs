@@ -47,6 +47,12 @@ pub fn validate(
         ll.database_path.as_deref(),
         overrides.config_dir.as_deref(),
     );
+    let postgres = super::postgres::parse(
+        &mut v,
+        &raw.general_settings,
+        ll.database_path.as_deref(),
+        ll.database_wait_seconds,
+    );
     let (budget_admission, default_reserved_output_tokens) = admission(&mut v, ll);
     let waits = waits(&mut v, ll);
     let (spend_logs, store_prompts) = spend_log_flags(&mut v, &raw.general_settings);
@@ -83,6 +89,7 @@ pub fn validate(
         max_response_body_bytes: ll.max_response_body_bytes.unwrap_or(64 << 20),
         master_key,
         database_path,
+        postgres,
         budget_admission,
         default_reserved_output_tokens,
         spend_logs,
@@ -357,8 +364,9 @@ fn policies(
     (default, groups)
 }
 
-/// `general_settings.database_url` (SQLite only), else `llmgate.database_path`, else the
-/// default file (`$LLMGATE_DB`, else `llmgate.db` in `config_dir` or the working directory).
+/// `general_settings.database_url` (SQLite; a PostgreSQL URL is `super::postgres`'s), else
+/// `llmgate.database_path`, else the default file (`$LLMGATE_DB`, else `llmgate.db` in
+/// `config_dir` or the working directory).
 fn database_path(
     v: &mut Validator,
     general: &BTreeMap<String, Value>,
@@ -381,10 +389,10 @@ fn database_path(
             .or_else(|| u.strip_prefix("sqlite://").map(str::to_string))
             .or_else(|| u.strip_prefix("sqlite:").map(str::to_string))
             .or_else(|| u.strip_prefix("file:").map(str::to_string));
-        if path.is_none() {
+        if path.is_none() && !crate::store::PgUrl::is_postgres(&u) {
             v.problem(
                 AT,
-                "only SQLite is supported so far (`sqlite:///path/to/llmgate.db`); PostgreSQL is planned",
+                "must be a postgresql:// or sqlite:/// URL (`postgresql://user:password@host:5432/llmgate`, `sqlite:///path/to/llmgate.db`)",
             );
         }
         path.map(PathBuf::from)

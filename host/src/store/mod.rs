@@ -1,8 +1,10 @@
-//! The embedded store (SQLite): virtual keys and spend logs.
+//! The store: virtual keys and spend logs, in SQLite (embedded, the default) or PostgreSQL
+//! (several instances, one database).
 //!
-//! [`Store`] is a cheap, cloneable handle to one dedicated thread that owns the SQLite
-//! connection; no tokio worker ever waits on SQLite. Every call is a message on one queue,
-//! handled in order:
+//! [`Store`] is a cheap, cloneable handle to one dedicated thread that owns the database
+//! connection (a backend: `sqlite.rs` or `postgres.rs`, chosen at open: [`Store::open`],
+//! [`Store::open_postgres`]); no tokio worker ever waits on the database. Every call is a
+//! message on one queue, handled in order:
 //!
 //! - [`Store::record`] is for the request path: it queues a [`SpendEvent`] and returns at
 //!   once (the queue is unbounded, nothing is dropped). The thread drains what is queued
@@ -31,13 +33,16 @@
 //! # }
 //! ```
 //!
-//! The schema (`schema.rs`) is written so that a PostgreSQL backend can share it.
+//! Both backends run the same migrations (`schema.rs`) and the same statements (`rows.rs`,
+//! `report.rs`; placeholders and the two dialect-specific expressions aside).
 
 mod lock;
 mod maintain;
+mod postgres;
 mod report;
 mod rows;
 mod schema;
+mod sqlite;
 mod types;
 mod worker;
 
@@ -48,12 +53,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
 pub use lock::lock_path;
 pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
+pub use postgres::PgUrl;
 pub use schema::MIGRATIONS;
 pub use types::{
     KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendAggregate, SpendEvent,
@@ -74,21 +81,25 @@ pub struct Store {
 }
 
 struct Inner {
-    path: PathBuf,
+    /// The SQLite file (`None` for PostgreSQL).
+    path: Option<PathBuf>,
+    /// The file's path or the PostgreSQL URL without its password, for messages.
+    shown: String,
     /// The queue to the thread; `None` once [`Store::close`] has taken it.
     tx: RwLock<Option<mpsc::Sender<Msg>>>,
     /// The outcome of the one real close, shared by every `close()` call.
     closed: OnceCell<Result<(), String>>,
     /// Spend events queued to the thread and not yet taken up by it.
     queued: Arc<AtomicU64>,
-    /// This process's claim on the file (`lock.rs`), given up once the store is closed.
+    /// This process's claim on the SQLite file (`lock.rs`), given up once the store is
+    /// closed; `None` on PostgreSQL (instances share it).
     lock: Mutex<Option<lock::DbLock>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("db", &self.inner.shown)
             .finish_non_exhaustive()
     }
 }
@@ -107,17 +118,62 @@ impl Store {
         let taken = queued.clone();
         std::thread::Builder::new()
             .name("llmgate-store".into())
-            .spawn(move || worker::run(conn, rx, &taken))
+            .spawn(move || worker::run(sqlite::Sqlite(conn), rx, &taken))
             .context("starting the store thread")?;
-        Ok(Store {
+        Ok(Store::handle(
+            Some(path.to_path_buf()),
+            path.display().to_string(),
+            tx,
+            queued,
+            Some(lock),
+        ))
+    }
+
+    /// Connects to PostgreSQL at `url`, waiting up to `wait` for the server to accept
+    /// connections (logging each retry), applies pending schema migrations (once, even when
+    /// several instances start together), and starts the store thread. Errors name
+    /// `host:port/db`, never the password.
+    pub async fn open_postgres(url: &PgUrl, wait: Duration) -> anyhow::Result<Store> {
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let taken = queued.clone();
+        let (ready, opened) = oneshot::channel();
+        let target = url.clone();
+        std::thread::Builder::new()
+            .name("llmgate-store".into())
+            .spawn(move || match postgres::Postgres::open(&target, wait) {
+                Ok(db) => {
+                    let _ = ready.send(Ok(()));
+                    worker::run(db, rx, &taken);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .context("starting the store thread")?;
+        opened
+            .await
+            .map_err(|_| anyhow!("the store thread stopped while connecting"))??;
+        Ok(Store::handle(None, url.to_string(), tx, queued, None))
+    }
+
+    fn handle(
+        path: Option<PathBuf>,
+        shown: String,
+        tx: mpsc::Sender<Msg>,
+        queued: Arc<AtomicU64>,
+        lock: Option<lock::DbLock>,
+    ) -> Store {
+        Store {
             inner: Arc::new(Inner {
-                path: path.to_path_buf(),
+                path,
+                shown,
                 tx: RwLock::new(Some(tx)),
                 closed: OnceCell::new(),
                 queued,
-                lock: Mutex::new(Some(lock)),
+                lock: Mutex::new(lock),
             }),
-        })
+        }
     }
 
     /// Spend events queued to the store thread that it has not taken up yet.
@@ -125,9 +181,15 @@ impl Store {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Where the data lives, for messages: the SQLite file's path, or the PostgreSQL URL
+    /// without its password (`postgresql://user@host:port/db`).
+    pub fn location(&self) -> &str {
+        &self.inner.shown
     }
 
     /// All keys, oldest first (to load the in-memory ledger at start).
@@ -159,7 +221,7 @@ impl Store {
         self.inner.queued.fetch_add(1, Ordering::Relaxed);
         if self.send(Msg::Event(ev)).is_err() {
             self.inner.queued.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!(path = %self.inner.path.display(), "spend event after the store was closed; not written");
+            tracing::warn!(db = %self.inner.shown, "spend event after the store was closed; not written");
         }
     }
 
@@ -223,7 +285,7 @@ impl Store {
             })
             .await
             .clone()
-            .map_err(|e| anyhow!("closing the store {}: {e}", self.inner.path.display()))
+            .map_err(|e| anyhow!("closing the store {}: {e}", self.inner.shown))
     }
 
     fn send(&self, msg: Msg) -> Result<(), Msg> {
@@ -237,7 +299,7 @@ impl Store {
     async fn call<T>(&self, msg: impl FnOnce(Reply<T>) -> Msg) -> anyhow::Result<T> {
         let (reply, answer) = oneshot::channel();
         if self.send(msg(reply)).is_err() {
-            return Err(anyhow!("the store {} is closed", self.inner.path.display()));
+            return Err(anyhow!("the store {} is closed", self.inner.shown));
         }
         answer
             .await

@@ -1,4 +1,5 @@
-//! Opening the SQLite file: connection PRAGMAs and the numbered schema migrations.
+//! The numbered schema migrations (both backends run the same ones) and opening the
+//! SQLite file (connection PRAGMAs, then the migrations).
 //!
 //! The DDL sticks to types and syntax that PostgreSQL accepts unchanged (`TEXT`, `BIGINT`,
 //! `DOUBLE PRECISION`, `INTEGER` for booleans, JSON as `TEXT`, partial unique index, the
@@ -80,6 +81,35 @@ ALTER TABLE llmgate_verification_tokens ADD COLUMN soft_budget DOUBLE PRECISION;
 "#,
 ];
 
+/// The table that records which migrations a database has seen.
+pub(super) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS llmgate_schema_version (
+     version    BIGINT PRIMARY KEY,
+     applied_at BIGINT NOT NULL
+ );";
+
+/// The migrations a database at version `current` still needs, numbered; fails when the
+/// database is newer than this build.
+pub(super) fn to_apply(current: i64) -> anyhow::Result<impl Iterator<Item = (i64, &'static str)>> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        bail!(
+            "the database schema is at version {current}, newer than this llmgate knows ({known}); \
+             upgrade llmgate"
+        );
+    }
+    Ok((1_i64..)
+        .zip(MIGRATIONS.iter().copied())
+        .skip(usize::try_from(current).unwrap_or(0)))
+}
+
+/// Now, in unix seconds (a migration's `applied_at`).
+pub(super) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
@@ -111,12 +141,7 @@ fn open_inner(path: &Path) -> anyhow::Result<Connection> {
 /// two processes opening the same new file do not both migrate it).
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS llmgate_schema_version (
-             version    BIGINT PRIMARY KEY,
-             applied_at BIGINT NOT NULL
-         );",
-    )?;
+    tx.execute_batch(VERSION_TABLE)?;
     let current: i64 = tx
         .query_row(
             "SELECT MAX(version) FROM llmgate_schema_version",
@@ -126,21 +151,8 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
         .optional()?
         .flatten()
         .unwrap_or(0);
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        bail!(
-            "the database schema is at version {current}, newer than this llmgate knows ({known}); \
-             upgrade llmgate"
-        );
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    for (version, sql) in (1_i64..)
-        .zip(MIGRATIONS)
-        .skip(usize::try_from(current).unwrap_or(0))
-    {
+    let now = now_secs();
+    for (version, sql) in to_apply(current)? {
         tx.execute_batch(sql)
             .with_context(|| format!("applying schema migration {version}"))?;
         tx.execute(

@@ -1,8 +1,12 @@
-//! Store tests: each opens a fresh database in a temporary folder.
+//! Store tests: each opens a fresh database, an SQLite file in a temporary folder or, for
+//! the tests written for both backends (`both!`), a new PostgreSQL database on the server
+//! `LLMGATE_TEST_POSTGRES` names (`postgresql://postgres@127.0.0.1:55432/postgres`; those
+//! tests pass with a printed reason when it is unset).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -20,6 +24,85 @@ fn window(model: &str, spend: f64, reset_at: i64) -> ModelSpend {
 /// Budgets as a request gives them.
 fn budgets(given: serde_json::Value) -> ModelBudgets {
     ModelBudgets::parse(&given).unwrap()
+}
+
+/// Where a test's store lives: a fresh SQLite file or a fresh PostgreSQL database.
+enum Place {
+    File(tempfile::TempDir),
+    Postgres(Box<PgUrl>),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        Place::File(tempfile::tempdir().unwrap())
+    }
+
+    /// A new database on the test server, or `None` (printed) without one.
+    async fn postgres() -> Option<Self> {
+        Some(Place::Postgres(Box::new(fresh_postgres().await?)))
+    }
+
+    /// Opens (again) the store of this place.
+    async fn open(&self) -> Store {
+        match self {
+            Place::File(dir) => Store::open(&db(dir)).unwrap(),
+            Place::Postgres(url) => Store::open_postgres(url, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+/// The test server's admin URL, or `None` with the reason printed.
+fn test_server() -> Option<String> {
+    let url = std::env::var("LLMGATE_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!(
+            "skipped on PostgreSQL: LLMGATE_TEST_POSTGRES is not set (scripts/test.sh starts a server and sets it)"
+        );
+    }
+    url
+}
+
+/// Runs `sql` on the test server's admin database.
+async fn admin_sql(admin: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = task.await;
+}
+
+/// A new, empty database on the test server.
+async fn fresh_postgres() -> Option<PgUrl> {
+    let admin = test_server()?;
+    let name = format!("llmgate_unit_{}", uuid::Uuid::new_v4().simple());
+    admin_sql(&admin, &format!("CREATE DATABASE {name}")).await;
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(PgUrl::parse(&format!("{base}/{name}")).unwrap())
+}
+
+/// A test written once for both backends: `name::sqlite` and `name::postgres`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Place::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(place) = super::Place::postgres().await {
+                    super::$name(place).await;
+                }
+            }
+        }
+    };
 }
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
@@ -135,11 +218,8 @@ async fn newer_schema_is_refused() {
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
 
-#[tokio::test]
-async fn keys_round_trip_every_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+async fn keys_round_trip_every_field(place: Place) {
+    let store = place.open().await;
     let full = key("aaaa1111", Some("ci"));
     let bare = bare_key("bbbb2222");
     store.put_key(full.clone()).await.unwrap();
@@ -182,10 +262,11 @@ async fn keys_round_trip_every_field() {
 
     store.put_key(full.clone()).await.unwrap();
     store.close().await.unwrap();
-    let store = Store::open(&path).unwrap();
+    let store = place.open().await;
     assert_eq!(store.load_keys().await.unwrap(), vec![full]);
     store.close().await.unwrap();
 }
+both!(keys_round_trip_every_field);
 
 #[test]
 fn model_budgets_are_read_and_shown_as_given() {
@@ -267,10 +348,8 @@ async fn model_budgets_of_an_old_row_still_load() {
     assert_eq!(text, as_written.to_string());
 }
 
-#[tokio::test]
-async fn counters_beyond_i64_are_clamped() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+async fn counters_beyond_i64_are_clamped(place: Place) {
+    let store = place.open().await;
     let mut k = bare_key("big");
     k.tpm_limit = Some(u64::MAX);
     store.put_key(k).await.unwrap();
@@ -287,11 +366,10 @@ async fn counters_beyond_i64_are_clamped() {
     );
     store.close().await.unwrap();
 }
+both!(counters_beyond_i64_are_clamped);
 
-#[tokio::test]
-async fn alias_must_be_unique() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+async fn alias_must_be_unique(place: Place) {
+    let store = place.open().await;
     store.put_key(key("t1", Some("shared"))).await.unwrap();
 
     let err = store.put_key(key("t2", Some("shared"))).await.unwrap_err();
@@ -331,12 +409,10 @@ async fn alias_must_be_unique() {
     );
     store.close().await.unwrap();
 }
+both!(alias_must_be_unique);
 
-#[tokio::test]
-async fn recorded_spend_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+async fn recorded_spend_survives_reopen(place: Place) {
+    let store = place.open().await;
     store.put_key(bare_key("k1")).await.unwrap();
     let first = log("r1", "k1", "bob", 1_000);
     store.record(SpendEvent::Log(Arc::new(first.clone())));
@@ -347,7 +423,7 @@ async fn recorded_spend_survives_reopen() {
     assert_eq!(all_logs(&store).await, vec![first.clone()]);
     store.close().await.unwrap();
 
-    let store = Store::open(&path).unwrap();
+    let store = place.open().await;
     assert_eq!(all_logs(&store).await, vec![first]);
     let keys = store.load_keys().await.unwrap();
     assert_eq!(
@@ -360,11 +436,10 @@ async fn recorded_spend_survives_reopen() {
     assert_eq!(keys[0].model_spend, window("gpt-4o", 0.75, 1_700_000_999));
     store.close().await.unwrap();
 }
+both!(recorded_spend_survives_reopen);
 
-#[tokio::test]
-async fn duplicate_request_id_replaces_the_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+async fn duplicate_request_id_replaces_the_row(place: Place) {
+    let store = place.open().await;
     store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
     store.flush().await.unwrap();
     let mut again = log("r1", "k", "u", 2);
@@ -379,12 +454,10 @@ async fn duplicate_request_id_replaces_the_row() {
     assert_eq!(logs[1], again);
     store.close().await.unwrap();
 }
+both!(duplicate_request_id_replaces_the_row);
 
-#[tokio::test]
-async fn close_drains_every_queued_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+async fn close_drains_every_queued_event(place: Place) {
+    let store = place.open().await;
     store.put_key(bare_key("k1")).await.unwrap();
     const N: i64 = 5_000;
     for i in 0..N {
@@ -404,7 +477,7 @@ async fn close_drains_every_queued_event() {
     assert!(store.flush().await.is_err());
     assert!(store.load_keys().await.is_err());
 
-    let store = Store::open(&path).unwrap();
+    let store = place.open().await;
     let logs = all_logs(&store).await;
     assert_eq!(logs.len(), usize::try_from(N).unwrap());
     assert_eq!(logs[0].request_id, format!("r{:05}", N - 1));
@@ -413,12 +486,10 @@ async fn close_drains_every_queued_event() {
     assert_eq!(store.load_keys().await.unwrap()[0].spend, last);
     store.close().await.unwrap();
 }
+both!(close_drains_every_queued_event);
 
-#[tokio::test]
-async fn concurrent_close_calls_all_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+async fn concurrent_close_calls_all_wait(place: Place) {
+    let store = place.open().await;
     for i in 0..2_000 {
         store.record(SpendEvent::Log(Arc::new(log(
             &format!("r{i}"),
@@ -431,19 +502,16 @@ async fn concurrent_close_calls_all_wait() {
     let (a, b) = tokio::join!(store.close(), other.close());
     a.unwrap();
     b.unwrap();
-    // Both returned only after the drain: the file holds everything.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM llmgate_spend_logs", [], |r| r.get(0))
-        .unwrap();
+    // Both returned only after the drain: the database holds everything.
+    let store = place.open().await;
+    let n = store.count_logs(SpendQuery::default()).await.unwrap();
     assert_eq!(n, 2_000);
+    store.close().await.unwrap();
 }
+both!(concurrent_close_calls_all_wait);
 
-#[tokio::test]
-async fn key_spend_does_not_clobber_admin_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = Store::open(&path).unwrap();
+async fn key_spend_does_not_clobber_admin_changes(place: Place) {
+    let store = place.open().await;
     store.put_key(key("k1", Some("a"))).await.unwrap();
 
     // An admin update of other columns, then the ledger's spend: both kept.
@@ -467,7 +535,7 @@ async fn key_spend_does_not_clobber_admin_changes() {
 
     store.record(key_spend("k1", 5.0));
     store.close().await.unwrap();
-    let store = Store::open(&path).unwrap();
+    let store = place.open().await;
     let k = &store.load_keys().await.unwrap()[0];
     assert_eq!(k.max_budget, Some(100.0));
     assert!(!k.blocked);
@@ -475,11 +543,10 @@ async fn key_spend_does_not_clobber_admin_changes() {
     assert_eq!(k.spend, 5.0);
     store.close().await.unwrap();
 }
+both!(key_spend_does_not_clobber_admin_changes);
 
-#[tokio::test]
-async fn query_filters_and_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+async fn query_filters_and_order(place: Place) {
+    let store = place.open().await;
     let rows = [
         log("a", "k1", "alice", 100),
         log("b", "k1", "bob", 200),
@@ -528,6 +595,7 @@ async fn query_filters_and_order() {
     }
     store.close().await.unwrap();
 }
+both!(query_filters_and_order);
 
 #[tokio::test]
 async fn failed_commit_keeps_events_and_retries() {
@@ -614,10 +682,8 @@ fn default_path_order() {
     );
 }
 
-#[tokio::test]
-async fn aggregates_sum_per_day_team_and_tag() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).unwrap();
+async fn aggregates_sum_per_day_team_and_tag(place: Place) {
+    let store = place.open().await;
     let mut red = key("k-red", Some("red"));
     red.team_id = Some("team-red".into());
     store.put_key(red).await.unwrap();
@@ -673,4 +739,123 @@ async fn aggregates_sum_per_day_team_and_tag() {
         (1, Some("red"), 2)
     );
     store.close().await.unwrap();
+}
+both!(aggregates_sum_per_day_team_and_tag);
+
+/// Two instances opening one new PostgreSQL database at once: each migration is applied
+/// once (the advisory lock), and both work.
+#[tokio::test]
+async fn postgres_concurrent_opens_migrate_once() {
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let wait = Duration::from_secs(5);
+    let (a, b, c) = tokio::join!(
+        Store::open_postgres(&url, wait),
+        Store::open_postgres(&url, wait),
+        Store::open_postgres(&url, wait)
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    a.put_key(bare_key("from-a")).await.unwrap();
+    assert_eq!(b.load_keys().await.unwrap().len(), 1, "one database");
+    for s in [a, b, c] {
+        s.close().await.unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(&url.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0), COUNT(*) FROM llmgate_schema_version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (version, rows): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(version, i64::try_from(schema::LATEST).unwrap());
+    assert_eq!(rows, version, "one row per migration, none applied twice");
+    drop(client);
+    let _ = task.await;
+}
+
+/// A failed commit on PostgreSQL (a trigger refuses rows) keeps the events; once the
+/// trigger is gone they are written with the next batch.
+#[tokio::test]
+async fn postgres_failed_commit_keeps_events_and_retries() {
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let store = Store::open_postgres(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    admin_sql(
+        &url.url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'disk full (simulated)'; END $$;
+         CREATE TRIGGER fail BEFORE INSERT ON llmgate_spend_logs
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await;
+    store.record(SpendEvent::Log(Arc::new(log("r1", "k", "u", 1))));
+    let err = format!("{:#}", store.flush().await.unwrap_err());
+    assert!(err.contains("disk full"), "{err}");
+
+    admin_sql(&url.url, "DROP TRIGGER fail ON llmgate_spend_logs").await;
+    store.record(SpendEvent::Log(Arc::new(log("r2", "k", "u", 2))));
+    store.flush().await.unwrap();
+    assert_eq!(
+        ids_of(&store).await,
+        ["r2", "r1"],
+        "the failed event was kept"
+    );
+    store.close().await.unwrap();
+}
+
+/// Nothing listens: opening waits up to the bound, then fails naming host, port and
+/// database, without the password.
+#[tokio::test]
+async fn postgres_unreachable_fails_after_the_wait_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = PgUrl::parse(&format!(
+        "postgresql://llmgate:hunter2secret@127.0.0.1:{port}/keys?sslmode=disable"
+    ))
+    .unwrap();
+    assert_eq!(
+        url.to_string(),
+        format!("postgresql://llmgate@127.0.0.1:{port}/keys")
+    );
+    assert!(!format!("{url:?}").contains("hunter2"));
+    let started = std::time::Instant::now();
+    let err = Store::open_postgres(&url, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(started.elapsed() >= Duration::from_millis(700), "it waited");
+    assert!(err.contains(&format!("127.0.0.1:{port}/keys")), "{err}");
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn postgres_urls_are_checked_and_shown_without_password() {
+    let shown = |u: &str| PgUrl::parse(u).map(|u| u.to_string());
+    assert_eq!(
+        shown("postgres://u:p%40ss@db.internal/llm").unwrap(),
+        "postgresql://u@db.internal:5432/llm"
+    );
+    assert_eq!(
+        shown("postgresql://u@h:6000").unwrap(),
+        "postgresql://u@h:6000/u"
+    );
+    let err = shown("postgresql://u:topsecret@h/db?sslmode=require").unwrap_err();
+    assert!(err.contains("sslmode=require"), "{err}");
+    let err = shown("postgresql://u:topsecret@h:notaport/db").unwrap_err();
+    assert!(!err.contains("topsecret"), "{err}");
+    assert!(PgUrl::is_postgres("postgres://x") && PgUrl::is_postgres("postgresql://x"));
+    assert!(!PgUrl::is_postgres("sqlite:///x.db"));
 }

@@ -1,5 +1,6 @@
-//! The store thread: owns the SQLite connection, takes messages in queue order, and commits
-//! the spend events of each batch in one transaction.
+//! The store thread: owns the database connection (a [`Backend`]: SQLite or PostgreSQL),
+//! takes messages in queue order, and commits the spend events of each batch in one
+//! transaction.
 //!
 //! A wake-up drains up to [`MAX_BATCH`] queued messages; one that starts with a spend
 //! event first waits [`GROUP_COMMIT`] for more. Spend events accumulate in
@@ -16,12 +17,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::AliasTaken;
-use super::report;
-use super::rows::{self, KeySpend};
+use super::rows::KeySpend;
 use super::types::{KeyRecord, SpendAggregate, SpendEvent, SpendLog, SpendQuery, SpendTotals};
 
 /// How long a spend event waits for others to share its transaction.
@@ -64,12 +62,36 @@ pub(super) enum Msg {
     Aggregate(Box<SpendAggregate>, Reply<Vec<SpendTotals>>),
 }
 
+/// What a database backend does for the thread. Each call runs to completion before the
+/// next message is taken up; the write calls run in one transaction each.
+pub(super) trait Backend {
+    /// Writes every pending log row, then the newest spend of each key, in one transaction.
+    fn write_events(&mut self, pending: &Pending) -> anyhow::Result<()>;
+    /// All keys, oldest first.
+    fn load_keys(&mut self) -> anyhow::Result<Vec<KeyRecord>>;
+    /// Inserts or replaces a key; [`super::AliasTaken`] if another key has its alias.
+    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()>;
+    /// Deletes `old` and inserts `rec` in one transaction.
+    fn replace_key(&mut self, old: &str, rec: &KeyRecord) -> anyhow::Result<()>;
+    /// Deletes keys; the tokens that existed.
+    fn delete_keys(&mut self, tokens: Vec<String>) -> anyhow::Result<Vec<String>>;
+    /// Spend log rows matching `q`.
+    fn query_logs(&mut self, q: &SpendQuery) -> anyhow::Result<Vec<SpendLog>>;
+    /// How many spend log rows match `q`.
+    fn count_logs(&mut self, q: &SpendQuery) -> anyhow::Result<u64>;
+    /// Sums of spend log rows per group.
+    fn aggregate(&mut self, q: &SpendAggregate) -> anyhow::Result<Vec<SpendTotals>>;
+    /// Closes the connection.
+    fn close(self) -> anyhow::Result<()>;
+}
+
 /// Spend events received but not committed yet, and who waits for them.
 #[derive(Default)]
-struct Pending {
-    logs: Vec<Arc<SpendLog>>,
+pub(super) struct Pending {
+    /// Spend log rows, in the order they came.
+    pub logs: Vec<Arc<SpendLog>>,
     /// Last reported spend per token: only the newest value needs writing.
-    key_spend: HashMap<String, KeySpend>,
+    pub key_spend: HashMap<String, KeySpend>,
     waiters: Vec<Reply<()>>,
 }
 
@@ -108,9 +130,9 @@ impl Pending {
 
 /// The thread's body: runs until [`Msg::Close`] or until every handle is dropped.
 /// `queued`: the count of spend events in the queue, taken down as they are taken up.
-pub(super) fn run(conn: Connection, rx: Receiver<Msg>, queued: &AtomicU64) {
+pub(super) fn run<B: Backend>(db: B, rx: Receiver<Msg>, queued: &AtomicU64) {
     let mut worker = Worker {
-        conn,
+        db,
         pending: Pending::default(),
         queued,
     };
@@ -149,7 +171,7 @@ pub(super) fn run(conn: Connection, rx: Receiver<Msg>, queued: &AtomicU64) {
     }
     // Closing (or every handle dropped): commit what is left, then close the connection.
     worker.commit();
-    let Worker { conn, pending, .. } = worker;
+    let Worker { db, pending, .. } = worker;
     let mut result = if pending.has_data() {
         Err(anyhow!(
             "{} spend log rows and {} key spend updates could not be written",
@@ -162,10 +184,10 @@ pub(super) fn run(conn: Connection, rx: Receiver<Msg>, queued: &AtomicU64) {
     if let Err(e) = &result {
         tracing::error!("store closing: {e:#}");
     }
-    if let Err((_, e)) = conn.close() {
-        tracing::error!("closing the database: {e}");
+    if let Err(e) = db.close() {
+        tracing::error!("closing the database: {e:#}");
         if result.is_ok() {
-            result = Err(anyhow::Error::new(e).context("closing the database"));
+            result = Err(e.context("closing the database"));
         }
     }
     if let Some(reply) = close_reply {
@@ -173,13 +195,13 @@ pub(super) fn run(conn: Connection, rx: Receiver<Msg>, queued: &AtomicU64) {
     }
 }
 
-struct Worker<'q> {
-    conn: Connection,
+struct Worker<'q, B> {
+    db: B,
     pending: Pending,
     queued: &'q AtomicU64,
 }
 
-impl Worker<'_> {
+impl<B: Backend> Worker<'_, B> {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Event(ev) => {
@@ -193,11 +215,11 @@ impl Worker<'_> {
             }
             Msg::LoadKeys(reply) => {
                 self.commit();
-                let _ = reply.send(rows::load_keys(&self.conn).context("loading keys"));
+                let _ = reply.send(self.db.load_keys().context("loading keys"));
             }
             Msg::PutKey(rec, reply) => {
                 self.commit();
-                let result = self.put_key(&rec);
+                let result = self.db.put_key(&rec);
                 if result.is_ok() {
                     self.pending.forget_key(&rec.token);
                 }
@@ -205,7 +227,7 @@ impl Worker<'_> {
             }
             Msg::ReplaceKey(old, rec, reply) => {
                 self.commit();
-                let result = self.replace_key(&old, &rec);
+                let result = self.db.replace_key(&old, &rec);
                 if result.is_ok() {
                     self.pending.forget_key(&old);
                     self.pending.forget_key(&rec.token);
@@ -214,7 +236,7 @@ impl Worker<'_> {
             }
             Msg::DeleteKeys(tokens, reply) => {
                 self.commit();
-                let result = self.delete_keys(tokens);
+                let result = self.db.delete_keys(tokens);
                 if let Ok(deleted) = &result {
                     for token in deleted {
                         self.pending.forget_key(token);
@@ -224,52 +246,17 @@ impl Worker<'_> {
             }
             Msg::QueryLogs(q, reply) => {
                 self.commit();
-                let _ = reply.send(rows::query_logs(&self.conn, &q).context("reading spend logs"));
+                let _ = reply.send(self.db.query_logs(&q).context("reading spend logs"));
             }
             Msg::CountLogs(q, reply) => {
                 self.commit();
-                let _ = reply.send(rows::count_logs(&self.conn, &q).context("counting spend logs"));
+                let _ = reply.send(self.db.count_logs(&q).context("counting spend logs"));
             }
             Msg::Aggregate(q, reply) => {
                 self.commit();
-                let _ = reply.send(report::aggregate(&self.conn, &q).context("summing spend logs"));
+                let _ = reply.send(self.db.aggregate(&q).context("summing spend logs"));
             }
         }
-    }
-
-    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        check_alias(&tx, rec)?;
-        rows::upsert_key(&tx, rec).context("writing the key")?;
-        tx.commit().context("committing the key")?;
-        Ok(())
-    }
-
-    fn replace_key(&mut self, old: &str, rec: &KeyRecord) -> anyhow::Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        rows::delete_key(&tx, old).context("deleting the old key")?;
-        check_alias(&tx, rec)?;
-        rows::upsert_key(&tx, rec).context("writing the new key")?;
-        tx.commit().context("committing the key")?;
-        Ok(())
-    }
-
-    fn delete_keys(&mut self, tokens: Vec<String>) -> anyhow::Result<Vec<String>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut deleted = Vec::new();
-        for token in tokens {
-            if rows::delete_key(&tx, &token).context("deleting a key")? {
-                deleted.push(token);
-            }
-        }
-        tx.commit().context("committing the deletion")?;
-        Ok(deleted)
     }
 
     /// Commits the pending events (retrying with backoff) and answers the waiters.
@@ -283,14 +270,14 @@ impl Worker<'_> {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match write_events(&mut self.conn, &self.pending) {
+            match self.db.write_events(&self.pending) {
                 Ok(()) => break Ok(()),
                 Err(e) => {
                     tracing::error!(
                         attempt,
                         logs = self.pending.logs.len(),
                         keys = self.pending.key_spend.len(),
-                        "writing spend to the database failed: {e}"
+                        "writing spend to the database failed: {e:#}"
                     );
                     match BACKOFF.get(attempt - 1) {
                         Some(wait) => std::thread::sleep(*wait),
@@ -315,30 +302,10 @@ impl Worker<'_> {
                 );
                 for waiter in self.pending.waiters.drain(..) {
                     let _ = waiter.send(Err(anyhow!(
-                        "writing spend to the database failed after {attempt} attempts: {e}"
+                        "writing spend to the database failed after {attempt} attempts: {e:#}"
                     )));
                 }
             }
         }
     }
-}
-
-/// Fails with [`AliasTaken`] when another key has `rec`'s alias.
-fn check_alias(conn: &Connection, rec: &KeyRecord) -> anyhow::Result<()> {
-    if let Some(alias) = &rec.key_alias
-        && rows::alias_owner(conn, alias, &rec.token)?.is_some()
-    {
-        return Err(AliasTaken(alias.clone()).into());
-    }
-    Ok(())
-}
-
-/// One transaction: every pending log row, then the newest spend of each key.
-fn write_events(conn: &mut Connection, pending: &Pending) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for log in &pending.logs {
-        rows::upsert_log(&tx, log)?;
-    }
-    rows::update_key_spend(&tx, &pending.key_spend)?;
-    tx.commit()
 }

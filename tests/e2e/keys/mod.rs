@@ -34,6 +34,7 @@ mod block;
 mod budgets;
 mod limits;
 mod model_budgets;
+mod postgres;
 mod spend_logs;
 mod spend_reports;
 

@@ -107,10 +107,25 @@ impl Gateway {
         for v in ["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"] {
             cmd.env_remove(v);
         }
+        cmd.env_remove("DATABASE_URL");
         // Each gateway gets its own database, unless the test names one.
-        cmd.env("LLMGATE_DB", dir.path().join("llmgate.db"));
+        let sqlite = dir.path().join("llmgate.db");
+        cmd.env("LLMGATE_DB", &sqlite);
         for (k, v) in spec.env {
             cmd.env(k, v);
+        }
+        // On PostgreSQL: the database standing for that file, unless the test or its
+        // config names a database itself.
+        let named = spec.config.contains("database_path") || spec.config.contains("database_url");
+        if !named && !spec.env.iter().any(|(k, _)| *k == "DATABASE_URL") {
+            let file = spec
+                .env
+                .iter()
+                .find(|(k, _)| *k == "LLMGATE_DB")
+                .map_or_else(|| sqlite.display().to_string(), |(_, v)| (*v).to_string());
+            if let Some(url) = super::postgres::database_for(&file) {
+                cmd.env("DATABASE_URL", url);
+            }
         }
         let mut child = cmd
             .stdout(Stdio::piped())

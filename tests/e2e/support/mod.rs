@@ -8,6 +8,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod mock;
+pub mod postgres;
 pub mod redis;
 
 pub use config::{Config, Deployment, openai_config};
