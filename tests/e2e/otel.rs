@@ -423,7 +423,11 @@ async fn the_sampler_decides_which_traces_are_exported() {
     let (kept, _, kept_header) = client_trace(50);
     let (dropped, _, sampled_header) = client_trace(60);
     let dropped_header = sampled_header.replace("-01", "-00");
-    for tp in [Some(kept_header.as_str()), Some(dropped_header.as_str()), None] {
+    for tp in [
+        Some(kept_header.as_str()),
+        Some(dropped_header.as_str()),
+        None,
+    ] {
         let mut req = c.post(format!("{}/v1/chat/completions", gw.url));
         if let Some(tp) = tp {
             req = req.header("traceparent", tp);
@@ -432,7 +436,10 @@ async fn the_sampler_decides_which_traces_are_exported() {
         assert_eq!(r.status, 200, "{tp:?}: {}", r.text);
     }
     let (_, trace) = trace_of(&got, &kept, 1).await;
-    assert!(!trace.plugins.is_empty(), "a sampled trace has its plugin spans");
+    assert!(
+        !trace.plugins.is_empty(),
+        "a sampled trace has its plugin spans"
+    );
     // Give the exporter as long again to send anything else it would have.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let traces: std::collections::BTreeSet<String> = got
@@ -453,7 +460,11 @@ async fn the_sampler_decides_which_traces_are_exported() {
             Some((v[3..35].to_string(), v[53..].to_string()))
         })
         .collect();
-    assert_eq!(flags.len(), 3, "every attempt carries a traceparent: {flags:?}");
+    assert_eq!(
+        flags.len(),
+        3,
+        "every attempt carries a traceparent: {flags:?}"
+    );
     assert_eq!(flags[0], (hex::encode(kept), "01".to_string()));
     assert_eq!(flags[1], (hex::encode(dropped), "00".to_string()));
     assert_eq!(flags[2].1, "00", "a new trace the sampler dropped");

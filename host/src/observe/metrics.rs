@@ -24,7 +24,7 @@ use std::hash::{BuildHasher as _, RandomState};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
-use prometheus::core::{Collector, GenericCounter, Number};
+use prometheus::core::{Collector, GenericCounter, MetricVec, MetricVecBuilder, Number};
 use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, Opts, Registry,
@@ -433,11 +433,7 @@ impl<'a> Labels<'a> {
 }
 
 /// The series of `vec` for `labels`' values of its label names.
-fn with<T: prometheus::core::MetricVecBuilder>(
-    vec: &prometheus::core::MetricVec<T>,
-    names: &[&str],
-    labels: &Labels<'_>,
-) -> T::M {
+fn with<T: MetricVecBuilder>(vec: &MetricVec<T>, names: &[&str], labels: &Labels<'_>) -> T::M {
     let (values, n) = labels.values(names);
     vec.with_label_values(&values[..n])
 }
@@ -567,13 +563,13 @@ impl Sink for Metrics {
             l: &base,
             s: &series,
         };
-        s.counter(|s| &s.total, |p| &p.total, TOTAL_REQUESTS_LABELS)
+        s.get(|s| &s.total, |p| &p.total, TOTAL_REQUESTS_LABELS)
             .inc();
         let ok = facts.error_class.is_none() && facts.status < 400;
         if ok {
             self.succeeded(log, facts, &s);
         } else {
-            s.counter(|s| &s.failed, |p| &p.failed, FAILED_REQUESTS_LABELS)
+            s.get(|s| &s.failed, |p| &p.failed, FAILED_REQUESTS_LABELS)
                 .inc();
         }
         self.usage(log, &s);
@@ -587,51 +583,51 @@ impl Sink for Metrics {
 impl Metrics {
     /// A request that answered: its latencies.
     fn succeeded(&self, log: &SpendLog, facts: &super::Facts, s: &Resolve<'_>) {
-        s.counter(|s| &s.requests, |p| &p.requests, REQUESTS_LABELS)
+        s.get(|s| &s.requests, |p| &p.requests, REQUESTS_LABELS)
             .inc();
         let total_ms = (log.end_time_ms - log.start_time_ms) as f64;
-        s.histogram(
+        s.get(
             |s| &s.total_latency,
             |p| &p.total_latency,
             TOTAL_LATENCY_LABELS,
         )
         .observe(seconds(total_ms));
         if let Some(served) = facts.attempts.last() {
-            s.histogram(|s| &s.api_latency, |p| &p.api_latency, API_LATENCY_LABELS)
+            s.get(|s| &s.api_latency, |p| &p.api_latency, API_LATENCY_LABELS)
                 .observe(seconds(served.duration_ms));
             if let Some(first) = log.completion_start_time_ms {
                 let ttft = (first - served.start_ms) as f64;
-                s.histogram(|s| &s.ttft, |p| &p.ttft, API_LATENCY_LABELS)
+                s.get(|s| &s.ttft, |p| &p.ttft, API_LATENCY_LABELS)
                     .observe(seconds(ttft));
             }
         }
         let upstream: f64 = facts.attempts.iter().map(|a| a.duration_ms).sum();
-        s.histogram(|s| &s.overhead, |p| &p.overhead, OVERHEAD_LABELS)
+        s.get(|s| &s.overhead, |p| &p.overhead, OVERHEAD_LABELS)
             .observe(seconds(total_ms - upstream));
     }
 
     /// Tokens and spend, whatever the outcome (a client that left mid-stream still paid).
     fn usage(&self, log: &SpendLog, s: &Resolve<'_>) {
         if log.spend > 0.0 {
-            s.fcounter(|s| &s.spend, |p| &p.spend, SPEND_LABELS)
+            s.get(|s| &s.spend, |p| &p.spend, SPEND_LABELS)
                 .inc_by(log.spend);
         }
         if log.total_tokens == 0 {
             return;
         }
         let tokens = |n: u64| n as f64;
-        s.fcounter(|s| &s.total_tokens, |p| &p.total_tokens, TOKENS_LABELS)
+        s.get(|s| &s.total_tokens, |p| &p.total_tokens, TOKENS_LABELS)
             .inc_by(tokens(log.total_tokens));
-        s.fcounter(|s| &s.input_tokens, |p| &p.input_tokens, TOKENS_LABELS)
+        s.get(|s| &s.input_tokens, |p| &p.input_tokens, TOKENS_LABELS)
             .inc_by(tokens(log.prompt_tokens));
-        s.fcounter(|s| &s.output_tokens, |p| &p.output_tokens, TOKENS_LABELS)
+        s.get(|s| &s.output_tokens, |p| &p.output_tokens, TOKENS_LABELS)
             .inc_by(tokens(log.completion_tokens));
         if log.cache_read_input_tokens > 0 {
-            s.fcounter(|s| &s.cached_tokens, |p| &p.cached_tokens, TOKENS_LABELS)
+            s.get(|s| &s.cached_tokens, |p| &p.cached_tokens, TOKENS_LABELS)
                 .inc_by(tokens(log.cache_read_input_tokens));
         }
         if log.cache_creation_input_tokens > 0 {
-            s.fcounter(
+            s.get(
                 |s| &s.cache_creation_tokens,
                 |p| &p.cache_creation_tokens,
                 TOKENS_LABELS,
@@ -657,13 +653,13 @@ impl Metrics {
         {
             // The usual request, one attempt that answered at the deployment the row
             // names: its labels are the request's.
-            s.counter(
+            s.get(
                 |s| &s.dep_total,
                 |p| &p.dep_total,
                 DEPLOYMENT_REQUEST_LABELS,
             )
             .inc();
-            s.counter(
+            s.get(
                 |s| &s.dep_success,
                 |p| &p.dep_success,
                 DEPLOYMENT_REQUEST_LABELS,
@@ -724,26 +720,26 @@ impl Metrics {
     /// The key's budget and what is left of its limits after the request.
     fn key(&self, k: &super::KeyTotals, s: &Resolve<'_>) {
         let max = k.max_budget.unwrap_or(f64::INFINITY);
-        s.gauge(
+        s.get(
             |s| &s.key_max_budget,
             |p| &p.key_max_budget,
             KEY_BUDGET_LABELS,
         )
         .set(max);
-        s.gauge(
+        s.get(
             |s| &s.key_remaining_budget,
             |p| &p.key_remaining_budget,
             KEY_BUDGET_LABELS,
         )
         .set(max - k.spend);
         if let Some(n) = k.remaining_requests {
-            s.gauge(
+            s.get(
                 |s| &s.remaining_requests,
                 |p| &p.remaining_requests,
                 OVERHEAD_LABELS,
             )
             .set(n as f64);
-            s.gauge(
+            s.get(
                 |s| &s.key_requests_for_model,
                 |p| &p.key_requests_for_model,
                 KEY_MODEL_LIMIT_LABELS,
@@ -751,13 +747,13 @@ impl Metrics {
             .set(n as f64);
         }
         if let Some(n) = k.remaining_tokens {
-            s.gauge(
+            s.get(
                 |s| &s.remaining_tokens,
                 |p| &p.remaining_tokens,
                 OVERHEAD_LABELS,
             )
             .set(n as f64);
-            s.gauge(
+            s.get(
                 |s| &s.key_tokens_for_model,
                 |p| &p.key_tokens_for_model,
                 KEY_MODEL_LIMIT_LABELS,
@@ -844,39 +840,14 @@ struct Resolve<'a> {
 }
 
 impl Resolve<'_> {
-    fn counter(
+    /// The series `cell` holds, made from `vec` with this request's values of `names` the
+    /// first time.
+    fn get<T: MetricVecBuilder>(
         &self,
-        cell: impl Fn(&Series) -> &OnceLock<IntCounter>,
-        vec: impl Fn(&PerRequest) -> &IntCounterVec,
+        cell: impl Fn(&Series) -> &OnceLock<T::M>,
+        vec: impl Fn(&PerRequest) -> &MetricVec<T>,
         names: &[&str],
-    ) -> &IntCounter {
-        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
-    }
-
-    fn fcounter(
-        &self,
-        cell: impl Fn(&Series) -> &OnceLock<Counter>,
-        vec: impl Fn(&PerRequest) -> &CounterVec,
-        names: &[&str],
-    ) -> &Counter {
-        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
-    }
-
-    fn histogram(
-        &self,
-        cell: impl Fn(&Series) -> &OnceLock<Histogram>,
-        vec: impl Fn(&PerRequest) -> &HistogramVec,
-        names: &[&str],
-    ) -> &Histogram {
-        cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
-    }
-
-    fn gauge(
-        &self,
-        cell: impl Fn(&Series) -> &OnceLock<Gauge>,
-        vec: impl Fn(&PerRequest) -> &GaugeVec,
-        names: &[&str],
-    ) -> &Gauge {
+    ) -> &T::M {
         cell(self.s).get_or_init(|| with(vec(self.p), names, self.l))
     }
 }
