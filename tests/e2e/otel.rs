@@ -343,6 +343,30 @@ async fn traces_reach_the_receiver(protocol: &str) {
         assert!(!calls(read).is_empty(), "{read}: {:?}", t.plugins);
     }
 
+    // A request refused before it had a trace context (a wrong key) has its own span.
+    let r = send(
+        c.post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth("sk-not-a-key-123")
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let mut refused = None;
+    for _ in 0..200 {
+        refused = got
+            .spans()
+            .into_iter()
+            .map(|(_, s)| s)
+            .find(|s| attr(s, "http.response.status_code") == 401);
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("a span for the refused request");
+    assert_eq!(refused.kind, SpanKind::Server as i32);
+    assert_eq!(refused.status.as_ref().unwrap().code, 2, "ERROR");
+
     // No secret anywhere in what was exported.
     let raw = got.bytes();
     for secret in [UPSTREAM_KEY, MASTER, key.as_str()] {

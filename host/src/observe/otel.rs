@@ -519,14 +519,14 @@ impl Otel {
 
 impl Sink for Otel {
     fn record(&self, record: &Record<'_>) {
-        // A request with no trace context is one from before tracing was on; an unsampled
-        // one is not exported.
-        if !record
-            .facts
-            .trace
-            .as_ref()
-            .is_some_and(TraceContext::recorded)
-        {
+        // An unsampled request is not exported. One without a trace context (refused
+        // before its headers were read: no key, a bad body) gets a new trace in `spans`,
+        // sampled as a new trace is.
+        let kept = match &record.facts.trace {
+            Some(trace) => trace.recorded(),
+            None => self.sampler.sample(&new_trace_id(), None),
+        };
+        if !kept {
             return;
         }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
