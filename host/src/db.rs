@@ -248,6 +248,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn copy_refuses_a_target_that_is_not_postgres_and_a_missing_file_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("none.db");
+        let err = copy(&db, "sqlite:///tmp/x.db").unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL only"), "{err}");
+        let err = copy(&db, "os.environ/LLMGATE_UNIT_NO_SUCH_VAR")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LLMGATE_UNIT_NO_SUCH_VAR is not set"), "{err}");
+        let err = format!(
+            "{:#}",
+            copy(&db, "postgresql://u:s3cret@127.0.0.1:1/db").unwrap_err()
+        );
+        assert!(err.contains("no database at"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(!db.exists(), "a missing file is not created");
+    }
+
+    #[test]
     fn passwords_never_reach_the_pg_dump_hint() {
         for (url, shown) in [
             (
