@@ -11,6 +11,11 @@
 //!   a read-only connection: it runs beside a serving gateway, which goes on writing.
 //!   It refuses to overwrite `FILE`.
 //!
+//! - `llmgate db copy --to postgresql://...` (or `--to os.environ/VAR`) copies every key
+//!   and spend log row of the SQLite file into a PostgreSQL database, migrating it first
+//!   ([`store::copy_to_postgres`]): the way from one instance to several. It takes the
+//!   file's lock like `migrate`, and may be run again (nothing is duplicated).
+//!
 //! On a PostgreSQL store (`database_url`, `DATABASE_URL`): `migrate` connects, which runs
 //! the same migrations under an advisory lock; `backup` answers [`pg_dump_hint`], the
 //! `pg_dump` command to run (a dump is PostgreSQL's own tool's job), and exits 1.
@@ -34,7 +39,15 @@ pub enum Action {
         /// Where the copy goes; must not exist.
         file: PathBuf,
     },
+    /// `db copy --to URL`: every key and spend log row into a PostgreSQL database.
+    Copy {
+        /// `postgresql://...` or `os.environ/VAR` (it may hold a password: never shown).
+        to: String,
+    },
 }
+
+/// How long `db copy` waits for the target's server (as a start does by default).
+const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `action` on the database the config (`config`, `overrides` and the environment)
 /// names. Answers the line to print; fails with what went wrong (or, for
@@ -53,7 +66,29 @@ pub fn run(
         Action::Migrate { check: false } => migrate(db),
         Action::Migrate { check: true } => check(db),
         Action::Backup { file } => backup(db, file),
+        Action::Copy { to } => copy(db, to),
     }
+}
+
+/// `db copy`: `to` resolved (`os.environ/VAR`) and checked, then the copy; the line names
+/// the target without its password.
+fn copy(db: &Path, to: &str) -> anyhow::Result<String> {
+    let url = match to.strip_prefix("os.environ/") {
+        Some(var) => std::env::var(var)
+            .map_err(|_| anyhow::anyhow!("--to {to}: the variable {var} is not set"))?,
+        None => to.to_owned(),
+    };
+    if !store::PgUrl::is_postgres(&url) {
+        bail!("--to: db copy writes to PostgreSQL only: give a postgresql:// URL");
+    }
+    let url = store::PgUrl::parse(&url).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let done = store::copy_to_postgres(db, &url, COPY_WAIT)?;
+    Ok(format!(
+        "copied {} keys, {} spend log rows from {} to {url}",
+        done.keys,
+        done.spend_logs,
+        db.display()
+    ))
 }
 
 /// The actions on a PostgreSQL store: `migrate` connects (waiting as a start does), which
@@ -61,6 +96,11 @@ pub fn run(
 fn postgres(pg: &config::postgres::Postgres, action: &Action) -> anyhow::Result<String> {
     match action {
         Action::Backup { file } => bail!("{}", pg_dump_hint(&pg.url.to_string(), file)),
+        Action::Copy { .. } => bail!(
+            "the database is already PostgreSQL ({}): db copy reads an SQLite file; name \
+             it with llmgate.database_path (and unset DATABASE_URL)",
+            pg.url
+        ),
         Action::Migrate { check: true } => bail!(
             "{}: `db migrate --check` reads SQLite files only so far; `llmgate db migrate` \
              (or a gateway's start) applies pending migrations to PostgreSQL",
@@ -206,6 +246,25 @@ fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_refuses_a_target_that_is_not_postgres_and_a_missing_file_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("none.db");
+        let err = copy(&db, "sqlite:///tmp/x.db").unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL only"), "{err}");
+        let err = copy(&db, "os.environ/LLMGATE_UNIT_NO_SUCH_VAR")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LLMGATE_UNIT_NO_SUCH_VAR is not set"), "{err}");
+        let err = format!(
+            "{:#}",
+            copy(&db, "postgresql://u:s3cret@127.0.0.1:1/db").unwrap_err()
+        );
+        assert!(err.contains("no database at"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(!db.exists(), "a missing file is not created");
+    }
 
     #[test]
     fn passwords_never_reach_the_pg_dump_hint() {

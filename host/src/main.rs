@@ -91,6 +91,13 @@ enum DbCommand {
         /// The new file.
         file: PathBuf,
     },
+    /// Copy every key and spend log row of the SQLite database into a PostgreSQL database
+    /// (migrated first); refused while a gateway serves from the file. Safe to repeat.
+    Copy {
+        /// The target: `postgresql://user:password@host:port/db` or `os.environ/VAR`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// `--scheduler`.
@@ -189,6 +196,7 @@ fn db(
     let action = match action {
         DbCommand::Migrate { check } => llmgate::db::Action::Migrate { check },
         DbCommand::Backup { file } => llmgate::db::Action::Backup { file },
+        DbCommand::Copy { to } => llmgate::db::Action::Copy { to },
     };
     match llmgate::db::run(config, overrides, &action) {
         Ok(line) => {

@@ -11,6 +11,7 @@ mod anthropic;
 mod clients;
 mod config_reload;
 mod database;
+mod db_copy;
 mod faults;
 mod harness;
 mod health;

@@ -36,6 +36,7 @@
 //! Both backends run the same migrations (`schema.rs`) and the same statements (`rows.rs`,
 //! `report.rs`; placeholders and the two dialect-specific expressions aside).
 
+mod copy;
 mod lock;
 mod maintain;
 mod postgres;
@@ -58,6 +59,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
+pub use copy::{Copied, copy_to_postgres};
 pub use lock::lock_path;
 pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
 pub use postgres::PgUrl;

@@ -379,6 +379,41 @@ async fn query(
     Ok(client.query(&stmt, &params(args)).await?)
 }
 
+impl Postgres {
+    /// Upserts `keys` (one transaction; a key whose alias another token has fails it with
+    /// [`AliasTaken`]), then `logs` (a second one, pipelined). Answers how many of each.
+    pub(super) fn copy_in(
+        &mut self,
+        keys: &[KeyRecord],
+        logs: &[SpendLog],
+    ) -> anyhow::Result<super::copy::Copied> {
+        let pool = &self.pool;
+        self.rt.block_on(async {
+            let mut client = Self::client(pool).await?;
+            let tx = client.transaction().await?;
+            for key in keys {
+                put_key_in(&tx, key).await?;
+            }
+            tx.commit().await.context("committing the keys")?;
+            let tx = client.transaction().await?;
+            let stmt = tx
+                .prepare_cached(&numbered_dollar(rows::UPSERT_LOG))
+                .await?;
+            let args = logs
+                .iter()
+                .map(rows::log_args)
+                .collect::<serde_json::Result<Vec<_>>>()?;
+            let bound: Vec<_> = args.iter().map(|a| params(a)).collect();
+            futures_util::future::try_join_all(bound.iter().map(|p| tx.execute(&stmt, p))).await?;
+            tx.commit().await.context("committing the spend logs")?;
+            Ok(super::copy::Copied {
+                keys: keys.len() as u64,
+                spend_logs: logs.len() as u64,
+            })
+        })
+    }
+}
+
 impl Backend for Postgres {
     fn write_events(&mut self, pending: &Pending) -> anyhow::Result<()> {
         let pool = &self.pool;
