@@ -105,7 +105,7 @@ fn latest() -> usize {
 }
 
 /// A chat completion with `key`, which must succeed; its call id.
-async fn chat(gw: &Gateway, key: &str, text: &str, stream: bool) -> String {
+pub async fn chat(gw: &Gateway, key: &str, text: &str, stream: bool) -> String {
     let mut body = json!({
         "model": "gpt",
         "max_tokens": 16,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::database::chat;
 use crate::support::admin::{generate, info, spend_logs};
-use crate::support::http::post;
 use crate::support::mock::keyed_mock;
 use crate::support::{Config, Deployment, Gateway, Spec, postgres};
 
@@ -63,21 +63,6 @@ fn db_copy(config: &Path, to: &str, env: &[(&str, &str)]) -> (bool, String, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A chat completion with `key`, which must succeed.
-async fn chat(gw: &Gateway, key: &str, text: &str, stream: bool) {
-    let mut body = json!({
-        "model": "gpt",
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": text}],
-    });
-    if stream {
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    let r = post(gw, "/v1/chat/completions", Some(key), &body).await;
-    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 /// The spend log rows by request id, with what a copy must keep.
