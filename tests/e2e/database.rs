@@ -88,7 +88,7 @@ fn exits(mut cmd: Command) -> Output {
 }
 
 /// `llmgate db ARGS` with `env`: (success, stdout, stderr).
-fn db(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+pub fn db(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut full = vec!["db"];
     full.extend_from_slice(args);
     let out = exits(llmgate(&full, env));

@@ -6,12 +6,11 @@
 //! `LLMGATE_TEST_POSTGRES` names (skipped, saying so, without one).
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::database::chat;
+use crate::database::{chat, db};
 use crate::support::admin::{generate, info, spend_logs};
 use crate::support::mock::keyed_mock;
 use crate::support::{Config, Deployment, Gateway, Spec, postgres};
@@ -48,21 +47,8 @@ fn config(mock: &str, sqlite: Option<&Path>) -> String {
 /// `llmgate db copy --to TO --config CONFIG` with `env` (and no database variables of
 /// the harness's): (success, stdout, stderr).
 fn db_copy(config: &Path, to: &str, env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmgate"));
-    cmd.args(["db", "copy", "--to", to, "--config"])
-        .arg(config)
-        .env_remove("LLMGATE_CONFIG")
-        .env_remove("LLMGATE_DB")
-        .env_remove("DATABASE_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out: Output = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let config = config.to_str().unwrap();
+    db(&["copy", "--to", to, "--config", config], env)
 }
 
 /// The spend log rows by request id, with what a copy must keep.
