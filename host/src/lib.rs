@@ -147,6 +147,10 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         admission: config.budget_admission,
         spend_logs: config.spend_logs,
         store_prompts: config.store_prompts,
+        lease_ttl: config
+            .postgres
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(10), |pg| pg.lease_ttl),
     };
     if settings.master_key_hash.is_none() {
         tracing::warn!(
@@ -254,6 +258,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .hot_reload
         .then(|| server::reload::watch(gw.clone()));
     let _health_checks = gateway::probe::background(gw.clone());
+    let _lease_upkeep = gw.ledger().lease_upkeep();
     let first = serve(gw.clone(), first, stop_rx, limits);
     // Every loop's server; the first to end (an error, or all of them after a stop) ends it.
     let all = async move {
@@ -341,6 +346,7 @@ async fn drain(
             Ok(())
         }
     };
+    gw.ledger().release_leases().await;
     if let Err(e) = gw.ledger().store().close().await {
         tracing::error!("flushing the store on shutdown failed: {e:#}");
     }

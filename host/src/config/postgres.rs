@@ -13,6 +13,8 @@ use crate::store::PgUrl;
 
 /// How long start-up waits for PostgreSQL by default.
 const DEFAULT_WAIT_SECS: u64 = 30;
+/// How long a budget lease lives past its last renewal by default.
+const DEFAULT_LEASE_SECS: u64 = 10;
 
 /// The PostgreSQL store, when the config or the environment picks one.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +23,10 @@ pub struct Postgres {
     pub url: PgUrl,
     /// How long start-up waits for the server to accept connections.
     pub wait: Duration,
+    /// How long an instance's budget lease lives past its last renewal
+    /// (`llmgate.budget_lease_seconds`, default 10): how soon a killed instance's leases
+    /// come back.
+    pub lease_ttl: Duration,
 }
 
 /// `general_settings.database_url` when it is a PostgreSQL URL; else `DATABASE_URL` when
@@ -30,7 +36,7 @@ pub(super) fn parse(
     v: &mut Validator,
     general: &BTreeMap<String, Value>,
     database_path: Option<&str>,
-    wait_secs: Option<u64>,
+    (wait_secs, lease_secs): (Option<u64>, Option<u64>),
 ) -> Option<Postgres> {
     let (at, url) = match general.get("database_url") {
         Some(u) => {
@@ -64,7 +70,19 @@ pub(super) fn parse(
         "llmgate.database_wait_seconds",
         wait_secs.unwrap_or(DEFAULT_WAIT_SECS),
     )?;
-    Some(Postgres { url, wait })
+    let lease_ttl = v.whole_seconds(
+        "llmgate.budget_lease_seconds",
+        lease_secs.unwrap_or(DEFAULT_LEASE_SECS),
+    )?;
+    if lease_ttl < Duration::from_secs(1) {
+        v.problem("llmgate.budget_lease_seconds", "must be at least 1");
+        return None;
+    }
+    Some(Postgres {
+        url,
+        wait,
+        lease_ttl,
+    })
 }
 
 #[cfg(test)]

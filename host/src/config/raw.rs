@@ -108,6 +108,9 @@ pub struct RawLlmgate {
     pub database_path: Option<String>,
     /// How long start-up waits for PostgreSQL, seconds (default 30).
     pub database_wait_seconds: Option<u64>,
+    /// How long a budget lease lives past its last renewal on PostgreSQL, seconds
+    /// (default 10).
+    pub budget_lease_seconds: Option<u64>,
     /// Budget admission rule: `reserve` (default) or `strict`.
     pub budget_admission: Option<String>,
     /// Seconds a client may take to send a request head, from its first byte.

@@ -51,7 +51,7 @@ pub fn validate(
         &mut v,
         &raw.general_settings,
         ll.database_path.as_deref(),
-        ll.database_wait_seconds,
+        (ll.database_wait_seconds, ll.budget_lease_seconds),
     );
     let (budget_admission, default_reserved_output_tokens) = admission(&mut v, ll);
     let waits = waits(&mut v, ll);

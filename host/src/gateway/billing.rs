@@ -43,8 +43,9 @@ pub(super) struct LogFields {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// Admission: the key's checks and the reservation (cost and tokens), in memory.
-pub(super) fn admit(
+/// Admission: the key's checks and the reservation (cost and tokens), in memory (on a
+/// shared database, against this instance's lease, topped up when short).
+pub(super) async fn admit(
     ledger: &Arc<Ledger>,
     call: &Call,
     fields: LogFields,
@@ -72,6 +73,7 @@ pub(super) fn admit(
                 seen,
             },
         )
+        .await
         .inspect_err(|e| {
             let asked = Asked {
                 api: call.api,

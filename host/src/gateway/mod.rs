@@ -377,7 +377,7 @@ impl Gateway {
         })?;
         let span = tracing::info_span!("request", call_id = %call.id, model = %call.model, group = %call.group, stream = call.stream);
         let (seen, counted) = self.windows.key(&call.caller).await;
-        let admitted = billing::admit(&self.ledger, &call, fields, (seen, &self.windows));
+        let admitted = billing::admit(&self.ledger, &call, fields, (seen, &self.windows)).await;
         let mut billing = admitted.inspect_err(|_| counted.map_or((), |c| c.take_back()))?;
         async {
             let answer = match self.route_and_attempt(&call, &mut billing).await {

@@ -3,13 +3,13 @@
 //! store before the in-memory ledger changes, so a failed write leaves the key as it was,
 //! in memory and on disk.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{KeyEntry, KeyState, Ledger, hash_key, key_name, unix_now, window};
+use super::{KeyEntry, Ledger, hash_key, key_name, unix_now, window};
 use crate::error::Error;
-use crate::store::{KeyRecord, ModelBudgets};
+use crate::store::{KeyRecord, ModelBudgets, Overwrite};
 
 /// A new random key: `sk-` and 32 URL-safe characters (~190 bits).
 pub fn new_key() -> String {
@@ -249,12 +249,8 @@ impl Ledger {
             .await
             .map_err(|e| store_error(&e))?;
         let token = rec.token.clone();
-        self.keys_write().insert(
-            token,
-            Arc::new(KeyEntry {
-                state: Mutex::new(KeyState::new(rec.clone())),
-            }),
-        );
+        self.keys_write()
+            .insert(token, Arc::new(KeyEntry::new(rec.clone())));
         Ok(Issued { key, record: rec })
     }
 
@@ -263,15 +259,20 @@ impl Ledger {
         let _admin = self.admin.lock().await;
         let entry = self.entry_for(body)?;
         let now = unix_now();
+        self.roll(&entry, now);
         let mut rec = entry.record();
         apply(&mut rec, body, now)?;
         self.check_alias(&rec, Some(&entry))?;
+        let spend_patched = body.get("spend").is_some_and(|v| !v.is_null());
+        let overwrite = Overwrite {
+            spend: spend_patched,
+            model_spend: body.contains_key("model_max_budget"),
+        };
         self.store
-            .put_key(rec.clone())
+            .put_key_with(rec.clone(), overwrite)
             .await
             .map_err(|e| store_error(&e))?;
         let mut st = entry.lock();
-        let spend_patched = body.get("spend").is_some_and(|v| !v.is_null());
         let spend = if spend_patched {
             rec.spend
         } else {
@@ -287,8 +288,6 @@ impl Ledger {
             model_spend,
             ..rec
         };
-        // Requests that settled while the write was in flight: re-queue the live spend.
-        self.store.record(st.spend_event());
         Ok(st.rec.clone())
     }
 
@@ -307,6 +306,14 @@ impl Ledger {
         patch.insert("key".into(), Value::String(key.to_string()));
         patch.insert("blocked".into(), Value::Bool(blocked));
         self.update(&patch).await
+    }
+
+    /// Starts the key's budget windows over if due, writing the reset, before an admin
+    /// change reads its record.
+    fn roll(&self, entry: &KeyEntry, now: i64) {
+        if let Some(reset) = entry.lock().roll(now) {
+            self.store.record(reset);
+        }
     }
 
     fn entry_for(&self, body: &Map<String, Value>) -> Result<Arc<KeyEntry>, Error> {
@@ -380,6 +387,7 @@ impl Ledger {
             .find(old)
             .ok_or_else(|| Error::NotFound(format!("key {} not found", key_name(old))))?;
         let now = unix_now();
+        self.roll(&entry, now);
         let key = match opt_str(body, "new_key")? {
             Some(Some(k)) if k.starts_with("sk-") && k.len() >= 8 => k,
             Some(Some(_)) => {
@@ -409,7 +417,6 @@ impl Ledger {
             model_spend,
             ..rec
         };
-        self.store.record(st.spend_event());
         let record = st.rec.clone();
         drop(st);
         map.remove(&old_token);

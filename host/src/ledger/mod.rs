@@ -42,6 +42,7 @@
 //! minute stay below `tpm_limit` plus one request's estimate. `rpm_limit` counts a request
 //! at admission, so it is exact.
 
+mod lease;
 pub mod window;
 
 use std::collections::HashMap;
@@ -56,7 +57,9 @@ use subtle::ConstantTimeEq as _;
 pub use crate::config::Admission;
 use crate::error::Error;
 use crate::observe::{Facts, KeyTotals, Observer, Record};
-use crate::store::{KeyRecord, ModelBudgets, ModelWindow, SpendEvent, SpendLog, Store};
+use crate::store::{
+    Charge, KeyRecord, ModelBudgets, ModelCharge, ModelWindow, SpendEvent, SpendLog, Store, Taken,
+};
 
 /// Ledger settings from the config.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +73,9 @@ pub struct Settings {
     /// Keep request and response bodies in spend logs
     /// (`general_settings.store_prompts_in_spend_logs`).
     pub store_prompts: bool,
+    /// How long a budget lease lives past its last renewal, on a shared database
+    /// (`llmgate.budget_lease_seconds`, default 10 s; at least 1 s).
+    pub lease_ttl: std::time::Duration,
 }
 
 /// Who is calling.
@@ -102,6 +108,18 @@ impl Caller {
 /// One virtual key: its record (settings and spend) and live counters.
 pub struct KeyEntry {
     state: Mutex<KeyState>,
+    /// Held while this instance asks the database for more of the key's budget, so the
+    /// requests that need it wait for one grant instead of each sending their own.
+    leasing: tokio::sync::Mutex<()>,
+}
+
+impl KeyEntry {
+    fn new(rec: KeyRecord) -> Self {
+        Self {
+            state: Mutex::new(KeyState::new(rec)),
+            leasing: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 struct KeyState {
@@ -119,6 +137,8 @@ struct KeyState {
     tokens_this_minute: u64,
     /// Removed from the ledger (deleted); settles still count, admits fail.
     deleted: bool,
+    /// This instance's lease on the key's budget, on a shared database (`lease.rs`).
+    lease: lease::Held,
 }
 
 impl KeyEntry {
@@ -133,11 +153,12 @@ impl KeyEntry {
         self.lock().refusal(unix_now()).map_or(Ok(()), Err)
     }
 
-    /// A snapshot of the record with windows that are due reset.
+    /// A snapshot of the record with windows that are due reset (in the snapshot only: the
+    /// key's next use resets them and writes the reset).
     pub fn record(&self) -> KeyRecord {
-        let mut st = self.lock();
-        st.roll(unix_now());
-        st.rec.clone()
+        let mut snapshot = KeyState::new(self.lock().rec.clone());
+        let _ = snapshot.roll(unix_now());
+        snapshot.rec
     }
 
     /// The key's hash.
@@ -173,15 +194,20 @@ impl KeyState {
         }
     }
 
-    /// Reset budget windows that are due. Returns whether anything changed.
-    fn roll(&mut self, now: i64) -> bool {
-        let mut changed = false;
+    /// Reset budget windows that are due. Returns the store's write when the key's own
+    /// window started over (model windows start over in the store with their next charge).
+    fn roll(&mut self, now: i64) -> Option<SpendEvent> {
+        let mut reset = None;
         if let (Some(at), Some(d)) = (self.rec.budget_reset_at, &self.rec.budget_duration)
             && now >= at
         {
             self.rec.spend = 0.0;
             self.rec.budget_reset_at = window::parse(d).ok().map(|p| window::next_reset(p, now));
-            changed = true;
+            reset = Some(SpendEvent::KeyReset {
+                token: self.rec.token.clone(),
+                from: at,
+                to: self.rec.budget_reset_at,
+            });
         }
         for (model, w) in &mut self.rec.model_spend {
             if w.reset_at.is_some_and(|t| now >= t) {
@@ -191,7 +217,6 @@ impl KeyState {
                     reset_at,
                     spend: 0.0,
                 };
-                changed = true;
             }
         }
         let minute = now.div_euclid(60);
@@ -200,7 +225,7 @@ impl KeyState {
             self.requests_this_minute = 0;
             self.tokens_this_minute = 0;
         }
-        changed
+        reset
     }
 
     fn model_spend(&self, model: &str) -> f64 {
@@ -224,13 +249,24 @@ impl KeyState {
         }
     }
 
-    fn spend_event(&self) -> SpendEvent {
-        SpendEvent::KeySpend {
+    /// The store's write for a request of model group `group` that cost `cost`, `taken`
+    /// of it paid by this instance's lease.
+    fn charge(&self, group: &str, cost: f64, taken: f64, now: i64) -> SpendEvent {
+        let lease = self.lease.id.as_ref().filter(|_| taken > 0.0);
+        SpendEvent::KeyCharge(Charge {
             token: self.rec.token.clone(),
-            spend: self.rec.spend,
-            budget_reset_at: self.rec.budget_reset_at,
-            model_spend: self.rec.model_spend.clone(),
-        }
+            cost,
+            lease: lease.map(|id| Taken {
+                id: id.clone(),
+                usd: taken,
+            }),
+            model: model_budget(&self.rec, group).map(|_| ModelCharge {
+                group: group.to_string(),
+                reset_at: model_period(&self.rec.model_max_budget, group)
+                    .map(|p| window::next_reset(p, now)),
+                now,
+            }),
+        })
     }
 }
 
@@ -318,7 +354,10 @@ impl Ticket {
         let mut totals = None;
         if let Some(key) = &self.key {
             let mut st = key.lock();
-            st.roll(now_ms / 1000);
+            let now = now_ms / 1000;
+            if let Some(reset) = st.roll(now) {
+                store.record(reset);
+            }
             st.reserved = (st.reserved - self.reserved).max(0.0);
             if let Some(r) = st.model_reserved.get_mut(&self.group) {
                 *r = (*r - self.reserved).max(0.0);
@@ -337,8 +376,11 @@ impl Ticket {
                 w.spend += cost;
             }
             key_spend = st.rec.spend;
-            // Queued under the lock: the store sees this key's absolute spend in order.
-            store.record(st.spend_event());
+            let taken = st.lease.pay(cost);
+            if cost > 0.0 {
+                // Queued under the lock, after the window reset it follows.
+                store.record(st.charge(&self.group, cost, taken, now));
+            }
             totals = Some(st.totals());
         }
         let log = Arc::new(std::mem::take(&mut self.log));
@@ -419,6 +461,8 @@ pub struct Ledger {
     admin: tokio::sync::Mutex<()>,
     /// The shared Redis, whose tpm windows get every settled key's tokens.
     shared: std::sync::OnceLock<Arc<crate::shared::Shared>>,
+    /// Budget leases, when the database is shared (PostgreSQL).
+    leasing: Option<lease::Leasing>,
 }
 
 /// SHA-256 of a key, lower-case hex: what is stored and logged instead of the key.
@@ -483,17 +527,19 @@ impl Ledger {
         let now = unix_now();
         let mut keys = HashMap::with_capacity(records.len());
         for rec in records {
-            let mut st = KeyState::new(rec);
-            if st.roll(now) {
-                store.record(st.spend_event());
-            }
-            keys.insert(
-                st.rec.token.clone(),
-                Arc::new(KeyEntry {
-                    state: Mutex::new(st),
-                }),
-            );
+            let entry = KeyEntry::new(rec);
+            let token = {
+                let mut st = entry.lock();
+                if let Some(reset) = st.roll(now) {
+                    store.record(reset);
+                }
+                st.rec.token.clone()
+            };
+            keys.insert(token, Arc::new(entry));
         }
+        let leasing = store
+            .leases()
+            .map(|l| lease::Leasing::new(l.clone(), settings.lease_ttl));
         Ok(Arc::new(Self {
             store,
             settings,
@@ -501,6 +547,7 @@ impl Ledger {
             observer: Observer::default(),
             admin: tokio::sync::Mutex::new(()),
             shared: std::sync::OnceLock::new(),
+            leasing,
         }))
     }
 
@@ -592,32 +639,74 @@ impl Ledger {
     }
 
     /// Admit a request: check the key and reserve the worst case. `Open` and `Master`
-    /// callers are not limited but their requests are still logged and costed.
-    pub fn admit(self: &Arc<Self>, caller: &Caller, req: Admit<'_>) -> Result<Ticket, Error> {
-        let mut log = req.log;
-        let ticket =
-            |log: SpendLog, key: Option<Arc<KeyEntry>>, reserved: f64, rate_headers| Ticket {
-                ledger: self.clone(),
-                group: req.group.to_string(),
-                reserved,
-                reserved_tokens: if key.is_some() { req.tokens } else { 0 },
-                key,
-                log,
-                rate_headers,
-                fallback_cost: 0.0,
-                facts: req.facts.clone(),
-                settled: false,
-            };
+    /// callers are not limited but their requests are still logged and costed. On a shared
+    /// database a key's budget is held by this instance's lease: a request the lease does
+    /// not cover waits for one grant (`lease.rs`), then is admitted or refused.
+    pub async fn admit(self: &Arc<Self>, caller: &Caller, req: Admit<'_>) -> Result<Ticket, Error> {
         let Caller::Key(key) = caller else {
+            let mut log = req.log;
             if matches!(caller, Caller::Master) {
                 self.tag_master(&mut log);
             }
-            return Ok(ticket(log, None, 0.0, Vec::new()));
+            return Ok(self.ticket(req.group, None, (log, req.facts), (0.0, 0), Vec::new()));
         };
+        let mut asked = 0;
+        let (worst, headers) = loop {
+            match self.admit_key(key, &req)? {
+                Step::Admitted { worst, headers } => break (worst, headers),
+                Step::Lease { need, worst } => {
+                    let leasing = self.leasing.as_ref().ok_or_else(|| {
+                        Error::Internal("a lease was needed without a shared database".into())
+                    })?;
+                    if asked == 3 {
+                        return Err(leasing.crowded(key, need));
+                    }
+                    asked += 1;
+                    leasing.top_up(key, worst, self.settings.admission).await?;
+                }
+            }
+        };
+        let mut log = req.log;
+        key.lock().tag(&mut log);
+        // Built only now: a refused request holds no ticket, so it writes no spend row.
+        Ok(self.ticket(
+            req.group,
+            Some(key.clone()),
+            (log, req.facts),
+            (worst, req.tokens),
+            headers,
+        ))
+    }
+
+    fn ticket(
+        self: &Arc<Self>,
+        group: &str,
+        key: Option<Arc<KeyEntry>>,
+        (log, facts): (SpendLog, Facts),
+        (reserved, reserved_tokens): (f64, u64),
+        rate_headers: Vec<(&'static str, String)>,
+    ) -> Ticket {
+        Ticket {
+            ledger: self.clone(),
+            group: group.to_string(),
+            reserved,
+            reserved_tokens: if key.is_some() { reserved_tokens } else { 0 },
+            key,
+            log,
+            rate_headers,
+            fallback_cost: 0.0,
+            facts,
+            settled: false,
+        }
+    }
+
+    /// One try at admitting `req` on `key`, under its lock: admitted (the reservation made),
+    /// refused, or short of lease.
+    fn admit_key(&self, key: &KeyEntry, req: &Admit<'_>) -> Result<Step, Error> {
         let now = unix_now();
         let mut st = key.lock();
-        if st.roll(now) {
-            self.store.record(st.spend_event());
+        if let Some(reset) = st.roll(now) {
+            self.store.record(reset);
         }
         let counted = req.seen.is_some_and(|s| s.counted);
         if let Some(seen) = req.seen {
@@ -635,20 +724,34 @@ impl Ledger {
             f64::MAX
         };
         st.check_model(req.group)?;
-        st.check_budgets(self.settings.admission, req.group, worst)?;
+        let leased = self.leasing.is_some();
+        let short = st.check_budgets(self.settings.admission, req.group, worst, leased)?;
         let reset_secs = (60 - now.rem_euclid(60)).max(1) as u64;
         st.check_rates(reset_secs, counted)?;
+        if let Some(need) = short {
+            return Ok(Step::Lease { need, worst });
+        }
         st.reserve(req.group, worst, req.tokens, now);
         if let Some(seen) = req.seen.filter(|s| s.counted) {
             // Counted in the shared window, which is this minute's count everywhere.
             st.requests_this_minute = (st.requests_this_minute - 1).max(seen.requests);
         }
-        let headers = rate_headers(&st, reset_secs);
-        st.tag(&mut log);
-        drop(st);
-        // Built only now: a refused request holds no ticket, so it writes no spend row.
-        Ok(ticket(log, Some(key.clone()), worst, headers))
+        Ok(Step::Admitted {
+            worst,
+            headers: rate_headers(&st, reset_secs),
+        })
     }
+}
+
+/// What one try at admission on a key's state came to.
+enum Step {
+    /// Reserved `worst`.
+    Admitted {
+        worst: f64,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// This instance's lease is `need` USD short of the request's `worst`.
+    Lease { need: f64, worst: f64 },
 }
 
 /// The steps of [`Ledger::admit`] on a key's state, in the order it takes them: the model
@@ -665,12 +768,26 @@ impl KeyState {
         )))
     }
 
-    /// The key's budget, then its budget for this model group.
-    fn check_budgets(&self, admission: Admission, group: &str, worst: f64) -> Result<(), Error> {
+    /// The key's budget, then its budget for this model group. With `leased` (a shared
+    /// database) the key's budget must also be covered by this instance's lease:
+    /// `Ok(Some(need))` when the lease is `need` USD short.
+    fn check_budgets(
+        &self,
+        admission: Admission,
+        group: &str,
+        worst: f64,
+        leased: bool,
+    ) -> Result<Option<f64>, Error> {
         let name = &self.rec.key_name;
+        let mut short = None;
         if let Some(cap) = self.rec.max_budget {
             let scope = format!("Key={name}");
+            // The spend this instance knows of and its own requests in flight first (on one
+            // instance, the whole check); then, sharing the database, the lease.
             check_budget(admission, &scope, self.rec.spend, self.reserved, worst, cap)?;
+            if leased {
+                short = self.lease.short(self.reserved, worst);
+            }
         }
         if let Some(cap) = model_budget(&self.rec, group) {
             let reserved = self.model_reserved.get(group).copied().unwrap_or(0.0);
@@ -678,7 +795,7 @@ impl KeyState {
             let spend = self.model_spend(group);
             check_budget(admission, &scope, spend, reserved, worst, cap)?;
         }
-        Ok(())
+        Ok(short)
     }
 
     /// `max_parallel_requests`, `rpm_limit`, then `tpm_limit` (used up, or held by requests
@@ -794,6 +911,25 @@ fn check_budget(
     this: f64,
     cap: f64,
 ) -> Result<(), Error> {
+    check_spend(admission, scope, spend, this, cap)?;
+    let fits = match admission {
+        Admission::Reserve => spend + reserved < cap,
+        Admission::Strict => spend + reserved + this <= cap,
+    };
+    if !fits {
+        return Err(budget_held(scope, spend, cap, reserved, this));
+    }
+    Ok(())
+}
+
+/// The first two refusals of [`check_budget`]: spent, or (strict) the request cannot fit.
+fn check_spend(
+    admission: Admission,
+    scope: &str,
+    spend: f64,
+    this: f64,
+    cap: f64,
+) -> Result<(), Error> {
     if spend >= cap {
         return Err(Error::BudgetExceeded {
             scope: format!("{scope} over budget."),
@@ -806,19 +942,18 @@ fn check_budget(
             "Request over the remaining budget: {scope} has spent {spend} of its max budget {cap}, and this request may cost up to {this}. budget_admission: strict admits a request only if its worst case fits (a request without max_tokens reserves the model's whole output cap): send a smaller max_tokens, or raise max_budget."
         )));
     }
-    let fits = match admission {
-        Admission::Reserve => spend + reserved < cap,
-        Admission::Strict => spend + reserved + this <= cap,
-    };
-    if !fits {
-        return Err(Error::BudgetHeld {
-            message: format!(
-                "Budget held by requests in flight: {scope} has spent {spend} of its max budget {cap}; requests in flight have reserved {reserved} and this request reserves {this}. Retry once they have settled."
-            ),
-            retry_after_secs: 1,
-        });
-    }
     Ok(())
+}
+
+/// The 429 of a budget held by requests in flight (`reserved`, on every instance when the
+/// database is shared).
+fn budget_held(scope: &str, spend: f64, cap: f64, reserved: f64, this: f64) -> Error {
+    Error::BudgetHeld {
+        message: format!(
+            "Budget held by requests in flight: {scope} has spent {spend} of its max budget {cap}; requests in flight have reserved {reserved} and this request reserves {this}. Retry once they have settled."
+        ),
+        retry_after_secs: 1,
+    }
 }
 
 fn rate_headers(st: &KeyState, reset_secs: u64) -> Vec<(&'static str, String)> {
@@ -867,6 +1002,7 @@ impl KeyState {
             requests_this_minute: 0,
             tokens_this_minute: 0,
             deleted: false,
+            lease: lease::Held::default(),
         }
     }
 }

@@ -9,6 +9,8 @@
 //! - [`Store::record`] is for the request path: it queues a [`SpendEvent`] and returns at
 //!   once (the queue is unbounded, nothing is dropped). The thread drains what is queued
 //!   (up to 1024 messages per wake-up) and commits all of its events in one transaction;
+//!   a key's charges are added to its stored spend (summed per key in a batch), so
+//!   instances sharing a database never overwrite each other's spend.
 //!   several spend updates of one key in a batch are written once, with the newest value.
 //! - The admin calls ([`Store::put_key`], [`Store::replace_key`], [`Store::delete_keys`]) and
 //!   the reads ([`Store::load_keys`], [`Store::query_logs`]) first commit the events queued
@@ -37,6 +39,7 @@
 //! `report.rs`; placeholders and the two dialect-specific expressions aside).
 
 mod copy;
+mod lease;
 mod lock;
 mod maintain;
 mod postgres;
@@ -60,13 +63,14 @@ use anyhow::{Context, anyhow};
 use tokio::sync::{OnceCell, oneshot};
 
 pub use copy::{Copied, copy_to_postgres};
+pub use lease::{Ask, Granted, Leases};
 pub use lock::lock_path;
 pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
 pub use postgres::PgUrl;
 pub use schema::MIGRATIONS;
 pub use types::{
-    KeyRecord, ModelBudget, ModelBudgets, ModelSpend, ModelWindow, SpendAggregate, SpendEvent,
-    SpendGroup, SpendLog, SpendQuery, SpendTotals,
+    Charge, KeyRecord, ModelBudget, ModelBudgets, ModelCharge, ModelSpend, ModelWindow, Overwrite,
+    SpendAggregate, SpendEvent, SpendGroup, SpendLog, SpendQuery, SpendTotals, Taken,
 };
 use worker::{Msg, Reply};
 
@@ -96,6 +100,8 @@ struct Inner {
     /// This process's claim on the SQLite file (`lock.rs`), given up once the store is
     /// closed; `None` on PostgreSQL (instances share it).
     lock: Mutex<Option<lock::DbLock>>,
+    /// Budget leases (`lease.rs`), on PostgreSQL: several instances may share it.
+    leases: Option<Leases>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,9 +131,9 @@ impl Store {
         Ok(Store::handle(
             Some(path.to_path_buf()),
             path.display().to_string(),
-            tx,
-            queued,
+            (tx, queued),
             Some(lock),
+            None,
         ))
     }
 
@@ -156,15 +162,22 @@ impl Store {
         opened
             .await
             .map_err(|_| anyhow!("the store thread stopped while connecting"))??;
-        Ok(Store::handle(None, url.to_string(), tx, queued, None))
+        let leases = Leases::start(url)?;
+        Ok(Store::handle(
+            None,
+            url.to_string(),
+            (tx, queued),
+            None,
+            Some(leases),
+        ))
     }
 
     fn handle(
         path: Option<PathBuf>,
         shown: String,
-        tx: mpsc::Sender<Msg>,
-        queued: Arc<AtomicU64>,
+        (tx, queued): (mpsc::Sender<Msg>, Arc<AtomicU64>),
         lock: Option<lock::DbLock>,
+        leases: Option<Leases>,
     ) -> Store {
         Store {
             inner: Arc::new(Inner {
@@ -174,8 +187,15 @@ impl Store {
                 closed: OnceCell::new(),
                 queued,
                 lock: Mutex::new(lock),
+                leases,
             }),
         }
+    }
+
+    /// The budget leases of a database that several instances may share (PostgreSQL);
+    /// `None` on SQLite, whose file one process owns.
+    pub fn leases(&self) -> Option<&Leases> {
+        self.inner.leases.as_ref()
     }
 
     /// Spend events queued to the store thread that it has not taken up yet.
@@ -199,14 +219,23 @@ impl Store {
         self.call(Msg::LoadKeys).await
     }
 
-    /// Inserts a key or replaces every column of the key with the same token; committed
-    /// before it returns. Fails with [`AliasTaken`] if another key has the same alias.
+    /// Inserts a key, or replaces the settings of the key with the same token (its running
+    /// spend, which every instance's charges add to, stays); committed before it returns.
+    /// Fails with [`AliasTaken`] if another key has the same alias.
     pub async fn put_key(&self, rec: KeyRecord) -> anyhow::Result<()> {
-        self.call(|reply| Msg::PutKey(Box::new(rec), reply)).await
+        self.put_key_with(rec, Overwrite::default()).await
     }
 
-    /// Deletes `old_token` and inserts `rec` in one transaction (key regeneration). Fails
-    /// with [`AliasTaken`] if a key other than those two has `rec`'s alias.
+    /// As [`Store::put_key`], and replaces the key's `spend` and/or `model_spend` too, as
+    /// `overwrite` says (an admin set the spend, or changed the model budgets).
+    pub async fn put_key_with(&self, rec: KeyRecord, overwrite: Overwrite) -> anyhow::Result<()> {
+        self.call(|reply| Msg::PutKey(Box::new(rec), overwrite, reply))
+            .await
+    }
+
+    /// Renames `old_token` to `rec`'s token, keeping its spend and leases, and writes
+    /// `rec`'s settings, in one transaction (key regeneration). Fails with [`AliasTaken`] if
+    /// a key other than those two has `rec`'s alias.
     pub async fn replace_key(&self, old_token: String, rec: KeyRecord) -> anyhow::Result<()> {
         self.call(|reply| Msg::ReplaceKey(old_token, Box::new(rec), reply))
             .await

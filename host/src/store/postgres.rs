@@ -10,9 +10,9 @@
 //!   database fails at once.
 //! - Migrations: the shared [`super::schema`] list, in one transaction that first takes a
 //!   transaction-scoped advisory lock, so instances starting together apply each once.
-//! - A batch's log rows are pipelined on one connection inside its transaction; the keys'
-//!   spend is one `UPDATE ... FROM unnest(...)` (absolute values today; see
-//!   [`KEY_SPEND`]).
+//! - A batch's log rows, window resets and charges are pipelined on one connection inside
+//!   its transaction; a charge adds to the key's spend ([`CHARGE`]), so instances sharing
+//!   the database never overwrite each other's.
 
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use super::AliasTaken;
 use super::report::{self, Dialect};
 use super::rows::{self, Arg, Cols, numbered_dollar};
 use super::schema;
-use super::types::{KeyRecord, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
+use super::types::{KeyRecord, Overwrite, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
 use super::worker::{Backend, Pending};
 
 /// The advisory lock the migrations run under (any constant; "llmgate" in ASCII).
@@ -41,15 +41,17 @@ const POOL_SIZE: usize = 2;
 /// Longest pause between two connection attempts at start.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 
-/// The spend of every pending key, in one statement: `$1` tokens, `$2` spend, `$3` window
-/// resets, `$4` per-model spend (JSON), element by element. The ledger sends absolute
-/// values (one instance owns a key's spend); summing deltas across instances only changes
-/// `spend = v.spend` to `spend = k.spend + v.spend` (and the events it is given).
-const KEY_SPEND: &str = "UPDATE llmgate_verification_tokens AS k
-     SET spend = v.spend, budget_reset_at = v.reset_at, model_spend = v.model_spend
-     FROM unnest($1::text[], $2::float8[], $3::int8[], $4::text[])
-         AS v(token, spend, reset_at, model_spend)
-     WHERE k.token = v.token";
+/// One (summed) charge: `$1` token, `$2` cost, `$3` what lease `$4` paid. The lease row is
+/// updated first, in the same statement (its row lock orders this against a reclaim of the
+/// lease by another instance), and what it paid comes off `leased` only if it still exists.
+const CHARGE: &str = "WITH l AS (
+         UPDATE llmgate_key_leases SET usd = usd - $3 WHERE id = $4 RETURNING id
+     )
+     UPDATE llmgate_verification_tokens
+     SET spend = spend + $2,
+         leased = CASE WHEN EXISTS (SELECT 1 FROM l) THEN GREATEST(leased - $3, 0)
+                       ELSE leased END
+     WHERE token = $1";
 
 /// A PostgreSQL connection URL (it holds the password): parsed once, shown without it.
 #[derive(Clone)]
@@ -222,7 +224,7 @@ impl Postgres {
             .build()
             .context("starting the PostgreSQL store's runtime")?;
         let pool = rt.block_on(async {
-            let pool = pool(url, wait)?;
+            let pool = pool(url, wait, POOL_SIZE)?;
             let mut client = connect(&pool, url, wait).await?;
             migrate(&mut client)
                 .await
@@ -240,7 +242,9 @@ impl Postgres {
     }
 }
 
-fn pool(url: &PgUrl, wait: Duration) -> anyhow::Result<Pool> {
+/// A pool of at most `size` connections to `url`; a connection attempt gives up after
+/// `wait` (clamped to 1–10 s) unless the URL sets `connect_timeout`.
+pub(super) fn pool(url: &PgUrl, wait: Duration, size: usize) -> anyhow::Result<Pool> {
     let mut config = url.config.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(wait.clamp(Duration::from_secs(1), Duration::from_secs(10)));
@@ -254,7 +258,7 @@ fn pool(url: &PgUrl, wait: Duration) -> anyhow::Result<Pool> {
         },
     );
     Pool::builder(manager)
-        .max_size(POOL_SIZE)
+        .max_size(size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .context("building the PostgreSQL pool")
@@ -338,6 +342,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
 async fn put_key_in(
     tx: &deadpool_postgres::Transaction<'_>,
     rec: &KeyRecord,
+    spend: Overwrite,
 ) -> anyhow::Result<()> {
     if let Some(alias) = &rec.key_alias {
         let owner = tx
@@ -347,7 +352,7 @@ async fn put_key_in(
             return Err(AliasTaken(alias.clone()).into());
         }
     }
-    let args = rows::key_args(rec)?;
+    let args = rows::key_args(rec, spend)?;
     let stmt = tx
         .prepare_cached(&numbered_dollar(rows::UPSERT_KEY))
         .await?;
@@ -360,8 +365,12 @@ async fn put_key_in(
     }
 }
 
-/// Deletes one key in `client`; whether it existed.
+/// Deletes one key and its leases in `client`; whether it existed.
 async fn delete_key(client: &tokio_postgres::Transaction<'_>, token: &str) -> anyhow::Result<bool> {
+    client
+        .execute(&numbered_dollar(rows::DELETE_KEY_LEASES), &[&token])
+        .await
+        .context("deleting a key's leases")?;
     let n = client
         .execute(&numbered_dollar(rows::DELETE_KEY), &[&token])
         .await
@@ -392,7 +401,7 @@ impl Postgres {
             let mut client = Self::client(pool).await?;
             let tx = client.transaction().await?;
             for key in keys {
-                put_key_in(&tx, key).await?;
+                put_key_in(&tx, key, Overwrite::ALL).await?;
             }
             tx.commit().await.context("committing the keys")?;
             let tx = client.transaction().await?;
@@ -431,19 +440,44 @@ impl Backend for Postgres {
             // Pipelined: every row is sent before the first answer is awaited.
             let bound: Vec<_> = args.iter().map(|a| params(a)).collect();
             futures_util::future::try_join_all(bound.iter().map(|p| tx.execute(&stmt, p))).await?;
-            if !pending.key_spend.is_empty() {
-                let mut tokens = Vec::new();
-                let mut spend = Vec::new();
-                let mut resets = Vec::new();
-                let mut models = Vec::new();
-                for (token, s) in &pending.key_spend {
-                    tokens.push(token.as_str());
-                    spend.push(s.spend);
-                    resets.push(s.budget_reset_at);
-                    models.push(rows::json(&s.model_spend)?);
+            let reset = tx.prepare_cached(&numbered_dollar(rows::RESET_KEY)).await?;
+            let resets: Vec<[&(dyn ToSql + Sync); 3]> = pending
+                .resets
+                .iter()
+                .map(|(token, from, to)| [token as _, from as _, to as _])
+                .collect();
+            futures_util::future::try_join_all(resets.iter().map(|p| tx.execute(&reset, p)))
+                .await?;
+            let charge = tx.prepare_cached(CHARGE).await?;
+            let paid: Vec<(f64, Option<&str>)> = pending
+                .charges
+                .values()
+                .map(|c| {
+                    c.lease
+                        .as_ref()
+                        .map_or((0.0, None), |l| (l.usd, Some(l.id.as_str())))
+                })
+                .collect();
+            let charges: Vec<[&(dyn ToSql + Sync); 4]> = pending
+                .charges
+                .values()
+                .zip(&paid)
+                .map(|(c, (taken, lease))| [&c.token as _, &c.cost as _, taken as _, lease as _])
+                .collect();
+            futures_util::future::try_join_all(charges.iter().map(|p| tx.execute(&charge, p)))
+                .await?;
+            for c in pending.charges.values() {
+                if let Some(m) = &c.model {
+                    let sql = format!("{} FOR UPDATE", numbered_dollar(rows::KEY_MODEL_SPEND));
+                    if let Some(row) = tx.query_opt(&sql, &[&c.token]).await? {
+                        let json = rows::add_model_spend(row.get(0), m, c.cost)?;
+                        tx.execute(
+                            &numbered_dollar(rows::SET_KEY_MODEL_SPEND),
+                            &[&c.token, &json],
+                        )
+                        .await?;
+                    }
                 }
-                tx.execute(KEY_SPEND, &[&tokens, &spend, &resets, &models])
-                    .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -459,12 +493,12 @@ impl Backend for Postgres {
         })
     }
 
-    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()> {
+    fn put_key(&mut self, rec: &KeyRecord, spend: Overwrite) -> anyhow::Result<()> {
         let pool = &self.pool;
         self.rt.block_on(async {
             let mut client = Self::client(pool).await?;
             let tx = client.transaction().await?;
-            put_key_in(&tx, rec).await?;
+            put_key_in(&tx, rec, spend).await?;
             tx.commit().await.context("committing the key")
         })
     }
@@ -474,8 +508,14 @@ impl Backend for Postgres {
         self.rt.block_on(async {
             let mut client = Self::client(pool).await?;
             let tx = client.transaction().await?;
-            delete_key(&tx, old).await.context("deleting the old key")?;
-            put_key_in(&tx, rec).await?;
+            let renamed: [&(dyn ToSql + Sync); 2] = [&old, &rec.token];
+            tx.execute(&numbered_dollar(rows::RENAME_KEY), &renamed)
+                .await
+                .context("renaming the key")?;
+            tx.execute(&numbered_dollar(rows::RENAME_KEY_LEASES), &renamed)
+                .await
+                .context("renaming the key's leases")?;
+            put_key_in(&tx, rec, Overwrite::default()).await?;
             tx.commit().await.context("committing the key")
         })
     }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 
-use super::types::{KeyRecord, SpendLog, SpendQuery};
+use super::types::{KeyRecord, ModelWindow, Overwrite, SpendLog, SpendQuery};
 
 /// One statement argument, bound the same way by both drivers; text is borrowed from the
 /// row being written where it can be.
@@ -161,7 +161,21 @@ pub(super) const ALIAS_OWNER: &str =
 /// Deletes key `?1`.
 pub(super) const DELETE_KEY: &str = "DELETE FROM llmgate_verification_tokens WHERE token = ?1";
 
-/// Inserts the key or replaces every column of the existing row; arguments [`key_args`].
+/// Deletes the budget leases of key `?1` (deleted: what they held goes with it).
+pub(super) const DELETE_KEY_LEASES: &str = "DELETE FROM llmgate_key_leases WHERE token = ?1";
+
+/// Renames key `?1` to `?2` (regeneration), keeping its spend and what its leases hold.
+pub(super) const RENAME_KEY: &str =
+    "UPDATE llmgate_verification_tokens SET token = ?2 WHERE token = ?1";
+
+/// Points the leases of key `?1` at its new token `?2`.
+pub(super) const RENAME_KEY_LEASES: &str =
+    "UPDATE llmgate_key_leases SET token = ?2 WHERE token = ?1";
+
+/// Inserts the key, or replaces the settings of the existing row. Its running spend
+/// (`spend`, `model_spend`: the instances' charges add to them) is replaced only when `?22`
+/// (an admin set the spend) or `?23` (the model budgets changed) is 1. Arguments
+/// [`key_args`].
 pub(super) const UPSERT_KEY: &str = "INSERT INTO llmgate_verification_tokens (
          token, key_name, key_alias, spend, max_budget, budget_duration, budget_reset_at,
          expires, models, metadata, tpm_limit, rpm_limit, max_parallel_requests,
@@ -174,7 +188,8 @@ pub(super) const UPSERT_KEY: &str = "INSERT INTO llmgate_verification_tokens (
      ON CONFLICT (token) DO UPDATE SET
          key_name = excluded.key_name,
          key_alias = excluded.key_alias,
-         spend = excluded.spend,
+         spend = CASE WHEN ?22 = 1 THEN excluded.spend
+                      ELSE llmgate_verification_tokens.spend END,
          max_budget = excluded.max_budget,
          budget_duration = excluded.budget_duration,
          budget_reset_at = excluded.budget_reset_at,
@@ -185,7 +200,8 @@ pub(super) const UPSERT_KEY: &str = "INSERT INTO llmgate_verification_tokens (
          rpm_limit = excluded.rpm_limit,
          max_parallel_requests = excluded.max_parallel_requests,
          model_max_budget = excluded.model_max_budget,
-         model_spend = excluded.model_spend,
+         model_spend = CASE WHEN ?23 = 1 THEN excluded.model_spend
+                            ELSE llmgate_verification_tokens.model_spend END,
          blocked = excluded.blocked,
          user_id = excluded.user_id,
          team_id = excluded.team_id,
@@ -193,8 +209,9 @@ pub(super) const UPSERT_KEY: &str = "INSERT INTO llmgate_verification_tokens (
          updated_at = excluded.updated_at,
          soft_budget = excluded.soft_budget";
 
-/// The arguments of [`UPSERT_KEY`], in its column order.
-pub(super) fn key_args(k: &KeyRecord) -> serde_json::Result<Vec<Arg<'_>>> {
+/// The arguments of [`UPSERT_KEY`], in its column order; `spend`: which running spend of an
+/// existing row to replace too.
+pub(super) fn key_args(k: &KeyRecord, spend: Overwrite) -> serde_json::Result<Vec<Arg<'_>>> {
     Ok(vec![
         k.token.as_str().into(),
         k.key_name.as_str().into(),
@@ -217,22 +234,54 @@ pub(super) fn key_args(k: &KeyRecord) -> serde_json::Result<Vec<Arg<'_>>> {
         k.created_at.into(),
         k.updated_at.into(),
         k.soft_budget.into(),
+        i64::from(spend.spend).into(),
+        i64::from(spend.model_spend).into(),
     ])
 }
 
-/// The running-spend columns of one key, as the ledger last reported them.
-#[derive(Debug, Clone)]
-pub(super) struct KeySpend {
-    pub spend: f64,
-    pub budget_reset_at: Option<i64>,
-    pub model_spend: super::types::ModelSpend,
-}
-
-/// Writes the spend columns of key `?1` if it still exists (and only those columns):
-/// spend `?2`, window reset `?3`, per-model spend `?4` (JSON).
-pub(super) const UPDATE_KEY_SPEND: &str = "UPDATE llmgate_verification_tokens
-     SET spend = ?2, budget_reset_at = ?3, model_spend = ?4
+/// Adds `?2` USD to key `?1`'s spend and takes `?3` off its `leased` (clamped at 0).
+pub(super) const CHARGE_KEY: &str = "UPDATE llmgate_verification_tokens
+     SET spend = spend + ?2,
+         leased = CASE WHEN leased > ?3 THEN leased - ?3 ELSE 0 END
      WHERE token = ?1";
+
+/// Takes `?2` USD off lease `?1`.
+pub(super) const CHARGE_LEASE: &str = "UPDATE llmgate_key_leases SET usd = usd - ?2 WHERE id = ?1";
+
+/// Starts key `?1`'s budget window over if it still ends at `?2`: spend 0, next end `?3`.
+pub(super) const RESET_KEY: &str = "UPDATE llmgate_verification_tokens
+     SET spend = 0, budget_reset_at = ?3
+     WHERE token = ?1 AND budget_reset_at = ?2";
+
+/// Key `?1`'s per-model spend (JSON).
+pub(super) const KEY_MODEL_SPEND: &str =
+    "SELECT model_spend FROM llmgate_verification_tokens WHERE token = ?1";
+
+/// Sets key `?1`'s per-model spend to `?2` (JSON).
+pub(super) const SET_KEY_MODEL_SPEND: &str =
+    "UPDATE llmgate_verification_tokens SET model_spend = ?2 WHERE token = ?1";
+
+/// `stored` (a key's `model_spend` JSON) with `cost` added to `charge`'s group; a window
+/// that has ended starts over first. The JSON to store.
+pub(super) fn add_model_spend(
+    stored: &str,
+    charge: &super::types::ModelCharge,
+    cost: f64,
+) -> serde_json::Result<String> {
+    let mut spend: super::types::ModelSpend = serde_json::from_str(stored).unwrap_or_default();
+    let w = spend.entry(charge.group.clone()).or_insert(ModelWindow {
+        reset_at: charge.reset_at,
+        spend: 0.0,
+    });
+    if w.reset_at.is_some_and(|t| charge.now >= t) {
+        *w = ModelWindow {
+            reset_at: charge.reset_at,
+            spend: 0.0,
+        };
+    }
+    w.spend += cost;
+    json(&spend)
+}
 
 const LOG_COLUMNS: &str = "request_id, call_type, api_key, spend, total_tokens, prompt_tokens, \
     completion_tokens, cache_read_input_tokens, cache_creation_input_tokens, reasoning_tokens, \

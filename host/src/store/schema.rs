@@ -79,6 +79,22 @@ CREATE INDEX llmgate_spend_logs_user ON llmgate_spend_logs ("user", start_time_m
     r#"
 ALTER TABLE llmgate_verification_tokens ADD COLUMN soft_budget DOUBLE PRECISION;
 "#,
+    // 3: budget leases of instances sharing one database (`store/lease.rs`): a key's
+    // `leased` is the sum of its leases' `usd`, the budget its instances may still spend
+    // without asking again.
+    r#"
+ALTER TABLE llmgate_verification_tokens ADD COLUMN leased DOUBLE PRECISION NOT NULL DEFAULT 0;
+CREATE TABLE llmgate_key_leases (
+    id         TEXT PRIMARY KEY,
+    token      TEXT NOT NULL,
+    instance   TEXT NOT NULL,
+    usd        DOUBLE PRECISION NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX llmgate_key_leases_token ON llmgate_key_leases (token);
+CREATE INDEX llmgate_key_leases_instance ON llmgate_key_leases (instance);
+CREATE INDEX llmgate_key_leases_expires_at ON llmgate_key_leases (expires_at);
+"#,
 ];
 
 /// The table that records which migrations a database has seen.

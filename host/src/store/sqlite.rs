@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_i
 use super::AliasTaken;
 use super::report::{self, Dialect};
 use super::rows::{self, Arg, Cols};
-use super::types::{KeyRecord, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
+use super::types::{KeyRecord, Overwrite, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
 use super::worker::{Backend, Pending};
 
 impl rusqlite::ToSql for Arg<'_> {
@@ -60,15 +60,12 @@ impl Backend for Sqlite {
             for l in &pending.logs {
                 log.execute(params_from_iter(rows::log_args(l).map_err(encode)?))?;
             }
-            let mut spend = tx.prepare_cached(rows::UPDATE_KEY_SPEND)?;
-            for (token, s) in &pending.key_spend {
-                let model_spend = rows::json(&s.model_spend).map_err(encode)?;
-                spend.execute(rusqlite::params![
-                    token,
-                    s.spend,
-                    s.budget_reset_at,
-                    model_spend
-                ])?;
+            let mut reset = tx.prepare_cached(rows::RESET_KEY)?;
+            for (token, from, to) in &pending.resets {
+                reset.execute(rusqlite::params![token, from, to])?;
+            }
+            for c in pending.charges.values() {
+                charge(&tx, c)?;
             }
         }
         tx.commit()?;
@@ -81,12 +78,12 @@ impl Backend for Sqlite {
         Ok(keys.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()> {
+    fn put_key(&mut self, rec: &KeyRecord, spend: Overwrite) -> anyhow::Result<()> {
         let tx = self
             .0
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         check_alias(&tx, rec)?;
-        upsert_key(&tx, rec).context("writing the key")?;
+        upsert_key(&tx, rec, spend).context("writing the key")?;
         tx.commit().context("committing the key")?;
         Ok(())
     }
@@ -95,9 +92,13 @@ impl Backend for Sqlite {
         let tx = self
             .0
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        delete_key(&tx, old).context("deleting the old key")?;
+        tx.prepare_cached(rows::RENAME_KEY)?
+            .execute([old, &rec.token])
+            .context("renaming the key")?;
+        tx.prepare_cached(rows::RENAME_KEY_LEASES)?
+            .execute([old, &rec.token])?;
         check_alias(&tx, rec)?;
-        upsert_key(&tx, rec).context("writing the new key")?;
+        upsert_key(&tx, rec, Overwrite::default()).context("writing the new key")?;
         tx.commit().context("committing the key")?;
         Ok(())
     }
@@ -146,16 +147,46 @@ impl Backend for Sqlite {
     }
 }
 
-fn upsert_key(conn: &Connection, k: &KeyRecord) -> rusqlite::Result<()> {
-    let args = rows::key_args(k).map_err(encode)?;
+fn upsert_key(conn: &Connection, k: &KeyRecord, spend: Overwrite) -> rusqlite::Result<()> {
+    let args = rows::key_args(k, spend).map_err(encode)?;
     conn.prepare_cached(rows::UPSERT_KEY)?
         .execute(params_from_iter(args))?;
     Ok(())
 }
 
-/// Deletes one key; whether it existed.
+/// Deletes one key and its leases; whether it existed.
 fn delete_key(conn: &Connection, token: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(rows::DELETE_KEY_LEASES)?
+        .execute([token])?;
     Ok(conn.prepare_cached(rows::DELETE_KEY)?.execute([token])? > 0)
+}
+
+/// One (summed) charge: the lease first (what it paid comes off `leased` only if the lease
+/// still exists), then the key, then its model window.
+fn charge(conn: &Connection, c: &super::types::Charge) -> anyhow::Result<()> {
+    let mut taken = 0.0;
+    if let Some(l) = &c.lease
+        && conn
+            .prepare_cached(rows::CHARGE_LEASE)?
+            .execute(rusqlite::params![l.id, l.usd])?
+            > 0
+    {
+        taken = l.usd;
+    }
+    conn.prepare_cached(rows::CHARGE_KEY)?
+        .execute(rusqlite::params![c.token, c.cost, taken])?;
+    if let Some(m) = &c.model {
+        let stored: Option<String> = conn
+            .prepare_cached(rows::KEY_MODEL_SPEND)?
+            .query_row([&c.token], |row| row.get(0))
+            .optional()?;
+        if let Some(stored) = stored {
+            let json = rows::add_model_spend(&stored, m, c.cost)?;
+            conn.prepare_cached(rows::SET_KEY_MODEL_SPEND)?
+                .execute(rusqlite::params![c.token, json])?;
+        }
+    }
+    Ok(())
 }
 
 /// Fails with [`AliasTaken`] when another key has `rec`'s alias.

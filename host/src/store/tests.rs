@@ -172,13 +172,18 @@ fn log(id: &str, api_key: &str, user: &str, start: i64) -> SpendLog {
     }
 }
 
-fn key_spend(token: &str, spend: f64) -> SpendEvent {
-    SpendEvent::KeySpend {
+/// A charge of `cost` to `token`, counted against its `gpt-4o` budget window too.
+fn charge(token: &str, cost: f64) -> SpendEvent {
+    SpendEvent::KeyCharge(Charge {
         token: token.to_owned(),
-        spend,
-        budget_reset_at: Some(1_700_000_999),
-        model_spend: window("gpt-4o", spend, 1_700_000_999),
-    }
+        cost,
+        lease: None,
+        model: Some(ModelCharge {
+            group: "gpt-4o".to_owned(),
+            reset_at: Some(1_700_000_999),
+            now: 1_700_000_000,
+        }),
+    })
 }
 
 async fn all_logs(store: &Store) -> Vec<SpendLog> {
@@ -229,24 +234,43 @@ async fn keys_round_trip_every_field(place: Place) {
         vec![full.clone(), bare.clone()]
     );
 
-    // put_key replaces every column.
+    // put_key replaces every setting and keeps the running spend; put_key_with replaces
+    // that too.
     let mut changed = bare_key("aaaa1111");
     changed.key_alias = Some("ci-2".to_owned());
     store.put_key(changed.clone()).await.unwrap();
+    let kept = KeyRecord {
+        spend: full.spend,
+        model_spend: full.model_spend.clone(),
+        ..changed.clone()
+    };
+    let mut expected = vec![kept, bare.clone()];
+    expected.sort_by_key(|k| (k.created_at, k.token.clone()));
+    assert_eq!(store.load_keys().await.unwrap(), expected);
+    store
+        .put_key_with(changed.clone(), Overwrite::ALL)
+        .await
+        .unwrap();
     let mut expected = vec![changed.clone(), bare.clone()];
     expected.sort_by_key(|k| (k.created_at, k.token.clone()));
     assert_eq!(store.load_keys().await.unwrap(), expected);
 
-    // Regeneration: the old token goes, the new one comes, in one step.
+    // Regeneration: the old token goes, the new one comes with the old one's spend, in one
+    // step.
     let mut regenerated = full.clone();
     regenerated.token = "cccc3333".to_owned();
     store
         .replace_key("aaaa1111".to_owned(), regenerated.clone())
         .await
         .unwrap();
+    let renamed = KeyRecord {
+        spend: changed.spend,
+        model_spend: changed.model_spend.clone(),
+        ..regenerated.clone()
+    };
     assert_eq!(
         store.load_keys().await.unwrap(),
-        vec![regenerated.clone(), bare.clone()]
+        vec![renamed, bare.clone()]
     );
 
     let deleted = store
@@ -416,9 +440,14 @@ async fn recorded_spend_survives_reopen(place: Place) {
     store.put_key(bare_key("k1")).await.unwrap();
     let first = log("r1", "k1", "bob", 1_000);
     store.record(SpendEvent::Log(Arc::new(first.clone())));
-    store.record(key_spend("k1", 0.5));
-    store.record(key_spend("k1", 0.75));
-    store.record(key_spend("deleted-key", 9.0));
+    store.record(charge("k1", 0.5));
+    store.record(charge("k1", 0.25));
+    store.record(charge("deleted-key", 9.0));
+    store.record(SpendEvent::KeyReset {
+        token: "k1".to_owned(),
+        from: 1,
+        to: Some(2),
+    });
     store.flush().await.unwrap();
     assert_eq!(all_logs(&store).await, vec![first.clone()]);
     store.close().await.unwrap();
@@ -426,13 +455,12 @@ async fn recorded_spend_survives_reopen(place: Place) {
     let store = place.open().await;
     assert_eq!(all_logs(&store).await, vec![first]);
     let keys = store.load_keys().await.unwrap();
+    assert_eq!(keys.len(), 1, "a charge of an unknown key inserts nothing");
+    assert_eq!(keys[0].spend, 0.75, "charges add up");
     assert_eq!(
-        keys.len(),
-        1,
-        "a spend update of an unknown key inserts nothing"
+        keys[0].budget_reset_at, None,
+        "a reset of a window that is not the stored one does nothing"
     );
-    assert_eq!(keys[0].spend, 0.75, "the newest spend wins");
-    assert_eq!(keys[0].budget_reset_at, Some(1_700_000_999));
     assert_eq!(keys[0].model_spend, window("gpt-4o", 0.75, 1_700_000_999));
     store.close().await.unwrap();
 }
@@ -467,8 +495,7 @@ async fn close_drains_every_queued_event(place: Place) {
             "u",
             i,
         ))));
-        #[expect(clippy::cast_precision_loss, reason = "small test numbers")]
-        store.record(key_spend("k1", i as f64));
+        store.record(charge("k1", 0.5));
     }
     store.close().await.unwrap();
     // Idempotent; afterwards record is a no-op and calls fail.
@@ -482,8 +509,8 @@ async fn close_drains_every_queued_event(place: Place) {
     assert_eq!(logs.len(), usize::try_from(N).unwrap());
     assert_eq!(logs[0].request_id, format!("r{:05}", N - 1));
     #[expect(clippy::cast_precision_loss, reason = "small test numbers")]
-    let last = (N - 1) as f64;
-    assert_eq!(store.load_keys().await.unwrap()[0].spend, last);
+    let total = N as f64 * 0.5;
+    assert_eq!(store.load_keys().await.unwrap()[0].spend, total);
     store.close().await.unwrap();
 }
 both!(close_drains_every_queued_event);
@@ -510,30 +537,42 @@ async fn concurrent_close_calls_all_wait(place: Place) {
 }
 both!(concurrent_close_calls_all_wait);
 
-async fn key_spend_does_not_clobber_admin_changes(place: Place) {
+async fn charges_and_admin_changes_do_not_clobber_each_other(place: Place) {
     let store = place.open().await;
     store.put_key(key("k1", Some("a"))).await.unwrap();
+    // key() starts at 1.25 spent.
 
-    // An admin update of other columns, then the ledger's spend: both kept.
+    // An admin update of other columns, then a charge: both kept.
     let mut updated = key("k1", Some("a"));
     updated.max_budget = Some(99.0);
     updated.blocked = false;
+    updated.spend = 7.0;
     store.put_key(updated.clone()).await.unwrap();
-    store.record(key_spend("k1", 3.0));
+    store.record(charge("k1", 3.0));
     store.flush().await.unwrap();
+    let keys = store.load_keys().await.unwrap();
+    assert_eq!(keys[0].max_budget, Some(99.0));
+    assert_eq!(
+        keys[0].spend, 4.25,
+        "a settings write keeps the stored spend (another instance's charges are in it)"
+    );
 
-    // A spend update queued before an admin change is applied before it.
-    store.record(key_spend("k1", 4.0));
+    // A charge queued before an admin's spend is applied before it.
+    store.record(charge("k1", 4.0));
     let mut again = updated.clone();
     again.max_budget = Some(100.0);
     again.spend = 4.5;
-    store.put_key(again).await.unwrap();
+    let overwrite = Overwrite {
+        spend: true,
+        model_spend: false,
+    };
+    store.put_key_with(again, overwrite).await.unwrap();
 
     let keys = store.load_keys().await.unwrap();
     assert_eq!(keys[0].max_budget, Some(100.0));
     assert_eq!(keys[0].spend, 4.5);
 
-    store.record(key_spend("k1", 5.0));
+    store.record(charge("k1", 0.5));
     store.close().await.unwrap();
     let store = place.open().await;
     let k = &store.load_keys().await.unwrap()[0];
@@ -543,7 +582,7 @@ async fn key_spend_does_not_clobber_admin_changes(place: Place) {
     assert_eq!(k.spend, 5.0);
     store.close().await.unwrap();
 }
-both!(key_spend_does_not_clobber_admin_changes);
+both!(charges_and_admin_changes_do_not_clobber_each_other);
 
 async fn query_filters_and_order(place: Place) {
     let store = place.open().await;
@@ -858,4 +897,151 @@ fn postgres_urls_are_checked_and_shown_without_password() {
     assert!(!err.contains("topsecret"), "{err}");
     assert!(PgUrl::is_postgres("postgres://x") && PgUrl::is_postgres("postgresql://x"));
     assert!(!PgUrl::is_postgres("sqlite:///x.db"));
+}
+
+/// The leased budget of key `token` as stored: `(spend, leased, leases' usd summed)`.
+async fn leased(url: &PgUrl, token: &str) -> (f64, f64, f64) {
+    let (client, conn) = tokio_postgres::connect(&url.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT spend, leased, (SELECT COALESCE(SUM(usd), 0) FROM llmgate_key_leases
+             WHERE token = $1) FROM llmgate_verification_tokens WHERE token = $1",
+            &[&token],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    (row.get(0), row.get(1), row.get(2))
+}
+
+fn ask(id: &str, need: f64, chunk: f64, ttl: Duration) -> Ask {
+    Ask {
+        token: "k1".to_owned(),
+        id: id.to_owned(),
+        need,
+        chunk,
+        strict: false,
+        now: 1_700_000_000,
+        next_reset: None,
+        ttl,
+    }
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// Two instances lease one key's budget: grants stop once `spend + leased` reaches the
+/// budget, a charge moves what its lease paid into `spend`, a release and an expiry give
+/// the rest back.
+#[tokio::test]
+async fn leases_split_a_budget_and_come_back() {
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let store = Store::open_postgres(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut k = bare_key("k1");
+    k.max_budget = Some(1.0);
+    store.put_key(k).await.unwrap();
+    let leases = store.leases().expect("PostgreSQL leases budgets").clone();
+    let long = Duration::from_secs(60);
+
+    // A: the need (0.1) and up to a quarter of what is left beyond it, capped by the chunk.
+    let a = leases
+        .grant(ask("a/1", 0.1, 10.0, long))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(near(a.usd, 0.25) && a.fresh, "{a:?}");
+    let b = leases
+        .grant(ask("b/1", 0.1, 10.0, long))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        near(b.usd, 0.1875) && b.fresh && near(b.leased, 0.4375),
+        "{b:?}"
+    );
+    let again = leases
+        .grant(ask("a/1", 0.1, 0.1, long))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        near(again.usd, 0.1) && !again.fresh,
+        "a top-up adds to the lease: {again:?}"
+    );
+    assert!(near(leased(&url, "k1").await.1, 0.5375));
+
+    // A request paid 0.2 from A's lease, one cost 0.05 more than A's lease paid.
+    for (cost, paid) in [(0.2, 0.2), (0.3, 0.15)] {
+        store.record(SpendEvent::KeyCharge(Charge {
+            token: "k1".to_owned(),
+            cost,
+            lease: Some(Taken {
+                id: "a/1".to_owned(),
+                usd: paid,
+            }),
+            model: None,
+        }));
+    }
+    store.flush().await.unwrap();
+    let (spend, held, rows) = leased(&url, "k1").await;
+    assert!(
+        near(spend, 0.5) && near(held, 0.1875) && near(rows, 0.1875),
+        "{spend} {held} {rows}"
+    );
+
+    // Grants go on until spend + leased reaches the budget; the one that crosses it is
+    // the need alone (reserve), and after it nothing is granted.
+    let c = leases
+        .grant(ask("c/1", 0.4, 0.4, long))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(near(c.usd, 0.4), "{c:?}");
+    let refused = leases
+        .grant(ask("c/1", 0.1, 0.1, long))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refused.usd, 0.0, "{refused:?}");
+    assert!(near(refused.spend + refused.leased, 1.0875));
+
+    // B gives its lease back; C's expires (it is never renewed) and is reclaimed when A
+    // renews; A's own lease is kept.
+    leases.release(vec!["b/1".to_owned()]).await.unwrap();
+    let short = leases
+        .grant(ask("c/2", 0.01, 0.01, Duration::from_millis(1)))
+        .await;
+    assert!(short.unwrap().unwrap().usd > 0.0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let held_by_a = leases.renew("a", long).await.unwrap();
+    assert!(
+        held_by_a.contains("a/1") && held_by_a.len() == 1,
+        "{held_by_a:?}"
+    );
+    let (spend, held, rows) = leased(&url, "k1").await;
+    assert!(
+        near(spend, 0.5) && near(held, 0.4) && near(rows, 0.4),
+        "C's second lease reclaimed: {spend} {held} {rows}"
+    );
+    assert!(
+        leases.renew("c", long).await.unwrap().contains("c/1"),
+        "C's first lease is renewed by C"
+    );
+
+    // A deleted key takes its leases with it; a grant for it answers None.
+    store.delete_keys(vec!["k1".to_owned()]).await.unwrap();
+    assert_eq!(
+        leases.grant(ask("a/1", 0.1, 0.1, long)).await.unwrap(),
+        None
+    );
+    store.close().await.unwrap();
 }

@@ -331,17 +331,73 @@ pub enum SpendEvent {
     ///
     /// [`Record`]: crate::observe::Record
     Log(Arc<SpendLog>),
-    /// Set a key's running spend (absolute values from the in-memory ledger).
-    KeySpend {
+    /// Add one request's cost to a key's running spend. The store adds (several instances
+    /// may charge one key), in the transaction of the batch's spend log rows.
+    KeyCharge(Charge),
+    /// Start a key's budget window over (`budget_duration`): spend 0, the next reset `to`,
+    /// only if the stored window still ends at `from` (so, with several instances, the first
+    /// to roll the window resets it and the others' resets do nothing).
+    KeyReset {
         /// Key hash.
         token: String,
-        /// USD in the current window.
-        spend: f64,
-        /// Next window reset.
-        budget_reset_at: Option<i64>,
-        /// Per-model spend (see [`KeyRecord::model_spend`]).
-        model_spend: ModelSpend,
+        /// The window's end the instance saw.
+        from: i64,
+        /// The next window's end.
+        to: Option<i64>,
     },
+}
+
+/// Which running spend of an existing key a key write replaces (by default neither: every
+/// instance's charges add to them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overwrite {
+    /// `spend` (an admin set it).
+    pub spend: bool,
+    /// `model_spend` (the model budgets changed, their windows start over).
+    pub model_spend: bool,
+}
+
+impl Overwrite {
+    /// Both (a copy of a key from another database).
+    pub const ALL: Overwrite = Overwrite {
+        spend: true,
+        model_spend: true,
+    };
+}
+
+/// One request's charge to a key ([`SpendEvent::KeyCharge`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charge {
+    /// Key hash.
+    pub token: String,
+    /// USD.
+    pub cost: f64,
+    /// The part of `cost` that this instance's budget lease paid (`store/lease.rs`): taken
+    /// off the lease and the key's `leased` when the lease still exists.
+    pub lease: Option<Taken>,
+    /// The key's budget for the request's model group, when it has one.
+    pub model: Option<ModelCharge>,
+}
+
+/// What a charge took from a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taken {
+    /// The lease's id.
+    pub id: String,
+    /// USD.
+    pub usd: f64,
+}
+
+/// The model group a charge counts against (`model_max_budget`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCharge {
+    /// The model group.
+    pub group: String,
+    /// When the group's window ends, for a window that has ended or not started (unix
+    /// seconds; `None` without `time_period`).
+    pub reset_at: Option<i64>,
+    /// Now (unix seconds): a stored window that ended before starts over.
+    pub now: i64,
 }
 
 /// What [`SpendAggregate`] groups spend log rows by.

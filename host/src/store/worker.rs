@@ -19,8 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use tokio::sync::oneshot;
 
-use super::rows::KeySpend;
-use super::types::{KeyRecord, SpendAggregate, SpendEvent, SpendLog, SpendQuery, SpendTotals};
+use super::types::{
+    Charge, KeyRecord, Overwrite, SpendAggregate, SpendEvent, SpendLog, SpendQuery, SpendTotals,
+};
 
 /// How long a spend event waits for others to share its transaction.
 const GROUP_COMMIT: Duration = Duration::from_millis(20);
@@ -48,8 +49,8 @@ pub(super) enum Msg {
     Close(Reply<()>),
     /// All keys.
     LoadKeys(Reply<Vec<KeyRecord>>),
-    /// Insert or replace one key.
-    PutKey(Box<KeyRecord>, Reply<()>),
+    /// Insert one key or replace its settings (and its spend too when the flag is set).
+    PutKey(Box<KeyRecord>, Overwrite, Reply<()>),
     /// Delete the first key and insert the second, atomically.
     ReplaceKey(String, Box<KeyRecord>, Reply<()>),
     /// Delete keys; answers the tokens that existed.
@@ -65,15 +66,18 @@ pub(super) enum Msg {
 /// What a database backend does for the thread. Each call runs to completion before the
 /// next message is taken up; the write calls run in one transaction each.
 pub(super) trait Backend {
-    /// Writes every pending log row, then the newest spend of each key, in one transaction.
+    /// Writes every pending log row, then the window resets, then the charges (summed per
+    /// key and lease), in one transaction.
     fn write_events(&mut self, pending: &Pending) -> anyhow::Result<()>;
     /// All keys, oldest first.
     fn load_keys(&mut self) -> anyhow::Result<Vec<KeyRecord>>;
-    /// Inserts or replaces a key; [`super::AliasTaken`] if another key has its alias.
-    fn put_key(&mut self, rec: &KeyRecord) -> anyhow::Result<()>;
-    /// Deletes `old` and inserts `rec` in one transaction.
+    /// Inserts a key or replaces its settings (its spend too with `spend`);
+    /// [`super::AliasTaken`] if another key has its alias.
+    fn put_key(&mut self, rec: &KeyRecord, spend: Overwrite) -> anyhow::Result<()>;
+    /// Renames `old` to `rec`'s token (keeping its spend and leases) and writes `rec`'s
+    /// settings, in one transaction.
     fn replace_key(&mut self, old: &str, rec: &KeyRecord) -> anyhow::Result<()>;
-    /// Deletes keys; the tokens that existed.
+    /// Deletes keys (and their leases); the tokens that existed.
     fn delete_keys(&mut self, tokens: Vec<String>) -> anyhow::Result<Vec<String>>;
     /// Spend log rows matching `q`.
     fn query_logs(&mut self, q: &SpendQuery) -> anyhow::Result<Vec<SpendLog>>;
@@ -90,41 +94,54 @@ pub(super) trait Backend {
 pub(super) struct Pending {
     /// Spend log rows, in the order they came.
     pub logs: Vec<Arc<SpendLog>>,
-    /// Last reported spend per token: only the newest value needs writing.
-    pub key_spend: HashMap<String, KeySpend>,
+    /// Window resets `(token, from, to)`, in order; written before the charges, so a charge
+    /// queued before a reset counts in the new window (never lost from it).
+    pub resets: Vec<(String, i64, Option<i64>)>,
+    /// Charges, summed per key, lease and model group.
+    pub charges: HashMap<ChargeKey, Charge>,
     waiters: Vec<Reply<()>>,
 }
 
+/// What charges are summed by: the key, the lease that paid, the model group.
+pub(super) type ChargeKey = (String, Option<String>, Option<String>);
+
 impl Pending {
     fn has_data(&self) -> bool {
-        !self.logs.is_empty() || !self.key_spend.is_empty()
+        !self.logs.is_empty() || !self.resets.is_empty() || !self.charges.is_empty()
     }
 
     fn add(&mut self, ev: SpendEvent) {
         match ev {
             SpendEvent::Log(log) => self.logs.push(log),
-            SpendEvent::KeySpend {
-                token,
-                spend,
-                budget_reset_at,
-                model_spend,
-            } => {
-                self.key_spend.insert(
-                    token,
-                    KeySpend {
-                        spend,
-                        budget_reset_at,
-                        model_spend,
-                    },
+            SpendEvent::KeyReset { token, from, to } => self.resets.push((token, from, to)),
+            SpendEvent::KeyCharge(c) => {
+                let at = (
+                    c.token.clone(),
+                    c.lease.as_ref().map(|l| l.id.clone()),
+                    c.model.as_ref().map(|m| m.group.clone()),
                 );
+                match self.charges.get_mut(&at) {
+                    Some(sum) => {
+                        sum.cost += c.cost;
+                        if let (Some(s), Some(l)) = (&mut sum.lease, &c.lease) {
+                            s.usd += l.usd;
+                        }
+                        if let (Some(s), Some(m)) = (&mut sum.model, c.model) {
+                            s.now = s.now.max(m.now);
+                        }
+                    }
+                    None => {
+                        self.charges.insert(at, c);
+                    }
+                }
             }
         }
     }
 
-    /// A key row was just written or deleted by an admin command, which carries the ledger's
-    /// newest values: an older pending spend must not overwrite it later.
-    fn forget_key(&mut self, token: &str) {
-        self.key_spend.remove(token);
+    fn clear(&mut self) {
+        self.logs.clear();
+        self.resets.clear();
+        self.charges.clear();
     }
 }
 
@@ -174,9 +191,9 @@ pub(super) fn run<B: Backend>(db: B, rx: Receiver<Msg>, queued: &AtomicU64) {
     let Worker { db, pending, .. } = worker;
     let mut result = if pending.has_data() {
         Err(anyhow!(
-            "{} spend log rows and {} key spend updates could not be written",
+            "{} spend log rows and {} key charges could not be written",
             pending.logs.len(),
-            pending.key_spend.len()
+            pending.charges.len()
         ))
     } else {
         Ok(())
@@ -217,32 +234,17 @@ impl<B: Backend> Worker<'_, B> {
                 self.commit();
                 let _ = reply.send(self.db.load_keys().context("loading keys"));
             }
-            Msg::PutKey(rec, reply) => {
+            Msg::PutKey(rec, spend, reply) => {
                 self.commit();
-                let result = self.db.put_key(&rec);
-                if result.is_ok() {
-                    self.pending.forget_key(&rec.token);
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.db.put_key(&rec, spend));
             }
             Msg::ReplaceKey(old, rec, reply) => {
                 self.commit();
-                let result = self.db.replace_key(&old, &rec);
-                if result.is_ok() {
-                    self.pending.forget_key(&old);
-                    self.pending.forget_key(&rec.token);
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.db.replace_key(&old, &rec));
             }
             Msg::DeleteKeys(tokens, reply) => {
                 self.commit();
-                let result = self.db.delete_keys(tokens);
-                if let Ok(deleted) = &result {
-                    for token in deleted {
-                        self.pending.forget_key(token);
-                    }
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.db.delete_keys(tokens));
             }
             Msg::QueryLogs(q, reply) => {
                 self.commit();
@@ -276,7 +278,7 @@ impl<B: Backend> Worker<'_, B> {
                     tracing::error!(
                         attempt,
                         logs = self.pending.logs.len(),
-                        keys = self.pending.key_spend.len(),
+                        keys = self.pending.charges.len(),
                         "writing spend to the database failed: {e:#}"
                     );
                     match BACKOFF.get(attempt - 1) {
@@ -288,8 +290,7 @@ impl<B: Backend> Worker<'_, B> {
         };
         match result {
             Ok(()) => {
-                self.pending.logs.clear();
-                self.pending.key_spend.clear();
+                self.pending.clear();
                 for waiter in self.pending.waiters.drain(..) {
                     let _ = waiter.send(Ok(()));
                 }
@@ -297,7 +298,7 @@ impl<B: Backend> Worker<'_, B> {
             Err(e) => {
                 tracing::error!(
                     logs = self.pending.logs.len(),
-                    keys = self.pending.key_spend.len(),
+                    keys = self.pending.charges.len(),
                     "spend kept in memory; retried with the next write"
                 );
                 for waiter in self.pending.waiters.drain(..) {
