@@ -119,6 +119,7 @@ impl Leasing {
                 token: st.rec.token.clone(),
                 id,
                 need,
+                idle: (st.lease.left - st.reserved).max(0.0),
                 chunk: worst * CHUNK_REQUESTS,
                 strict: admission == Admission::Strict,
                 now,
@@ -126,12 +127,14 @@ impl Leasing {
                 ttl: self.ttl,
             }
         };
+        tracing::debug!(?ask, "asking for a budget lease");
         let granted = self.leases.grant(ask).await.map_err(|e| {
             tracing::warn!("leasing budget from PostgreSQL failed: {e:#}");
             Error::Unavailable(format!(
                 "the key's budget needs the database, which did not answer ({e}); retry shortly"
             ))
         })?;
+        tracing::debug!(key = %key.lock().rec.key_name, ?granted, "budget lease grant");
         let mut st = key.lock();
         let Some(g) = granted else {
             st.deleted = true;

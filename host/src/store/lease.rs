@@ -41,12 +41,16 @@ pub struct Ask {
     pub id: String,
     /// USD the request needs beyond what the lease has left.
     pub need: f64,
+    /// What the instance's lease has left beyond its requests in flight: part of the key's
+    /// `leased`, yet no request holds it, so the rule does not count it against the asker.
+    pub idle: f64,
     /// USD the instance would like, for the requests after this one (at most a quarter of
     /// what is left is granted beyond `need`).
     pub chunk: f64,
     /// `budget_admission: strict`: grant only if `need` fits in what is left. Otherwise
-    /// (`reserve`) grant while anything is left, as one instance admits while
-    /// `spend + reserved < max_budget`.
+    /// (`reserve`) grant while `spend + leased - idle < max_budget`, as one instance admits
+    /// while `spend + reserved < max_budget` (the other instances' leases count as
+    /// reserved).
     pub strict: bool,
     /// Now, unix seconds.
     pub now: i64,
@@ -268,13 +272,18 @@ async fn grant(pool: &Pool, ask: &Ask) -> anyhow::Result<Option<Granted>> {
 }
 
 /// What a grant may add, `left` being `max_budget - spend - leased`: at least the request's
-/// need and up to the instance's chunk, but no more than a quarter of what is left beyond
-/// the need (others want their share); nothing when the rule refuses. Under `reserve` the
-/// need may exceed what is left (the one request that crosses the budget, as on one
-/// instance); after it nothing is left, so no second grant crosses.
+/// need and up to the instance's chunk, but no more than a quarter of what is left (others
+/// want their share); nothing when the rule refuses. Under `reserve` the need may exceed
+/// what is left (the request that crosses the budget, as on one instance): then
+/// `spend + leased` ends below `max_budget` plus that request's reservation, and no other
+/// grant is made until spend and leases fall back below the budget.
 fn grantable(left: f64, ask: &Ask) -> f64 {
     let need = ask.need.max(0.0);
-    let admits = if ask.strict { left >= need } else { left > 0.0 };
+    let admits = if ask.strict {
+        left >= need
+    } else {
+        left + ask.idle.max(0.0) > 0.0
+    };
     if !admits || !need.is_finite() {
         return 0.0;
     }
@@ -344,6 +353,7 @@ mod tests {
             token: "t".into(),
             id: "i/1".into(),
             need,
+            idle: 0.0,
             chunk,
             strict,
             now: 0,
@@ -368,6 +378,13 @@ mod tests {
         // Nothing left: refused, so no second request crosses.
         assert_eq!(grantable(0.0, &ask(2.0, 8.0, false)), 0.0);
         assert_eq!(grantable(-1.5, &ask(2.0, 8.0, false)), 0.0);
+        // An idle lease of the asker's own is not held against it.
+        let idle = Ask {
+            idle: 1.0,
+            ..ask(0.5, 8.0, false)
+        };
+        assert_eq!(grantable(-0.5, &idle), 0.5);
+        assert_eq!(grantable(-1.0, &idle), 0.0);
         // Strict: the need must fit.
         assert_eq!(grantable(0.5, &ask(2.0, 8.0, true)), 0.0);
         assert_eq!(grantable(2.0, &ask(2.0, 8.0, true)), 2.0);

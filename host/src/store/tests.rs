@@ -923,6 +923,7 @@ fn ask(id: &str, need: f64, chunk: f64, ttl: Duration) -> Ask {
         token: "k1".to_owned(),
         id: id.to_owned(),
         need,
+        idle: 0.0,
         chunk,
         strict: false,
         now: 1_700_000_000,

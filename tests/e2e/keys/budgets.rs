@@ -384,7 +384,7 @@ async fn budget_window_resets_spend() {
         "{i}"
     );
     let c2 = chat(&gw, Some(&key), &body).await;
-    assert_eq!(c2.resp.status, 200, "{}", c2.resp.text);
+    assert_eq!(c2.resp.status, 200, "{}\n{}", c2.resp.text, gw.logs());
     assert_eq!(c2.resp.header_f64("x-litellm-key-spend"), c2.cost());
     // The logs keep both requests.
     assert_eq!(
