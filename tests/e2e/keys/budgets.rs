@@ -111,7 +111,7 @@ struct Answer {
 const STORM: usize = 300;
 const STORM_TEXT: &str = "tell me something short about budgets and gateways please";
 
-fn storm_body(stream: bool) -> Value {
+pub(super) fn storm_body(stream: bool) -> Value {
     chat_body("slow", STORM_TEXT, stream)
 }
 

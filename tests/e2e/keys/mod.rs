@@ -32,6 +32,7 @@ mod admin;
 mod auth;
 mod block;
 mod budgets;
+mod cluster;
 mod limits;
 mod model_budgets;
 mod postgres;
