@@ -9,7 +9,13 @@
 //!   stop no lease holds anything.
 //! - `kill -9` one of them under load: the others go on serving, and the dead one's leases
 //!   are reclaimed within their lifetime.
+//! - PostgreSQL away (a TCP hop cut): requests go on within the leases held, keys without a
+//!   budget are served from memory, a key that needs a new lease gets 503 (never 401), and
+//!   once the database is back nothing queued meanwhile is lost.
 
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::budgets::storm_body;
@@ -345,4 +351,149 @@ async fn a_killed_instance_leases_come_back_while_the_others_serve() {
     );
     assert!(s.spend < budget + w);
     assert_eq!((s.leased, s.lease_rows), (0.0, 0), "{s:?}");
+}
+
+/// A TCP hop between the gateway and the test server that can be cut (every connection
+/// closed, new ones refused) and restored: PostgreSQL "restarts" for this gateway only.
+struct Hop {
+    port: u16,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Hop {
+    fn start(target: u16) -> Hop {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (is_down, conns) = (down.clone(), open.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if is_down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut list = conns.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Hop { port, down, open }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The port of the test server in `url`.
+fn server_port(url: &str) -> u16 {
+    let hostport = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    hostport.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_postgres_away_requests_go_on_within_the_leases_and_nothing_is_lost() {
+    if skip() {
+        return;
+    }
+    let db = postgres::fresh_database().unwrap();
+    let hop = Hop::start(server_port(&db));
+    let via_hop = db.replacen(
+        &format!(":{}/", server_port(&db)),
+        &format!(":{}/", hop.port),
+        1,
+    );
+    let m = keyed_mock().await;
+    let cfg = config(&m.url())
+        .llmgate_setting("budget_lease_seconds", 60)
+        .yaml();
+    let env = [("DATABASE_URL", via_hop.as_str())];
+    let mut gw = Gateway::start_spec(Spec {
+        config: &cfg,
+        plugins: PLUGINS,
+        env: &env,
+        ..Spec::default()
+    });
+    let body = chat_body("priced", "through an outage", false);
+    let unit = chat(&gw, Some(MASTER), &body).await.cost();
+    let (leased_key, _) = generate(&gw, MASTER, json!({"max_budget": 1000.0 * unit})).await;
+    let (cold_key, _) = generate(&gw, MASTER, json!({"max_budget": 1000.0 * unit})).await;
+    let (free_key, _) = generate(&gw, MASTER, json!({})).await;
+    let mut served = 0;
+    for _ in 0..5 {
+        assert_eq!(chat(&gw, Some(&leased_key), &body).await.resp.status, 200);
+        served += 1;
+    }
+
+    hop.cut();
+    // Served from the lease (it holds dozens of requests' worst cases), and from memory for
+    // a key without a budget: never a 401.
+    for _ in 0..20 {
+        let c = chat(&gw, Some(&leased_key), &body).await;
+        assert_eq!(c.resp.status, 200, "{}", c.resp.text);
+        served += 1;
+        assert_eq!(chat(&gw, Some(&free_key), &body).await.resp.status, 200);
+    }
+    // A key with a budget and no lease yet needs the database: 503, said so, not 401.
+    let r = post(&gw, "/v1/chat/completions", Some(&cold_key), &body).await;
+    let e = r.openai_error(503);
+    assert!(
+        e["message"].as_str().unwrap().contains("did not answer"),
+        "{}",
+        r.text
+    );
+
+    hop.restore();
+    // Back: the cold key gets its lease, and everything queued during the outage lands.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = chat(&gw, Some(&cold_key), &body).await;
+        if c.resp.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", c.resp.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let code = gw.stop_graceful(Duration::from_secs(60));
+    assert_eq!(code.map(|s| s.success()), Some(true), "{}", gw.logs());
+    let s = stored(&db, &hash(&leased_key)).await;
+    assert_eq!(
+        s.log_rows, served,
+        "every request served has its row: {s:?}"
+    );
+    assert_eq!(s.spend, s.logged, "{s:?}");
+    assert_eq!(
+        s.spend,
+        f64::from(u32::try_from(served).unwrap()) * unit,
+        "{s:?}"
+    );
+    assert_eq!((s.leased, s.lease_rows), (0.0, 0), "{s:?}");
+    let logs = gw.logs();
+    assert!(logs.contains("status=200"), "the access log is on:\n{logs}");
+    assert!(
+        !logs.contains("status=401"),
+        "a 401 during the outage:\n{logs}"
+    );
 }
