@@ -272,23 +272,32 @@ impl Ledger {
             .put_key_with(rec.clone(), overwrite)
             .await
             .map_err(|e| store_error(&e))?;
-        let mut st = entry.lock();
-        let spend = if spend_patched {
-            rec.spend
-        } else {
-            st.rec.spend
+        let (record, lease) = {
+            let mut st = entry.lock();
+            let spend = if spend_patched {
+                rec.spend
+            } else {
+                st.rec.spend
+            };
+            let model_spend = if body.contains_key("model_max_budget") {
+                rec.model_spend.clone()
+            } else {
+                st.rec.model_spend.clone()
+            };
+            let budget_changed = st.rec.max_budget != rec.max_budget
+                || st.rec.budget_reset_at != rec.budget_reset_at;
+            st.rec = KeyRecord {
+                spend,
+                model_spend,
+                ..rec
+            };
+            // A lease granted under the old budget is given back: the next request leases
+            // under the new one.
+            let lease = budget_changed.then(|| st.lease.forget()).flatten();
+            (st.rec.clone(), lease)
         };
-        let model_spend = if body.contains_key("model_max_budget") {
-            rec.model_spend.clone()
-        } else {
-            st.rec.model_spend.clone()
-        };
-        st.rec = KeyRecord {
-            spend,
-            model_spend,
-            ..rec
-        };
-        Ok(st.rec.clone())
+        self.give_back(lease).await;
+        Ok(record)
     }
 
     /// `POST /key/block` and `POST /key/unblock`: sets `blocked` on the key `body["key"]`

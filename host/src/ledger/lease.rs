@@ -57,7 +57,8 @@ impl Held {
         taken
     }
 
-    fn forget(&mut self) -> Option<String> {
+    /// Drops the lease here; its id, to give it back.
+    pub fn forget(&mut self) -> Option<String> {
         self.left = 0.0;
         self.id.take()
     }
@@ -270,6 +271,18 @@ impl Ledger {
                 }
             }
         })))
+    }
+
+    /// Gives back one lease this instance has forgotten (its key's budget changed).
+    pub(super) async fn give_back(&self, lease: Option<String>) {
+        let (Some(leasing), Some(id)) = (&self.leasing, lease) else {
+            return;
+        };
+        if let Err(e) = leasing.leases.release(vec![id]).await {
+            tracing::warn!(
+                "giving a budget lease back failed ({e:#}); it comes back when it expires"
+            );
+        }
     }
 
     /// Gives back this instance's leases (at shutdown, once requests have settled).
