@@ -101,11 +101,10 @@ fn postgres(pg: &config::postgres::Postgres, action: &Action) -> anyhow::Result<
              it with llmgate.database_path (and unset DATABASE_URL)",
             pg.url
         ),
-        Action::Migrate { check: true } => bail!(
-            "{}: `db migrate --check` reads SQLite files only so far; `llmgate db migrate` \
-             (or a gateway's start) applies pending migrations to PostgreSQL",
-            pg.url
-        ),
+        Action::Migrate { check: true } => {
+            let status = store::postgres_schema_status(&pg.url, pg.wait)?;
+            report_status(&pg.url.to_string(), status)
+        }
         Action::Migrate { check: false } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -138,12 +137,16 @@ fn migrate(db: &Path) -> anyhow::Result<String> {
 }
 
 fn check(db: &Path) -> anyhow::Result<String> {
-    let status = store::schema_status(db)?;
+    report_status(&db.display().to_string(), store::schema_status(db)?)
+}
+
+/// `migrate --check`'s answer for the database shown as `db`: up to date, or why not.
+fn report_status(db: &str, status: store::SchemaStatus) -> anyhow::Result<String> {
     if !status.exists {
         bail!(
             "there is no database at {} yet: `llmgate db migrate` (or the gateway's start) \
              creates it at schema version {}",
-            db.display(),
+            db,
             status.latest
         );
     }
@@ -151,7 +154,7 @@ fn check(db: &Path) -> anyhow::Result<String> {
         bail!(
             "{}: schema version {}, this llmgate migrates to {}: run `llmgate db migrate` \
              (or start the gateway, which migrates)",
-            db.display(),
+            db,
             status.current,
             status.latest
         );
@@ -159,15 +162,14 @@ fn check(db: &Path) -> anyhow::Result<String> {
     if status.current > status.latest {
         bail!(
             "{}: schema version {}, newer than this llmgate knows ({}); upgrade llmgate",
-            db.display(),
+            db,
             status.current,
             status.latest
         );
     }
     Ok(format!(
         "{}: schema version {}, up to date",
-        db.display(),
-        status.current
+        db, status.current
     ))
 }
 

@@ -384,3 +384,37 @@ async fn db_backup_while_serving_gives_a_file_a_new_gateway_serves_the_same_keys
     chat(&copy, &key, "served from the copy", false).await;
     assert!(Path::new(&path).is_file());
 }
+
+/// `db migrate --check` on PostgreSQL only reads: a database llmgate never migrated fails
+/// the check (and stays empty), `db migrate` migrates it, then the check passes. On the
+/// PostgreSQL pass of the suite (skipped with a printed reason on SQLite).
+#[test]
+fn db_migrate_check_reads_a_postgresql_database_without_changing_it() {
+    let Some(url) = crate::support::postgres::fresh_database() else {
+        eprintln!("skipped: LLMGATE_TEST_POSTGRES is not set (scripts/test.sh starts a server)");
+        return;
+    };
+    let env = [("DATABASE_URL", url.as_str())];
+    let shown = url.split('@').nth(1).unwrap();
+    let (ok, _, err) = db(&["migrate", "--check"], &env);
+    assert!(
+        !ok && err.contains("no database") && err.contains(shown),
+        "{err}"
+    );
+    let (ok, _, err) = db(&["migrate", "--check"], &env);
+    assert!(
+        !ok && err.contains("no database"),
+        "--check created nothing: {err}"
+    );
+    let (ok, out, err) = db(&["migrate"], &env);
+    assert!(ok, "{err}");
+    let (ok, out2, err) = db(&["migrate", "--check"], &env);
+    assert!(ok, "{err}");
+    let latest = latest();
+    for out in [out, out2] {
+        assert!(
+            out.contains(&format!("schema version {latest}, up to date")),
+            "{out}"
+        );
+    }
+}

@@ -66,7 +66,7 @@ pub use copy::{Copied, copy_to_postgres};
 pub use lease::{Ask, Granted, Leases};
 pub use lock::lock_path;
 pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
-pub use postgres::PgUrl;
+pub use postgres::{PgUrl, schema_status as postgres_schema_status};
 pub use schema::MIGRATIONS;
 pub use types::{
     Charge, KeyRecord, ModelBudget, ModelBudgets, ModelCharge, ModelSpend, ModelWindow, Overwrite,

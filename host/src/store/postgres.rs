@@ -307,6 +307,38 @@ async fn connect(
     }
 }
 
+/// The schema version of the PostgreSQL database at `url` against this build's, read only
+/// (`llmgate db migrate --check`): nothing is created or migrated. `exists` is false when
+/// llmgate never migrated it (no version table).
+pub fn schema_status(url: &PgUrl, wait: Duration) -> anyhow::Result<super::SchemaStatus> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let pool = pool(url, wait, 1)?;
+        let client = connect(&pool, url, wait).await?;
+        let table: Option<String> = client
+            .query_one("SELECT to_regclass('llmgate_schema_version')::text", &[])
+            .await?
+            .get(0);
+        let current: i64 = match table {
+            Some(_) => client
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM llmgate_schema_version",
+                    &[],
+                )
+                .await?
+                .get(0),
+            None => 0,
+        };
+        Ok(super::SchemaStatus {
+            exists: table.is_some(),
+            current,
+            latest: i64::try_from(schema::MIGRATIONS.len()).unwrap_or(i64::MAX),
+        })
+    })
+}
+
 /// Applies the migrations the database has not seen, in one transaction under an advisory
 /// lock (a second instance starting at the same time waits, then sees them applied).
 async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
