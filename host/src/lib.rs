@@ -158,6 +158,13 @@ pub async fn build(opts: &RunOptions) -> anyhow::Result<Arc<gateway::Gateway>> {
         );
     }
     let ledger = ledger::Ledger::open(store, settings).await?;
+    if let Some(pg) = &config.postgres {
+        // Keys changed on other instances reach this ledger (LISTEN/NOTIFY + resync).
+        ledger
+            .store()
+            .listen_keys(ledger.clone(), pg.key_resync)
+            .context("starting the key change listener")?;
+    }
     if config.access_log {
         ledger.observer().add(Arc::new(observe::access::AccessLog));
     }

@@ -9,6 +9,7 @@ mod admission;
 mod alerts;
 mod anthropic;
 mod clients;
+mod cluster_keys;
 mod config_reload;
 mod database;
 mod db_copy;

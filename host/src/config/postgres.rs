@@ -1,7 +1,8 @@
 //! Choosing PostgreSQL as LiteLLM does: `general_settings.database_url: postgresql://...`
 //! (or `postgres://`, or `os.environ/VAR`), else the `DATABASE_URL` environment variable
 //! when the config names no database; and how long start-up waits for the server
-//! (`llmgate.database_wait_seconds`, default 30).
+//! (`llmgate.database_wait_seconds`, default 30); how often every key is read again as a
+//! backstop to the key change notifications (`llmgate.key_resync_seconds`, default 10).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +16,10 @@ use crate::store::PgUrl;
 const DEFAULT_WAIT_SECS: u64 = 30;
 /// How long a budget lease lives past its last renewal by default.
 const DEFAULT_LEASE_SECS: u64 = 10;
+/// How often every key is read again by default (`llmgate.key_resync_seconds`).
+const DEFAULT_RESYNC_SECS: u64 = 10;
+/// The longest resync interval accepted (a day).
+const MAX_RESYNC_SECS: u64 = 86_400;
 
 /// The PostgreSQL store, when the config or the environment picks one.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +32,9 @@ pub struct Postgres {
     /// (`llmgate.budget_lease_seconds`, default 10): how soon a killed instance's leases
     /// come back.
     pub lease_ttl: Duration,
+    /// How often every key is read again, besides the notifications
+    /// ([`crate::store::KeySink`]).
+    pub key_resync: Duration,
 }
 
 /// `general_settings.database_url` when it is a PostgreSQL URL; else `DATABASE_URL` when
@@ -37,6 +45,7 @@ pub(super) fn parse(
     general: &BTreeMap<String, Value>,
     database_path: Option<&str>,
     (wait_secs, lease_secs): (Option<u64>, Option<u64>),
+    resync_secs: Option<u64>,
 ) -> Option<Postgres> {
     let (at, url) = match general.get("database_url") {
         Some(u) => {
@@ -78,10 +87,16 @@ pub(super) fn parse(
         v.problem("llmgate.budget_lease_seconds", "must be at least 1");
         return None;
     }
+    let resync = v.in_range(
+        "llmgate.key_resync_seconds",
+        Some(resync_secs.unwrap_or(DEFAULT_RESYNC_SECS)),
+        1..=MAX_RESYNC_SECS,
+    )?;
     Some(Postgres {
         url,
         wait,
         lease_ttl,
+        key_resync: Duration::from_secs(resync),
     })
 }
 
@@ -144,6 +159,26 @@ mod tests {
             c.warnings
         );
         assert_eq!(shown(&load("", &[]).unwrap()), None, "SQLite by default");
+    }
+
+    #[test]
+    fn key_resync_seconds_defaults_to_ten_and_refuses_zero() {
+        let db = "general_settings: {database_url: 'postgresql://u@db/keys'}\n";
+        let resync = |extra: &str| {
+            load(&format!("{db}{extra}"), &[]).map(|c| c.postgres.unwrap().key_resync)
+        };
+        assert_eq!(resync("").unwrap(), std::time::Duration::from_secs(10));
+        assert_eq!(
+            resync("llmgate: {key_resync_seconds: 2}\n").unwrap(),
+            std::time::Duration::from_secs(2)
+        );
+        let err = resync("llmgate: {key_resync_seconds: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("llmgate.key_resync_seconds: must be between 1 and 86400"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct RawLlmgate {
     /// How long a budget lease lives past its last renewal on PostgreSQL, seconds
     /// (default 10).
     pub budget_lease_seconds: Option<u64>,
+    /// PostgreSQL: how often every key is read again, as a backstop to the key change
+    /// notifications, seconds (default 10).
+    pub key_resync_seconds: Option<u64>,
     /// Budget admission rule: `reserve` (default) or `strict`.
     pub budget_admission: Option<String>,
     /// Seconds a client may take to send a request head, from its first byte.

@@ -52,6 +52,7 @@ pub fn validate(
         &raw.general_settings,
         ll.database_path.as_deref(),
         (ll.database_wait_seconds, ll.budget_lease_seconds),
+        ll.key_resync_seconds,
     );
     let (budget_admission, default_reserved_output_tokens) = admission(&mut v, ll);
     let waits = waits(&mut v, ll);

@@ -1008,3 +1008,4 @@ impl KeyState {
 }
 
 pub mod admin;
+mod sync;

@@ -35,6 +35,9 @@
 //! # }
 //! ```
 //!
+//! On PostgreSQL, [`Store::listen_keys`] starts the key change listener (`notify.rs`):
+//! what another instance changes reaches this one's [`KeySink`] within a second.
+//!
 //! Both backends run the same migrations (`schema.rs`) and the same statements (`rows.rs`,
 //! `report.rs`; placeholders and the two dialect-specific expressions aside).
 
@@ -42,6 +45,7 @@ mod copy;
 mod lease;
 mod lock;
 mod maintain;
+mod notify;
 mod postgres;
 mod report;
 mod rows;
@@ -66,6 +70,7 @@ pub use copy::{Copied, copy_to_postgres};
 pub use lease::{Ask, Granted, Leases};
 pub use lock::lock_path;
 pub use maintain::{Backup, Migrated, SchemaStatus, backup, migrate, schema_status};
+pub use notify::KeySink;
 pub use postgres::{PgUrl, schema_status as postgres_schema_status};
 pub use schema::MIGRATIONS;
 pub use types::{
@@ -102,6 +107,10 @@ struct Inner {
     lock: Mutex<Option<lock::DbLock>>,
     /// Budget leases (`lease.rs`), on PostgreSQL: several instances may share it.
     leases: Option<Leases>,
+    /// The PostgreSQL database (`None` for SQLite), for the key change listener.
+    url: Option<PgUrl>,
+    /// The key change listener, once [`Store::listen_keys`] started it; stopped on close.
+    listener: Mutex<Option<notify::Listener>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,6 +142,7 @@ impl Store {
             path.display().to_string(),
             (tx, queued),
             Some(lock),
+            None,
             None,
         ))
     }
@@ -169,6 +179,7 @@ impl Store {
             (tx, queued),
             None,
             Some(leases),
+            Some(url.clone()),
         ))
     }
 
@@ -178,6 +189,7 @@ impl Store {
         (tx, queued): (mpsc::Sender<Msg>, Arc<AtomicU64>),
         lock: Option<lock::DbLock>,
         leases: Option<Leases>,
+        url: Option<PgUrl>,
     ) -> Store {
         Store {
             inner: Arc::new(Inner {
@@ -188,6 +200,8 @@ impl Store {
                 queued,
                 lock: Mutex::new(lock),
                 leases,
+                url,
+                listener: Mutex::new(None),
             }),
         }
     }
@@ -212,6 +226,23 @@ impl Store {
     /// without its password (`postgresql://user@host:port/db`).
     pub fn location(&self) -> &str {
         &self.inner.shown
+    }
+
+    /// PostgreSQL: starts the key change listener (`notify.rs`), which hands `sink` every
+    /// key another instance creates, changes or deletes (within a second, by `LISTEN`),
+    /// and every key again after each (re)connect and every `resync`. SQLite (one process
+    /// per file): nothing to listen to, `Ok` at once. A second call replaces the listener.
+    pub fn listen_keys(&self, sink: Arc<dyn KeySink>, resync: Duration) -> anyhow::Result<()> {
+        let Some(url) = &self.inner.url else {
+            return Ok(());
+        };
+        let listener = notify::Listener::start(url.clone(), sink, resync)?;
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(listener);
+        Ok(())
     }
 
     /// All keys, oldest first (to load the in-memory ledger at start).
@@ -286,6 +317,15 @@ impl Store {
         self.inner
             .closed
             .get_or_init(|| async {
+                if let Some(mut listener) = self
+                    .inner
+                    .listener
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    listener.stop();
+                }
                 let sender = self
                     .inner
                     .tx

@@ -88,6 +88,17 @@ impl PgUrl {
         })
     }
 
+    /// The connection settings of the key change listener's own connection
+    /// (`notify.rs`): named `llmgate-keys` in `pg_stat_activity`.
+    pub(super) fn listener_config(&self) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name(super::notify::APPLICATION);
+        config
+    }
+
     /// `host:port/db`, for messages.
     pub fn place(&self) -> &str {
         self.shown
@@ -136,7 +147,7 @@ impl PartialEq for PgUrl {
 
 /// An error and its causes, `a: b: c` (tokio-postgres puts the server's message in the
 /// cause).
-fn chain(e: &dyn StdError) -> String {
+pub(super) fn chain(e: &dyn StdError) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -397,6 +408,19 @@ async fn put_key_in(
     }
 }
 
+/// Tells every instance's key listener (`notify.rs`) that the keys in `payload` changed
+/// (a token, or `new old` for a regeneration); delivered when `tx` commits, not at all if
+/// it rolls back.
+async fn notify_key(tx: &tokio_postgres::Transaction<'_>, payload: &str) -> anyhow::Result<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&super::notify::CHANNEL, &payload],
+    )
+    .await
+    .context("announcing the key change")?;
+    Ok(())
+}
+
 /// Deletes one key and its leases in `client`; whether it existed.
 async fn delete_key(client: &tokio_postgres::Transaction<'_>, token: &str) -> anyhow::Result<bool> {
     client
@@ -434,6 +458,7 @@ impl Postgres {
             let tx = client.transaction().await?;
             for key in keys {
                 put_key_in(&tx, key, Overwrite::ALL).await?;
+                notify_key(&tx, &key.token).await?;
             }
             tx.commit().await.context("committing the keys")?;
             let tx = client.transaction().await?;
@@ -531,6 +556,7 @@ impl Backend for Postgres {
             let mut client = Self::client(pool).await?;
             let tx = client.transaction().await?;
             put_key_in(&tx, rec, spend).await?;
+            notify_key(&tx, &rec.token).await?;
             tx.commit().await.context("committing the key")
         })
     }
@@ -548,6 +574,7 @@ impl Backend for Postgres {
                 .await
                 .context("renaming the key's leases")?;
             put_key_in(&tx, rec, Overwrite::default()).await?;
+            notify_key(&tx, &format!("{} {old}", rec.token)).await?;
             tx.commit().await.context("committing the key")
         })
     }
@@ -560,6 +587,7 @@ impl Backend for Postgres {
             let mut deleted = Vec::new();
             for token in tokens {
                 if delete_key(&tx, &token).await? {
+                    notify_key(&tx, &token).await?;
                     deleted.push(token);
                 }
             }

@@ -127,6 +127,11 @@ pub(super) fn load_keys_sql() -> String {
     format!("SELECT {KEY_COLUMNS} FROM llmgate_verification_tokens ORDER BY created_at, token")
 }
 
+/// The key with token `?1` (no row once it is deleted); columns as [`load_keys_sql`].
+pub(super) fn load_key_sql() -> String {
+    format!("SELECT {KEY_COLUMNS} FROM llmgate_verification_tokens WHERE token = ?1")
+}
+
 /// A key from a row of [`load_keys_sql`].
 pub(super) fn key_from_row<R: Cols>(row: &R) -> Result<KeyRecord, R::Error> {
     Ok(KeyRecord {
