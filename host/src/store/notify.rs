@@ -171,24 +171,7 @@ async fn session(
     loop {
         tokio::select! {
             ev = events.recv() => {
-                let mut payloads = Vec::new();
-                let mut lost = None;
-                let mut next = ev;
-                loop {
-                    match next {
-                        Some(Event::Notified(p)) => {
-                            if !payloads.contains(&p) {
-                                payloads.push(p);
-                            }
-                        }
-                        Some(Event::Lost(why)) => lost = Some(why),
-                        None => lost = Some("the connection closed".to_owned()),
-                    }
-                    match events.try_recv() {
-                        Ok(ev) if lost.is_none() => next = Some(ev),
-                        _ => break,
-                    }
-                }
+                let (payloads, lost) = batch(ev, &mut events);
                 for p in &payloads {
                     changed(&client, sink, p).await?;
                 }
@@ -199,6 +182,31 @@ async fn session(
             _ = tick.tick() => {
                 resync(&client, sink).await?;
             }
+        }
+    }
+}
+
+/// `first` and every event already queued behind it: the distinct payloads, in order, and
+/// why the connection was lost if it was (the payloads before it are still applied).
+fn batch(
+    first: Option<Event>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> (Vec<String>, Option<String>) {
+    let mut payloads: Vec<String> = Vec::new();
+    let mut next = first;
+    loop {
+        match next {
+            Some(Event::Notified(p)) => {
+                if !payloads.contains(&p) {
+                    payloads.push(p);
+                }
+            }
+            Some(Event::Lost(why)) => return (payloads, Some(why)),
+            None => return (payloads, Some("the connection closed".to_owned())),
+        }
+        match events.try_recv() {
+            Ok(ev) => next = Some(ev),
+            Err(_) => return (payloads, None),
         }
     }
 }

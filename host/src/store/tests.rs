@@ -1046,3 +1046,97 @@ async fn leases_split_a_budget_and_come_back() {
     );
     store.close().await.unwrap();
 }
+
+/// What a [`KeySink`] was handed, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Heard {
+    All(Vec<String>),
+    Key(String, bool, Option<String>),
+}
+
+/// A sink that writes down what the key listener hands it.
+#[derive(Default)]
+struct Recorder {
+    admin: tokio::sync::Mutex<()>,
+    heard: Mutex<Vec<Heard>>,
+}
+
+impl KeySink for Recorder {
+    fn admin_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.admin
+    }
+
+    fn apply_key(&self, token: &str, rec: Option<KeyRecord>, replaced: Option<&str>) {
+        let heard = Heard::Key(token.to_owned(), rec.is_some(), replaced.map(str::to_owned));
+        self.heard.lock().unwrap().push(heard);
+    }
+
+    fn apply_all(&self, recs: Vec<KeyRecord>) {
+        let tokens = recs.into_iter().map(|r| r.token).collect();
+        self.heard.lock().unwrap().push(Heard::All(tokens));
+    }
+}
+
+impl Recorder {
+    /// Waits (up to 10 s) until `n` things were handed over; all of them.
+    async fn heard(&self, n: usize) -> Vec<Heard> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let heard = self.heard.lock().unwrap().clone();
+            if heard.len() >= n || std::time::Instant::now() > deadline {
+                return heard;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_key_listener_hands_over_each_committed_key_change_of_another_store() {
+    let Some(place) = Place::postgres().await else {
+        return;
+    };
+    let (writer, reader) = (place.open().await, place.open().await);
+    let sink = Arc::new(Recorder::default());
+    reader
+        .listen_keys(sink.clone(), Duration::from_secs(3600))
+        .unwrap();
+    // The resync after connecting comes first.
+    assert_eq!(sink.heard(1).await, vec![Heard::All(vec![])]);
+    writer.put_key(key("tok-one", Some("a"))).await.unwrap();
+    // Refused before it writes (the alias is taken): nothing is announced.
+    let err = writer.put_key(key("tok-two", Some("a"))).await.unwrap_err();
+    assert!(err.downcast_ref::<AliasTaken>().is_some(), "{err:#}");
+    writer
+        .replace_key("tok-one".into(), key("tok-new", Some("a")))
+        .await
+        .unwrap();
+    writer.delete_keys(vec!["tok-new".into()]).await.unwrap();
+    let heard = |t: &str, found, replaced: Option<&str>| {
+        Heard::Key(t.to_owned(), found, replaced.map(str::to_owned))
+    };
+    assert_eq!(
+        sink.heard(5).await[1..],
+        [
+            heard("tok-one", true, None),
+            heard("tok-new", true, Some("tok-one")),
+            heard("tok-one", false, None),
+            heard("tok-new", false, None),
+        ]
+    );
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn listening_on_sqlite_is_nothing_to_do() {
+    let place = Place::sqlite();
+    let store = place.open().await;
+    let sink = Arc::new(Recorder::default());
+    store
+        .listen_keys(sink.clone(), Duration::from_secs(1))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(sink.heard.lock().unwrap().is_empty());
+    store.close().await.unwrap();
+}
