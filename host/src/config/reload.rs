@@ -54,9 +54,15 @@ pub fn keep_restart_settings(running: &Config, next: &mut Config) -> Vec<&'stati
         running.database_path != next.database_path,
     );
     next.database_path.clone_from(&running.database_path);
+    let database = |c: &Config| c.postgres.as_ref().map(|p| (p.url.clone(), p.wait));
     keep(
         "general_settings.database_url",
-        running.postgres != next.postgres,
+        database(running) != database(next),
+    );
+    let resync = |c: &Config| c.postgres.as_ref().map(|p| p.key_resync);
+    keep(
+        "llmgate.key_resync_seconds",
+        resync(running) != resync(next),
     );
     next.postgres.clone_from(&running.postgres);
     keep(
