@@ -92,6 +92,7 @@ async fn holds_within(
         longest = longest.max(since.elapsed());
     }
     assert!(longest < bound, "{what}: took {longest:?}");
+    eprintln!("{what}: held everywhere after {longest:?}");
     longest
 }
 

@@ -3,7 +3,9 @@
 //! The ledger is authoritative while the gateway runs: every key's settings and running
 //! spend live in memory behind one small mutex per key, so admitting a request is an
 //! in-memory check, never a database round trip. The store ([`crate::store`]) gets every
-//! change as a queued write, batched off the request path.
+//! change as a queued write, batched off the request path. On PostgreSQL, keys another
+//! instance changes arrive through the store's key listener ([`Ledger::sync_key`],
+//! `sync.rs`).
 //!
 //! **Budgets hold under concurrency.** Admission and settlement are atomic per key:
 //! - [`Ledger::admit`] checks the key (blocked, expired, model allowed), resets budget
