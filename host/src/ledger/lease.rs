@@ -71,6 +71,9 @@ pub(super) struct Leasing {
     instance: String,
     ttl: Duration,
     next_id: AtomicU64,
+    /// Leases dropped where nothing could wait for the database (a budget changed by
+    /// another instance): given back at the next upkeep round.
+    dropped: std::sync::Mutex<Vec<String>>,
 }
 
 impl Leasing {
@@ -82,6 +85,7 @@ impl Leasing {
             instance: format!("{host}-{}-{}", std::process::id(), &random[..8]),
             ttl: ttl.max(Duration::from_secs(1)),
             next_id: AtomicU64::new(1),
+            dropped: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -186,8 +190,14 @@ impl Leasing {
     /// ones), forget those that were reclaimed, give back those of idle keys.
     async fn round(&self, ledger: &Ledger) -> anyhow::Result<()> {
         let started = unix_now_ms();
-        let held = self.leases.renew(&self.instance, self.ttl).await?;
-        let mut give_back = Vec::new();
+        let ids: Vec<String> = ledger
+            .keys_read()
+            .values()
+            .filter_map(|k| k.lock().lease.id.clone())
+            .collect();
+        let held = self.leases.renew(ids, self.ttl).await?;
+        let mut give_back =
+            std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()));
         for key in ledger.keys_read().values() {
             // A grant in progress: its outcome is not known yet; next round.
             let Ok(_one) = key.leasing.try_lock() else {
@@ -201,7 +211,6 @@ impl Leasing {
             let idle = st.in_flight == 0
                 && started - st.lease.used_ms > i64::try_from(IDLE.as_millis()).unwrap_or(0);
             if lost || idle || st.deleted {
-                // A lost lease is released too: should it exist after all, it comes back.
                 give_back.extend(st.lease.forget());
             }
             if lost {
@@ -211,6 +220,8 @@ impl Leasing {
                 );
             }
         }
+        // Not given back (the database did not answer): no longer renewed either, so they
+        // expire and are reclaimed.
         self.leases.release(give_back).await
     }
 
@@ -271,6 +282,18 @@ impl Ledger {
                 }
             }
         })))
+    }
+
+    /// A lease dropped by a change applied without waiting (`sync.rs`): given back at the
+    /// next upkeep round.
+    pub(super) fn drop_lease(&self, lease: Option<String>) {
+        if let (Some(leasing), Some(id)) = (&self.leasing, lease) {
+            leasing
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id);
+        }
     }
 
     /// Gives back one lease this instance has forgotten (its key's budget changed).

@@ -42,13 +42,15 @@ impl Ledger {
             return;
         };
         if let Some(entry) = self.key_by_token(token) {
-            entry.lock().take_remote(rec);
+            let dropped = entry.lock().take_remote(rec);
+            self.drop_lease(dropped);
             return;
         }
         let mut map = self.keys_write();
         let entry = match replaced.and_then(|old| map.remove(old)) {
             Some(moved) => {
-                moved.lock().take_remote(rec);
+                let dropped = moved.lock().take_remote(rec);
+                self.drop_lease(dropped);
                 moved
             }
             None => Arc::new(KeyEntry::new(rec)),
@@ -98,12 +100,17 @@ impl KeySink for Ledger {
 
 impl KeyState {
     /// The database's row of this key: its settings, and its spend where it is ahead.
-    fn take_remote(&mut self, mut db: KeyRecord) {
+    /// A changed budget drops this instance's lease (granted under the old one): its id is
+    /// returned, to be given back.
+    fn take_remote(&mut self, mut db: KeyRecord) -> Option<String> {
+        let budget_changed =
+            self.rec.max_budget != db.max_budget || self.rec.budget_duration != db.budget_duration;
         let (spend, reset_at) = merged_spend(&self.rec, &db);
         db.model_spend = merged_model_spend(&self.rec, &db);
         db.spend = spend;
         db.budget_reset_at = reset_at;
         self.rec = db;
+        budget_changed.then(|| self.lease.forget()).flatten()
     }
 }
 

@@ -10,9 +10,9 @@
 //! lease and off `leased` (`rows::CHARGE_LEASE`, `postgres::CHARGE`). So `spend + leased`
 //! only grows by a grant, and a grant is refused once `spend + leased` reaches the budget.
 //!
-//! Leases live [`Ask::ttl`] past their last renewal: every instance renews its own and
-//! reclaims everyone's expired ones ([`Leases::renew`]), so a killed instance's slices
-//! come back. An idle lease is given back early ([`Leases::release`]), all of them at
+//! Leases live [`Ask::ttl`] past their last renewal: every instance renews the ones it
+//! holds and reclaims everyone's expired ones ([`Leases::renew`]), so a killed instance's
+//! slices come back (and so does a lease an instance dropped without giving it back). An idle lease is given back early ([`Leases::release`]), all of them at
 //! shutdown.
 //!
 //! [`Leases`] is a handle to one thread (`llmgate-leases`) with a current-thread runtime
@@ -80,7 +80,7 @@ pub struct Granted {
 enum Job {
     Grant(Ask, oneshot::Sender<anyhow::Result<Option<Granted>>>),
     Renew(
-        String,
+        Vec<String>,
         Duration,
         oneshot::Sender<anyhow::Result<HashSet<String>>>,
     ),
@@ -131,12 +131,11 @@ impl Leases {
         self.call(|reply| Job::Grant(ask, reply)).await
     }
 
-    /// Renews every lease of `instance` for `ttl` and reclaims every instance's expired
-    /// leases; answers the ids of `instance`'s leases that still exist (one missing from it
-    /// was reclaimed: the instance stalled longer than the lease lives).
-    pub async fn renew(&self, instance: &str, ttl: Duration) -> anyhow::Result<HashSet<String>> {
-        self.call(|reply| Job::Renew(instance.to_owned(), ttl, reply))
-            .await
+    /// Renews leases `ids` for `ttl` and reclaims every instance's expired leases; answers
+    /// the ids that still exist (one missing was reclaimed: the instance stalled longer than
+    /// the lease lives). A lease its instance no longer names expires and is reclaimed.
+    pub async fn renew(&self, ids: Vec<String>, ttl: Duration) -> anyhow::Result<HashSet<String>> {
+        self.call(|reply| Job::Renew(ids, ttl, reply)).await
     }
 
     /// Gives leases back: they are deleted and what they held leaves `leased`.
@@ -166,8 +165,8 @@ async fn run(pool: Pool, job: Job) {
         Job::Grant(ask, reply) => {
             let _ = reply.send(within(grant(&pool, &ask)).await);
         }
-        Job::Renew(instance, ttl, reply) => {
-            let _ = reply.send(within(renew(&pool, &instance, ttl)).await);
+        Job::Renew(ids, ttl, reply) => {
+            let _ = reply.send(within(renew(&pool, &ids, ttl)).await);
         }
         Job::Release(ids, reply) => {
             let _ = reply.send(within(release(&pool, &ids)).await);
@@ -296,15 +295,15 @@ fn instance_of(id: &str) -> &str {
     id.rsplit_once('/').map_or(id, |(i, _)| i)
 }
 
-/// Renews `instance`'s leases, then reclaims expired ones; the ids still held.
-async fn renew(pool: &Pool, instance: &str, ttl: Duration) -> anyhow::Result<HashSet<String>> {
+/// Renews leases `ids`, then reclaims expired ones; the ids still held.
+async fn renew(pool: &Pool, ids: &[String], ttl: Duration) -> anyhow::Result<HashSet<String>> {
     let client = client(pool).await?;
     let now = now_ms();
     let expires = now.saturating_add(ttl_ms(ttl));
     let rows = client
         .query(
-            "UPDATE llmgate_key_leases SET expires_at = $2 WHERE instance = $1 RETURNING id",
-            &[&instance, &expires],
+            "UPDATE llmgate_key_leases SET expires_at = $2 WHERE id = ANY($1) RETURNING id",
+            &[&ids, &expires],
         )
         .await?;
     let held = rows.iter().map(|r| r.get::<_, String>(0)).collect();

@@ -1023,7 +1023,7 @@ async fn leases_split_a_budget_and_come_back() {
         .await;
     assert!(short.unwrap().unwrap().usd > 0.0);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let held_by_a = leases.renew("a", long).await.unwrap();
+    let held_by_a = leases.renew(vec!["a/1".to_owned()], long).await.unwrap();
     assert!(
         held_by_a.contains("a/1") && held_by_a.len() == 1,
         "{held_by_a:?}"
@@ -1033,9 +1033,13 @@ async fn leases_split_a_budget_and_come_back() {
         near(spend, 0.5) && near(held, 0.4) && near(rows, 0.4),
         "C's second lease reclaimed: {spend} {held} {rows}"
     );
-    assert!(
-        leases.renew("c", long).await.unwrap().contains("c/1"),
-        "C's first lease is renewed by C"
+    let held_by_c = leases
+        .renew(vec!["c/1".to_owned(), "c/2".to_owned()], long)
+        .await;
+    assert_eq!(
+        held_by_c.unwrap(),
+        ["c/1".to_owned()].into(),
+        "C's first lease is renewed by C; its reclaimed one is gone"
     );
 
     // A deleted key takes its leases with it; a grant for it answers None.
