@@ -203,6 +203,7 @@ async fn main() {
                     seen: None,
                 },
             )
+            .await
             .unwrap();
         ticket.settle(Outcome {
             cost: 0.001,

@@ -123,7 +123,7 @@ enum End {
 /// Request `i` of a storm on `url`: streamed when `i` is even; every tenth request's client
 /// goes away early (before the answer, or after the first streamed bytes).
 async fn one(c: &reqwest::Client, url: &str, key: &str, i: usize) -> End {
-    let stream = i % 2 == 0;
+    let stream = i.is_multiple_of(2);
     let send = c
         .post(format!("{url}/v1/chat/completions"))
         .bearer_auth(key)
