@@ -322,7 +322,10 @@ async fn connect(
             why = format!("{why} ({hint})");
         }
         let now = Instant::now();
-        if permanent(&e) || now >= deadline {
+        if permanent(&e) {
+            bail!("cannot connect to PostgreSQL at {}: {why}", url.place());
+        }
+        if now >= deadline {
             bail!(
                 "cannot connect to PostgreSQL at {} (waited up to {}s): {why}",
                 url.place(),

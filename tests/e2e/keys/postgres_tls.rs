@@ -2,7 +2,8 @@
 //! (`scripts/postgres.sh start-tls`: `ssl = on`, a throwaway CA and a server certificate
 //! for 127.0.0.1, plain connections still allowed) on the PostgreSQL pass of the suite
 //! (skipped with a printed reason on the SQLite pass): `sslmode=require` with
-//! `sslrootcert` connects over TLS and serves a key; `verify-full` with `PGSSLROOTCERT`
+//! `sslrootcert` connects over TLS (the store's pool and the lease thread's) and serves a
+//! key; `verify-full` with `PGSSLROOTCERT`
 //! does too; a name the certificate lacks is refused by `verify-full`, not by `verify-ca`;
 //! the wrong CA is refused at start (under `require`, and under the default
 //! `prefer`: no fallback to plain text), and so is `sslmode=require` against a server
@@ -153,11 +154,17 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
         env: &env,
         ..Spec::default()
     });
-    let (key, _) = generate(&gw, MASTER, json!({"key_alias": "over-tls"})).await;
+    // A budget, so the request takes a budget lease: the lease thread's pool connects too.
+    let (key, _) = generate(
+        &gw,
+        MASTER,
+        json!({"key_alias": "over-tls", "max_budget": 5}),
+    )
+    .await;
     assert_eq!(chat_status(&gw, &key, "priced").await, 200);
     let (encrypted, all) = llmgate_connections(&tls.url("")).await;
     assert!(
-        all >= 1 && encrypted == all,
+        all >= 2 && encrypted == all,
         "{encrypted} of {all} encrypted"
     );
     let logs = gw.logs();
