@@ -1,6 +1,7 @@
 //! Choosing PostgreSQL as LiteLLM does: `general_settings.database_url: postgresql://...`
 //! (or `postgres://`, or `os.environ/VAR`), else the `DATABASE_URL` environment variable
-//! when the config names no database; and how long start-up waits for the server
+//! when the config names no database (its TLS CA file from `sslrootcert` or
+//! `PGSSLROOTCERT`); and how long start-up waits for the server
 //! (`llmgate.database_wait_seconds`, default 30); how often every key is read again as a
 //! backstop to the key change notifications (`llmgate.key_resync_seconds`, default 10).
 
@@ -68,7 +69,7 @@ pub(super) fn parse(
         }
         return None;
     }
-    let url = match PgUrl::parse(&url) {
+    let url = match PgUrl::parse_env(&url, v.lookup("PGSSLROOTCERT").as_deref()) {
         Ok(url) => url,
         Err(e) => {
             v.problem(at, &e);
@@ -184,15 +185,24 @@ mod tests {
     #[test]
     fn a_bad_url_is_refused_without_repeating_it() {
         let err = load(
-            "general_settings: {database_url: 'postgresql://u:pw-secret@db/keys?sslmode=require'}\n",
+            "general_settings: {database_url: 'postgresql://u:pw-secret@db/keys?sslmode=verify-ca'}\n",
             &[],
         )
         .unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("general_settings.database_url: sslmode=require"),
+            text.contains("general_settings.database_url: sslmode=verify-ca needs the server's CA"),
             "{text}"
         );
+        assert!(!text.contains("pw-secret"), "{text}");
+        // PGSSLROOTCERT is read from the config's environment, and a missing file named.
+        let err = load(
+            "general_settings: {database_url: 'postgresql://u:pw-secret@db/keys?sslmode=require'}\n",
+            &[("PGSSLROOTCERT", "/nonexistent/ca.pem")],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sslrootcert=/nonexistent/ca.pem"), "{text}");
         assert!(!text.contains("pw-secret"), "{text}");
         let err = load(
             "",

@@ -51,6 +51,7 @@ mod report;
 mod rows;
 mod schema;
 mod sqlite;
+mod tls;
 mod types;
 mod worker;
 

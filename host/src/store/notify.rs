@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::postgres::{PgUrl, chain};
 use super::rows::{self, numbered_dollar};
@@ -148,7 +148,7 @@ async fn session(
 ) -> anyhow::Result<std::convert::Infallible> {
     let (client, connection) = url
         .listener_config()
-        .connect(NoTls)
+        .connect(super::postgres::connector(url))
         .await
         .map_err(|e| anyhow!("{}", chain(&e)))?;
     let (tx, mut events) = mpsc::unbounded_channel();
@@ -221,13 +221,13 @@ impl Drop for Driver {
 }
 
 /// Polls the connection: forwards notifications, then why it ended.
-async fn drive(
-    mut connection: tokio_postgres::Connection<
-        tokio_postgres::Socket,
-        tokio_postgres::tls::NoTlsStream,
-    >,
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
     tx: mpsc::UnboundedSender<Event>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     while let Some(message) = messages.next().await {
         match message {

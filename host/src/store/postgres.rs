@@ -4,7 +4,9 @@
 //!
 //! - [`PgUrl`]: a `postgresql://` or `postgres://` URL, checked at config load; shown (in
 //!   logs, errors, the readiness page) as `postgresql://user@host:port/db`, never with its
-//!   password. TLS is not built in: `sslmode=disable` or `prefer` (plain) only.
+//!   password. Its `sslmode` and `sslrootcert` (or `PGSSLROOTCERT`) are read by
+//!   [`super::tls`]; [`connector`] is the TLS connector every connection to the database
+//!   uses (the store's pool, the lease thread's, `llmgate db copy`).
 //! - Opening waits for the server, retrying with backoff up to a bound and logging
 //!   `waiting for PostgreSQL at host:port/db: <why>`; a wrong password or a missing
 //!   database fails at once.
@@ -20,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -28,6 +29,7 @@ use super::AliasTaken;
 use super::report::{self, Dialect};
 use super::rows::{self, Arg, Cols, numbered_dollar};
 use super::schema;
+use super::tls::{self, Tls};
 use super::types::{KeyRecord, Overwrite, SpendAggregate, SpendLog, SpendQuery, SpendTotals};
 use super::worker::{Backend, Pending};
 
@@ -58,6 +60,7 @@ const CHARGE: &str = "WITH l AS (
 pub struct PgUrl {
     pub(super) url: String,
     config: tokio_postgres::Config,
+    tls: Tls,
     shown: String,
 }
 
@@ -67,23 +70,28 @@ impl PgUrl {
         url.starts_with("postgresql://") || url.starts_with("postgres://")
     }
 
-    /// Parses a `postgresql://user:password@host:port/db?sslmode=disable` URL. The error
-    /// never repeats the URL (it may hold a password).
+    /// Parses a `postgresql://user:password@host:port/db?sslmode=disable` URL, with
+    /// `PGSSLROOTCERT` from the process environment. The error never repeats the URL (it
+    /// may hold a password).
     pub fn parse(url: &str) -> Result<PgUrl, String> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            format!("not a valid PostgreSQL URL ({})", chain(&e))
-        })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(
-                "sslmode=require: llmgate does not speak TLS to PostgreSQL yet; use \
-                 sslmode=disable on a trusted network (or a local TLS tunnel)"
-                    .into(),
-            );
-        }
+        let root = std::env::var("PGSSLROOTCERT").ok();
+        PgUrl::parse_env(url, root.as_deref())
+    }
+
+    /// [`PgUrl::parse`] with `root_env` standing for `PGSSLROOTCERT` (the CA file used when
+    /// the URL names none). The CA file is read now: a missing one fails here.
+    pub fn parse_env(url: &str, root_env: Option<&str>) -> Result<PgUrl, String> {
+        let (rest, tls) = Tls::from_url(url, root_env)?;
+        let mut config: tokio_postgres::Config =
+            rest.parse().map_err(|e: tokio_postgres::Error| {
+                format!("not a valid PostgreSQL URL ({})", chain(&e))
+            })?;
+        config.ssl_mode(tls.driver_mode());
         let shown = shown(&config);
         Ok(PgUrl {
             url: url.to_owned(),
             config,
+            tls,
             shown,
         })
     }
@@ -141,8 +149,15 @@ impl std::fmt::Debug for PgUrl {
 
 impl PartialEq for PgUrl {
     fn eq(&self, other: &Self) -> bool {
-        self.url == other.url
+        self.url == other.url && self.tls == other.tls
     }
+}
+
+/// The TLS connector for `url`'s connections (its `sslmode` and CA, [`super::tls`]): give it
+/// to every `tokio_postgres::Config::connect` and pool manager, so no connection to the
+/// database skips it.
+pub(super) fn connector(url: &PgUrl) -> tokio_postgres_rustls::MakeRustlsConnect {
+    url.tls.connector()
 }
 
 /// An error and its causes, `a: b: c` (tokio-postgres puts the server's message in the
@@ -151,8 +166,12 @@ pub(super) fn chain(e: &dyn StdError) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let next = c.to_string();
+        // A wrapper often repeats its cause's message at its end: show it once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         cause = c.source();
     }
     text
@@ -263,7 +282,7 @@ pub(super) fn pool(url: &PgUrl, wait: Duration, size: usize) -> anyhow::Result<P
     config.application_name("llmgate");
     let manager = Manager::from_config(
         config,
-        NoTls,
+        connector(url),
         ManagerConfig {
             recycling_method: RecyclingMethod::Verified,
         },
@@ -275,11 +294,15 @@ pub(super) fn pool(url: &PgUrl, wait: Duration, size: usize) -> anyhow::Result<P
         .context("building the PostgreSQL pool")
 }
 
-/// Whether waiting cannot help: bad credentials, no such database.
+/// Whether waiting cannot help: bad credentials, no such database, an untrusted
+/// certificate, no TLS where it is required.
 fn permanent(e: &deadpool_postgres::PoolError) -> bool {
     let deadpool_postgres::PoolError::Backend(e) = e else {
         return false;
     };
+    if tls::permanent(e) {
+        return true;
+    }
     e.code().is_some_and(|c| {
         [
             SqlState::INVALID_PASSWORD,
@@ -303,9 +326,17 @@ async fn connect(
             Ok(client) => return Ok(client),
             Err(e) => e,
         };
-        let why = chain(&e);
+        let mut why = chain(&e);
+        if let deadpool_postgres::PoolError::Backend(b) = &e
+            && let Some(hint) = tls::hint(b)
+        {
+            why = format!("{why} ({hint})");
+        }
         let now = Instant::now();
-        if permanent(&e) || now >= deadline {
+        if permanent(&e) {
+            bail!("cannot connect to PostgreSQL at {}: {why}", url.place());
+        }
+        if now >= deadline {
             bail!(
                 "cannot connect to PostgreSQL at {} (waited up to {}s): {why}",
                 url.place(),

@@ -891,8 +891,14 @@ fn postgres_urls_are_checked_and_shown_without_password() {
         shown("postgresql://u@h:6000").unwrap(),
         "postgresql://u@h:6000/u"
     );
-    let err = shown("postgresql://u:topsecret@h/db?sslmode=require").unwrap_err();
-    assert!(err.contains("sslmode=require"), "{err}");
+    // TLS settings are read (and taken out of what the driver parses).
+    assert_eq!(
+        shown("postgresql://u:topsecret@h/db?sslmode=require&connect_timeout=3").unwrap(),
+        "postgresql://u@h:5432/db"
+    );
+    let err = shown("postgresql://u:topsecret@h/db?sslmode=allow").unwrap_err();
+    assert!(err.contains("sslmode=allow"), "{err}");
+    assert!(!err.contains("topsecret"), "{err}");
     let err = shown("postgresql://u:topsecret@h:notaport/db").unwrap_err();
     assert!(!err.contains("topsecret"), "{err}");
     assert!(PgUrl::is_postgres("postgres://x") && PgUrl::is_postgres("postgresql://x"));

@@ -36,6 +36,7 @@ mod cluster;
 mod limits;
 mod model_budgets;
 mod postgres;
+mod postgres_tls;
 mod spend_logs;
 mod spend_reports;
 
