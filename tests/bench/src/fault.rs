@@ -402,3 +402,70 @@ pub fn database_books(database_url: &str, alias: &str) -> anyhow::Result<Option<
     }
     Ok(Some(line))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(t0: Instant, ms: u64, status: u16) -> (Instant, Probe) {
+        let finished = t0 + Duration::from_millis(ms);
+        let p = Probe {
+            finished,
+            status,
+            ok: status == 200,
+            call_id: None,
+        };
+        (t0, p)
+    }
+
+    #[test]
+    fn answers_are_counted_by_class() {
+        let t0 = Instant::now();
+        let mut s = Second::default();
+        for status in [200, 200, 401, 429, 404, 502, 503, 0, 302] {
+            s.count(&at(t0, 0, status).1);
+        }
+        let broken = Probe {
+            ok: false,
+            ..at(t0, 0, 200).1
+        };
+        s.count(&broken);
+        assert_eq!(
+            (
+                s.ok,
+                s.unauthorized,
+                s.limited,
+                s.other_4xx,
+                s.server,
+                s.none,
+                s.other
+            ),
+            (2, 1, 1, 1, 2, 1, 2)
+        );
+        assert_eq!(s.failed(), 8);
+    }
+
+    #[test]
+    fn the_longest_gap_counts_only_200s_and_the_edges() {
+        let t0 = Instant::now();
+        let sent = [
+            at(t0, 100, 200),
+            at(t0, 200, 503),
+            at(t0, 900, 200),
+            at(t0, 1000, 200),
+        ];
+        assert!(
+            longest_gap(&sent, t0, 1.0).starts_with("longest time with no 200 finishing: 800 ms")
+        );
+        // Nothing but failures: the whole run.
+        let failed = [at(t0, 100, 0), at(t0, 2500, 0)];
+        assert!(longest_gap(&failed, t0, 2.0).contains("2500 ms (from 0.000 s to 2.500 s)"));
+    }
+
+    #[test]
+    fn percentiles_of_sorted_samples() {
+        assert_eq!(pct(&[], 0.5), 0);
+        assert_eq!(pct(&[1, 2, 3, 4, 5], 0.5), 3);
+        assert_eq!(pct(&[1, 2, 3, 4, 5], 1.0), 5);
+    }
+}
