@@ -10,8 +10,8 @@
 # binaries in target/release and plugins/dist; PostgreSQL (PG_DIR, PG_PORT) and Redis
 # (REDIS_PORT) as scripts/bench-pg-restart.sh starts them. A fresh database and an empty
 # Redis for every run. Results: OUT (default /tmp/bench-stores)/ROUND-STORE.json and .txt.
-# Before each run it waits until no cargo build holds /tmp/llmgate-build.lock and says
-# afterwards if a build took it during the run.
+# Before each run it waits (up to LOCK_WAIT, 300 s) until no cargo build holds
+# /tmp/llmgate-build.lock, and says when a build held it at the start or the end of a run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,8 +36,9 @@ run() { # ROUND STORE [more llmgate-bench arguments]
     redis-cli -p "$redis_port" flushall >/dev/null
     ;;
   esac
-  flock "$lock" true
-  echo "== round $round: $store" >&2
+  local busy=""
+  flock -w "${LOCK_WAIT:-300}" "$lock" true || busy=" (started while a build held the lock)"
+  echo "== round $round: $store$busy" >&2
   "$(bench_bin)" "${args[@]}" "$@" >"$out/$round-$store.txt"
   flock -n "$lock" true || echo "   (a build held the lock at the end of this run)" >&2
 }
