@@ -3,6 +3,8 @@
 pg_dir="${PG_DIR:-/tmp/pgbench}"
 pg_port="${PG_PORT:-55531}"
 redis_port="${REDIS_PORT:-55532}"
+# The server options scripts/postgres.sh starts the cluster with.
+pg_opts="-k $pg_dir -p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
 pg_bin() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1
@@ -24,8 +26,7 @@ pg_up() {
     echo "$url"
   elif [ -f "$pg_dir/data/PG_VERSION" ]; then
     as_owner "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-      -o "-k $pg_dir -p $pg_port -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-      start >/dev/null
+      -o "$pg_opts" start >/dev/null
     echo "$url"
   else
     scripts/postgres.sh start "$pg_dir" "$pg_port"
@@ -39,11 +40,17 @@ fresh_db() {
   echo "postgresql://postgres@127.0.0.1:$pg_port/$1"
 }
 
-# The command that restarts the cluster (fast shutdown: open sessions are cut).
+# The command that restarts the cluster (fast shutdown: open sessions are cut); with
+# PG_DOWN_SECONDS, a stop, that many seconds down, and a start instead.
 pg_restart_command() {
-  local owner=""
+  local owner="" ctl
   [ "$(id -u)" = 0 ] && owner="runuser -u postgres -- "
-  echo "${owner}$(pg_bin)/pg_ctl -D $pg_dir/data -l $pg_dir/server.log -m fast -w -t 60 restart >/dev/null"
+  ctl="${owner}$(pg_bin)/pg_ctl -D $pg_dir/data -l $pg_dir/server.log -w -t 60"
+  if [ -n "${PG_DOWN_SECONDS:-}" ]; then
+    echo "$ctl -m fast stop >/dev/null && sleep $PG_DOWN_SECONDS && $ctl -o '$pg_opts' start >/dev/null"
+  else
+    echo "$ctl -m fast restart >/dev/null"
+  fi
 }
 
 # The Redis URL, started (no persistence) when nothing answers on the port.

@@ -11,7 +11,8 @@
 # scripts/postgres.sh makes, in PG_DIR (default /tmp/pgbench) on PG_PORT (55531), started
 # here when it is not running; each run gets a fresh database `llmgate_bench_restart`.
 # With --redis, also the Redis on REDIS_PORT (55532), started here when it is not running.
-# RATE (200 req/s), RUN_SECONDS (30) and RESTART_AT (10 s) shape the run.
+# RATE (200 req/s), RUN_SECONDS (30) and RESTART_AT (10 s) shape the run; PG_DOWN_SECONDS=N
+# stops the server, waits N seconds and starts it instead of `restart` (a longer outage).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
