@@ -77,7 +77,8 @@ for s in stores:
     cells = []
     for c in cols:
         per = " / ".join(f"{x[c]:.0f}" for x in rows[s])
-        ratio = "" if s == "sqlite" or c == "errors" or not med["sqlite"][c] else f" (×{med[s][c] / med['sqlite'][c]:.2f})"
+        base = med["sqlite"][c]
+        ratio = "" if s == "sqlite" or c == "errors" or base <= 0 or med[s][c] < 0 else f" (×{med[s][c] / base:.2f})"
         cells.append(f"**{med[s][c]:.0f}**{ratio}; {per}")
     print(f"| {s} | " + " | ".join(cells) + " |")
 PY
