@@ -115,7 +115,12 @@ struct Args {
     /// `--keys`), this shell command run `--restart-at` seconds in (e.g. `pg_ctl -D DIR
     /// -m fast -w restart`); prints the answers per second, the longest time without a
     /// 200, and whether every 200 has its spend log row and the key's spend its rows' sum.
-    #[arg(long, value_name = "CMD", requires = "database_url")]
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "database_url",
+        conflicts_with = "callgrind"
+    )]
     restart_postgres: Option<String>,
     /// Seconds into the fault run when `--restart-postgres` runs (default a third of
     /// `--seconds`).
@@ -352,36 +357,17 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         (load::default_auth(), String::new())
     };
     if let Some(command) = &args.restart_postgres {
-        let plan = fault::Plan {
-            command: command.clone(),
-            at: args.restart_at.unwrap_or(args.seconds / 3.0),
-            rate: args.rate,
-            seconds: args.seconds,
-        };
-        let w = args.workloads.first().copied().unwrap_or(Workload::Small);
-        let via = Target {
-            uri: format!("{gateway_url}{}", w.via_path())
-                .parse()
-                .with_context(|| format!("bad URL {gateway_url}"))?,
-            body: w.via_body("bench")?,
-            streamed: w.streamed(),
+        let run = FaultRun {
+            client: &client,
+            gateway_url: &gateway_url,
+            key: &key,
+            token: &token,
             auth,
         };
-        let (mut judged, mut lines) =
-            fault::run(&client, &gateway_url, &via, &token, &plan).await?;
+        let judged = run.go(&args, command).await;
         check_alive(&mut mock, &mut gateway, None)?;
         drop(gateway);
-        let url = args.database_url.as_deref().unwrap_or_default();
-        match fault::database_books(url, &key.alias) {
-            Ok(Some(line)) => lines.push(line),
-            Ok(None) => lines.push("database: psql not installed, not read".into()),
-            Err(e) => {
-                judged = false;
-                lines.push(format!("database: FAIL: {e:#}"));
-            }
-        }
-        println!("{}", lines.join("\n"));
-        return Ok(judged);
+        return run.database_books(&args, judged?);
     }
     let idle_rss = procs::status_kb(gateway.pid(), "VmRSS")?;
     eprintln!(
@@ -488,6 +474,54 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         );
     }
     Ok(passed)
+}
+
+/// The fault run's gateway and key (`--restart-postgres`).
+struct FaultRun<'a> {
+    client: &'a HttpClient,
+    gateway_url: &'a str,
+    key: &'a BenchKey,
+    token: &'a str,
+    auth: hyper::header::HeaderValue,
+}
+
+impl FaultRun<'_> {
+    /// Load with the restart in it: the verdict and the lines to print.
+    async fn go(&self, args: &Args, command: &str) -> anyhow::Result<(bool, Vec<String>)> {
+        let plan = fault::Plan {
+            command: command.to_owned(),
+            at: args.restart_at.unwrap_or(args.seconds / 3.0),
+            rate: args.rate,
+            seconds: args.seconds,
+        };
+        let w = args.workloads.first().copied().unwrap_or(Workload::Small);
+        let via = Target {
+            uri: format!("{}{}", self.gateway_url, w.via_path())
+                .parse()
+                .with_context(|| format!("bad URL {}", self.gateway_url))?,
+            body: w.via_body("bench")?,
+            streamed: w.streamed(),
+            auth: self.auth.clone(),
+        };
+        fault::run(self.client, self.gateway_url, &via, self.token, &plan).await
+    }
+
+    /// After the gateway stopped: the database's own books, then everything printed;
+    /// `Ok(false)` when the run or the database failed.
+    fn database_books(&self, args: &Args, run: (bool, Vec<String>)) -> anyhow::Result<bool> {
+        let (mut judged, mut lines) = run;
+        let url = args.database_url.as_deref().unwrap_or_default();
+        match fault::database_books(url, &self.key.alias) {
+            Ok(Some(line)) => lines.push(line),
+            Ok(None) => lines.push("database: psql not installed, not read".into()),
+            Err(e) => {
+                judged = false;
+                lines.push(format!("database: FAIL: {e:#}"));
+            }
+        }
+        println!("{}", lines.join("\n"));
+        Ok(judged)
+    }
 }
 
 /// What `--observe` turns on.
