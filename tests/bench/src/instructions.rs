@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::admin::{self, BenchKey};
 use crate::load::{self, Target};
-use crate::{Args, collector, dedup, generate_bench_key, procs};
+use crate::{Args, collector, dedup, procs};
 
 /// Requests sent before the counters are zeroed.
 const WARMUP: u64 = 30;
@@ -33,7 +34,12 @@ const SINKS: &str = "llmgate::observe::Observer::record";
 
 /// Run `gateway` (the gateway's command, not yet started) under callgrind and print the
 /// instructions per request of every workload in `args`; `Ok(false)` if a request failed.
-pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Result<bool> {
+pub async fn count(
+    args: &Args,
+    gateway: Command,
+    requests: u64,
+    key: &BenchKey,
+) -> anyhow::Result<bool> {
     if requests == 0 {
         bail!("--callgrind needs a positive number of requests");
     }
@@ -43,10 +49,14 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
     eprintln!("llmgate-bench: starting the gateway under callgrind (this takes a while)");
     let (gateway, url) =
         procs::spawn_listening("llmgate", cmd, "llmgate listening on ", START_TIMEOUT)?;
-    if args.keys {
-        generate_bench_key(&url)?;
-    }
     let client = load::client();
+    let mode = args.key_mode();
+    let auth = if mode.on() {
+        admin::generate(&client, &url, key, mode, args.redis_url.is_some()).await?;
+        key.auth()?
+    } else {
+        load::default_auth()
+    };
     println!(
         "| workload | observe | keys | requests | gateway Ir per request | of which sinks on the request's task ({SINKS}) | dump |\n|---|---|---|---|---|---|---|"
     );
@@ -57,6 +67,7 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
                 .with_context(|| format!("bad URL {url}"))?,
             body: w.via_body("bench")?,
             streamed: w.streamed(),
+            auth: auth.clone(),
         };
         send(&client, &target, WARMUP).await?;
         settle(args).await;
@@ -71,10 +82,10 @@ pub async fn count(args: &Args, gateway: Command, requests: u64) -> anyhow::Resu
         let total = total_ir(&dump)?;
         let sinks = inclusive_ir(&dump, SINKS)?;
         println!(
-            "| {} | {:?} | {} | {requests} | {} | {} | {} |",
+            "| {} | {:?} | {:?} | {requests} | {} | {} | {} |",
             w.name(),
             args.observe,
-            args.keys,
+            mode,
             total / requests,
             sinks / requests,
             dump.display()

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 /// Per-request timeout; a request that takes longer counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long before the first open-loop send the schedule starts (lets the thread start).
 const SCHEDULE_LEAD: Duration = Duration::from_millis(20);
 
@@ -46,6 +46,14 @@ pub struct Target {
     pub body: Bytes,
     /// Whether the answer is an SSE stream (then it must end with `[DONE]`).
     pub streamed: bool,
+    /// The `Authorization` header sent with every request.
+    pub auth: HeaderValue,
+}
+
+/// The `Authorization` header of requests without a virtual key (the mock, the bare
+/// proxy and a gateway without a master key accept anything).
+pub fn default_auth() -> HeaderValue {
+    HeaderValue::from_static("Bearer sk-bench")
 }
 
 /// What happened to one request.
@@ -88,7 +96,7 @@ pub fn request(target: &Target) -> Request<Full<Bytes>> {
     *req.uri_mut() = target.uri.clone();
     let headers = req.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-bench"));
+    headers.insert(AUTHORIZATION, target.auth.clone());
     req
 }
 
@@ -153,6 +161,30 @@ pub async fn open_loop(
     rate: f64,
     seconds: f64,
 ) -> anyhow::Result<Vec<Scheduled>> {
+    let sent = open_loop_with(client, target, rate, seconds, |client, target| async move {
+        send(&client, &target).await
+    })
+    .await?;
+    Ok(sent
+        .into_iter()
+        .map(|(due, outcome)| Scheduled { due, outcome })
+        .collect())
+}
+
+/// The open loop of [`open_loop`] with its own `send`: each request, due at its scheduled
+/// time, is `send(client, target)` in a task of its own; the answers in schedule order.
+pub async fn open_loop_with<T, F, Fut>(
+    client: &HttpClient,
+    target: &Target,
+    rate: f64,
+    seconds: f64,
+    send: F,
+) -> anyhow::Result<Vec<(Instant, T)>>
+where
+    T: Send + 'static,
+    F: Fn(HttpClient, Arc<Target>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
     let count = (rate * seconds).round().max(1.0) as usize;
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -169,22 +201,14 @@ pub async fn open_loop(
                 if due > now {
                     std::thread::sleep(due - now);
                 }
-                let client = client.clone();
-                let target = target.clone();
-                tasks.push((
-                    due,
-                    handle.spawn(async move { send(&client, &target).await }),
-                ));
+                tasks.push((due, handle.spawn(send(client.clone(), target.clone()))));
             }
             let _ = tx.send(tasks);
         })?;
     let tasks = rx.await?;
     let mut results = Vec::with_capacity(tasks.len());
     for (due, task) in tasks {
-        results.push(Scheduled {
-            due,
-            outcome: task.await?,
-        });
+        results.push((due, task.await?));
     }
     Ok(results)
 }

@@ -11,10 +11,16 @@
 //! front of the same mock: the cost of a second HTTP hop on this machine, so what the
 //! gateway adds beyond any proxy can be read off ("vs bare").
 //!
+//! The gateway's store is a fresh SQLite file by default; `--database-url` puts it on
+//! PostgreSQL and `--redis-url` adds the shared Redis. `--restart-postgres CMD` runs the
+//! fault run of [`fault`] instead of the workloads.
+//!
 //! Exits non-zero if more than 0.1% of the requests of any phase fail.
 
+mod admin;
 mod bare;
 mod collector;
+mod fault;
 mod instructions;
 mod load;
 mod procs;
@@ -31,6 +37,7 @@ use clap::Parser;
 use http_body_util::BodyExt as _;
 use hyper::Uri;
 
+use admin::{BenchKey, KeyMode};
 use load::{HttpClient, Target};
 use procs::ChildGuard;
 use report::{
@@ -52,7 +59,7 @@ const SHARED_NOTE: &str = "the load generator, the mock upstream and the gateway
 
 /// Benchmark llmgate's added latency, CPU and memory against a mock OpenAI upstream.
 #[derive(Debug, Parser)]
-#[command(name = "llmgate-bench", version, about)]
+#[command(name = "llmgate-bench", version, about, args_override_self = true)]
 struct Args {
     /// Fixed-rate phase: requests per second.
     #[arg(long, default_value_t = 200.0)]
@@ -88,8 +95,37 @@ struct Args {
     /// virtual key that has a budget, a budget window and rpm/tpm/parallel limits (all
     /// far above the load), so each request is authenticated, admitted, reserved, settled
     /// and spend-logged.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "virtual_key")]
     keys: bool,
+    /// Every request goes with a virtual key made by `/key/generate` at start that has a
+    /// `max_budget` (never reached), plus an `rpm_limit` (never reached) when `--redis-url`
+    /// is given, so the shared Redis window counts every request. The gateway gets a
+    /// master key.
+    #[arg(long)]
+    virtual_key: bool,
+    /// The gateway's store on PostgreSQL (`general_settings.database_url`), e.g.
+    /// `postgresql://postgres@127.0.0.1:55531/bench`; default a fresh SQLite file.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The shared Redis (`router_settings.redis_url`), e.g. `redis://127.0.0.1:55532`.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Fault run instead of the workloads: the first workload at `--rate` for `--seconds`
+    /// through the gateway on `--database-url` (a virtual key, as `--virtual-key` unless
+    /// `--keys`), this shell command run `--restart-at` seconds in (e.g. `pg_ctl -D DIR
+    /// -m fast -w restart`); prints the answers per second, the longest time without a
+    /// 200, and whether every 200 has its spend log row and the key's spend its rows' sum.
+    #[arg(
+        long,
+        value_name = "CMD",
+        requires = "database_url",
+        conflicts_with = "callgrind"
+    )]
+    restart_postgres: Option<String>,
+    /// Seconds into the fault run when `--restart-postgres` runs (default a third of
+    /// `--seconds`).
+    #[arg(long, value_name = "SECONDS", requires = "restart_postgres")]
+    restart_at: Option<f64>,
     /// Observability on: `metrics` (`litellm_settings.callbacks: [prometheus]`), `traces`
     /// (`[otel]`, exported over OTLP/HTTP to a stand-in collector in this process) or `all`
     /// (both; `--observe` alone).
@@ -113,6 +149,29 @@ struct Args {
     /// Internal: run as the bare reference proxy in front of this upstream URL.
     #[arg(long, hide = true, value_name = "URL")]
     bare_proxy_child: Option<String>,
+}
+
+impl Args {
+    /// Which virtual key the requests go with.
+    fn key_mode(&self) -> KeyMode {
+        if self.keys {
+            KeyMode::Limits
+        } else if self.virtual_key || self.restart_postgres.is_some() {
+            KeyMode::Budget
+        } else {
+            KeyMode::None
+        }
+    }
+
+    /// The store and shared state the gateway runs on, as reported.
+    fn store(&self) -> &'static str {
+        match (&self.database_url, &self.redis_url) {
+            (None, None) => "sqlite",
+            (None, Some(_)) => "sqlite + redis",
+            (Some(_), None) => "postgresql",
+            (Some(_), Some(_)) => "postgresql + redis",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -237,7 +296,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     eprintln!("llmgate-bench: mock upstream at {mock_url}");
 
     // The bare reference proxy: this executable in its proxy role.
-    let mut bare = if args.no_bare_proxy || args.callgrind.is_some() {
+    let no_bare = args.no_bare_proxy || args.callgrind.is_some() || args.restart_postgres.is_some();
+    let mut bare = if no_bare {
         None
     } else {
         let mut cmd = Command::new(std::env::current_exe().context("locating this executable")?);
@@ -266,8 +326,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             args.gateway_args.join(" ")
         );
     }
+    eprintln!(
+        "llmgate-bench: store {}, key {:?}",
+        args.store(),
+        args.key_mode()
+    );
+    let key = BenchKey::fresh();
     if let Some(requests) = args.callgrind {
-        return instructions::count(&args, cmd, requests).await;
+        return instructions::count(&args, cmd, requests, &key).await;
     }
     let spawned = Instant::now();
     let (mut gateway, gateway_url) = procs::spawn_listening(
@@ -277,11 +343,31 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
         GATEWAY_START_TIMEOUT,
     )?;
     let startup = spawned.elapsed();
-    if args.keys {
-        generate_bench_key(&gateway_url)?;
+    let client = load::client();
+    let mode = args.key_mode();
+    let (auth, token) = if mode.on() {
+        let token =
+            admin::generate(&client, &gateway_url, &key, mode, args.redis_url.is_some()).await?;
         eprintln!(
-            "llmgate-bench: keys on: every request uses a virtual key with a budget and limits"
+            "llmgate-bench: every request uses the virtual key `{}` ({mode:?})",
+            key.alias
         );
+        (key.auth()?, token)
+    } else {
+        (load::default_auth(), String::new())
+    };
+    if let Some(command) = &args.restart_postgres {
+        let run = FaultRun {
+            client: &client,
+            gateway_url: &gateway_url,
+            key: &key,
+            token: &token,
+            auth,
+        };
+        let judged = run.go(&args, command).await;
+        check_alive(&mut mock, &mut gateway, None)?;
+        drop(gateway);
+        return run.database_books(&args, judged?);
     }
     let idle_rss = procs::status_kb(gateway.pid(), "VmRSS")?;
     eprintln!(
@@ -291,7 +377,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     );
 
     let ctx = Ctx {
-        client: load::client(),
+        client,
         gateway_pid: gateway.pid(),
         mock_pid: mock.pid(),
         bare_pid: bare.as_ref().map(|(child, _)| child.pid()),
@@ -304,12 +390,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             uri: endpoint(&mock_url)?,
             body: w.body("mock-gpt")?,
             streamed: w.streamed(),
+            auth: load::default_auth(),
         };
         let bare_target = match &bare {
             Some((_, url)) => Some(Target {
                 uri: endpoint(url)?,
                 body: direct.body.clone(),
                 streamed: w.streamed(),
+                auth: load::default_auth(),
             }),
             None => None,
         };
@@ -319,6 +407,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
                 .with_context(|| format!("bad URL {gateway_url}"))?,
             body: w.via_body("bench")?,
             streamed: w.streamed(),
+            auth: auth.clone(),
         };
         let targets = Targets {
             direct: &direct,
@@ -362,6 +451,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
             concurrency: args.concurrency,
             warmup_seconds: args.warmup,
             loadgen_threads: threads,
+            store: args.store(),
+            key: mode,
         },
         gateway_startup_ms: startup.as_secs_f64() * 1000.0,
         gateway_memory: memory,
@@ -385,30 +476,52 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<bool> {
     Ok(passed)
 }
 
-/// The workloads in the order given, each once.
-/// The gateway's master key with `--keys`.
-const BENCH_MASTER_KEY: &str = "sk-bench-master";
+/// The fault run's gateway and key (`--restart-postgres`).
+struct FaultRun<'a> {
+    client: &'a HttpClient,
+    gateway_url: &'a str,
+    key: &'a BenchKey,
+    token: &'a str,
+    auth: hyper::header::HeaderValue,
+}
 
-/// Create the virtual key the load generator sends (`sk-bench`), through `/key/generate`.
-fn generate_bench_key(gateway_url: &str) -> anyhow::Result<()> {
-    use std::io::{Read as _, Write as _};
-    let addr = gateway_url
-        .strip_prefix("http://")
-        .with_context(|| format!("bad URL {gateway_url}"))?;
-    let body = r#"{"key": "sk-bench", "key_alias": "bench", "max_budget": 1000000000, "budget_duration": "1d", "rpm_limit": 1000000000, "tpm_limit": 1000000000000, "max_parallel_requests": 1000000}"#;
-    let mut conn = std::net::TcpStream::connect(addr)?;
-    write!(
-        conn,
-        "POST /key/generate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BENCH_MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer)?;
-    anyhow::ensure!(
-        answer.starts_with("HTTP/1.1 200"),
-        "POST /key/generate failed: {answer}"
-    );
-    Ok(())
+impl FaultRun<'_> {
+    /// Load with the restart in it: the verdict and the lines to print.
+    async fn go(&self, args: &Args, command: &str) -> anyhow::Result<(bool, Vec<String>)> {
+        let plan = fault::Plan {
+            command: command.to_owned(),
+            at: args.restart_at.unwrap_or(args.seconds / 3.0),
+            rate: args.rate,
+            seconds: args.seconds,
+        };
+        let w = args.workloads.first().copied().unwrap_or(Workload::Small);
+        let via = Target {
+            uri: format!("{}{}", self.gateway_url, w.via_path())
+                .parse()
+                .with_context(|| format!("bad URL {}", self.gateway_url))?,
+            body: w.via_body("bench")?,
+            streamed: w.streamed(),
+            auth: self.auth.clone(),
+        };
+        fault::run(self.client, self.gateway_url, &via, self.token, &plan).await
+    }
+
+    /// After the gateway stopped: the database's own books, then everything printed;
+    /// `Ok(false)` when the run or the database failed.
+    fn database_books(&self, args: &Args, run: (bool, Vec<String>)) -> anyhow::Result<bool> {
+        let (mut judged, mut lines) = run;
+        let url = args.database_url.as_deref().unwrap_or_default();
+        match fault::database_books(url, &self.key.alias) {
+            Ok(Some(line)) => lines.push(line),
+            Ok(None) => lines.push("database: psql not installed, not read".into()),
+            Err(e) => {
+                judged = false;
+                lines.push(format!("database: FAIL: {e:#}"));
+            }
+        }
+        println!("{}", lines.join("\n"));
+        Ok(judged)
+    }
 }
 
 /// What `--observe` turns on.
@@ -445,15 +558,29 @@ impl Observe {
 }
 
 /// The gateway's config: one model group `bench` at the mock, the callbacks `--observe`
-/// asks for, and under callgrind a small plugin instance pool (valgrind cannot reserve the
+/// asks for, prices with a virtual key, the PostgreSQL store and Redis when given, and
+/// under callgrind a small plugin instance pool (valgrind cannot reserve the
 /// pooling allocator's address space for the default 1,000 instances).
 fn gateway_config(args: &Args, mock_url: &str) -> String {
+    // With a virtual key the requests cost something, so its spend and the spend log rows
+    // have sums to compare (and the reservation a price to reserve).
+    let prices = if args.key_mode().on() {
+        "      input_cost_per_token: 0.000001\n      output_cost_per_token: 0.000002\n"
+    } else {
+        ""
+    };
     let mut config = format!(
-        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\nlitellm_settings:\n  callbacks: {}\n",
+        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/mock-gpt\n      api_base: {mock_url}/v1\n      api_key: sk-bench\n{prices}litellm_settings:\n  callbacks: {}\n",
         args.observe.callbacks()
     );
     if args.callgrind.is_some() {
         config.push_str("llmgate:\n  plugin_limits: {max_instances: 4}\n");
+    }
+    if let Some(url) = &args.database_url {
+        config.push_str(&format!("general_settings:\n  database_url: {url:?}\n"));
+    }
+    if let Some(url) = &args.redis_url {
+        config.push_str(&format!("router_settings:\n  redis_url: {url:?}\n"));
     }
     config
 }
@@ -478,10 +605,11 @@ fn gateway_command(
         .args(&args.gateway_args)
         .env("LLMGATE_LOG", "warn")
         .env("LLMGATE_DB", dir.join("llmgate.db"))
+        .env_remove("DATABASE_URL")
         .env_remove("LITELLM_MASTER_KEY")
         .env_remove("LLMGATE_MASTER_KEY");
-    if args.keys {
-        cmd.env("LLMGATE_MASTER_KEY", BENCH_MASTER_KEY);
+    if args.key_mode().on() {
+        cmd.env("LLMGATE_MASTER_KEY", admin::MASTER_KEY);
     }
     for var in [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -494,6 +622,7 @@ fn gateway_command(
     Ok(cmd)
 }
 
+/// The workloads in the order given, each once.
 fn dedup(workloads: &[Workload]) -> Vec<Workload> {
     let mut out: Vec<Workload> = Vec::new();
     for &w in workloads {

@@ -219,6 +219,10 @@ pub struct Settings {
     pub warmup_seconds: f64,
     /// Load-generator runtime threads.
     pub loadgen_threads: usize,
+    /// The gateway's store: `sqlite`, `postgresql`, with ` + redis` when Redis is on.
+    pub store: &'static str,
+    /// The virtual key the requests went with through the gateway.
+    pub key: crate::admin::KeyMode,
 }
 
 /// Error totals over all measured phases.
@@ -286,6 +290,7 @@ pub fn table(r: &Report) -> String {
         r.gateway_memory.peak_rss_mib,
         r.gateway_memory.final_rss_mib
     );
+    let _ = writeln!(s, "gateway: store {}, key {:?}", s_.store, s_.key);
     let sizes: Vec<String> = r
         .workloads
         .iter()
