@@ -18,9 +18,12 @@ use crate::store::{Ask, Leases};
 
 /// Float slack when checking that a grant covers a request (a billionth of a USD).
 const EPSILON: f64 = 1e-9;
-/// A lease is asked for this many times a request's reservation, so that most requests
-/// are admitted without asking.
+/// A lease is asked for at least this many times a request's reservation, so that most
+/// requests are admitted without asking.
 const CHUNK_REQUESTS: f64 = 64.0;
+/// ... and for what the key's requests reserved over this long at their recent rate, so a
+/// busy key rides through a database restart on the lease it holds.
+const CHUNK_HORIZON_SECS: f64 = 10.0;
 /// A key with nothing in flight and no admission for this long gives its lease back.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -35,6 +38,9 @@ pub(super) struct Held {
     granted_ms: i64,
     /// When a request last used the lease (unix ms).
     used_ms: i64,
+    /// What the requests admitted since the last grant reserved (USD): their rate sizes
+    /// the next grant.
+    reserved_since: f64,
 }
 
 impl Held {
@@ -43,6 +49,18 @@ impl Held {
     pub fn short(&self, reserved: f64, worst: f64) -> Option<f64> {
         let need = reserved + worst - self.left;
         (need > EPSILON).then_some(need)
+    }
+
+    /// A request admitted against the lease reserved `worst`.
+    pub fn note(&mut self, worst: f64) {
+        self.reserved_since += worst;
+    }
+
+    /// What to ask for beyond the need: 64 reservations of this size, or what the key's
+    /// requests reserved over [`CHUNK_HORIZON_SECS`] at their rate since the last grant.
+    fn chunk(&self, worst: f64, now_ms: i64) -> f64 {
+        let secs = ((now_ms - self.granted_ms) as f64 / 1000.0).max(0.5);
+        (worst * CHUNK_REQUESTS).max(self.reserved_since / secs * CHUNK_HORIZON_SECS)
     }
 
     /// A settled request's cost: paid from what is left; returns the part the lease paid
@@ -125,7 +143,7 @@ impl Leasing {
                 id,
                 need,
                 idle: (st.lease.left - st.reserved).max(0.0),
-                chunk: worst * CHUNK_REQUESTS,
+                chunk: st.lease.chunk(worst, unix_now_ms()),
                 strict: admission == Admission::Strict,
                 now,
                 next_reset,
@@ -174,6 +192,7 @@ impl Leasing {
         }
         st.lease.granted_ms = unix_now_ms();
         st.lease.used_ms = st.lease.granted_ms;
+        st.lease.reserved_since = 0.0;
         Ok(())
     }
 
@@ -343,6 +362,11 @@ mod tests {
         // A cost beyond what is left: the lease pays what it has.
         assert_eq!(h.pay(2.0), 0.75);
         assert_eq!(h.left, 0.0);
+        // The next grant is sized by the rate of reservations since the last one.
+        h.granted_ms = 0;
+        assert_eq!(h.chunk(0.001, 1_000), 0.064);
+        h.note(1.0);
+        assert_eq!(h.chunk(0.001, 2_000), 5.0, "1 USD in 2 s: 10 s of it");
         // Without a lease nothing is paid from one.
         let mut none = Held::default();
         assert_eq!(none.pay(1.0), 0.0);

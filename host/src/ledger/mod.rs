@@ -879,6 +879,7 @@ impl KeyState {
             *self.model_reserved.entry(group.to_string()).or_default() += worst;
         }
         self.in_flight += 1;
+        self.lease.note(worst);
         self.reserved_tokens = self.reserved_tokens.saturating_add(tokens);
         self.requests_this_minute += 1;
     }
