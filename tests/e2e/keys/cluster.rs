@@ -497,3 +497,96 @@ async fn with_postgres_away_requests_go_on_within_the_leases_and_nothing_is_lost
         "a 401 during the outage:\n{logs}"
     );
 }
+
+/// "Done means" of issue 14 in one test: three gateways, one PostgreSQL and one Redis act as
+/// one gateway for a key made on one of them: its rpm limit holds across all three (Redis),
+/// a block made on one holds on the others within a second (PostgreSQL notifications), and
+/// every spend row and the key's spend agree in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_one_postgresql_one_redis_act_as_one_gateway() {
+    if skip() {
+        return;
+    }
+    let Some(redis) = crate::support::redis::Redis::start(None) else {
+        return;
+    };
+    let db = postgres::fresh_database().unwrap();
+    let m = keyed_mock().await;
+    let cfg = redis
+        .router_settings()
+        .into_iter()
+        .fold(config(&m.url()), |c, (k, v)| c.router_setting(k, v))
+        .llmgate_setting("budget_lease_seconds", LEASE_SECS)
+        .yaml();
+    let env = [("DATABASE_URL", db.as_str())];
+    let mut gws: Vec<Gateway> = (0..3)
+        .map(|_| {
+            Gateway::start_spec(Spec {
+                config: &cfg,
+                plugins: PLUGINS,
+                env: &env,
+                ..Spec::default()
+            })
+        })
+        .collect();
+    let body = chat_body("priced", "one gateway", false);
+    // The minute's rpm window must not roll over between the first request and the last.
+    away_from_minute_boundary(40.0).await;
+    let (key, _) = generate(&gws[0], MASTER, json!({"rpm_limit": 12, "max_budget": 1.0})).await;
+    // Known everywhere within a second.
+    let made = Instant::now();
+    for gw in &gws[1..] {
+        while chat(gw, Some(&key), &chat_body("other", "known?", false))
+            .await
+            .resp
+            .status
+            == 401
+        {
+            assert!(
+                made.elapsed() < Duration::from_secs(1),
+                "the new key did not reach {}",
+                gw.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The probes above counted 2 of the minute's 12; 30 concurrent requests over the three
+    // instances: exactly 10 more are admitted.
+    let urls: Vec<String> = gws.iter().map(|g| g.url.clone()).collect();
+    let c = storm_client();
+    let calls = (0..30).map(|i| {
+        let (c, url, key, body) = (c.clone(), urls[i % 3].clone(), key.clone(), body.clone());
+        async move { chat_on(&c, &url, &key, &body).await.status }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let n = |s: u16| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!((n(200), n(429)), (10, 20), "{statuses:?}");
+    // Blocked on B: refused on A and C within a second.
+    let r = post(&gws[1], "/key/block", Some(MASTER), &json!({"key": key})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let blocked = Instant::now();
+    for i in [0, 2] {
+        loop {
+            let r = post(&gws[i], "/v1/chat/completions", Some(&key), &body).await;
+            if r.status == 401 {
+                break;
+            }
+            assert!(blocked.elapsed() < Duration::from_secs(1), "{}", r.text);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for gw in &mut gws {
+        assert_eq!(
+            gw.stop_graceful(Duration::from_secs(30))
+                .map(|s| s.success()),
+            Some(true)
+        );
+    }
+    let s = stored(&db, &hash(&key)).await;
+    assert_eq!(
+        s.log_rows, 12,
+        "a row per request served, none for refusals: {s:?}"
+    );
+    assert_eq!(s.spend, s.logged, "{s:?}");
+    assert_eq!((s.leased, s.lease_rows), (0.0, 0), "{s:?}");
+}
