@@ -308,16 +308,7 @@ async fn renew(pool: &Pool, ids: &[String], ttl: Duration) -> anyhow::Result<Has
         .await?;
     let held = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     let reclaimed = client
-        .execute(
-            "WITH gone AS (
-                 DELETE FROM llmgate_key_leases WHERE expires_at < $1 RETURNING token, usd
-             )
-             UPDATE llmgate_verification_tokens AS k
-             SET leased = GREATEST(k.leased - g.usd, 0)
-             FROM (SELECT token, SUM(GREATEST(usd, 0)) AS usd FROM gone GROUP BY token) AS g
-             WHERE k.token = g.token",
-            &[&now],
-        )
+        .execute(&give_back("expires_at < $1"), &[&now])
         .await?;
     if reclaimed > 0 {
         tracing::info!(keys = reclaimed, "reclaimed expired budget leases");
@@ -328,19 +319,20 @@ async fn renew(pool: &Pool, ids: &[String], ttl: Duration) -> anyhow::Result<Has
 /// Deletes leases `ids`, taking what they held off their keys' `leased`.
 async fn release(pool: &Pool, ids: &[String]) -> anyhow::Result<()> {
     let client = client(pool).await?;
-    client
-        .execute(
-            "WITH gone AS (
-                 DELETE FROM llmgate_key_leases WHERE id = ANY($1) RETURNING token, usd
-             )
-             UPDATE llmgate_verification_tokens AS k
-             SET leased = GREATEST(k.leased - g.usd, 0)
-             FROM (SELECT token, SUM(GREATEST(usd, 0)) AS usd FROM gone GROUP BY token) AS g
-             WHERE k.token = g.token",
-            &[&ids],
-        )
-        .await?;
+    client.execute(&give_back("id = ANY($1)"), &[&ids]).await?;
     Ok(())
+}
+
+/// One statement: delete the leases `filter` selects and take what they held off their
+/// keys' `leased` (a reclaim, a release).
+fn give_back(filter: &str) -> String {
+    format!(
+        "WITH gone AS (DELETE FROM llmgate_key_leases WHERE {filter} RETURNING token, usd)
+         UPDATE llmgate_verification_tokens AS k
+         SET leased = GREATEST(k.leased - g.usd, 0)
+         FROM (SELECT token, SUM(GREATEST(usd, 0)) AS usd FROM gone GROUP BY token) AS g
+         WHERE k.token = g.token"
+    )
 }
 
 #[cfg(test)]

@@ -153,6 +153,37 @@ async fn one(c: &reqwest::Client, url: &str, key: &str, i: usize) -> End {
     }
 }
 
+/// Three gateways on a fresh database and a key with a budget of `requests` requests.
+struct Shared {
+    db: String,
+    _m: MockServer,
+    gws: Vec<Gateway>,
+    /// One request's worst case (its reservation).
+    w: f64,
+    budget: f64,
+    key: String,
+}
+
+async fn shared_key(requests: f64) -> Shared {
+    let db = postgres::fresh_database().unwrap();
+    let m = keyed_mock().await;
+    let mut gws = gateways(&m, &db, 1);
+    let unit = chat(&gws[0], Some(MASTER), &storm_body(false)).await.cost();
+    let w = worst_case(&storm_body(false)).max(worst_case(&storm_body(true)));
+    let budget = requests * unit;
+    let (key, _) = generate(&gws[0], MASTER, json!({"max_budget": budget})).await;
+    // The other two start after the key exists (they load it from the database).
+    gws.extend(gateways(&m, &db, 2));
+    Shared {
+        db,
+        _m: m,
+        gws,
+        w,
+        budget,
+        key,
+    }
+}
+
 fn count(ends: &[End], end: End) -> usize {
     ends.iter().filter(|e| **e == end).count()
 }
@@ -162,16 +193,15 @@ async fn three_instances_hold_one_budget_exactly() {
     if skip() {
         return;
     }
-    let db = postgres::fresh_database().unwrap();
-    let m = keyed_mock().await;
-    let mut gws = gateways(&m, &db, 1);
-    let unit = chat(&gws[0], Some(MASTER), &storm_body(false)).await.cost();
-    let w = worst_case(&storm_body(false)).max(worst_case(&storm_body(true)));
     // About 60 requests' worth: far fewer than the storm.
-    let budget = 60.0 * unit;
-    let (key, _) = generate(&gws[0], MASTER, json!({"max_budget": budget})).await;
-    // The other two start after the key exists (they load it from the database).
-    gws.extend(gateways(&m, &db, 2));
+    let Shared {
+        db,
+        _m,
+        mut gws,
+        w,
+        budget,
+        key,
+    } = shared_key(60.0).await;
     let urls: Vec<String> = gws.iter().map(|g| g.url.clone()).collect();
 
     let c = storm_client();
@@ -196,7 +226,7 @@ async fn three_instances_hold_one_budget_exactly() {
         count(&ends, End::Left),
     );
     eprintln!(
-        "{REQUESTS} requests over 3 instances: {ok} answered, {left} clients gone, {held} held (429), {spent} budget exceeded (400); budget {budget}, one request {unit}, worst case {w}"
+        "{REQUESTS} requests over 3 instances: {ok} answered, {left} clients gone, {held} held (429), {spent} budget exceeded (400); budget {budget}, worst case {w}"
     );
     assert_eq!(count(&ends, End::Failed), 0, "{ends:?}");
     assert_eq!(
@@ -254,15 +284,15 @@ async fn a_killed_instance_leases_come_back_while_the_others_serve() {
     if skip() {
         return;
     }
-    let db = postgres::fresh_database().unwrap();
-    let m = keyed_mock().await;
-    let mut gws = gateways(&m, &db, 1);
-    let unit = chat(&gws[0], Some(MASTER), &storm_body(false)).await.cost();
-    let w = worst_case(&storm_body(false)).max(worst_case(&storm_body(true)));
-    let budget = 2000.0 * unit;
-    let (key, _) = generate(&gws[0], MASTER, json!({"max_budget": budget})).await;
+    let Shared {
+        db,
+        _m,
+        mut gws,
+        w,
+        budget,
+        key,
+    } = shared_key(2000.0).await;
     let token = hash(&key);
-    gws.extend(gateways(&m, &db, 2));
     let urls: Vec<String> = gws.iter().map(|g| g.url.clone()).collect();
 
     // Load: 90 clients, 30 per instance, each sending one request after another for 6 s.
