@@ -333,14 +333,6 @@ impl Ledger {
             leasing.release_all(self).await;
         }
     }
-
-    /// This instance's lease ids (tests, readiness).
-    pub fn lease_count(&self) -> usize {
-        self.keys_read()
-            .values()
-            .filter(|k| k.lock().lease.id.is_some())
-            .count()
-    }
 }
 
 #[cfg(test)]
