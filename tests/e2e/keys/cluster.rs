@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::budgets::storm_body;
+use super::postgres::{server_port, skip};
 use super::*;
 use crate::support::postgres;
 
@@ -28,14 +29,6 @@ const LEASE_SECS: u64 = 2;
 /// A generous deadline for a key change to reach the other instances (the target is a
 /// second; `cluster_keys.rs` prints the times): notifications only, the resync is an hour.
 const PROPAGATION: Duration = Duration::from_secs(10);
-
-fn skip() -> bool {
-    let off = !postgres::active();
-    if off {
-        eprintln!("skipped: LLMGATE_TEST_POSTGRES is not set (scripts/test.sh starts a server)");
-    }
-    off
-}
 
 /// `n` gateways on the database `db`, with short leases.
 fn gateways(m: &MockServer, db: &str, n: usize) -> Vec<Gateway> {
@@ -438,12 +431,6 @@ impl Hop {
     fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
     }
-}
-
-/// The port of the test server in `url`.
-fn server_port(url: &str) -> u16 {
-    let hostport = url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    hostport.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,7 +19,8 @@ fn url_with_password(db_url: &str) -> String {
     db_url.replacen("://postgres@", &format!("://postgres:{PASSWORD}@"), 1)
 }
 
-fn skip() -> bool {
+/// Whether the suite runs without PostgreSQL (then a PostgreSQL test returns, saying so).
+pub(super) fn skip() -> bool {
     let off = !postgres::active();
     if off {
         eprintln!("skipped: LLMGATE_TEST_POSTGRES is not set (scripts/test.sh starts a server)");
@@ -36,8 +37,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The port of the test server.
-fn server_port(url: &str) -> u16 {
+/// The port of the test server in `url`.
+pub(super) fn server_port(url: &str) -> u16 {
     let after_at = url.split('@').nth(1).unwrap();
     let hostport = after_at.split('/').next().unwrap();
     hostport.rsplit(':').next().unwrap().parse().unwrap()
